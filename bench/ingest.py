@@ -1,0 +1,136 @@
+"""Ingest benchmark: Crosswalk (durable commits) against a bare python-hl7 server, same client.
+
+Three servers run as subprocesses and one client measures them in the same run:
+- crosswalk: `crosswalk serve` with the sample configuration (SQLite, WAL, synchronous=FULL);
+- python-hl7: hl7.mllp's start_hl7_server parsing each message and answering create_ack(),
+  storing nothing (the baseline of the issue);
+- durable floor: bench/minimal_durable_server.py, one SQLite commit per message and nothing else
+  (what the disk's fsync allows; context for reading the numbers, not a competitor).
+
+For each: one sequential connection (send, wait for the ACK: the real feed pattern), 8 concurrent
+connections, and one connection paced at 500 msg/s for ACK latency. Each figure is the median of
+--rounds runs. Messages are 1.3 KB ADT^A01 with 14 segments and unique control ids.
+
+    python bench/ingest.py [--messages 4000] [--rounds 3] [--db URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mllp_load import RunResult, adt_message, run_load_blocking
+
+from engine.testing import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PACED_RATE = 500
+
+
+def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subprocess.Popen[bytes]]]:
+    quiet = {"stdout": subprocess.DEVNULL}
+    ports = {name: free_port() for name in ("crosswalk", "python-hl7", "durable floor")}
+    commands = {
+        "crosswalk": [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--config",
+            str(ROOT / "routes"),
+            "--db",
+            db or f"sqlite:///{folder}/crosswalk.db",
+            "--port",
+            str(ports["crosswalk"]),
+        ],
+        "python-hl7": [
+            sys.executable,
+            str(ROOT / "bench" / "baseline_hl7_server.py"),
+            str(ports["python-hl7"]),
+        ],
+        "durable floor": [
+            sys.executable,
+            str(ROOT / "bench" / "minimal_durable_server.py"),
+            str(ports["durable floor"]),
+            f"{folder}/floor.db",
+        ],
+    }
+    env = dict(os.environ, CROSSWALK_LOG_LEVEL="WARNING")
+    servers = {}
+    for name, command in commands.items():
+        process = subprocess.Popen(command, cwd=ROOT, env=env, **quiet)  # type: ignore[call-overload]
+        wait_for_port(ports[name], process)
+        servers[name] = (ports[name], process)
+    return servers
+
+
+def median_run(runs: list[RunResult]) -> RunResult:
+    return sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
+
+
+def measure(port: int, tag: str, messages: int, rounds: int) -> dict[str, RunResult]:
+    run_load_blocking("127.0.0.1", port, 1, 300, prefix=f"W{tag}")  # warm-up
+    results: dict[str, list[RunResult]] = {"1 connection": [], "8 connections": [], "paced": []}
+    for r in range(rounds):
+        results["1 connection"].append(
+            run_load_blocking("127.0.0.1", port, 1, messages, prefix=f"S{tag}{r}")
+        )
+        results["8 connections"].append(
+            run_load_blocking("127.0.0.1", port, 8, messages // 8, prefix=f"C{tag}{r}")
+        )
+        results["paced"].append(
+            run_load_blocking("127.0.0.1", port, 1, PACED_RATE * 4, PACED_RATE, prefix=f"P{tag}{r}")
+        )
+    return {kind: median_run(runs) for kind, runs in results.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=4000, help="per run (default 4000)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--db", help="database URL for Crosswalk (default: a fresh SQLite file)")
+    args = parser.parse_args()
+    measured: dict[str, dict[str, RunResult]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        servers = start_servers(folder, args.db)
+        try:
+            for number, (name, (port, _)) in enumerate(servers.items()):
+                measured[name] = measure(port, str(number), args.messages, args.rounds)
+        finally:
+            for _, process in servers.values():
+                process.terminate()
+                process.wait(timeout=30)
+
+    size = len(adt_message(0))
+    print(
+        f"{os.cpu_count()} CPUs; {args.messages} messages of {size} bytes per run; "
+        f"median of {args.rounds} rounds"
+    )
+    for name, results in measured.items():
+        for kind, result in results.items():
+            label = f"{name}: {kind if kind != 'paced' else f'1 connection at {PACED_RATE} msg/s'}"
+            print(result.line(label))
+    cw, base = measured["crosswalk"], measured["python-hl7"]
+    floor = measured["durable floor"]
+    one = cw["1 connection"].rate / base["1 connection"].rate
+    eight = cw["8 connections"].rate / base["8 connections"].rate
+    print(
+        f"crosswalk / python-hl7: 1 connection {one:.2f}x (target >= 3x), "
+        f"8 connections {eight:.2f}x"
+    )
+    print(
+        f"crosswalk / durable floor, 1 connection: "
+        f"{cw['1 connection'].rate / floor['1 connection'].rate:.2f}"
+    )
+    p99 = cw["paced"].percentile(0.99)
+    print(f"crosswalk ACK p99 at {PACED_RATE} msg/s: {p99:.2f} ms (target <= 2 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""The ``crosswalk`` command line; each command is a thin layer over the engine's modules."""
+
+from __future__ import annotations
+
+import typer
+
+from engine.cli import messages, send, serve
+
+app = typer.Typer(
+    name="crosswalk",
+    help="Crosswalk: HL7 v2 integration engine and demographics reconciler for PACS.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.command("serve")(serve.serve)
+app.command("send")(send.send)
+app.add_typer(messages.app, name="messages")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,43 @@
+"""What the CLI commands share: consoles, the database option, failing with a clear message."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from engine.config.binding import Duration
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database URL or SQLite file (default: $CROSSWALK_DB, else ./crosswalk.db).",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``message`` to stderr and exit with ``code``."""
+    errors.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def parse_when(text: str) -> datetime:
+    """A moment from ``2026-11-23``, ``2026-11-23T14:05`` (local time) or ``2h`` / ``30m`` ago."""
+    stripped = text.strip()
+    if stripped and stripped[-1] in "smhd" and stripped[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(Duration.parse(stripped)))
+    try:
+        moment = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a date/time (2026-11-23, 2026-11-23T14:05) or an age (2h, 30m, 7d)"
+        ) from None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.astimezone().astimezone(UTC)

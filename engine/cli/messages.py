@@ -1,0 +1,233 @@
+"""``crosswalk messages``: list, search and show stored messages.
+
+These commands display message content (PHI) on purpose; the engine's logs never do.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from engine.cli.common import DbOption, console, fail, parse_when
+from engine.hl7v2.charset import codec_for
+from engine.hl7v2.header import HeaderError
+from engine.hl7v2.paths import flatten
+from engine.store.database import StoreError, open_store
+from engine.store.messages import MessageFilter, find_messages, get_message
+from engine.store.schema import Message, MessageStatus
+
+app = typer.Typer(help="List, search and show stored messages.", no_args_is_help=True)
+
+Since = Annotated[
+    str | None, typer.Option(help="Received at or after: 2026-11-23, 2026-11-23T14:00, or 2h ago.")
+]
+Until = Annotated[str | None, typer.Option(help="Received before (same forms as --since).")]
+TypeOption = Annotated[
+    str | None, typer.Option("--type", help="Message type: ADT, ADT^A08, or a pattern: ADT^A0*.")
+]
+ControlId = Annotated[str | None, typer.Option(help="MSH-10 message control id.")]
+Status = Annotated[str | None, typer.Option(help=f"One of: {', '.join(MessageStatus.ALL)}.")]
+SendingApp = Annotated[str | None, typer.Option(help="MSH-3 sending application.")]
+SendingFacility = Annotated[str | None, typer.Option(help="MSH-4 sending facility.")]
+ListenerOption = Annotated[str | None, typer.Option(help="Listener name.")]
+Limit = Annotated[int, typer.Option(help="At most this many messages, newest first.")]
+Format = Annotated[Literal["table", "json"], typer.Option("--format", help="Output format.")]
+
+
+def _filter(
+    since: str | None,
+    until: str | None,
+    message_type: str | None,
+    control_id: str | None,
+    status: str | None,
+    sending_app: str | None,
+    sending_facility: str | None,
+    listener: str | None,
+    text: str | None = None,
+) -> MessageFilter:
+    if status is not None and status not in MessageStatus.ALL:
+        fail(f"--status {status!r} is not one of {', '.join(MessageStatus.ALL)}")
+    return MessageFilter(
+        since=parse_when(since) if since else None,
+        until=parse_when(until) if until else None,
+        message_type=message_type,
+        control_id=control_id,
+        status=status,
+        sending_application=sending_app,
+        sending_facility=sending_facility,
+        listener=listener,
+        text=text,
+    )
+
+
+def _local(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_list(rows: list[Message], output: str) -> None:
+    if output == "json":
+        console.print_json(
+            json.dumps(
+                [
+                    {
+                        "id": m.id,
+                        "received_at": m.received_at.isoformat(),
+                        "listener": m.listener,
+                        "peer": m.peer,
+                        "message_type": m.message_type,
+                        "control_id": m.control_id,
+                        "sending_application": m.sending_application,
+                        "sending_facility": m.sending_facility,
+                        "status": m.status,
+                        "status_reason": m.status_reason,
+                        "ack": m.ack_code,
+                    }
+                    for m in rows
+                ]
+            )
+        )
+        return
+    if not rows:
+        console.print("no messages match")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("id", "received", "listener", "type", "control id", "from", "status", "ack"):
+        table.add_column(column, overflow="fold")
+    for m in rows:
+        status = Text(m.status, style="red" if m.status == MessageStatus.REJECTED else "")
+        sender = "/".join(part for part in (m.sending_application, m.sending_facility) if part)
+        table.add_row(
+            str(m.id),
+            _local(m.received_at),
+            m.listener,
+            m.message_type,
+            m.control_id,
+            sender,
+            status,
+            m.ack_code,
+        )
+    console.print(table)
+
+
+def _open(db: str | None):  # type: ignore[no-untyped-def]
+    try:
+        return open_store(db)
+    except StoreError as error:
+        fail(str(error))
+
+
+@app.command("list")
+def list_messages(
+    since: Since = None,
+    until: Until = None,
+    message_type: TypeOption = None,
+    control_id: ControlId = None,
+    status: Status = None,
+    sending_app: SendingApp = None,
+    sending_facility: SendingFacility = None,
+    listener: ListenerOption = None,
+    limit: Limit = 50,
+    output: Format = "table",
+    db: DbOption = None,
+) -> None:
+    """List stored messages, newest first."""
+    criteria = _filter(
+        since, until, message_type, control_id, status, sending_app, sending_facility, listener
+    )
+    engine = _open(db)
+    _print_list(list(find_messages(engine, criteria, limit=limit)), output)
+
+
+@app.command("search")
+def search_messages(
+    text: Annotated[
+        str, typer.Argument(help="Text to find anywhere in the message (e.g. an MRN).")
+    ],
+    since: Since = None,
+    until: Until = None,
+    message_type: TypeOption = None,
+    control_id: ControlId = None,
+    status: Status = None,
+    sending_app: SendingApp = None,
+    sending_facility: SendingFacility = None,
+    listener: ListenerOption = None,
+    limit: Limit = 50,
+    output: Format = "table",
+    db: DbOption = None,
+) -> None:
+    """Find messages containing TEXT (with the same filters as list)."""
+    criteria = _filter(
+        since,
+        until,
+        message_type,
+        control_id,
+        status,
+        sending_app,
+        sending_facility,
+        listener,
+        text,
+    )
+    engine = _open(db)
+    _print_list(list(find_messages(engine, criteria, limit=limit)), output)
+
+
+def decode_stored(raw: bytes, charset: str | None) -> str:
+    """A stored message as text, in the character set it was read with."""
+    return raw.decode(codec_for(charset or "") or "utf-8", "replace")
+
+
+def _print_fields(title: str, text: str) -> None:
+    console.rule(title, align="left")
+    try:
+        leaves = list(flatten(text))
+    except HeaderError as error:
+        console.print(f"(not readable as HL7: {error.problem.text})")
+        console.print(Text(text.replace("\r", "\n")))
+        return
+    current = None
+    for label, path, value in leaves:
+        if label != current:
+            console.print(Text(label, style="bold cyan"))
+            current = label
+        console.print(Text.assemble(("  " + path.ljust(16), "cyan"), value))
+
+
+@app.command("show")
+def show_message(
+    message_id: Annotated[int, typer.Argument(help="The message id (from list or search).")],
+    raw: Annotated[bool, typer.Option(help="Print the message as received instead.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Print one message segment by segment with field positions, and the ACK sent for it."""
+    engine = _open(db)
+    message = get_message(engine, message_id)
+    if message is None:
+        fail(f"no message with id {message_id}")
+    text = decode_stored(message.raw, message.charset)
+    console.print(
+        Text.assemble(
+            (f"Message {message.id}", "bold"),
+            f"  {message.message_type}  control id {message.control_id or '-'}\n",
+            f"received {_local(message.received_at)} on listener {message.listener}"
+            f" from {message.peer}; {message.size} bytes, charset {message.charset}\n",
+            "status ",
+            (message.status, "red" if message.status == MessageStatus.REJECTED else "green"),
+            f": {message.status_reason}" if message.status_reason else "",
+        )
+    )
+    if message.size > len(message.raw):
+        console.print(f"(only the first {len(message.raw)} bytes were kept)")
+    if raw:
+        console.print(Text(text.replace("\r", "\n")))
+    else:
+        _print_fields("message", text)
+    if message.ack:
+        ack_text = decode_stored(message.ack, message.charset)
+        _print_fields(f"acknowledgement sent ({message.ack_code})", ack_text)
+    else:
+        console.print("no acknowledgement was sent (enhanced mode asked for none)")

@@ -1,0 +1,66 @@
+"""``crosswalk serve``: run the engine until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine import logs
+from engine.cli.common import DbOption, errors, fail
+from engine.config.loader import load_config
+from engine.config.model import EngineConfig
+from engine.config.source import ConfigError
+from engine.server import Server, event_loop_factory
+from engine.store.database import StoreError
+
+DEFAULT_CONFIG = Path("routes")
+
+log = logging.getLogger(__name__)
+
+
+def resolve_config(path: Path | None) -> EngineConfig:
+    """Load ``path``; without one, ./routes when it exists, else the built-in default."""
+    if path is None and not DEFAULT_CONFIG.is_dir():
+        log.info("no ./routes folder: one listener on 127.0.0.1:2575, no routes")
+        return EngineConfig.default()
+    try:
+        return load_config(path or DEFAULT_CONFIG)
+    except ConfigError as error:
+        for problem in error.problems:
+            errors.print(str(problem), markup=False, soft_wrap=True)
+        fail(f"the configuration has {len(error.problems)} problem(s); nothing was started")
+
+
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Configuration folder or file (default: ./routes if present)."),
+    ] = None,
+    db: DbOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address of the (single) listener.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port of the (single) listener.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+) -> None:
+    """Run the engine: listeners, store and routes, until SIGTERM or SIGINT."""
+    logs.configure(log_level)
+    engine_config = resolve_config(config)
+    if host is not None or port is not None:
+        if len(engine_config.listeners) != 1:
+            fail("--host and --port need exactly one listener; set the others in the configuration")
+        ((name, listener),) = engine_config.listeners.items()
+        changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        engine_config = dataclasses.replace(
+            engine_config, listeners={name: dataclasses.replace(listener, **changes)}
+        )
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(Server(engine_config, db).run())
+    except StoreError as error:
+        fail(str(error))
+    except RuntimeError as error:
+        fail(str(error))

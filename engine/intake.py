@@ -1,0 +1,178 @@
+"""Intake: every framed message a listener receives is checked, stored, then acknowledged.
+
+The order is the engine's promise: nothing is acknowledged AA/CA before it is committed, and
+everything that arrives in a frame is committed, rejected messages included, so nothing a sender
+sent is dropped without a record.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from engine.config.model import ListenerSettings
+from engine.hl7v2.ack import POSITIVE_CODES, Outcome, ack_codes, build_ack
+from engine.hl7v2.check import Examination, examine
+from engine.hl7v2.errors import ErrorCode, Location, Problem
+from engine.mllp.listener import Reply
+from engine.store.schema import MessageStatus
+from engine.store.writer import MessageWriter, NewMessage, Settled, StoredMessage
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_TEXT = "duplicate of a message already accepted; not processed again"
+NOT_STORED_TEXT = "the message could not be stored; it was not accepted, send it again later"
+HEADER_COLUMNS = (
+    "sending_application",
+    "sending_facility",
+    "receiving_application",
+    "receiving_facility",
+    "message_datetime",
+    "message_type",
+    "message_code",
+    "trigger_event",
+    "control_id",
+    "processing_id",
+    "version_id",
+)
+
+
+class Intake:
+    """Turns received frames of one listener into stored messages and their ACK payloads."""
+
+    def __init__(self, writer: MessageWriter, listener: ListenerSettings) -> None:
+        self.writer = writer
+        self.listener = listener
+        self._window = timedelta(seconds=float(listener.duplicate_window))
+
+    def on_frame(self, payload: bytes, peer: str, reply: Reply) -> None:
+        """Store one complete message; ``reply`` gets the ACK payloads once it is committed."""
+        examination = examine(
+            payload,
+            default_charset=self.listener.charset,
+            strict_segments=self.listener.strict_segments,
+        )
+        self._submit(payload, len(payload), examination, examination.problem, peer, reply)
+
+    def on_oversize(self, head: bytes, size: int, peer: str, reply: Reply) -> None:
+        """Record a message over the size limit (its first bytes) and refuse it."""
+        examination = examine(head, default_charset=self.listener.charset)
+        limit = int(self.listener.max_message_size)
+        problem = Problem(
+            ErrorCode.INTERNAL_ERROR,
+            f"message of {size} bytes exceeds this listener's limit of {limit} bytes",
+            Location("MSH"),
+            reject=True,
+        )
+        self._submit(head, size, examination, problem, peer, reply)
+
+    def _submit(
+        self,
+        raw: bytes,
+        size: int,
+        examination: Examination,
+        problem: Problem | None,
+        peer: str,
+        reply: Reply,
+    ) -> None:
+        header = examination.header
+        now = datetime.now(UTC)
+        row = _row(raw, size, examination, now, self.listener.name, peer)
+        codec = examination.header_codec
+        control_id = header.control_id if header else ""
+
+        def settle(copy_id: int | None) -> Settled:
+            if problem is not None:
+                outcome = Outcome.REJECTED if problem.reject else Outcome.ERROR
+                status, reason, text = MessageStatus.REJECTED, str(problem), problem.text
+            elif copy_id is not None:
+                outcome, status = Outcome.ACCEPTED, MessageStatus.DUPLICATE
+                reason = f"duplicate of message {copy_id}"
+                text = DUPLICATE_TEXT
+            else:
+                outcome, status, reason, text = Outcome.ACCEPTED, MessageStatus.RECEIVED, "", ""
+            codes = ack_codes(header, outcome)
+            acks = tuple(
+                build_ack(
+                    header,
+                    code,
+                    "" if code == "AA" and copy_id is None else text,
+                    None if code in POSITIVE_CODES else problem,
+                ).encode(codec, "replace")
+                for code in codes
+            )
+            return Settled(status, reason, " ".join(codes), acks)
+
+        def done(result: StoredMessage | BaseException) -> None:
+            if isinstance(result, BaseException):
+                log.error(
+                    "message NOT stored, answering an error: listener=%s control_id=%s error=%s",
+                    self.listener.name,
+                    control_id,
+                    type(result).__name__,
+                )
+                failure = Problem(ErrorCode.INTERNAL_ERROR, NOT_STORED_TEXT)
+                reply(
+                    [
+                        build_ack(header, code, NOT_STORED_TEXT, failure).encode(codec, "replace")
+                        for code in ack_codes(header, Outcome.ERROR)
+                    ]
+                )
+                return
+            self._log(result, control_id)
+            reply(list(result.settled.acks))
+
+        since = now - self._window if problem is None and self._window else None
+        self.writer.submit(NewMessage(row, settle, done, since))
+
+    def _log(self, stored: StoredMessage, control_id: str) -> None:
+        settled = stored.settled
+        if settled.status == MessageStatus.RECEIVED:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("stored message %d control_id=%s", stored.id, control_id)
+        elif settled.status == MessageStatus.DUPLICATE:
+            log.info(
+                "duplicate message %d control_id=%s (first stored as %d)",
+                stored.id,
+                control_id,
+                stored.duplicate_of,
+            )
+        else:
+            log.warning(
+                "rejected message %d control_id=%s answered %s: %s",
+                stored.id,
+                control_id,
+                settled.ack_code or "nothing",
+                settled.reason,
+            )
+
+
+def _row(
+    raw: bytes, size: int, examination: Examination, now: datetime, listener: str, peer: str
+) -> dict[str, Any]:
+    header = examination.header
+    row: dict[str, Any] = {
+        "received_at": now,
+        "listener": listener,
+        "peer": peer,
+        "raw": raw,
+        "size": size,
+        "charset": examination.charset[:32],
+    }
+    if header is None:
+        return row | dict.fromkeys(HEADER_COLUMNS, "")
+    row.update(
+        sending_application=header.sending_application[:227],
+        sending_facility=header.sending_facility[:227],
+        receiving_application=header.receiving_application[:227],
+        receiving_facility=header.receiving_facility[:227],
+        message_datetime=header.message_datetime[:32],
+        message_type=header.message_type[:64],
+        message_code=header.message_code[:8],
+        trigger_event=header.trigger_event[:8],
+        control_id=header.control_id[:199],
+        processing_id=header.processing_id[:8],
+        version_id=header.version[:16],
+    )
+    return row

@@ -1,0 +1,108 @@
+"""An asyncio MLLP client: send a message, wait for its acknowledgement, with timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+
+from engine.mllp.framing import Frame, FrameDecoder, OversizeFrame, encode_frame
+
+
+class MLLPError(ConnectionError):
+    """The peer could not be reached, closed the connection, or did not answer in time."""
+
+
+class MLLPClient:
+    """One MLLP connection. Use ``async with MLLPClient(host, port) as client``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float = 10.0,
+        ack_timeout: float = 30.0,
+        max_message_size: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.ack_timeout = ack_timeout
+        self._decoder = FrameDecoder(max_message_size)
+        self._frames: deque[bytes] = deque()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def connect(self) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        except TimeoutError:
+            raise MLLPError(
+                f"no connection to {self.address} within {self.connect_timeout:g}s"
+            ) from None
+        except OSError as error:
+            raise MLLPError(
+                f"cannot connect to {self.address}: {error.strerror or error}"
+            ) from None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+            self._writer = None
+
+    async def __aenter__(self) -> MLLPClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def write(self, payload: bytes) -> None:
+        """Send one framed message without waiting for an answer."""
+        if self._writer is None:
+            raise MLLPError("not connected")
+        try:
+            self._writer.write(encode_frame(payload))
+            async with asyncio.timeout(self.ack_timeout):
+                await self._writer.drain()
+        except TimeoutError:
+            raise MLLPError(
+                f"{self.address} did not take the message within {self.ack_timeout:g}s"
+            ) from None
+        except OSError as error:
+            raise MLLPError(f"connection to {self.address} lost: {error}") from None
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        """The next frame the peer sends (an ACK), waiting at most ``timeout`` seconds."""
+        if self._reader is None:
+            raise MLLPError("not connected")
+        limit = self.ack_timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(limit):
+                while not self._frames:
+                    data = await self._reader.read(65536)
+                    if not data:
+                        raise MLLPError(f"{self.address} closed the connection without an answer")
+                    for event in self._decoder.feed(data):
+                        if isinstance(event, Frame):
+                            self._frames.append(event.payload)
+                        elif isinstance(event, OversizeFrame):
+                            self._frames.append(event.head)
+        except TimeoutError:
+            raise MLLPError(f"no answer from {self.address} within {limit:g}s") from None
+        except OSError as error:
+            raise MLLPError(f"connection to {self.address} lost: {error}") from None
+        return self._frames.popleft()
+
+    async def send(self, payload: bytes) -> bytes:
+        """Send one message and return the first frame answered (its ACK)."""
+        await self.write(payload)
+        return await self.read()

@@ -1,0 +1,314 @@
+"""The asyncio MLLP server: connections, framing faults, timeouts, strictly ordered ACKs.
+
+Each connection hands its messages to the :class:`FrameHandler` one at a time, in arrival
+order, and writes the ACK (or the ACKs enhanced mode asks for) of one message before it hands
+over the next. What a message means is up to the handler; this module only moves bytes.
+
+The path is callbacks rather than coroutines: a task wake-up per message costs more than
+everything the listener itself does, and the ACK path is the engine's hottest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import typing
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.mllp.framing import Event, Frame, FrameDecoder, Garbage, OversizeFrame, encode_frame
+
+log = logging.getLogger(__name__)
+
+_MAX_PENDING = 64
+"""Decoded frames a connection may queue before it stops reading from the socket."""
+
+Reply = Callable[[list[bytes]], None]
+"""Called by a handler, exactly once per message, with the ACK payloads to write back."""
+
+
+class FrameHandler(Protocol):
+    """What a listener calls for each message."""
+
+    def on_frame(self, payload: bytes, peer: str, reply: Reply) -> None: ...
+
+    def on_oversize(self, head: bytes, size: int, peer: str, reply: Reply) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """The socket-level settings of a listener."""
+
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 2575
+    max_message_size: int = 1024 * 1024
+    idle_timeout: float = 3600.0
+    read_timeout: float = 30.0
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    """Counters of one listener since it started."""
+
+    connections: int = 0
+    open_connections: int = 0
+    frames: int = 0
+    oversize: int = 0
+    garbage_bytes: int = 0
+    truncated_frames: int = 0
+    read_timeouts: int = 0
+    idle_timeouts: int = 0
+    unanswered: int = 0
+    """Messages stored after their sender had gone (their ACK could not be written)."""
+
+
+class MLLPListener:
+    """Accepts MLLP connections on one address and feeds their frames to a handler."""
+
+    def __init__(self, limits: ListenerLimits, handler: FrameHandler) -> None:
+        self.limits = limits
+        self.handler = handler
+        self.stats = ListenerStats()
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when configured as 0)."""
+        if self._server is None or not self._server.sockets:
+            return self.limits.port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.limits.host, self.limits.port, reuse_address=True
+        )
+        log.info(
+            "listener %s accepting MLLP on %s:%d", self.limits.name, self.limits.host, self.port
+        )
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, finish messages already received, then close every connection."""
+        if self._server is not None:
+            self._server.close()
+        connections = list(self._connections)
+        for connection in connections:
+            connection.finish()
+        waiting = [c.drained for c in connections if not c.drained.done()]
+        if waiting:
+            _, pending = await asyncio.wait(waiting, timeout=grace)
+            if pending:
+                log.warning(
+                    "listener %s: %d connections still busy after %.0fs; closing them",
+                    self.limits.name,
+                    len(pending),
+                    grace,
+                )
+                for connection in connections:
+                    if connection.transport is not None:
+                        connection.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("listener %s stopped", self.limits.name)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, listener: MLLPListener) -> None:
+        self.listener = listener
+        self.limits = listener.limits
+        self.decoder = FrameDecoder(self.limits.max_message_size)
+        self.events: deque[Event] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self._loop = asyncio.get_running_loop()
+        self.drained: asyncio.Future[None] = self._loop.create_future()
+        """Done once the connection is closed and nothing it received is still in hand."""
+        self._busy = False  # a message is with the handler, its ACK not yet written
+        self._reading_paused = False
+        self._writing_paused = False
+        self._ending = False  # peer closed, connection lost, or listener stopping
+        self._lost = False
+        self._last_activity = self._loop.time()
+        self._last_read = self._last_activity
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = typing.cast(asyncio.Transport, transport)
+        address = transport.get_extra_info("peername")
+        if isinstance(address, tuple):
+            self.peer = f"{address[0]}:{address[1]}"
+        stats = self.listener.stats
+        stats.connections += 1
+        stats.open_connections += 1
+        self.listener._connections.add(self)
+        log.info("listener %s: connection from %s", self.limits.name, self.peer)
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self._last_activity = self._loop.time()
+        events = self.decoder.feed(data)
+        if not events:
+            return
+        self.events.extend(events)
+        if len(self.events) >= _MAX_PENDING and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._next()
+
+    def eof_received(self) -> bool:
+        # Keep the socket open for writing: ACKs for what was already received still go out.
+        self._ending = True
+        self._settle_if_idle()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._ending = True
+        if self._timer is not None:
+            self._timer.cancel()
+        stats = self.listener.stats
+        stats.open_connections -= 1
+        self.listener._connections.discard(self)
+        if self.decoder.in_frame:
+            log.warning(
+                "listener %s: %s closed in the middle of a message (%d bytes discarded)",
+                self.limits.name,
+                self.peer,
+                self.decoder.buffered,
+            )
+        log.info("listener %s: %s disconnected", self.limits.name, self.peer)
+        self._next()
+        self._settle_if_idle()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._next()
+
+    # -- processing -----------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Stop reading; handle what was already received, then close."""
+        self._ending = True
+        if self.transport is not None and not self._lost:
+            self.transport.pause_reading()
+        self._settle_if_idle()
+
+    def _next(self) -> None:
+        """Hand the next received message to the handler, if none is in hand."""
+        while self.events and not self._busy and not (self._writing_paused and not self._lost):
+            event = self.events.popleft()
+            if self._reading_paused and len(self.events) < _MAX_PENDING // 2 and not self._ending:
+                self._reading_paused = False
+                self.transport.resume_reading()  # type: ignore[union-attr]
+            if isinstance(event, Garbage):
+                self._garbage(event)
+                continue
+            self._busy = True
+            stats = self.listener.stats
+            stats.frames += 1
+            try:
+                if isinstance(event, Frame):
+                    self.listener.handler.on_frame(event.payload, self.peer, self._reply)
+                else:
+                    assert isinstance(event, OversizeFrame)
+                    stats.oversize += 1
+                    self.listener.handler.on_oversize(
+                        event.head, event.size, self.peer, self._reply
+                    )
+            except Exception:
+                log.exception(
+                    "listener %s: handler failed; closing %s", self.limits.name, self.peer
+                )
+                self._busy = False
+                self.events.clear()
+                if self.transport is not None:
+                    self.transport.abort()
+                break
+        self._settle_if_idle()
+
+    def _reply(self, acks: list[bytes]) -> None:
+        self._busy = False
+        if self._lost:
+            self.listener.stats.unanswered += 1
+            log.warning(
+                "listener %s: %s left before its ACK could be sent (the message is stored)",
+                self.limits.name,
+                self.peer,
+            )
+        elif acks:
+            transport = self.transport
+            assert transport is not None
+            transport.write(b"".join(encode_frame(ack) for ack in acks))
+            self._last_activity = self._loop.time()
+        self._next()
+
+    def _settle_if_idle(self) -> None:
+        if not self._ending or self._busy or self.events:
+            return
+        if not self._lost and self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        if self._lost and not self.drained.done():
+            self.drained.set_result(None)
+
+    def _garbage(self, event: Garbage) -> None:
+        stats = self.listener.stats
+        stats.garbage_bytes += event.size
+        if event.truncated_frame:
+            stats.truncated_frames += 1
+            log.warning(
+                "listener %s: %s started a new frame before ending the last one;"
+                " %d bytes of the unfinished frame discarded",
+                self.limits.name,
+                self.peer,
+                event.size,
+            )
+        else:
+            log.warning(
+                "listener %s: %d bytes outside any MLLP frame from %s skipped",
+                self.limits.name,
+                event.size,
+                self.peer,
+            )
+
+    # -- timeouts -------------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        timeouts = [t for t in (self.limits.read_timeout, self.limits.idle_timeout) if t > 0]
+        interval = min(1.0, max(0.05, min(timeouts) / 4)) if timeouts else 1.0
+        self._timer = self._loop.call_later(interval, self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
+        if self._lost or self.transport is None:
+            return
+        now = self._loop.time()
+        stats = self.listener.stats
+        read_timeout, idle_timeout = self.limits.read_timeout, self.limits.idle_timeout
+        if self.decoder.in_frame and read_timeout > 0 and now - self._last_read > read_timeout:
+            stats.read_timeouts += 1
+            log.warning(
+                "listener %s: %s stalled for %.0fs in the middle of a message; dropped",
+                self.limits.name,
+                self.peer,
+                read_timeout,
+            )
+            self.transport.abort()
+            return
+        idle = not self.decoder.in_frame and not self._busy and not self.events
+        if idle and idle_timeout > 0 and now - self._last_activity > idle_timeout:
+            stats.idle_timeouts += 1
+            log.info(
+                "listener %s: %s idle for %.0fs; closing", self.limits.name, self.peer, idle_timeout
+            )
+            self.finish()
+            return
+        self._arm_timer()

@@ -1,0 +1,112 @@
+"""Opening the store: database URLs, SQLite durability settings, and schema migrations."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:///crosswalk.db"
+ENV_VAR = "CROSSWALK_DB"
+IMMEDIATE = "crosswalk_sqlite_immediate"
+"""Execution option: begin this SQLite transaction with BEGIN IMMEDIATE (take the write lock)."""
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or migrated; the text says what to do."""
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The database URL from ``--db``, else ``$CROSSWALK_DB``, else ``./crosswalk.db``.
+
+    A bare path is taken as an SQLite file.
+
+    >>> resolve_url("data/x.db")
+    'sqlite:///data/x.db'
+    """
+    chosen = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    if "://" not in chosen:
+        chosen = f"sqlite:///{chosen}"
+    return chosen
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def open_engine(url: str, **kwargs: Any) -> Engine:
+    """A SQLAlchemy engine with durable commits: WAL + synchronous=FULL on SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            folder = Path(database).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise StoreError(f"the folder for the SQLite store does not exist: {folder}")
+        engine = create_engine(url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event issue BEGIN, instead of pysqlite's implicit one, so a
+        # transaction covers its reads too.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get(IMMEDIATE)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic configuration for the migrations shipped in the package."""
+    config = Config()
+    config.set_main_option("script_location", "engine.store:migrations")
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; safe when several engines start at once."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Engines sharing one database take turns; the lock ends with the transaction.
+            connection.execute(text("SELECT pg_advisory_xact_lock(72616279)"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def open_store(url: str | None = None, *, upgrade: bool = True, **kwargs: Any) -> Engine:
+    """Resolve the URL, open the engine and (by default) migrate the schema."""
+    resolved = resolve_url(url)
+    engine = open_engine(resolved, **kwargs)
+    if upgrade:
+        try:
+            migrate(engine)
+        except Exception as error:
+            engine.dispose()
+            raise StoreError(
+                f"cannot prepare the store at {redact(resolved)}: {type(error).__name__}: {error}"
+            ) from error
+    return engine

@@ -1,0 +1,87 @@
+"""Finding stored messages: the queries behind ``crosswalk messages``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from engine.store.schema import Message
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    """Criteria for listing messages; every one given must hold."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    message_type: str | None = None
+    """``ADT``, ``ADT^A08`` or a pattern with ``*`` such as ``ADT^A0*``."""
+    control_id: str | None = None
+    status: str | None = None
+    sending_application: str | None = None
+    sending_facility: str | None = None
+    listener: str | None = None
+    text: str | None = None
+    """Text anywhere in the message (searches message content: PHI)."""
+
+
+def _like(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def _contains(column: Any, data: bytes, dialect: str) -> Any:
+    """``column`` (binary) contains ``data``; LIKE does not work on SQLite blobs."""
+    if dialect == "sqlite":
+        return func.instr(column, data) > 0
+    escaped = data.replace(b"\\", b"\\\\").replace(b"%", b"\\%").replace(b"_", b"\\_")
+    return column.like(b"%" + escaped + b"%")
+
+
+def build_query(criteria: MessageFilter, dialect: str = "sqlite") -> Select[tuple[Message]]:
+    query = select(Message)
+    c = criteria
+    if c.since:
+        query = query.where(Message.received_at >= c.since)
+    if c.until:
+        query = query.where(Message.received_at < c.until)
+    if c.message_type:
+        code, _, trigger = c.message_type.partition("^")
+        query = query.where(Message.message_code.like(_like(code), escape="\\"))
+        if trigger:
+            query = query.where(Message.trigger_event.like(_like(trigger), escape="\\"))
+    if c.control_id:
+        query = query.where(Message.control_id == c.control_id)
+    if c.status:
+        query = query.where(Message.status == c.status)
+    if c.sending_application:
+        query = query.where(Message.sending_application == c.sending_application)
+    if c.sending_facility:
+        query = query.where(Message.sending_facility == c.sending_facility)
+    if c.listener:
+        query = query.where(Message.listener == c.listener)
+    if c.text:
+        # Messages are stored as received: look for the text in the encodings they come in.
+        forms = {c.text.encode("utf-8"), c.text.encode("latin-1", "ignore")}
+        query = query.where(or_(*(_contains(Message.raw, form, dialect) for form in forms if form)))
+    return query
+
+
+def find_messages(
+    engine: Engine, criteria: MessageFilter, *, limit: int = 50, newest_first: bool = True
+) -> Sequence[Message]:
+    """Messages matching ``criteria``, newest first by default."""
+    order = Message.id.desc() if newest_first else Message.id.asc()
+    with Session(engine, expire_on_commit=False) as session:
+        query = build_query(criteria, engine.dialect.name)
+        return session.scalars(query.order_by(order).limit(limit)).all()
+
+
+def get_message(engine: Engine, message_id: int) -> Message | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(Message, message_id)

@@ -1,0 +1,115 @@
+"""The database tables (SQLAlchemy 2 declarative models). Migrations live in ``migrations/``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; BIGINT elsewhere.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class MessageStatus:
+    """Values of ``messages.status``."""
+
+    RECEIVED = "received"
+    """Accepted and stored; waiting to be routed."""
+    DUPLICATE = "duplicate"
+    """Same MSH-3/4/10 as an accepted message within the duplicate window; not processed."""
+    REJECTED = "rejected"
+    """Refused at intake (answered AE/AR); kept for the record, never processed."""
+
+    ALL = (RECEIVED, DUPLICATE, REJECTED)
+
+
+class Message(Base):
+    """One received HL7 message, exactly as it arrived, and what the engine answered."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    listener: Mapped[str] = mapped_column(String(64))
+    peer: Mapped[str] = mapped_column(String(128))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    """Bytes received; larger than ``len(raw)`` when an oversize message was cut."""
+    charset: Mapped[str | None] = mapped_column(String(32))
+    """The character set the message was read with (MSH-18, else the listener's default)."""
+    sending_application: Mapped[str] = mapped_column(String(227), default="")
+    sending_facility: Mapped[str] = mapped_column(String(227), default="")
+    receiving_application: Mapped[str] = mapped_column(String(227), default="")
+    receiving_facility: Mapped[str] = mapped_column(String(227), default="")
+    message_datetime: Mapped[str] = mapped_column(String(32), default="")
+    message_type: Mapped[str] = mapped_column(String(64), default="")
+    message_code: Mapped[str] = mapped_column(String(8), default="")
+    trigger_event: Mapped[str] = mapped_column(String(8), default="")
+    control_id: Mapped[str] = mapped_column(String(199), default="")
+    processing_id: Mapped[str] = mapped_column(String(8), default="")
+    version_id: Mapped[str] = mapped_column(String(16), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    duplicate_of: Mapped[int | None] = mapped_column(Id, ForeignKey("messages.id"))
+    ack_code: Mapped[str] = mapped_column(String(8), default="")
+    """MSA-1 codes answered, e.g. ``AA`` or ``CA AA`` in enhanced mode; empty when none."""
+    ack: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    """The acknowledgement(s) written back, encoded, CR-separated."""
+
+    __table_args__ = (
+        Index(None, "received_at"),
+        Index(
+            "ix_messages_dedup",
+            "control_id",
+            "sending_application",
+            "sending_facility",
+            "received_at",
+        ),
+        Index(None, "message_code", "trigger_event"),
+        Index(None, "status", "id"),
+    )

@@ -1,0 +1,113 @@
+"""Test helpers: an engine running in a background thread, and a blocking MLLP peer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from engine.config.model import EngineConfig, ListenerSettings
+from engine.server import Server
+from engine.store.schema import Message
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def hl7(*segments: str) -> bytes:
+    """Join segments with CR, as on the wire."""
+    return ("\r".join(segments) + "\r").encode("utf-8")
+
+
+def adt(
+    control_id: str = "MSG00001",
+    *,
+    version: str = "2.5.1",
+    extra_msh: str = "",
+    pid: str = "PID|1||123456^^^GENHOSP^MR||DOE^JANE||19800304|F",
+) -> bytes:
+    """A small ADT^A01 with the given control id (MSH-13.. appended from ``extra_msh``)."""
+    return hl7(
+        f"MSH|^~\\&|EPIC|GENHOSP|PACS|RADIOLOGY|20261123101500||ADT^A01^ADT_A01|{control_id}|P|"
+        f"{version}{extra_msh}",
+        "EVN|A01|20261123101500",
+        pid,
+        "PV1|1|O",
+    )
+
+
+class EngineThread:
+    """A :class:`Server` on its own event loop in a background thread."""
+
+    def __init__(self, db_url: str, listeners: dict[str, ListenerSettings]) -> None:
+        self.config = EngineConfig(listeners=listeners)
+        self.server = Server(self.config, db_url)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> EngineThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+        return self
+
+    def port(self, name: str | None = None) -> int:
+        listener = self.server.listeners[name or next(iter(self.server.listeners))]
+        return listener.port
+
+    def stats(self, name: str | None = None) -> Any:
+        return self.server.listeners[name or next(iter(self.server.listeners))].stats
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace=5), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@contextmanager
+def running_engine(db_url: str, **settings: Any) -> Iterator[EngineThread]:
+    """An engine with one listener ``test`` on a free loopback port; ``settings`` override."""
+    listener = replace(ListenerSettings(name="test", port=0), **settings)
+    engine = EngineThread(db_url, {"test": listener}).start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+def segment(payload: bytes, name: str, encoding: str = "utf-8") -> list[str]:
+    """The fields of the first ``name`` segment of a message (fields[n] is field n)."""
+    for line in payload.decode(encoding).replace("\n", "\r").split("\r"):
+        if line.startswith(name):
+            fields = line.split(line[3]) if name == "MSH" else line.split("|")
+            return ["MSH", line[3], *fields[1:]] if name == "MSH" else fields
+    raise AssertionError(f"no {name} segment in {payload!r}")
+
+
+def field(payload: bytes, name: str, position: int, encoding: str = "utf-8") -> str:
+    fields = segment(payload, name, encoding)
+    return fields[position] if position < len(fields) else ""
+
+
+def stored_messages(engine: Engine) -> list[Message]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.scalars(select(Message).order_by(Message.id)))
+
+
+def crosswalk(*args: str) -> list[str]:
+    """The command line of ``crosswalk ARGS`` run with this interpreter."""
+    return [sys.executable, "-m", "engine", *args]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, COLUMNS="200", CROSSWALK_LOG_LEVEL="INFO")
+    env.update(extra)
+    return env

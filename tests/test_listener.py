@@ -1,0 +1,281 @@
+"""The MLLP listener end to end on loopback: store before ACK, framing faults, timeouts, order."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+from engine.hl7v2.ack import read_ack
+from engine.store.database import open_store
+from engine.store.schema import MessageStatus
+from engine.testing import Peer
+from tests.support import adt, field, hl7, running_engine, segment, stored_messages
+
+
+def test_a_message_is_stored_before_its_aa_and_the_ack_is_kept(db_url: str) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        ack = peer.exchange(adt("C1"))
+        # The row must exist the moment the AA is read: it was committed first.
+        rows = stored_messages(open_store(db_url))
+    assert read_ack(ack).code == "AA"
+    (row,) = rows
+    assert row.raw == adt("C1")
+    assert row.status == MessageStatus.RECEIVED
+    assert (row.control_id, row.message_type, row.version_id) == ("C1", "ADT^A01^ADT_A01", "2.5.1")
+    assert (row.sending_application, row.sending_facility) == ("EPIC", "GENHOSP")
+    assert (row.receiving_application, row.receiving_facility) == ("PACS", "RADIOLOGY")
+    assert (row.message_code, row.trigger_event, row.processing_id) == ("ADT", "A01", "P")
+    assert row.message_datetime == "20261123101500"
+    assert row.listener == "test" and row.peer.startswith("127.0.0.1:")
+    assert row.ack == ack and row.ack_code == "AA"
+    assert row.charset == "UNICODE UTF-8"
+
+
+def test_pipelined_messages_are_answered_one_ack_each_in_order(db_url: str) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        for i in range(40):
+            peer.send(adt(f"P{i:03d}"))
+        acks = [read_ack(peer.read()) for _ in range(40)]
+        with pytest.raises(TimeoutError):
+            peer.read(timeout=0.3)  # exactly one ACK per message
+    assert [a.control_id for a in acks] == [f"P{i:03d}" for i in range(40)]
+    assert {a.code for a in acks} == {"AA"}
+
+
+def test_concurrent_connections_each_keep_their_order(db_url: str) -> None:
+    per_connection, connections = 30, 8
+    answers: dict[int, list[str]] = {}
+
+    def sender(number: int, port: int) -> None:
+        with Peer(port) as peer:
+            answers[number] = [
+                read_ack(peer.exchange(adt(f"K{number}-{i:03d}"))).control_id
+                for i in range(per_connection)
+            ]
+
+    with running_engine(db_url) as engine:
+        threads = [
+            threading.Thread(target=sender, args=(n, engine.port())) for n in range(connections)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        rows = stored_messages(open_store(db_url))
+    for number in range(connections):
+        assert answers[number] == [f"K{number}-{i:03d}" for i in range(per_connection)]
+    assert len(rows) == connections * per_connection
+    for number in range(connections):
+        mine = [r.control_id for r in rows if r.control_id.startswith(f"K{number}-")]
+        assert mine == sorted(mine), "a connection's messages are stored in arrival order"
+
+
+def test_garbage_between_frames_is_skipped_and_counted(db_url: str) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        peer.send_raw(b"NOISE\r\n" + b"\x0b" + adt("G1") + b"\x1c\r")
+        assert read_ack(peer.read()).code == "AA"
+        assert engine.stats().garbage_bytes == len(b"NOISE\r\n")
+
+
+def test_a_truncated_frame_followed_by_a_new_one_resynchronises(db_url: str) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        peer.send_raw(b"\x0bMSH|^~\\&|CUT OFF")
+        peer.send(adt("R1"))
+        assert read_ack(peer.read()).control_id == "R1"
+        assert engine.stats().truncated_frames == 1
+
+
+@pytest.mark.parametrize("ending", [b"\x1c", b"\x1c\r\n", b"\x1c\n"], ids=["no-cr", "crlf", "lf"])
+def test_sloppy_frame_ends_are_tolerated(db_url: str, ending: bytes) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        peer.send_raw(b"\x0b" + adt("E1") + ending)
+        assert read_ack(peer.read()).code == "AA"
+        peer.send_raw(b"\x0b" + adt("E2") + ending)
+        assert read_ack(peer.read()).control_id == "E2"
+
+
+def test_lf_segment_separators_are_accepted_by_default_and_rejected_when_strict(
+    db_url: str,
+) -> None:
+    payload = adt("L1").replace(b"\r", b"\n")
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        assert read_ack(peer.exchange(payload)).code == "AA"
+    with running_engine(db_url, strict_segments=True) as engine, Peer(engine.port()) as peer:
+        reply = read_ack(peer.exchange(adt("L2").replace(b"\r", b"\n")))
+    assert reply.code == "AR"
+    assert "LF" in reply.text
+
+
+def test_an_oversize_message_gets_a_nak_naming_the_limit_and_the_connection_stays_usable(
+    db_url: str,
+) -> None:
+    big = adt("BIG1").replace(b"PV1|1|O", b"NTE|1||" + b"x" * 5000)
+    with running_engine(db_url, max_message_size=2048) as engine, Peer(engine.port()) as peer:
+        reply = read_ack(peer.exchange(big))
+        after = read_ack(peer.exchange(adt("AFTER")))
+        rows = stored_messages(open_store(db_url))
+    assert reply.code == "AR" and reply.control_id == "BIG1"
+    assert "2048" in reply.text and str(len(big)) in reply.text
+    assert reply.error.startswith("207 Application internal error")
+    assert after.code == "AA"
+    oversize = rows[0]
+    assert oversize.status == MessageStatus.REJECTED
+    assert oversize.size == len(big) and oversize.raw == big[:2048]
+
+
+def test_a_peer_stalling_mid_frame_is_dropped_after_the_read_timeout(db_url: str) -> None:
+    with running_engine(db_url, read_timeout=0.4) as engine, Peer(engine.port()) as peer:
+        peer.send_raw(b"\x0bMSH|^~\\&|HALF")
+        started = time.monotonic()
+        assert peer.closed_by_peer(timeout=5)
+        assert time.monotonic() - started < 3
+        assert engine.stats().read_timeouts == 1
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(db_url: str) -> None:
+    with running_engine(db_url, idle_timeout=0.4) as engine, Peer(engine.port()) as peer:
+        assert read_ack(peer.exchange(adt("I1"))).code == "AA"
+        assert peer.closed_by_peer(timeout=5)
+        assert engine.stats().idle_timeouts == 1
+
+
+def test_a_sender_that_half_closes_still_gets_its_acks(db_url: str) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        peer.send(adt("H1"))
+        peer.send(adt("H2"))
+        peer.sock.shutdown(socket.SHUT_WR)
+        assert [read_ack(peer.read()).control_id for _ in range(2)] == ["H1", "H2"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "err_code"),
+    [
+        (hl7("PID|1||123||DOE^JANE"), "AR", "100"),
+        (hl7("MSH|^~\\&|EPIC|GENHOSP|PACS|RAD|20261123||ADT^A01||P|2.5.1"), "AR", "101"),
+        (hl7("MSH|^~\\&|EPIC|GENHOSP|PACS|RAD|20261123|||C5|P|2.5.1"), "AR", "101"),
+        (hl7("MSH|^~|EPIC"), "AR", "102"),
+    ],
+    ids=["no-msh", "no-control-id", "no-message-type", "bad-encoding-characters"],
+)
+def test_unreadable_messages_are_refused_specifically_and_kept_as_rejected(
+    db_url: str, payload: bytes, code: str, err_code: str
+) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        reply = read_ack(peer.exchange(payload))
+        rows = stored_messages(open_store(db_url))
+    assert reply.code == code
+    assert err_code in reply.error
+    (row,) = rows
+    assert row.status == MessageStatus.REJECTED
+    assert row.raw == payload
+    assert err_code in row.status_reason
+    assert row.ack_code == code
+
+
+def test_latin1_message_is_accepted_and_answered_in_its_charset(db_url: str) -> None:
+    payload = (
+        adt("LAT1", extra_msh="||||||8859/1", pid="PID|1||1||NUÑEZ^JOSÉ").decode().encode("latin-1")
+    )
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        ack = peer.exchange(payload)
+        rows = stored_messages(open_store(db_url))
+    assert field(ack, "MSH", 18, "latin-1") == "8859/1"
+    assert read_ack(ack).code == "AA"
+    assert rows[0].charset == "8859/1" and rows[0].raw == payload
+
+
+def test_undecodable_bytes_get_an_ae_and_the_message_is_kept(db_url: str) -> None:
+    payload = adt("BAD8", pid="PID|1||1||NU\x00EZ").replace(b"\x00", b"\xd1")
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        reply = read_ack(peer.exchange(payload))
+        rows = stored_messages(open_store(db_url))
+    assert reply.code == "AE"
+    assert reply.error == "102 Data type error at PID-5"
+    assert rows[0].status == MessageStatus.REJECTED and rows[0].raw == payload
+
+
+def test_listener_default_charset_is_used_when_msh18_is_empty(db_url: str) -> None:
+    payload = adt("DEF1", pid="PID|1||1||MÜLLER").decode().encode("latin-1")
+    with running_engine(db_url, charset="8859/1") as engine, Peer(engine.port()) as peer:
+        assert read_ack(peer.exchange(payload)).code == "AA"
+
+
+def test_a_resent_message_is_answered_aa_kept_as_duplicate_and_not_processed_again(
+    db_url: str,
+) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        first = read_ack(peer.exchange(adt("D1")))
+        second = read_ack(peer.exchange(adt("D1")))
+        other_facility = read_ack(peer.exchange(adt("D1").replace(b"GENHOSP", b"OTHERHOSP", 1)))
+        rows = stored_messages(open_store(db_url))
+    assert (first.code, second.code, other_facility.code) == ("AA", "AA", "AA")
+    assert "duplicate" in second.text
+    assert [r.status for r in rows] == [
+        MessageStatus.RECEIVED,
+        MessageStatus.DUPLICATE,
+        MessageStatus.RECEIVED,
+    ]
+    assert rows[1].duplicate_of == rows[0].id
+
+
+def test_a_rejected_message_fixed_and_resent_with_the_same_id_is_not_a_duplicate(
+    db_url: str,
+) -> None:
+    broken = adt("FIX1", pid="PID|1||1||NU\x00EZ").replace(b"\x00", b"\xd1")
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        assert read_ack(peer.exchange(broken)).code == "AE"
+        assert read_ack(peer.exchange(adt("FIX1"))).code == "AA"
+        rows = stored_messages(open_store(db_url))
+    assert [r.status for r in rows] == [MessageStatus.REJECTED, MessageStatus.RECEIVED]
+
+
+def test_duplicate_detection_can_be_switched_off(db_url: str) -> None:
+    with running_engine(db_url, duplicate_window=0) as engine, Peer(engine.port()) as peer:
+        peer.exchange(adt("W1"))
+        peer.exchange(adt("W1"))
+        rows = stored_messages(open_store(db_url))
+    assert [r.status for r in rows] == [MessageStatus.RECEIVED] * 2
+
+
+def test_enhanced_mode_sends_the_accept_ack_then_the_application_ack(db_url: str) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        peer.send(adt("EN1", extra_msh="|||AL|AL"))
+        accept, application = peer.read(), peer.read()
+        peer.send(adt("EN2", extra_msh="|||NE|NE"))
+        peer.send(adt("EN3", extra_msh="|||AL|NE"))
+        third = read_ack(peer.read())
+        rows = stored_messages(open_store(db_url))
+    assert read_ack(accept).code == "CA" and read_ack(application).code == "AA"
+    assert segment(accept, "MSH")[15:17] == ["NE", "NE"]
+    assert third.code == "CA" and third.control_id == "EN3"  # EN2 asked for no ACK at all
+    assert [r.control_id for r in rows] == ["EN1", "EN2", "EN3"]
+    assert rows[1].ack_code == "" and rows[1].status == MessageStatus.RECEIVED
+
+
+def test_enhanced_mode_rejection_is_a_cr(db_url: str) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        payload = hl7("MSH|^~\\&|A|B|C|D|20261123||ADT^A01||P|2.5.1|||AL|AL")
+        assert read_ack(peer.exchange(payload)).code == "CR"
+
+
+def test_a_message_that_cannot_be_stored_gets_an_error_never_an_aa(db_url: str) -> None:
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        assert read_ack(peer.exchange(adt("OK1"))).code == "AA"
+        store = open_store(db_url)
+        with store.begin() as connection:
+            connection.execute(text("ALTER TABLE messages RENAME TO messages_away"))
+        failed = read_ack(peer.exchange(adt("LOST1")))
+        failed_enhanced = read_ack(peer.exchange(adt("LOST2", extra_msh="|||AL|NE")))
+        with store.begin() as connection:
+            connection.execute(text("ALTER TABLE messages_away RENAME TO messages"))
+        recovered = read_ack(peer.exchange(adt("OK2")))
+        rows = stored_messages(store)
+    assert failed.code == "AE" and "could not be stored" in failed.text
+    assert "207" in failed.error
+    assert failed_enhanced.code == "CE"
+    assert recovered.code == "AA"
+    assert [r.control_id for r in rows] == ["OK1", "OK2"]

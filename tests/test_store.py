@@ -1,0 +1,91 @@
+"""The store itself: migrations match the models, URLs resolve, SQLite is durable."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from engine.config.model import ListenerSettings
+from engine.intake import Intake
+from engine.store.database import StoreError, open_store, resolve_url
+from engine.store.messages import MessageFilter, find_messages
+from engine.store.schema import Base
+from engine.store.writer import MessageWriter
+from tests.support import adt
+
+
+def test_migrations_create_exactly_the_schema_the_models_describe(db_url: str) -> None:
+    engine = open_store(db_url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_opening_twice_is_harmless(db_url: str) -> None:
+    open_store(db_url).dispose()
+    open_store(db_url).dispose()
+
+
+def test_sqlite_store_uses_wal_and_full_sync(tmp_path: Path) -> None:
+    engine = open_store(str(tmp_path / "s.db"))
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+
+
+def test_a_bare_path_is_an_sqlite_file_and_the_env_var_is_the_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CROSSWALK_DB", raising=False)
+    assert resolve_url(None) == "sqlite:///crosswalk.db"
+    assert resolve_url("data/x.db") == "sqlite:///data/x.db"
+    monkeypatch.setenv("CROSSWALK_DB", "postgresql+psycopg://u@h/db")
+    assert resolve_url(None) == "postgresql+psycopg://u@h/db"
+    assert resolve_url("other.db") == "sqlite:///other.db"
+
+
+def test_an_sqlite_file_in_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="folder for the SQLite store does not exist"):
+        open_store(str(tmp_path / "nope" / "x.db"))
+
+
+def test_an_unreachable_database_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="cannot prepare the store at postgresql"):
+        open_store("postgresql+psycopg://nobody:secret@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_the_password_is_not_shown_in_store_errors() -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store("postgresql+psycopg://nobody:s3cr3t@127.0.0.1:1/none?connect_timeout=2")
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_stored_times_are_utc_and_filter_by_time(store) -> None:  # type: ignore[no-untyped-def]
+    """Rows written by the writer's fast path read back exactly as SQLAlchemy writes them."""
+
+    async def receive() -> list[bytes]:
+        writer = MessageWriter(store)
+        writer.start()
+        intake = Intake(writer, ListenerSettings(name="t"))
+        done: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+        intake.on_frame(adt("T1"), "test", done.set_result)
+        acks = await done
+        writer.close()
+        return acks
+
+    before = datetime.now(UTC)
+    assert b"MSA|AA|T1" in asyncio.run(receive())[0]
+    (row,) = find_messages(store, MessageFilter(since=before - timedelta(seconds=1)))
+    assert row.received_at.tzinfo is not None
+    assert before - timedelta(seconds=1) <= row.received_at <= datetime.now(UTC)
+    assert find_messages(store, MessageFilter(since=datetime.now(UTC) + timedelta(seconds=1))) == []
+    assert (
+        len(find_messages(store, MessageFilter(until=datetime.now(UTC) + timedelta(seconds=1))))
+        == 1
+    )
