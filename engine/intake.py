@@ -8,16 +8,19 @@ sent is dropped without a record.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.config.model import ListenerSettings
+from engine.dispatcher import AcceptedMessage
 from engine.hl7v2.ack import POSITIVE_CODES, Outcome, ack_codes, build_ack
 from engine.hl7v2.check import Examination, examine
 from engine.hl7v2.errors import ErrorCode, Location, Problem
 from engine.mllp.listener import Reply
+from engine.store.operations import NewMessage, Settled, StoredMessage
 from engine.store.schema import MessageStatus
-from engine.store.writer import MessageWriter, NewMessage, Settled, StoredMessage
+from engine.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +44,26 @@ HEADER_COLUMNS = (
 class Intake:
     """Turns received frames of one listener into stored messages and their ACK payloads."""
 
-    def __init__(self, writer: MessageWriter, listener: ListenerSettings) -> None:
+    def __init__(
+        self,
+        writer: StoreWriter,
+        listener: ListenerSettings,
+        accepted: Callable[[AcceptedMessage], None] | None = None,
+    ) -> None:
         self.writer = writer
+        self.accepted = accepted
+        """Told of every message stored as received (the dispatcher routes it)."""
         self.listener = listener
-        self._window = timedelta(seconds=float(listener.duplicate_window))
+
+    @property
+    def listener(self) -> ListenerSettings:
+        return self._listener
+
+    @listener.setter
+    def listener(self, settings: ListenerSettings) -> None:
+        """New settings apply from the next message (hot reload)."""
+        self._listener = settings
+        self._window = timedelta(seconds=float(settings.duplicate_window))
 
     def on_frame(self, payload: bytes, peer: str, reply: Reply) -> None:
         """Store one complete message; ``reply`` gets the ACK payloads once it is committed."""
@@ -122,6 +141,8 @@ class Intake:
                 return
             self._log(result, control_id)
             reply(list(result.settled.acks))
+            if self.accepted is not None and result.settled.status == MessageStatus.RECEIVED:
+                self.accepted(AcceptedMessage(result.id, raw, row["charset"], row["listener"]))
 
         since = now - self._window if problem is None and self._window else None
         self.writer.submit(NewMessage(row, settle, done, since))

@@ -1,26 +1,38 @@
-"""The running engine: store, writer and listeners, started and stopped in the right order."""
+"""The running engine: store, writer, delivery, dispatcher and listeners, in the right order.
+
+Start: open and migrate the store; start the writer; start the delivery workers (they read
+their queues); route what was left received before a restart; only then open the listeners.
+Stop (SIGTERM/SIGINT): close the listeners after the messages already received are stored and
+acknowledged; route what is in hand; stop the workers; commit; close the store.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import Engine
 
 from engine.config.model import EngineConfig, ListenerSettings
+from engine.delivery import DeliveryService
+from engine.dispatcher import Dispatcher
 from engine.intake import Intake
 from engine.mllp.listener import ListenerLimits, MLLPListener
+from engine.reload import ConfigWatcher
+from engine.router import Router
 from engine.store.database import open_store, redact, resolve_url
-from engine.store.writer import MessageWriter
+from engine.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (it halves the socket overhead per message), else asyncio's.
+    """uvloop when installed (less socket overhead per message), else asyncio's.
 
     ``CROSSWALK_EVENT_LOOP=asyncio`` forces the standard loop.
     """
@@ -47,35 +59,95 @@ def listener_limits(settings: ListenerSettings) -> ListenerLimits:
 class Server:
     """One engine process. ``await run()`` serves until SIGTERM/SIGINT, then shuts down cleanly."""
 
-    def __init__(self, config: EngineConfig, db_url: str | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        db_url: str | None = None,
+        *,
+        config_folder: Path | None = None,
+        reload_interval: float = 1.0,
+    ) -> None:
         self.config = config
         self.db_url = resolve_url(db_url)
+        self.config_folder = config_folder
+        self.reload_interval = reload_interval
         self.store: Engine | None = None
-        self.writer: MessageWriter | None = None
+        self.writer: StoreWriter | None = None
+        self.delivery: DeliveryService | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.watcher: ConfigWatcher | None = None
         self.listeners: dict[str, MLLPListener] = {}
+        self.intakes: dict[str, Intake] = {}
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         log.info("opening store %s", redact(self.db_url))
         self.store = await asyncio.to_thread(open_store, self.db_url)
-        self.writer = MessageWriter(self.store)
+        self.writer = StoreWriter(self.store)
         self.writer.start(asyncio.get_running_loop())
+        self.delivery = DeliveryService(self.config.destinations, self.writer, self.store)
+        await self.delivery.start()
+        self.dispatcher = Dispatcher(
+            Router(self.config), self.writer, self.store, self.delivery.push
+        )
+        await self.dispatcher.catch_up()
+        self.dispatcher.start()
         try:
             for name, settings in self.config.listeners.items():
-                listener = MLLPListener(listener_limits(settings), Intake(self.writer, settings))
+                intake = Intake(self.writer, settings, accepted=self.dispatcher.accept)
+                listener = MLLPListener(listener_limits(settings), intake)
                 await listener.start()
                 self.listeners[name] = listener
+                self.intakes[name] = intake
         except OSError as error:
             await self.stop()
             raise RuntimeError(f"cannot listen: {error.strerror or error}") from error
+        if self.config_folder is not None:
+            self.watcher = ConfigWatcher(
+                self.config_folder, self.config.mappings, self.apply, self.reload_interval
+            )
+            self.watcher.start()
+
+    async def apply(self, config: EngineConfig) -> None:
+        """Swap in a checked configuration without touching connections or queues."""
+        assert self.dispatcher is not None and self.delivery is not None
+        self.dispatcher.swap(Router(config))
+        await self.delivery.update(config.destinations)
+        for name, listener in self.listeners.items():
+            settings = config.listeners.get(name)
+            if settings is None:
+                log.warning("listener %s was removed; it keeps running until a restart", name)
+                continue
+            old = self.config.listeners[name]
+            if (settings.host, settings.port) != (old.host, old.port):
+                log.warning(
+                    "listener %s moved to %s:%d; it keeps %s:%d until a restart",
+                    name,
+                    settings.host,
+                    settings.port,
+                    old.host,
+                    old.port,
+                )
+                settings = dataclasses.replace(settings, host=old.host, port=old.port)
+            self.intakes[name].listener = settings
+            listener.limits = listener_limits(settings)
+        for name in config.listeners.keys() - self.listeners.keys():
+            log.warning("listener %s is new; it opens at the next restart", name)
+        self.config = config
 
     def request_stop(self) -> None:
         self._stopping.set()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, finish messages already received, close the store."""
+        if self.watcher is not None:
+            await self.watcher.stop()
         for listener in self.listeners.values():
             await listener.stop(grace)
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.delivery is not None:
+            await self.delivery.stop()
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close)
         if self.store is not None:
@@ -86,6 +158,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_requested)
         await self.start()
         log.info("engine ready")
         try:
@@ -93,3 +166,10 @@ class Server:
         finally:
             log.info("shutting down")
             await self.stop()
+
+    def _reload_requested(self) -> None:
+        if self.watcher is None:
+            log.warning("SIGHUP: no configuration folder to reload (started without one)")
+            return
+        log.info("SIGHUP: reloading the configuration")
+        self.watcher.request()

@@ -16,7 +16,7 @@ from engine.intake import Intake
 from engine.store.database import StoreError, open_store, resolve_url
 from engine.store.messages import MessageFilter, find_messages
 from engine.store.schema import Base
-from engine.store.writer import MessageWriter
+from engine.store.writer import StoreWriter
 from tests.support import adt
 
 
@@ -70,7 +70,7 @@ def test_stored_times_are_utc_and_filter_by_time(store) -> None:  # type: ignore
     """Rows written by the writer's fast path read back exactly as SQLAlchemy writes them."""
 
     async def receive() -> list[bytes]:
-        writer = MessageWriter(store)
+        writer = StoreWriter(store)
         writer.start()
         intake = Intake(writer, ListenerSettings(name="t"))
         done: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()

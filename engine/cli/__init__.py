@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from engine.cli import messages, send, serve
+from engine.cli import messages, routes, send, serve
 
 app = typer.Typer(
     name="crosswalk",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("send")(send.send)
 app.add_typer(messages.app, name="messages")
+app.add_typer(routes.app, name="routes")
 
 
 def main() -> None:

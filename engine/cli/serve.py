@@ -23,13 +23,14 @@ DEFAULT_CONFIG = Path("routes")
 log = logging.getLogger(__name__)
 
 
-def resolve_config(path: Path | None) -> EngineConfig:
+def resolve_config(path: Path | None) -> tuple[EngineConfig, Path | None]:
     """Load ``path``; without one, ./routes when it exists, else the built-in default."""
     if path is None and not DEFAULT_CONFIG.is_dir():
         log.info("no ./routes folder: one listener on 127.0.0.1:2575, no routes")
-        return EngineConfig.default()
+        return EngineConfig.default(), None
+    folder = path or DEFAULT_CONFIG
     try:
-        return load_config(path or DEFAULT_CONFIG)
+        return load_config(folder), folder
     except ConfigError as error:
         for problem in error.problems:
             errors.print(str(problem), markup=False, soft_wrap=True)
@@ -48,7 +49,7 @@ def serve(
 ) -> None:
     """Run the engine: listeners, store and routes, until SIGTERM or SIGINT."""
     logs.configure(log_level)
-    engine_config = resolve_config(config)
+    engine_config, folder = resolve_config(config)
     if host is not None or port is not None:
         if len(engine_config.listeners) != 1:
             fail("--host and --port need exactly one listener; set the others in the configuration")
@@ -59,7 +60,7 @@ def serve(
         )
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(Server(engine_config, db).run())
+            runner.run(Server(engine_config, db, config_folder=folder).run())
     except StoreError as error:
         fail(str(error))
     except RuntimeError as error:

@@ -78,6 +78,22 @@ INVALID: Any = object()
 """Returned by :meth:`Binder.bind` where a value had a problem (already recorded)."""
 
 
+Converter = typing.Callable[["Binder", yaml.Node, str], Any]
+
+CONVERTERS: dict[Any, Converter] = {}
+"""Types bound by a function instead of structurally (field paths, conditions, steps)."""
+
+
+def converter(annotation: Any) -> typing.Callable[[Converter], Converter]:
+    """Register how to bind ``annotation`` from a YAML node."""
+
+    def register(function: Converter) -> Converter:
+        CONVERTERS[annotation] = function
+        return function
+
+    return register
+
+
 class Binder:
     """Turns YAML nodes into settings objects, recording problems instead of stopping."""
 
@@ -115,6 +131,9 @@ class Binder:
 
     def bind(self, node: yaml.Node, annotation: Any, what: str) -> Any:
         """Convert ``node`` to ``annotation``; on a problem record it and return INVALID."""
+        custom = CONVERTERS.get(annotation)
+        if custom is not None:
+            return custom(self, node, what)
         origin = get_origin(annotation)
         if origin in (typing.Union, types.UnionType):
             options = [a for a in get_args(annotation) if a is not type(None)]
@@ -177,8 +196,17 @@ class Binder:
         return result if ok else INVALID
 
     def bind_object(self, node: yaml.Node, cls: Any, what: str) -> Any:
+        primary = getattr(cls, "PRIMARY", None)
         if not isinstance(node, yaml.MappingNode):
-            if _is_null(node) and _all_optional(cls):
+            if primary is not None and not _is_null(node):
+                # Shorthand: `delete_segments: [NK1, AL1]` is `{segments: [NK1, AL1]}`.
+                key = yaml.ScalarNode(
+                    "tag:yaml.org,2002:str", primary, node.start_mark, node.end_mark
+                )
+                node = yaml.MappingNode(
+                    "tag:yaml.org,2002:map", [(key, node)], node.start_mark, node.end_mark
+                )
+            elif _is_null(node) and _all_optional(cls):
                 node = yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark, node.end_mark)
             else:
                 return self.problem(node, f"{what} must be a mapping, not a {_kind(node)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,11 +10,33 @@ from typing import Any
 import yaml
 
 from engine.config.binding import INVALID, Binder
-from engine.config.model import EngineConfig, ListenerSettings
+from engine.config.model import (
+    BUILT_IN_DESTINATIONS,
+    DestinationSettings,
+    EngineConfig,
+    ListenerSettings,
+)
 from engine.config.source import ConfigError, Mark, Problem, compose_file
+from engine.routes import syntax as _syntax  # noqa: F401  (registers the route converters)
+from engine.routes.model import RouteSettings
+from engine.routes.tables import TableError, Tables
 
-SECTIONS: dict[str, Any] = {"listeners": ListenerSettings}
+SECTIONS: dict[str, Any] = {
+    "listeners": ListenerSettings,
+    "destinations": DestinationSettings,
+    "routes": RouteSettings,
+}
 """Top-level keys of a configuration file and the settings class of their entries."""
+
+MAPPINGS_ENV = "CROSSWALK_MAPPINGS"
+
+
+def mappings_folder(config: Path, environ: Mapping[str, str]) -> Path:
+    """Where mapping tables live: $CROSSWALK_MAPPINGS, else `mappings/` beside the config folder."""
+    if environ.get(MAPPINGS_ENV):
+        return Path(environ[MAPPINGS_ENV])
+    folder = config if config.is_dir() else config.parent
+    return folder.resolve().parent / "mappings"
 
 
 def config_files(path: Path) -> list[Path]:
@@ -31,10 +54,12 @@ def config_files(path: Path) -> list[Path]:
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> EngineConfig:
     """Read, interpolate, bind and cross-check a configuration; raise listing every problem."""
+    env = os.environ if environ is None else environ
     folder = Path(path)
     problems: list[Problem] = []
     merged: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     origins: dict[tuple[str, str], Mark] = {}
+    marks: dict[int, Mark] = {}
     files = config_files(folder)
     for file in files:
         try:
@@ -44,7 +69,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
             continue
         if root is None:
             continue
-        binder = Binder(str(file), environ)
+        binder = Binder(str(file), env)
         if not isinstance(root, yaml.MappingNode):
             binder.problem(root, "a configuration file must be a mapping of sections")
             problems.extend(binder.problems)
@@ -73,8 +98,22 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
                 origins[(section, name)] = mark
                 merged[section][name] = value
         problems.extend(binder.problems)
+        marks.update(binder.marks)
     listeners: dict[str, ListenerSettings] = merged["listeners"]
+    destinations: dict[str, DestinationSettings] = merged["destinations"]
+    routes: dict[str, RouteSettings] = merged["routes"]
+    tables = Tables(mappings_folder(folder, env))
     problems.extend(_check_ports(listeners, origins))
+    for name in BUILT_IN_DESTINATIONS:
+        if name in destinations:
+            problems.append(
+                Problem(
+                    origins.get(("destinations", name)),
+                    f"destination name {name!r} is reserved for the built-in one",
+                )
+            )
+    if not problems:
+        problems.extend(_check_routes(routes, listeners, destinations, tables, origins, marks))
     if not problems and not listeners:
         problems.append(
             Problem(
@@ -83,7 +122,58 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         )
     if problems:
         raise ConfigError(problems)
-    return EngineConfig(listeners=listeners, files=tuple(str(f) for f in files))
+    return EngineConfig(
+        listeners=listeners,
+        destinations=destinations,
+        routes=routes,
+        files=tuple(str(f) for f in files),
+        mappings=tables.folder,
+        tables=tables,
+    )
+
+
+def _check_routes(
+    routes: dict[str, RouteSettings],
+    listeners: dict[str, ListenerSettings],
+    destinations: dict[str, DestinationSettings],
+    tables: Tables,
+    origins: dict[tuple[str, str], Mark],
+    marks: dict[int, Mark],
+) -> list[Problem]:
+    problems = []
+    known = {*destinations, *BUILT_IN_DESTINATIONS}
+    for name, route in routes.items():
+        where = origins.get(("routes", name))
+        for source in route.source:
+            if source not in listeners:
+                problems.append(
+                    Problem(
+                        where,
+                        f"route {name!r}: unknown listener {source!r}",
+                        source,
+                        f"listeners are: {', '.join(listeners) or 'none'}",
+                    )
+                )
+        for target in route.destinations:
+            if target.destination not in known:
+                problems.append(
+                    Problem(
+                        marks.get(id(target), where),
+                        f"route {name!r}: unknown destination {target.destination!r}",
+                        target.destination,
+                        f"destinations are: {', '.join(sorted(known))}",
+                    )
+                )
+        steps = list(route.steps) + [s for t in route.destinations for s in t.steps]
+        for step in steps:
+            validate = getattr(step, "validate", None)
+            if validate is None:
+                continue
+            try:
+                validate(tables)
+            except TableError as error:
+                problems.append(Problem(marks.get(id(step), where), f"route {name!r}: {error}"))
+    return problems
 
 
 def _check_ports(

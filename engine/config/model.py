@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 from engine.config.binding import ByteSize, Duration, setting
 from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
+from engine.hl7v2.fieldpath import FieldPath
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,76 @@ class ListenerSettings:
         return problems
 
 
+@dataclass(frozen=True, kw_only=True)
+class DestinationSettings:
+    """An MLLP receiver (the PACS) that routes send messages to, through a durable queue."""
+
+    name: str = setting("The destination's name, from its key under `destinations:`.", default="")
+    host: str = setting("Address of the receiver.", example="${PACS_HOST:-127.0.0.1}")
+    port: int = setting("Its MLLP port.", example="${PACS_PORT:-2576}")
+    connect_timeout: Duration = setting(
+        "Give up a connection attempt after this long (then retry).", default=Duration(10)
+    )
+    ack_timeout: Duration = setting(
+        "Wait this long for the ACK of a message sent (then reconnect and resend it).",
+        default=Duration(30),
+    )
+    retry_initial: Duration = setting(
+        "First wait after a connection error or a missing ACK; doubles on each failure.",
+        default=Duration(1),
+    )
+    retry_max: Duration = setting(
+        "The longest wait between retries.", default=Duration(300), example="5m"
+    )
+    nak_retries: int = setting(
+        "How many times to resend a message the receiver answered AE or AR.", default=3
+    )
+    on_nak: Literal["stop", "set_aside"] = setting(
+        "After the retries: stop the queue until an operator acts (safe for ADT: nothing"
+        " later overtakes it), or set the message aside as errored and go on.",
+        default="stop",
+    )
+    partition_by: FieldPath | None = setting(
+        "Send in parallel over several connections, keeping the order of messages with the"
+        " same value of this field (e.g. the patient's MRN).",
+        default=None,
+        example="PID-3.1",
+    )
+    partitions: int = setting("Parallel connections when partition_by is set.", default=4)
+
+    def check(self) -> list[tuple[str, str | None]]:
+        problems: list[tuple[str, str | None]] = []
+        if not 1 <= self.port <= 65535:
+            problems.append((f"port {self.port} is outside 1-65535", None))
+        if self.nak_retries < 0:
+            problems.append(("nak_retries cannot be negative", None))
+        if not 1 <= self.partitions <= 64:
+            problems.append(("partitions must be between 1 and 64", None))
+        if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
+            problems.append(("retry_initial must be > 0 and at most retry_max", None))
+        return problems
+
+    @property
+    def worker_count(self) -> int:
+        return self.partitions if self.partition_by is not None else 1
+
+
+BUILT_IN_DESTINATIONS = {"drop": "keep the message as filtered by this route, send nothing"}
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything the engine runs with, merged from the YAML files of a folder."""
 
     listeners: dict[str, ListenerSettings] = field(default_factory=dict)
+    destinations: dict[str, DestinationSettings] = field(default_factory=dict)
+    routes: dict[str, Any] = field(default_factory=dict)
+    """Route name → :class:`engine.routes.model.RouteSettings`."""
     files: tuple[str, ...] = ()
+    mappings: Path = Path("mappings")
+    """The folder of mapping tables."""
+    tables: Any = field(default=None, compare=False, repr=False)
+    """The mapping tables checked while loading (:class:`engine.routes.tables.Tables`)."""
 
     @classmethod
     def default(cls) -> EngineConfig:

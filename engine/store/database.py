@@ -52,6 +52,8 @@ def open_engine(url: str, **kwargs: Any) -> Engine:
             folder = Path(database).expanduser().resolve().parent
             if not folder.is_dir():
                 raise StoreError(f"the folder for the SQLite store does not exist: {folder}")
+        # The engine reads the store from worker threads too; each uses its own pooled connection.
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
         engine = create_engine(url, **kwargs)
         _configure_sqlite(engine)
         return engine

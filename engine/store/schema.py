@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -56,16 +57,37 @@ class Base(DeclarativeBase):
 
 
 class MessageStatus:
-    """Values of ``messages.status``."""
+    """Values of ``messages.status``: the fate of each message."""
 
     RECEIVED = "received"
     """Accepted and stored; waiting to be routed."""
+    ROUTED = "routed"
+    """Routed: queued for (or delivered to) at least one destination."""
+    FILTERED = "filtered"
+    """No route sent it anywhere; ``status_reason`` says which condition of which route."""
+    ERRORED = "errored"
+    """A route failed on it (a step, a table, a template); ``status_reason`` says why."""
     DUPLICATE = "duplicate"
     """Same MSH-3/4/10 as an accepted message within the duplicate window; not processed."""
     REJECTED = "rejected"
     """Refused at intake (answered AE/AR); kept for the record, never processed."""
 
-    ALL = (RECEIVED, DUPLICATE, REJECTED)
+    ALL = (RECEIVED, ROUTED, FILTERED, ERRORED, DUPLICATE, REJECTED)
+    ACCEPTED = (RECEIVED, ROUTED, FILTERED, ERRORED)
+    """Every status of a message that was acknowledged positively and not as a duplicate."""
+
+
+class DeliveryState:
+    """Values of ``deliveries.state``."""
+
+    QUEUED = "queued"
+    """Waiting in its destination's queue (or being sent)."""
+    DELIVERED = "delivered"
+    """The destination answered AA or CA; its answer is in ``ack``."""
+    ERRORED = "errored"
+    """Set aside after the destination refused it (on_nak: set_aside); ``last_error`` says why."""
+
+    ALL = (QUEUED, DELIVERED, ERRORED)
 
 
 class Message(Base):
@@ -113,3 +135,43 @@ class Message(Base):
         Index(None, "message_code", "trigger_event"),
         Index(None, "status", "id"),
     )
+
+
+class Delivery(Base):
+    """One message on its way to one destination: the durable, ordered queue."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(Id, ForeignKey("messages.id"))
+    route: Mapped[str] = mapped_column(String(64))
+    destination: Mapped[str] = mapped_column(String(64))
+    partition: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    """The message as sent: after the route's transforms, encoded in its character set."""
+    control_id: Mapped[str] = mapped_column(String(199), default="")
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    ack: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The destination's last answer."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_deliveries_queue", "destination", "state", "partition", "id"),
+        Index(None, "message_id"),
+    )
+
+
+class DestinationState(Base):
+    """Operator controls of a destination's queue, shared by every engine process."""
+
+    __tablename__ = "destination_state"
+
+    destination: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    """Bumped when the queue changed behind the engine's back (retry, resend): reload it."""
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,9 +1,9 @@
-"""Group commit: received messages are stored many per transaction, one fsync for them all.
+"""Group commit: everything the engine writes goes through one writer, many per transaction.
 
-Every listener connection hands its message to :meth:`MessageWriter.submit` with a callback.
-The writer takes everything submitted, checks each for a duplicate, inserts it and commits them
-together, so one durable commit serves every connection that was busy at that moment. Only after
-that commit does a callback receive its :class:`StoredMessage`, and only then may it ACK.
+Listener connections hand their messages over as write operations; the router its routing
+records; delivery workers their results. The writer takes everything submitted and commits it
+together, so one durable commit (one fsync) serves every connection and worker that was busy at
+that moment. Only after the commit does an operation's ``done`` run: only then may an ACK go out.
 """
 
 from __future__ import annotations
@@ -12,46 +12,25 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine, bindparam, insert, select
+from sqlalchemy import Engine
 
-from engine.store.schema import Message, MessageStatus
+from engine.store.fastsql import Statements
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """The fate of a message decided at intake, with the ACK frames to send back."""
+class WriteOp(Protocol):
+    """One unit of work for the writer: runs inside a group commit, reports once committed."""
 
-    status: str
-    reason: str
-    ack_code: str
-    acks: tuple[bytes, ...]
+    def write(self, cursor: Any, statements: Statements) -> Any:
+        """Run the statements (in the writer's transaction); the return value goes to done."""
+        ...
 
-
-@dataclass(slots=True)
-class NewMessage:
-    """A message to store: its column values and how to settle it once duplicates are known."""
-
-    row: dict[str, Any]
-    settle: Callable[[int | None], Settled]
-    """Called in the writer thread with the id of an earlier copy (or None)."""
-    done: Callable[[StoredMessage | BaseException], None]
-    """Called on the event loop once the message is committed, or with why it was not."""
-    duplicate_since: datetime | None = None
-    """Look for an accepted copy (same MSH-3, MSH-4, MSH-10) received at or after this."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    id: int
-    settled: Settled
-    duplicate_of: int | None
+    def done(self, result: Any) -> None:
+        """Called on the event loop after the commit (or with the exception)."""
+        ...
 
 
 class WriterClosed(RuntimeError):
@@ -59,71 +38,10 @@ class WriterClosed(RuntimeError):
 
 
 _STOP = object()
-_table = Message.__table__
 
 
-class _Statement:
-    """A statement compiled once for the dialect, run on the bare DBAPI cursor.
-
-    The writer runs two statements per message; SQLAlchemy's per-execute bookkeeping costs
-    several times what SQLite needs for them, so the hot path compiles them once and binds
-    parameters with SQLAlchemy's own type processors (the stored values are identical).
-    """
-
-    def __init__(self, statement: Any, engine: Engine, keys: list[str]) -> None:
-        compiled = statement.compile(dialect=engine.dialect, column_keys=keys)
-        self.sql = compiled.string
-        self.positions = list(compiled.positiontup or [])
-        self.processors: dict[str, Callable[[Any], Any]] = {}
-        self.constants: dict[str, Any] = {}
-        for name, parameter in compiled.binds.items():
-            processor = parameter.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
-            if processor is not None:
-                self.processors[name] = processor
-            if name not in keys and parameter.value is not None:
-                self.constants[name] = parameter.effective_value
-
-    def params(self, values: dict[str, Any]) -> Any:
-        processed = dict(self.constants)
-        processed.update(values)
-        for key, processor in self.processors.items():
-            if key in values:
-                processed[key] = processor(values[key])
-        if self.positions:
-            return tuple([processed[name] for name in self.positions])
-        return processed
-
-
-_COLUMNS = [c.name for c in _table.columns if c.name != "id"]
-
-
-def _statements(engine: Engine) -> tuple[_Statement, _Statement]:
-    find_copy = (
-        select(_table.c.id)
-        .where(
-            _table.c.control_id == bindparam("control_id"),
-            _table.c.sending_application == bindparam("sending_application"),
-            _table.c.sending_facility == bindparam("sending_facility"),
-            _table.c.received_at >= bindparam("since", type_=_table.c.received_at.type),
-            _table.c.status != MessageStatus.REJECTED,
-            _table.c.status != MessageStatus.DUPLICATE,
-        )
-        .order_by(_table.c.id)
-        .limit(1)
-    )
-    add = insert(_table).returning(_table.c.id)
-    return (
-        _Statement(
-            find_copy,
-            engine,
-            ["control_id", "sending_application", "sending_facility", "since"],
-        ),
-        _Statement(add, engine, _COLUMNS),
-    )
-
-
-class MessageWriter:
-    """Stores messages durably in groups.
+class StoreWriter:
+    """Commits write operations durably in groups.
 
     On SQLite the commit runs on the event loop itself: a local fsync costs less than handing
     the work to a thread and back (~85 µs here), and every message submitted while the loop was
@@ -140,11 +58,11 @@ class MessageWriter:
         self.threaded = not self._sqlite if threaded is None else threaded
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._pending: list[NewMessage] = []
+        self._pending: list[WriteOp] = []
         self._flush_scheduled = False
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._find_copy, self._add = _statements(engine)
+        self.statements = Statements(engine)
         self._connection: Any = None  # the writer's own DBAPI connection
         self.batches = 0
         self.stored = 0
@@ -156,33 +74,33 @@ class MessageWriter:
             self._thread = threading.Thread(target=self._run, name="crosswalk-writer", daemon=True)
             self._thread.start()
 
-    def submit(self, message: NewMessage) -> None:
-        """Queue ``message`` for the next commit; ``message.done`` reports the outcome."""
+    def submit(self, op: WriteOp) -> None:
+        """Queue ``op`` for the next commit; ``op.done`` reports the outcome."""
         if self._closed or self._loop is None:
-            message.done(WriterClosed("the store is closed"))
+            op.done(WriterClosed("the store is closed"))
             return
         if self.threaded:
-            self._queue.put(message)
+            self._queue.put(op)
             return
-        self._pending.append(message)
+        self._pending.append(op)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    async def store(self, message: NewMessage) -> StoredMessage:
-        """Submit and wait: for callers that are not on the hot path."""
-        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
-        outer = message.done
+    async def run(self, op: WriteOp) -> Any:
+        """Submit and wait for the commit: for callers that are not on the hot path."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        outer = op.done
 
-        def done(result: StoredMessage | BaseException) -> None:
+        def done(result: Any) -> None:
             outer(result)
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
                 future.set_result(result)
 
-        message.done = done
-        self.submit(message)
+        op.done = done  # type: ignore[method-assign]
+        self.submit(op)
         return await future
 
     def close(self, timeout: float = 30.0) -> None:
@@ -211,7 +129,7 @@ class MessageWriter:
             item = self._queue.get()
             if item is _STOP:
                 break
-            batch: list[NewMessage] = [item]
+            batch: list[WriteOp] = [item]
             while len(batch) < self._max_batch:
                 try:
                     item = self._queue.get_nowait()
@@ -233,18 +151,18 @@ class MessageWriter:
             self._connection.close()
             self._connection = None
 
-    def _write_batch(self, batch: list[NewMessage]) -> list[StoredMessage | BaseException]:
+    def _write_batch(self, batch: list[WriteOp]) -> list[Any]:
         try:
-            results: list[StoredMessage | BaseException] = list(self._commit(batch))
+            results: list[Any] = list(self._commit(batch))
         except Exception as error:
             if len(batch) == 1:
                 results = [error]
             else:
                 # One bad row must not fail its neighbours: retry each on its own.
                 results = []
-                for message in batch:
+                for op in batch:
                     try:
-                        results.extend(self._commit([message]))
+                        results.extend(self._commit([op]))
                     except Exception as single_error:
                         results.append(single_error)
         for result in results:
@@ -254,7 +172,7 @@ class MessageWriter:
         self.stored += sum(1 for r in results if not isinstance(r, BaseException))
         return results
 
-    def _commit(self, batch: list[NewMessage]) -> list[StoredMessage]:
+    def _commit(self, batch: list[WriteOp]) -> list[Any]:
         if self._connection is None:
             self._connection = self._engine.raw_connection()
         connection = self._connection
@@ -262,7 +180,7 @@ class MessageWriter:
         try:
             if self._sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
-            stored = [self._insert(cursor, message) for message in batch]
+            stored = [op.write(cursor, self.statements) for op in batch]
             if self._sqlite:
                 cursor.execute("COMMIT")
             else:
@@ -285,37 +203,10 @@ class MessageWriter:
             except Exception:
                 log.debug("while discarding the writer connection", exc_info=True)
 
-    def _insert(self, cursor: Any, message: NewMessage) -> StoredMessage:
-        copy_id: int | None = None
-        row = message.row
-        if message.duplicate_since is not None:
-            cursor.execute(
-                self._find_copy.sql,
-                self._find_copy.params(
-                    {
-                        "control_id": row["control_id"],
-                        "sending_application": row["sending_application"],
-                        "sending_facility": row["sending_facility"],
-                        "since": message.duplicate_since,
-                    }
-                ),
-            )
-            found = cursor.fetchone()
-            copy_id = found[0] if found else None
-        settled = message.settle(copy_id)
-        row["status"] = settled.status
-        row["status_reason"] = settled.reason
-        row["ack_code"] = settled.ack_code
-        row["ack"] = b"".join(settled.acks)
-        row["duplicate_of"] = copy_id
-        cursor.execute(self._add.sql, self._add.params(row))
-        new_id = cursor.fetchone()[0]
-        return StoredMessage(new_id, settled, copy_id)
 
-
-def _deliver(batch: list[NewMessage], results: list[StoredMessage | BaseException]) -> None:
-    for message, result in zip(batch, results, strict=True):
+def _deliver(batch: list[WriteOp], results: list[Any]) -> None:
+    for op, result in zip(batch, results, strict=True):
         try:
-            message.done(result)
+            op.done(result)
         except Exception:
             log.exception("a stored-message callback failed")

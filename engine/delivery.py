@@ -1,0 +1,401 @@
+"""Delivery: one worker per destination (and partition) sends its queue in order over MLLP.
+
+A worker sends the message at the head of its queue and does not move on until the destination
+has acknowledged it:
+
+- AA/CA: delivered; the answer is stored.
+- no connection, no answer in time, connection lost: wait (``retry_initial``, doubling up to
+  ``retry_max``), reconnect, send the same message again. Order is kept: nothing overtakes it.
+- AE/AR (CE/CR): send it again up to ``nak_retries`` times; then, per ``on_nak``, stop the queue
+  until an operator resumes it (the default, safe for ADT) or set it aside as errored and go on.
+
+The queue lives in the store; the worker keeps a window of it in memory, fed by the dispatcher as
+deliveries are committed, and reads the store when it starts, after an outage that overflowed the
+window, and when an operator changed the queue (``crosswalk queue retry``, ``messages resend``).
+Delivery is at least once: a message the destination accepted just before a crash is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterable
+
+from sqlalchemy import Engine
+
+from engine.config.model import DestinationSettings
+from engine.hl7v2.ack import AckReply, read_ack
+from engine.mllp.client import MLLPClient, MLLPError
+from engine.store.operations import DeliveryUpdate, QueuedDelivery
+from engine.store.queue import Control, load_queued, queued_partitions, read_controls, set_control
+from engine.store.schema import DeliveryState
+from engine.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+WINDOW = 10_000
+"""Deliveries a worker keeps in memory; beyond that it reads them from the store as it goes."""
+CONTROL_POLL = 1.0
+"""Seconds between reads of the operators' controls (pause, resume, retry)."""
+
+
+class DestinationWorker:
+    """Sends one partition of one destination's queue, in order."""
+
+    def __init__(
+        self,
+        settings: DestinationSettings,
+        partition: int,
+        writer: StoreWriter,
+        store: Engine,
+    ) -> None:
+        self.settings = settings
+        self.partition = partition
+        self.writer = writer
+        self.store = store
+        self.items: deque[QueuedDelivery] = deque()
+        self.last_id = 0
+        self.from_store = True  # read the queue from the store before trusting pushes
+        self.missed = False  # a push arrived while reading the store: read again
+        self.paused = False
+        self.pause_reason = ""
+        self.delivered = 0
+        self._wakeup = asyncio.Event()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._reload = False
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._client: MLLPClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._uncommitted: set[int] = set()  # delivered, update not yet committed
+
+    @property
+    def name(self) -> str:
+        suffix = f"#{self.partition}" if self.settings.worker_count > 1 or self.partition else ""
+        return f"{self.settings.name}{suffix}"
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"deliver {self.name}"
+        )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._stopped.set()
+        self._wakeup.set()
+        self._resumed.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._client is not None:
+            await self._client.close()
+
+    def push(self, delivery: QueuedDelivery) -> None:
+        """A delivery was committed to this worker's queue."""
+        if self.from_store or len(self.items) >= WINDOW:
+            if not self.from_store:
+                log.info(
+                    "destination %s: over %d queued; reading the queue from the store",
+                    self.name,
+                    WINDOW,
+                )
+            self.from_store = True
+            self.missed = True
+        elif delivery.id > self.last_id:
+            self.items.append(delivery)
+            self.last_id = delivery.id
+        self._wakeup.set()
+
+    def apply(self, control: Control, generation_changed: bool) -> None:
+        """An operator paused, resumed, or changed the queue."""
+        if control.paused != self.paused:
+            self.paused = control.paused
+            self.pause_reason = control.reason
+            if control.paused:
+                self._resumed.clear()
+                log.warning("destination %s paused; `crosswalk queue status` says why", self.name)
+            else:
+                self._resumed.set()
+                log.info("destination %s resumed", self.name)
+        if generation_changed:
+            self._reload = True
+            self._wakeup.set()
+
+    def update_settings(self, settings: DestinationSettings) -> None:
+        self.settings = settings
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.0
+        while not self._stopping:
+            try:
+                delivery = await self._next()
+                if delivery is None:
+                    continue
+                await self._resumed.wait()
+                if self._stopping:
+                    break
+                backoff = await self._deliver(delivery, backoff)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("destination %s: worker failed; restarting it in 5s", self.name)
+                self.items.clear()
+                self.from_store, self.last_id = True, 0
+                await asyncio.sleep(5)
+
+    async def _next(self) -> QueuedDelivery | None:
+        if self._reload:
+            self._reload = False
+            self.items.clear()
+            self.from_store, self.last_id = True, 0
+        if self.items:
+            return self.items[0]
+        if self.from_store:
+            self.missed = False
+            rows = await asyncio.to_thread(
+                load_queued, self.store, self.settings.name, self.partition, self.last_id
+            )
+            rows = [r for r in rows if r.id not in self._uncommitted]
+            if rows:
+                self.items.extend(rows)
+                self.last_id = rows[-1].id
+                return None
+            if self.missed:
+                return None
+            self.from_store = False
+        self._wakeup.clear()
+        if not self.items and not self.from_store and not self._reload:
+            await self._wakeup.wait()
+        return None
+
+    async def _deliver(self, delivery: QueuedDelivery, backoff: float) -> float:
+        """Send the head of the queue until it is settled; returns the backoff to carry on with."""
+        settings = self.settings
+        naks = 0
+        attempts = delivery.attempts
+        while not self._stopping:
+            await self._resumed.wait()
+            attempts += 1
+            try:
+                reply, raw = await self._send(delivery)
+            except MLLPError as error:
+                backoff = min(settings.retry_max, backoff * 2 or settings.retry_initial)
+                log.warning(
+                    "destination %s: %s; delivery %d (control_id=%s) retried in %.0fs",
+                    self.name,
+                    error,
+                    delivery.id,
+                    delivery.control_id,
+                    backoff,
+                )
+                self._record(delivery, DeliveryState.QUEUED, attempts, str(error), None)
+                await self._sleep(backoff)
+                continue
+            backoff = 0.0
+            if reply.positive:
+                self._settle(delivery, DeliveryState.DELIVERED, attempts, "", raw)
+                return backoff
+            naks += 1
+            # MSA-3 is free text from the receiver and may quote patient data: it is stored
+            # with the delivery, while logs name only the code and the ERR condition.
+            said = f"answered {reply.code or 'no MSA'}"
+            if reply.error:
+                said += f" ({reply.error})"
+            reason = said + (f": {reply.text}" if reply.text else "")
+            if naks <= settings.nak_retries:
+                log.warning(
+                    "destination %s: delivery %d (control_id=%s) %s; resending",
+                    self.name,
+                    delivery.id,
+                    delivery.control_id,
+                    said,
+                )
+                self._record(delivery, DeliveryState.QUEUED, attempts, reason, raw)
+                await self._sleep(settings.retry_initial)
+                continue
+            if settings.on_nak == "set_aside":
+                log.error(
+                    "destination %s: delivery %d (control_id=%s) %s; set aside as errored",
+                    self.name,
+                    delivery.id,
+                    delivery.control_id,
+                    said,
+                )
+                self._settle(delivery, DeliveryState.ERRORED, attempts, reason, raw)
+                return backoff
+            message = f"delivery {delivery.id} (control_id={delivery.control_id}) {reason}"
+            log.error(
+                "destination %s STOPPED: delivery %d (control_id=%s) %s; resume with"
+                " `crosswalk queue resume %s`",
+                self.name,
+                delivery.id,
+                delivery.control_id,
+                said,
+                settings.name,
+            )
+            self._record(delivery, DeliveryState.QUEUED, attempts, reason, raw)
+            await asyncio.to_thread(
+                set_control, self.store, settings.name, paused=True, reason=message
+            )
+            self.apply(Control(True, message, 0), generation_changed=False)
+            naks = 0
+        return backoff
+
+    async def _send(self, delivery: QueuedDelivery) -> tuple[AckReply, bytes]:
+        settings = self.settings
+        if self._client is None:
+            client = MLLPClient(
+                settings.host,
+                settings.port,
+                connect_timeout=float(settings.connect_timeout),
+                ack_timeout=float(settings.ack_timeout),
+            )
+            await client.connect()
+            self._client = client
+            log.info("destination %s: connected to %s:%d", self.name, settings.host, settings.port)
+        try:
+            await self._client.write(delivery.payload)
+            while True:
+                raw = await self._client.read()
+                reply = read_ack(raw)
+                # A late application ACK of an earlier message: not the answer to this one.
+                if (
+                    reply.control_id
+                    and delivery.control_id
+                    and reply.control_id != delivery.control_id
+                ):
+                    continue
+                return reply, raw
+        except MLLPError:
+            await self._client.close()
+            self._client = None
+            raise
+
+    def _record(
+        self, delivery: QueuedDelivery, state: str, attempts: int, error: str, ack: bytes | None
+    ) -> None:
+        self.writer.submit(
+            DeliveryUpdate(delivery.id, state, attempts, error, ack, done=_log_failure)
+        )
+
+    def _settle(
+        self, delivery: QueuedDelivery, state: str, attempts: int, error: str, ack: bytes | None
+    ) -> None:
+        self.items.popleft()
+        if state == DeliveryState.DELIVERED:
+            self.delivered += 1
+        self._uncommitted.add(delivery.id)
+
+        def done(result: object) -> None:
+            self._uncommitted.discard(delivery.id)
+            _log_failure(result)
+
+        self.writer.submit(DeliveryUpdate(delivery.id, state, attempts, error, ack, done=done))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait before a retry, unless the engine stops first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), timeout=seconds)
+
+
+def _log_failure(result: object) -> None:
+    if isinstance(result, BaseException):
+        log.error(
+            "a delivery result could not be stored: %s (it will be sent again)",
+            type(result).__name__,
+        )
+
+
+class DeliveryService:
+    """Every destination's workers, and the operators' controls applied to them."""
+
+    def __init__(
+        self, destinations: dict[str, DestinationSettings], writer: StoreWriter, store: Engine
+    ) -> None:
+        self.destinations = destinations
+        self.writer = writer
+        self.store = store
+        self.workers: dict[tuple[str, int], DestinationWorker] = {}
+        self._seen: dict[str, Control] = {}
+        self._control_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        controls = await asyncio.to_thread(read_controls, self.store)
+        self._seen = dict(controls)
+        for settings in self.destinations.values():
+            await self._start_destination(settings, controls.get(settings.name, Control()))
+        self._control_task = asyncio.get_running_loop().create_task(self._poll_controls())
+
+    async def _start_destination(self, settings: DestinationSettings, control: Control) -> None:
+        partitions = set(range(settings.worker_count))
+        partitions |= await asyncio.to_thread(queued_partitions, self.store, settings.name)
+        for partition in sorted(partitions):
+            if (settings.name, partition) in self.workers:
+                continue
+            worker = DestinationWorker(settings, partition, self.writer, self.store)
+            worker.apply(control, generation_changed=False)
+            self.workers[(settings.name, partition)] = worker
+            worker.start()
+
+    def push(self, deliveries: Iterable[QueuedDelivery]) -> None:
+        for delivery in deliveries:
+            worker = self.workers.get((delivery.destination, delivery.partition))
+            if worker is None:
+                log.warning(
+                    "no worker for destination %s partition %d; delivery %d waits in the store",
+                    delivery.destination,
+                    delivery.partition,
+                    delivery.id,
+                )
+                continue
+            worker.push(delivery)
+
+    async def update(self, destinations: dict[str, DestinationSettings]) -> None:
+        """Apply a reloaded configuration: new destinations start, changed ones take the new
+        settings at their next connection, removed ones stop (their queues stay stored)."""
+        self.destinations = destinations
+        for key, worker in list(self.workers.items()):
+            settings = destinations.get(key[0])
+            if settings is None:
+                log.warning(
+                    "destination %s removed from the configuration; its queue stays stored", key[0]
+                )
+                await worker.stop()
+                del self.workers[key]
+            else:
+                worker.update_settings(settings)
+        controls = await asyncio.to_thread(read_controls, self.store)
+        for settings in destinations.values():
+            await self._start_destination(settings, controls.get(settings.name, Control()))
+
+    async def _poll_controls(self) -> None:
+        while True:
+            await asyncio.sleep(CONTROL_POLL)
+            try:
+                controls = await asyncio.to_thread(read_controls, self.store)
+            except Exception as error:
+                log.warning("cannot read queue controls: %s", type(error).__name__)
+                continue
+            for name, control in controls.items():
+                # Edge-triggered: act on what changed since the last read, so a read that
+                # raced a worker's own pause cannot undo it.
+                seen = self._seen.get(name, Control())
+                if control == seen:
+                    continue
+                self._seen[name] = control
+                reload = control.generation != seen.generation
+                for (destination, _), worker in self.workers.items():
+                    if destination == name:
+                        worker.apply(control, reload)
+
+    async def stop(self) -> None:
+        if self._control_task is not None:
+            self._control_task.cancel()
+        for worker in self.workers.values():
+            await worker.stop()

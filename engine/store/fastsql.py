@@ -1,0 +1,62 @@
+"""Statements compiled once per dialect and run on the bare DBAPI cursor.
+
+The writer runs a handful of statements per message; SQLAlchemy's per-execute bookkeeping costs
+several times what SQLite itself needs for them (measured: ~67 µs against ~16 µs for a SELECT and
+an INSERT). So the hot path compiles each statement once and binds parameters with SQLAlchemy's
+own type processors, which keeps the stored values identical to what the ORM writes and reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+
+
+class CompiledStatement:
+    """One statement: its SQL text for the dialect and how to turn values into parameters."""
+
+    def __init__(self, statement: Any, engine: Engine, keys: list[str]) -> None:
+        compiled = statement.compile(dialect=engine.dialect, column_keys=keys)
+        self.sql = compiled.string
+        self.positions = list(compiled.positiontup or [])
+        self.processors: dict[str, Callable[[Any], Any]] = {}
+        self.constants: dict[str, Any] = {}
+        for name, parameter in compiled.binds.items():
+            processor = parameter.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+            if processor is not None:
+                self.processors[name] = processor
+            if name not in keys and parameter.value is not None:
+                self.constants[name] = parameter.effective_value
+
+    def params(self, values: dict[str, Any]) -> Any:
+        processed = dict(self.constants)
+        processed.update(values)
+        for key, processor in self.processors.items():
+            if key in values:
+                processed[key] = processor(values[key])
+        if self.positions:
+            return tuple([processed[name] for name in self.positions])
+        return processed
+
+    def run(self, cursor: Any, values: dict[str, Any]) -> Any:
+        cursor.execute(self.sql, self.params(values))
+        return cursor
+
+
+class Statements:
+    """The compiled statements of one engine, built on first use."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._compiled: dict[str, CompiledStatement] = {}
+
+    def get(self, name: str, build: Callable[[], tuple[Any, list[str]]]) -> CompiledStatement:
+        """The statement called ``name``; ``build`` returns (statement, parameter keys)."""
+        found = self._compiled.get(name)
+        if found is None:
+            statement, keys = build()
+            found = CompiledStatement(statement, self.engine, keys)
+            self._compiled[name] = found
+        return found

@@ -1,0 +1,228 @@
+"""The write operations the engine commits through the :class:`~engine.store.writer.StoreWriter`.
+
+- :class:`NewMessage` — a received message, with its duplicate check and its ACK (intake).
+- :class:`RoutingRecord` — the fate of routed messages and their queued deliveries (router).
+- :class:`DeliveryUpdate` — what a destination answered (delivery workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, update
+
+from engine.store.fastsql import Statements
+from engine.store.schema import Delivery, DeliveryState, Message, MessageStatus
+
+_messages = Message.__table__
+_deliveries = Delivery.__table__
+_MESSAGE_COLUMNS = [c.name for c in _messages.columns if c.name != "id"]
+_DELIVERY_COLUMNS = [c.name for c in _deliveries.columns if c.name != "id"]
+
+
+# -- intake ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The fate of a message decided at intake, with the ACK frames to send back."""
+
+    status: str
+    reason: str
+    ack_code: str
+    acks: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    settled: Settled
+    duplicate_of: int | None
+
+
+def _find_copy() -> tuple[Any, list[str]]:
+    statement = (
+        select(_messages.c.id)
+        .where(
+            _messages.c.control_id == bindparam("control_id"),
+            _messages.c.sending_application == bindparam("sending_application"),
+            _messages.c.sending_facility == bindparam("sending_facility"),
+            _messages.c.received_at >= bindparam("since", type_=_messages.c.received_at.type),
+            _messages.c.status != MessageStatus.REJECTED,
+            _messages.c.status != MessageStatus.DUPLICATE,
+        )
+        .order_by(_messages.c.id)
+        .limit(1)
+    )
+    return statement, ["control_id", "sending_application", "sending_facility", "since"]
+
+
+def _add_message() -> tuple[Any, list[str]]:
+    return insert(_messages).returning(_messages.c.id), _MESSAGE_COLUMNS
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """A message to store: its column values and how to settle it once duplicates are known."""
+
+    row: dict[str, Any]
+    settle: Callable[[int | None], Settled]
+    """Called inside the transaction with the id of an earlier copy (or None)."""
+    done: Callable[[Any], None]
+    """Called on the event loop with the :class:`StoredMessage`, or the exception."""
+    duplicate_since: datetime | None = None
+    """Look for an accepted copy (same MSH-3, MSH-4, MSH-10) received at or after this."""
+
+    def write(self, cursor: Any, statements: Statements) -> StoredMessage:
+        copy_id: int | None = None
+        row = self.row
+        if self.duplicate_since is not None:
+            statements.get("find_copy", _find_copy).run(
+                cursor,
+                {
+                    "control_id": row["control_id"],
+                    "sending_application": row["sending_application"],
+                    "sending_facility": row["sending_facility"],
+                    "since": self.duplicate_since,
+                },
+            )
+            found = cursor.fetchone()
+            copy_id = found[0] if found else None
+        settled = self.settle(copy_id)
+        row["status"] = settled.status
+        row["status_reason"] = settled.reason
+        row["ack_code"] = settled.ack_code
+        row["ack"] = b"".join(settled.acks)
+        row["duplicate_of"] = copy_id
+        new_id = statements.get("add_message", _add_message).run(cursor, row).fetchone()[0]
+        return StoredMessage(new_id, settled, copy_id)
+
+
+# -- routing ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDelivery:
+    """A delivery as its destination worker sees it."""
+
+    id: int
+    destination: str
+    partition: int
+    payload: bytes
+    control_id: str
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class RoutedMessage:
+    """One message's routing: its new status and reason, and what to queue."""
+
+    message_id: int
+    status: str
+    reason: str
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    """Column values: route, destination, partition, payload, control_id."""
+
+
+def _set_message_status() -> tuple[Any, list[str]]:
+    statement = (
+        update(_messages)
+        .where(_messages.c.id == bindparam("message_id"))
+        .values(status=bindparam("status"), status_reason=bindparam("reason"))
+    )
+    return statement, ["message_id", "status", "reason"]
+
+
+def _add_delivery() -> tuple[Any, list[str]]:
+    return insert(_deliveries).returning(_deliveries.c.id), _DELIVERY_COLUMNS
+
+
+@dataclass(slots=True)
+class RoutingRecord:
+    """The routing of a batch of messages, committed together."""
+
+    routed: list[RoutedMessage]
+    done: Callable[[Any], None]
+
+    def write(self, cursor: Any, statements: Statements) -> list[QueuedDelivery]:
+        now = datetime.now(UTC)
+        set_status = statements.get("set_message_status", _set_message_status)
+        add = statements.get("add_delivery", _add_delivery)
+        queued: list[QueuedDelivery] = []
+        for message in self.routed:
+            set_status.run(
+                cursor,
+                {
+                    "message_id": message.message_id,
+                    "status": message.status,
+                    "reason": message.reason,
+                },
+            )
+            for values in message.deliveries:
+                row = dict(
+                    values,
+                    message_id=message.message_id,
+                    state=DeliveryState.QUEUED,
+                    attempts=0,
+                    last_error="",
+                    ack=None,
+                    created_at=now,
+                    updated_at=None,
+                )
+                new_id = add.run(cursor, row).fetchone()[0]
+                queued.append(
+                    QueuedDelivery(
+                        new_id,
+                        row["destination"],
+                        row["partition"],
+                        row["payload"],
+                        row["control_id"],
+                    )
+                )
+        return queued
+
+
+# -- delivery --------------------------------------------------------------------------------------
+
+
+def _update_delivery() -> tuple[Any, list[str]]:
+    statement = (
+        update(_deliveries)
+        .where(_deliveries.c.id == bindparam("delivery_id"))
+        .values(
+            state=bindparam("state"),
+            attempts=bindparam("attempts"),
+            last_error=bindparam("last_error"),
+            ack=bindparam("ack"),
+            updated_at=bindparam("updated_at", type_=_deliveries.c.updated_at.type),
+        )
+    )
+    return statement, ["delivery_id", "state", "attempts", "last_error", "ack", "updated_at"]
+
+
+@dataclass(slots=True)
+class DeliveryUpdate:
+    """A delivery's new state after its destination answered (or failed to)."""
+
+    delivery_id: int
+    state: str
+    attempts: int
+    last_error: str
+    ack: bytes | None
+    done: Callable[[Any], None] = lambda result: None
+
+    def write(self, cursor: Any, statements: Statements) -> None:
+        statements.get("update_delivery", _update_delivery).run(
+            cursor,
+            {
+                "delivery_id": self.delivery_id,
+                "state": self.state,
+                "attempts": self.attempts,
+                "last_error": self.last_error,
+                "ack": self.ack,
+                "updated_at": datetime.now(UTC),
+            },
+        )

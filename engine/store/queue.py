@@ -1,0 +1,183 @@
+"""The per-destination delivery queues in the store: reading them, and operators' controls.
+
+Delivery workers read their backlog here; ``crosswalk queue`` and ``crosswalk messages resend``
+change the queues here. Changes an engine must notice bump the destination's ``generation``; the
+engine polls ``destination_state`` and reloads a queue whose generation moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
+
+from engine.store.operations import QueuedDelivery
+from engine.store.schema import Delivery, DeliveryState, DestinationState
+
+
+def load_queued(
+    engine: Engine, destination: str, partition: int, after_id: int, limit: int = 500
+) -> list[QueuedDelivery]:
+    """Queued deliveries of one partition with ids above ``after_id``, oldest first."""
+    query = (
+        select(Delivery.id, Delivery.payload, Delivery.control_id, Delivery.attempts)
+        .where(
+            Delivery.destination == destination,
+            Delivery.state == DeliveryState.QUEUED,
+            Delivery.partition == partition,
+            Delivery.id > after_id,
+        )
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [
+        QueuedDelivery(row.id, destination, partition, row.payload, row.control_id, row.attempts)
+        for row in rows
+    ]
+
+
+def queued_partitions(engine: Engine, destination: str) -> set[int]:
+    """Partitions that hold queued deliveries (they need a worker even if config shrank)."""
+    query = (
+        select(Delivery.partition)
+        .where(Delivery.destination == destination, Delivery.state == DeliveryState.QUEUED)
+        .distinct()
+    )
+    with engine.connect() as connection:
+        return {row[0] for row in connection.execute(query)}
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """An operator's controls of one destination, as stored."""
+
+    paused: bool = False
+    reason: str = ""
+    generation: int = 0
+
+
+def read_controls(engine: Engine) -> dict[str, Control]:
+    with engine.connect() as connection:
+        result = connection.execute(
+            select(
+                DestinationState.destination,
+                DestinationState.paused,
+                DestinationState.reason,
+                DestinationState.generation,
+            )
+        )
+        return {row[0]: Control(bool(row[1]), row[2], row[3]) for row in result}
+
+
+def set_control(
+    engine: Engine,
+    destination: str,
+    *,
+    paused: bool | None = None,
+    reason: str | None = None,
+    bump: bool = False,
+) -> Control:
+    """Change a destination's controls (creating its row); ``bump`` asks engines to reload."""
+    with Session(engine) as session, session.begin():
+        state = session.get(DestinationState, destination)
+        if state is None:
+            state = DestinationState(
+                destination=destination,
+                paused=False,
+                reason="",
+                generation=0,
+                updated_at=datetime.now(UTC),
+            )
+            session.add(state)
+        if paused is not None:
+            state.paused = paused
+        if reason is not None:
+            state.reason = reason
+        if bump:
+            state.generation = (state.generation or 0) + 1
+        state.updated_at = datetime.now(UTC)
+        return Control(state.paused, state.reason, state.generation)
+
+
+def requeue_errored(engine: Engine, destination: str) -> int:
+    """Put the destination's set-aside (errored) deliveries back in its queue."""
+    with engine.begin() as connection:
+        result = connection.execute(
+            update(Delivery)
+            .where(Delivery.destination == destination, Delivery.state == DeliveryState.ERRORED)
+            .values(state=DeliveryState.QUEUED, attempts=0, updated_at=datetime.now(UTC))
+        )
+        return result.rowcount or 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    """What ``crosswalk queue status`` shows for one destination."""
+
+    destination: str
+    queued: int
+    errored: int
+    delivered: int
+    oldest_queued: datetime | None
+    last_error: str
+    control: Control
+
+
+def summarize(engine: Engine, destinations: Iterable[str]) -> list[QueueSummary]:
+    names = set(destinations)
+    counts: dict[tuple[str, str], int] = {}
+    oldest: dict[str, datetime] = {}
+    errors: dict[str, str] = {}
+    with Session(engine) as session:
+        for destination, state, count in session.execute(
+            select(Delivery.destination, Delivery.state, func.count()).group_by(
+                Delivery.destination, Delivery.state
+            )
+        ):
+            counts[(destination, state)] = count
+            names.add(destination)
+        for name in names:
+            first = session.execute(
+                select(Delivery.created_at)
+                .where(Delivery.destination == name, Delivery.state == DeliveryState.QUEUED)
+                .order_by(Delivery.id)
+                .limit(1)
+            ).scalar()
+            if first is not None:
+                oldest[name] = first
+            last = session.execute(
+                select(Delivery.last_error)
+                .where(Delivery.destination == name, Delivery.last_error != "")
+                .order_by(Delivery.id.desc())
+                .limit(1)
+            ).scalar()
+            errors[name] = last or ""
+    controls = read_controls(engine)
+    return [
+        QueueSummary(
+            name,
+            counts.get((name, DeliveryState.QUEUED), 0),
+            counts.get((name, DeliveryState.ERRORED), 0),
+            counts.get((name, DeliveryState.DELIVERED), 0),
+            oldest.get(name),
+            errors.get(name, ""),
+            controls.get(name, Control()),
+        )
+        for name in sorted(names)
+    ]
+
+
+def deliveries_of(engine: Engine, message_id: int) -> list[Any]:
+    """The deliveries of one message, for ``messages show``."""
+    with Session(engine, expire_on_commit=False) as session:
+        return list(
+            session.scalars(
+                select(Delivery).where(Delivery.message_id == message_id).order_by(Delivery.id)
+            )
+        )
