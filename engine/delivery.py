@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine
 
@@ -50,8 +50,11 @@ class DestinationWorker:
         partition: int,
         writer: StoreWriter,
         store: Engine,
+        stopped: Callable[[str, Control], None] = lambda name, control: None,
     ) -> None:
         self.settings = settings
+        self.stopped = stopped
+        """Told when this worker stopped its destination's queue after a NAK."""
         self.partition = partition
         self.writer = writer
         self.store = store
@@ -70,7 +73,8 @@ class DestinationWorker:
         self._stopped = asyncio.Event()
         self._client: MLLPClient | None = None
         self._task: asyncio.Task[None] | None = None
-        self._uncommitted: set[int] = set()  # delivered, update not yet committed
+        self._uncommitted: dict[int, asyncio.Future[None]] = {}
+        """Settled deliveries whose new state is not committed yet."""
 
     @property
     def name(self) -> str:
@@ -110,8 +114,8 @@ class DestinationWorker:
             self.last_id = delivery.id
         self._wakeup.set()
 
-    def apply(self, control: Control, generation_changed: bool) -> None:
-        """An operator paused, resumed, or changed the queue."""
+    def apply(self, control: Control, reload: bool) -> None:
+        """An operator (or a worker) paused, resumed, or changed the queue."""
         if control.paused != self.paused:
             self.paused = control.paused
             self.pause_reason = control.reason
@@ -121,7 +125,7 @@ class DestinationWorker:
             else:
                 self._resumed.set()
                 log.info("destination %s resumed", self.name)
-        if generation_changed:
+        if reload:
             self._reload = True
             self._wakeup.set()
 
@@ -158,6 +162,9 @@ class DestinationWorker:
             return self.items[0]
         if self.from_store:
             self.missed = False
+            if self._uncommitted:
+                # Read the queue only once what was settled is committed, or it comes back.
+                await asyncio.wait(list(self._uncommitted.values()))
             rows = await asyncio.to_thread(
                 load_queued, self.store, self.settings.name, self.partition, self.last_id
             )
@@ -240,10 +247,10 @@ class DestinationWorker:
                 settings.name,
             )
             self._record(delivery, DeliveryState.QUEUED, attempts, reason, raw)
-            await asyncio.to_thread(
+            control = await asyncio.to_thread(
                 set_control, self.store, settings.name, paused=True, reason=message
             )
-            self.apply(Control(True, message, 0), generation_changed=False)
+            self.stopped(settings.name, control)
             naks = 0
         return backoff
 
@@ -290,10 +297,13 @@ class DestinationWorker:
         self.items.popleft()
         if state == DeliveryState.DELIVERED:
             self.delivered += 1
-        self._uncommitted.add(delivery.id)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._uncommitted[delivery.id] = committed
 
         def done(result: object) -> None:
-            self._uncommitted.discard(delivery.id)
+            self._uncommitted.pop(delivery.id, None)
+            if not committed.done():
+                committed.set_result(None)
             _log_failure(result)
 
         self.writer.submit(DeliveryUpdate(delivery.id, state, attempts, error, ack, done=done))
@@ -322,12 +332,13 @@ class DeliveryService:
         self.writer = writer
         self.store = store
         self.workers: dict[tuple[str, int], DestinationWorker] = {}
-        self._seen: dict[str, Control] = {}
+        self._applied: dict[str, int] = {}
+        """Per destination, the generation of the last control applied."""
         self._control_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         controls = await asyncio.to_thread(read_controls, self.store)
-        self._seen = dict(controls)
+        self._applied = {name: control.generation for name, control in controls.items()}
         for settings in self.destinations.values():
             await self._start_destination(settings, controls.get(settings.name, Control()))
         self._control_task = asyncio.get_running_loop().create_task(self._poll_controls())
@@ -338,8 +349,10 @@ class DeliveryService:
         for partition in sorted(partitions):
             if (settings.name, partition) in self.workers:
                 continue
-            worker = DestinationWorker(settings, partition, self.writer, self.store)
-            worker.apply(control, generation_changed=False)
+            worker = DestinationWorker(
+                settings, partition, self.writer, self.store, stopped=self._stopped
+            )
+            worker.apply(control, reload=False)
             self.workers[(settings.name, partition)] = worker
             worker.start()
 
@@ -383,16 +396,20 @@ class DeliveryService:
                 log.warning("cannot read queue controls: %s", type(error).__name__)
                 continue
             for name, control in controls.items():
-                # Edge-triggered: act on what changed since the last read, so a read that
-                # raced a worker's own pause cannot undo it.
-                seen = self._seen.get(name, Control())
-                if control == seen:
-                    continue
-                self._seen[name] = control
-                reload = control.generation != seen.generation
-                for (destination, _), worker in self.workers.items():
-                    if destination == name:
-                        worker.apply(control, reload)
+                self._apply(name, control)
+
+    def _apply(self, name: str, control: Control) -> None:
+        # Only newer generations count: a read that raced a change cannot undo it.
+        if control.generation <= self._applied.get(name, -1):
+            return
+        self._applied[name] = control.generation
+        for (destination, _), worker in self.workers.items():
+            if destination == name:
+                worker.apply(control, reload=True)
+
+    def _stopped(self, name: str, control: Control) -> None:
+        """A worker stopped the queue after a NAK: every partition of it stops."""
+        self._apply(name, control)
 
     async def stop(self) -> None:
         if self._control_task is not None:

@@ -5,8 +5,10 @@ Used by Crosswalk's own tests and benches; useful to anyone testing an integrati
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -90,3 +92,112 @@ class Peer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class FakeReceiver:
+    """An MLLP receiver on loopback (a stand-in PACS) whose behaviour a test controls.
+
+    ``mode`` is one of: ``ack`` (answer AA), ``ae`` / ``ar`` (answer AE / AR), ``stall`` (read
+    the message, never answer), ``close`` (close the connection before answering). Every
+    message received is kept in ``received`` (decoded as UTF-8 with replacement), in order.
+    ``stop()`` closes the port, so the next connection is refused.
+    """
+
+    def __init__(self, port: int = 0, mode: str = "ack") -> None:
+        self.mode = mode
+        self.reject: set[str] = set()
+        """Control ids answered AR whatever the mode."""
+        self.received: list[bytes] = []
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", port), reuse_port=False)
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.settimeout(0.2)
+        self.port = int(self._server.getsockname()[1])
+        self._open = True
+        self._clients: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def texts(self) -> list[str]:
+        with self._lock:
+            return [m.decode("utf-8", "replace") for m in self.received]
+
+    def control_ids(self) -> list[str]:
+        ids = []
+        for text in self.texts:
+            msh = text.split("\r", 1)[0]
+            fields = msh.split(msh[3])
+            ids.append(fields[9] if len(fields) > 9 else "")
+        return ids
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
+        """True once ``count`` messages have arrived (within ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.received) >= count:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def stop(self) -> None:
+        self._open = False
+        self._server.close()
+        for client in list(self._clients):
+            with contextlib.suppress(OSError):
+                client.close()
+        self._thread.join(5)
+
+    def _accept(self) -> None:
+        while self._open:
+            try:
+                client, _ = self._server.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.connections += 1
+            self._clients.append(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        decoder = FrameDecoder(1 << 24)
+        client.settimeout(0.2)
+        with client:
+            while self._open:
+                try:
+                    data = client.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                for event in decoder.feed(data):
+                    if not isinstance(event, Frame):
+                        continue
+                    mode = self.mode
+                    if mode == "close":
+                        return
+                    with self._lock:
+                        self.received.append(event.payload)
+                    if mode == "stall":
+                        continue
+                    control_id = _control_id(event.payload)
+                    code = {"ack": "AA", "ae": "AE", "ar": "AR"}[mode]
+                    if control_id in self.reject:
+                        code = "AR"
+                    ack = (
+                        "MSH|^~\\&|PACS|RAD|CW|HOSP|20261123||ACK|A" + control_id + "|P|2.5.1\r"
+                        f"MSA|{code}|{control_id}|{'' if code == 'AA' else 'refused by test'}\r"
+                    ).encode()
+                    try:
+                        client.sendall(encode_frame(ack))
+                    except OSError:
+                        return
+
+
+def _control_id(payload: bytes) -> str:
+    msh = payload.split(b"\r", 1)[0].decode("latin-1")
+    fields = msh.split(msh[3]) if len(msh) > 3 else []
+    return fields[9] if len(fields) > 9 else ""

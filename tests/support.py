@@ -111,3 +111,79 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, COLUMNS="200", CROSSWALK_LOG_LEVEL="INFO")
     env.update(extra)
     return env
+
+
+ENDPOINTS = """
+listeners:
+  ehr: {port: 0}
+destinations:
+  pacs: {host: 127.0.0.1, port: 9}
+"""
+
+
+def config_folder(
+    tmp_path: Path,
+    routes: str,
+    *,
+    endpoints: str = ENDPOINTS,
+    mappings: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """A configuration folder ``tmp_path/routes`` (with ``tmp_path/mappings``) for tests."""
+    folder = tmp_path / "routes"
+    folder.mkdir(exist_ok=True)
+    (folder / "endpoints.yaml").write_text(endpoints, encoding="utf-8")
+    (folder / "routes.yaml").write_text(routes, encoding="utf-8")
+    for name, text in (extra or {}).items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    tables = tmp_path / "mappings"
+    tables.mkdir(exist_ok=True)
+    for name, text in (mappings or {}).items():
+        (tables / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def destination_yaml(port: int, **settings: object) -> str:
+    """Endpoints with a listener on a free port and a destination `pacs` on ``port``."""
+    values = {
+        "host": "127.0.0.1",
+        "port": port,
+        "connect_timeout": "1s",
+        "ack_timeout": "1s",
+        "retry_initial": "50ms",
+        "retry_max": "200ms",
+        **settings,
+    }
+    body = "".join(f"    {key}: {value}\n" for key, value in values.items())
+    return f"listeners:\n  ehr: {{port: 0}}\ndestinations:\n  pacs:\n{body}"
+
+
+ALL_TO_PACS = "routes:\n  all:\n    source: ehr\n    destinations: [pacs]\n"
+
+
+class Pipeline(EngineThread):
+    """A whole engine (listener, router, delivery) from a configuration folder, in a thread."""
+
+    def __init__(self, db_url: str, folder: Path, reload_interval: float = 0.2) -> None:
+        from engine.config.loader import load_config
+
+        config = load_config(folder, {})
+        self.config = config
+        self.server = Server(config, db_url, config_folder=folder, reload_interval=reload_interval)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+
+@contextmanager
+def running_pipeline(
+    db_url: str, tmp_path: Path, pacs_port: int, routes: str = ALL_TO_PACS, **destination: object
+) -> Iterator[Pipeline]:
+    folder = config_folder(tmp_path, routes, endpoints=destination_yaml(pacs_port, **destination))
+    pipeline = Pipeline(db_url, folder)
+    pipeline.start()
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from engine.cli import messages, routes, send, serve
+from engine.cli import messages, queue, routes, send, serve
 
 app = typer.Typer(
     name="crosswalk",
@@ -17,6 +17,7 @@ app.command("serve")(serve.serve)
 app.command("send")(send.send)
 app.add_typer(messages.app, name="messages")
 app.add_typer(routes.app, name="routes")
+app.add_typer(queue.app, name="queue")
 
 
 def main() -> None:

@@ -7,8 +7,10 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from sqlalchemy import Engine
 
 from engine.config.binding import Duration
+from engine.store.database import StoreError, open_store
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -41,3 +43,11 @@ def parse_when(text: str) -> datetime:
             f"{text!r} is not a date/time (2026-11-23, 2026-11-23T14:05) or an age (2h, 30m, 7d)"
         ) from None
     return moment.astimezone(UTC) if moment.tzinfo else moment.astimezone().astimezone(UTC)
+
+
+def open_store_or_fail(db: str | None) -> Engine:
+    """The store for ``--db``, or exit with the reason it cannot be opened."""
+    try:
+        return open_store(db)
+    except StoreError as error:
+        fail(str(error))

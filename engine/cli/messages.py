@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.common import DbOption, console, fail, parse_when
+from engine.cli.common import DbOption, console, errors, fail, open_store_or_fail, parse_when
+from engine.config.loader import load_config
+from engine.config.source import ConfigError
+from engine.hl7v2.ack import read_ack
 from engine.hl7v2.charset import codec_for
 from engine.hl7v2.header import HeaderError
 from engine.hl7v2.paths import flatten
-from engine.store.database import StoreError, open_store
-from engine.store.messages import MessageFilter, find_messages, get_message
-from engine.store.schema import Message, MessageStatus
+from engine.router import Router
+from engine.store.messages import STATUSES, MessageFilter, find_messages, get_message
+from engine.store.queue import deliveries_of, record_resend, set_control
+from engine.store.schema import DeliveryState, Message, MessageStatus
 
 app = typer.Typer(help="List, search and show stored messages.", no_args_is_help=True)
 
@@ -31,7 +36,13 @@ TypeOption = Annotated[
     str | None, typer.Option("--type", help="Message type: ADT, ADT^A08, or a pattern: ADT^A0*.")
 ]
 ControlId = Annotated[str | None, typer.Option(help="MSH-10 message control id.")]
-Status = Annotated[str | None, typer.Option(help=f"One of: {', '.join(MessageStatus.ALL)}.")]
+Status = Annotated[
+    str | None,
+    typer.Option(
+        help=f"One of: {', '.join(STATUSES)} (queued: a delivery waits; errored: routing failed"
+        " or a delivery was set aside)."
+    ),
+]
 SendingApp = Annotated[str | None, typer.Option(help="MSH-3 sending application.")]
 SendingFacility = Annotated[str | None, typer.Option(help="MSH-4 sending facility.")]
 ListenerOption = Annotated[str | None, typer.Option(help="Listener name.")]
@@ -50,8 +61,8 @@ def _filter(
     listener: str | None,
     text: str | None = None,
 ) -> MessageFilter:
-    if status is not None and status not in MessageStatus.ALL:
-        fail(f"--status {status!r} is not one of {', '.join(MessageStatus.ALL)}")
+    if status is not None and status not in STATUSES:
+        fail(f"--status {status!r} is not one of {', '.join(STATUSES)}")
     return MessageFilter(
         since=parse_when(since) if since else None,
         until=parse_when(until) if until else None,
@@ -63,6 +74,14 @@ def _filter(
         listener=listener,
         text=text,
     )
+
+
+_STATUS_STYLE = {
+    MessageStatus.REJECTED: "red",
+    MessageStatus.ERRORED: "red",
+    MessageStatus.FILTERED: "yellow",
+    MessageStatus.ROUTED: "green",
+}
 
 
 def _local(moment: datetime) -> str:
@@ -99,7 +118,7 @@ def _print_list(rows: list[Message], output: str) -> None:
     for column in ("id", "received", "listener", "type", "control id", "from", "status", "ack"):
         table.add_column(column, overflow="fold")
     for m in rows:
-        status = Text(m.status, style="red" if m.status == MessageStatus.REJECTED else "")
+        status = Text(m.status, style=_STATUS_STYLE.get(m.status, ""))
         sender = "/".join(part for part in (m.sending_application, m.sending_facility) if part)
         table.add_row(
             str(m.id),
@@ -112,13 +131,6 @@ def _print_list(rows: list[Message], output: str) -> None:
             m.ack_code,
         )
     console.print(table)
-
-
-def _open(db: str | None):  # type: ignore[no-untyped-def]
-    try:
-        return open_store(db)
-    except StoreError as error:
-        fail(str(error))
 
 
 @app.command("list")
@@ -139,7 +151,7 @@ def list_messages(
     criteria = _filter(
         since, until, message_type, control_id, status, sending_app, sending_facility, listener
     )
-    engine = _open(db)
+    engine = open_store_or_fail(db)
     _print_list(list(find_messages(engine, criteria, limit=limit)), output)
 
 
@@ -172,7 +184,7 @@ def search_messages(
         listener,
         text,
     )
-    engine = _open(db)
+    engine = open_store_or_fail(db)
     _print_list(list(find_messages(engine, criteria, limit=limit)), output)
 
 
@@ -204,7 +216,7 @@ def show_message(
     db: DbOption = None,
 ) -> None:
     """Print one message segment by segment with field positions, and the ACK sent for it."""
-    engine = _open(db)
+    engine = open_store_or_fail(db)
     message = get_message(engine, message_id)
     if message is None:
         fail(f"no message with id {message_id}")
@@ -216,7 +228,7 @@ def show_message(
             f"received {_local(message.received_at)} on listener {message.listener}"
             f" from {message.peer}; {message.size} bytes, charset {message.charset}\n",
             "status ",
-            (message.status, "red" if message.status == MessageStatus.REJECTED else "green"),
+            (message.status, _STATUS_STYLE.get(message.status, "")),
             f": {message.status_reason}" if message.status_reason else "",
         )
     )
@@ -231,3 +243,90 @@ def show_message(
         _print_fields(f"acknowledgement sent ({message.ack_code})", ack_text)
     else:
         console.print("no acknowledgement was sent (enhanced mode asked for none)")
+    _print_deliveries(engine, message)
+
+
+_STATE_STYLE = {
+    DeliveryState.DELIVERED: "green",
+    DeliveryState.QUEUED: "yellow",
+    DeliveryState.ERRORED: "red",
+}
+
+
+def _print_deliveries(engine, message: Message) -> None:  # type: ignore[no-untyped-def]
+    deliveries = deliveries_of(engine, message.id)
+    if not deliveries:
+        return
+    console.rule("deliveries", align="left")
+    for delivery in deliveries:
+        when = _local(delivery.updated_at) if delivery.updated_at else "-"
+        line = Text.assemble(
+            f"#{delivery.id} {delivery.route} → {delivery.destination}"
+            + (f" (partition {delivery.partition})" if delivery.partition else "")
+            + ": ",
+            (delivery.state, _STATE_STYLE.get(delivery.state, "")),
+            f", {delivery.attempts} attempt(s), last change {when}",
+        )
+        if delivery.last_error:
+            line.append(f"\n    last error: {delivery.last_error}", style="red")
+        console.print(line, soft_wrap=True)
+        if delivery.ack:
+            reply = read_ack(delivery.ack)
+            console.print(f"    answer: {reply.code} {reply.text}".rstrip(), soft_wrap=True)
+
+
+@app.command("resend")
+def resend(
+    message_ids: Annotated[list[int], typer.Argument(help="Message ids (from list or search).")],
+    config: Annotated[Path, typer.Option(help="Configuration folder.")] = Path("routes"),
+    db: DbOption = None,
+) -> None:
+    """Route messages again with the current routes and queue what they produce.
+
+    A running engine sends them within a second, after what is already queued.
+    """
+    engine_config = _load_config(config)
+    engine = open_store_or_fail(db)
+    router = Router(engine_config)
+    touched: set[str] = set()
+    for message_id in message_ids:
+        message = get_message(engine, message_id)
+        if message is None:
+            fail(f"no message with id {message_id}")
+        if message.status == MessageStatus.REJECTED:
+            fail(
+                f"message {message_id} was rejected at intake ({message.status_reason});"
+                " it cannot be routed"
+            )
+        routing = router.route(message.raw, message.charset, message.listener)
+        deliveries = [
+            {
+                "route": o.route,
+                "destination": o.destination,
+                "partition": o.partition,
+                "payload": o.payload,
+                "control_id": o.control_id[:199],
+            }
+            for o in routing.outbound
+        ]
+        ids = record_resend(engine, message_id, routing.status, routing.reason, deliveries)
+        touched |= {o.destination for o in routing.outbound}
+        targets = ", ".join(o.destination for o in routing.outbound) or "nowhere"
+        console.print(
+            f"message {message_id}: {routing.status}; queued for {targets}"
+            + (f" (deliveries {', '.join(map(str, ids))})" if ids else ""),
+            soft_wrap=True,
+        )
+        if not ids:
+            console.print(Text(f"    {routing.reason}", style="yellow"), soft_wrap=True)
+    for destination in sorted(touched):
+        set_control(engine, destination)
+
+
+def _load_config(folder: Path):  # type: ignore[no-untyped-def]
+    try:
+        return load_config(folder)
+    except ConfigError as error:
+        for problem in error.problems:
+            errors.print(str(problem), markup=False, soft_wrap=True)
+        fail(f"{len(error.problems)} problem(s) in {folder}")

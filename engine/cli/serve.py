@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -60,7 +61,13 @@ def serve(
         )
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(Server(engine_config, db, config_folder=folder).run())
+            server = Server(
+                engine_config,
+                db,
+                config_folder=folder,
+                reload_interval=float(os.environ.get("CROSSWALK_RELOAD_INTERVAL", "1")),
+            )
+            runner.run(server.run())
     except StoreError as error:
         fail(str(error))
     except RuntimeError as error:

@@ -13,14 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.binding import ByteSize, Duration, yaml_key
-from engine.config.model import ListenerSettings
-
-BLOCKS: dict[str, Any] = {"listener-settings": ListenerSettings}
-"""Generated block name (``<!-- generated:NAME -->``) → settings class."""
+from engine.config.model import DestinationSettings, ListenerSettings
+from engine.routes.conditions import OPERATORS
+from engine.routes.model import RouteSettings, RouteTarget
+from engine.routes.steps import STEPS
 
 
 def _default(field: dataclasses.Field[Any]) -> str:
+    if field.default is dataclasses.MISSING:
+        if field.default_factory is dataclasses.MISSING:
+            return "required"
+        return f"`{field.default_factory()!r}`".replace("'", "")
     value = field.default
+    if value is None:
+        return "—"
+    if value == "":
+        return '`""`'
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, Duration):
@@ -41,11 +49,47 @@ def settings_table(cls: Any) -> str:
         if field.name == "name":
             continue
         example = field.metadata.get("example")
+        shown = f"`{example}`".replace("|", "\\|") if example is not None else ""
         rows.append(
-            f"| `{yaml_key(field)}` | {_default(field)} | "
-            f"{f'`{example}`' if example is not None else ''} | {field.metadata['description']} |"
+            f"| `{yaml_key(field)}` | {_default(field)} | {shown} |"
+            f" {field.metadata['description']} |"
         )
     return "\n".join(rows)
+
+
+def steps_reference() -> str:
+    """Every step: its YAML key, what it does, and its settings."""
+    parts = []
+    for key, cls in STEPS.items():
+        doc = " ".join((cls.__doc__ or "").split())
+        primary = getattr(cls, "PRIMARY", None)
+        shorthand = (
+            f" Shorthand: `{key}: <{primary}>` stands for `{key}: {{{primary}: <{primary}>}}`."
+            if primary
+            else ""
+        )
+        parts.append(f"### `{key}`\n\n{doc}{shorthand}\n\n{settings_table(cls)}")
+    return "\n\n".join(parts)
+
+
+def operators_table() -> str:
+    rows = ["| operator | takes | holds when the field … | example |", "|---|---|---|---|"]
+    for operator in OPERATORS.values():
+        rows.append(
+            f"| `{operator.key}` | {operator.takes} | {operator.meaning} | `{operator.example}` |"
+        )
+    return "\n".join(rows)
+
+
+BLOCKS: dict[str, Any] = {
+    "listener-settings": lambda: settings_table(ListenerSettings),
+    "destination-settings": lambda: settings_table(DestinationSettings),
+    "route-settings": lambda: settings_table(RouteSettings),
+    "route-target-settings": lambda: settings_table(RouteTarget),
+    "steps": steps_reference,
+    "operators": operators_table,
+}
+"""Generated block name (``<!-- generated:NAME -->``) → what renders it."""
 
 
 def render(text: str) -> str:
@@ -53,7 +97,7 @@ def render(text: str) -> str:
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
-        return f"<!-- generated:{name} -->\n{settings_table(BLOCKS[name])}\n<!-- end:{name} -->"
+        return f"<!-- generated:{name} -->\n{BLOCKS[name]()}\n<!-- end:{name} -->"
 
     return re.sub(r"<!-- generated:([\w-]+) -->.*?<!-- end:\1 -->", replace, text, flags=re.DOTALL)
 

@@ -98,6 +98,11 @@ def compose_file(path: Path) -> yaml.Node | None:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = Mark(name, mark.line + 1, mark.column + 1) if mark else None
-        raise ConfigError([Problem(where, f"YAML syntax error: {error.problem}")]) from None
+        hint = None
+        if "got '['" in str(error.problem) or "got ']'" in str(error.problem):
+            hint = "inside { } or [ ], quote a field path that has [ ]: 'PID-3[2].1'"
+        raise ConfigError(
+            [Problem(where, f"YAML syntax error: {error.problem}", hint=hint)]
+        ) from None
     except yaml.YAMLError as error:
         raise ConfigError([Problem(Mark(name, 1, 1), f"YAML error: {error}")]) from None

@@ -77,6 +77,8 @@ class FieldTest:
     def explain(self, message: Message) -> str:
         values = [v for v in message.values(self.path) if v != ""]
         shown = ", ".join(repr(v) for v in values[:3]) if values else "empty"
+        if self.operator in ("exists", "empty"):
+            return f"{self.path} {self.operator} {_show(truth(self.expected))}: it is {shown}"
         return (
             f"{self.path} {self.operator.replace('_', ' ')} {_show(self.expected)}: it is {shown}"
         )

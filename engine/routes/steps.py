@@ -336,15 +336,16 @@ class MapStep:
 
 def _expand(message: Message, path: FieldPath) -> list[FieldPath]:
     """Concrete paths (no wildcards) for every place ``path`` addresses."""
+    occurrences: list[int | None]
     if path.occurrence == ALL:
-        occurrences: list[int] = list(range(1, len(message.segments_named(path.segment)) + 1))
+        occurrences = list(range(1, len(message.segments_named(path.segment)) + 1))
     else:
-        occurrences = [path.occurrence or 1]
+        occurrences = [path.occurrence]  # None stays None: paths print as they were written
     expanded = []
     for occurrence in occurrences:
         repetitions: list[int | None] = [path.repetition]
         if path.repetition == ALL:
-            raw = _field_raw(message, path.segment, occurrence, path.field)
+            raw = _field_raw(message, path.segment, occurrence or 1, path.field)
             repetitions = list(range(1, raw.count(message.delimiters.repetition) + 2))
         for repetition in repetitions:
             expanded.append(

@@ -80,6 +80,15 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def for_writing(engine: Engine) -> Engine:
+    """The engine, with SQLite transactions that take the write lock up front.
+
+    In WAL mode a transaction that reads first and writes later fails at once ("database is
+    locked") if another connection committed in between; BEGIN IMMEDIATE waits its turn.
+    """
+    return engine.execution_options(**{IMMEDIATE: True})
+
+
 def alembic_config(url: str) -> Config:
     """Alembic configuration for the migrations shipped in the package."""
     config = Config()
@@ -91,7 +100,7 @@ def alembic_config(url: str) -> Config:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; safe when several engines start at once."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
+    with for_writing(engine).begin() as connection:
         if engine.dialect.name == "postgresql":
             # Engines sharing one database take turns; the lock ends with the transaction.
             connection.execute(text("SELECT pg_advisory_xact_lock(72616279)"))

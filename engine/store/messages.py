@@ -7,10 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, or_, select
+from sqlalchemy import Engine, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from engine.store.schema import Message
+from engine.store.schema import Delivery, DeliveryState, Message, MessageStatus
+
+QUEUE_STATUSES = ("queued", "delivered")
+"""Statuses that describe a message's deliveries rather than its own status column."""
+STATUSES = (*MessageStatus.ALL, *QUEUE_STATUSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,30 @@ def _contains(column: Any, data: bytes, dialect: str) -> Any:
     return column.like(b"%" + escaped + b"%")
 
 
+def _has_delivery(state: str) -> Any:
+    return (
+        select(Delivery.id)
+        .where(Delivery.message_id == Message.id, Delivery.state == state)
+        .exists()
+    )
+
+
+def _status_condition(status: str) -> Any:
+    """``queued``: a delivery still waits; ``delivered``: every delivery went through;
+    ``errored``: routing failed or a delivery was set aside; others: the message's status."""
+    if status == "queued":
+        return _has_delivery(DeliveryState.QUEUED)
+    if status == "delivered":
+        return and_(
+            _has_delivery(DeliveryState.DELIVERED),
+            ~_has_delivery(DeliveryState.QUEUED),
+            ~_has_delivery(DeliveryState.ERRORED),
+        )
+    if status == MessageStatus.ERRORED:
+        return or_(Message.status == MessageStatus.ERRORED, _has_delivery(DeliveryState.ERRORED))
+    return Message.status == status
+
+
 def build_query(criteria: MessageFilter, dialect: str = "sqlite") -> Select[tuple[Message]]:
     query = select(Message)
     c = criteria
@@ -58,7 +86,7 @@ def build_query(criteria: MessageFilter, dialect: str = "sqlite") -> Select[tupl
     if c.control_id:
         query = query.where(Message.control_id == c.control_id)
     if c.status:
-        query = query.where(Message.status == c.status)
+        query = query.where(_status_condition(c.status))
     if c.sending_application:
         query = query.where(Message.sending_application == c.sending_application)
     if c.sending_facility:

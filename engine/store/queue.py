@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from engine.store.database import for_writing
 from engine.store.operations import QueuedDelivery
-from engine.store.schema import Delivery, DeliveryState, DestinationState
+from engine.store.schema import Delivery, DeliveryState, DestinationState, Message
 
 
 def load_queued(
@@ -81,10 +82,14 @@ def set_control(
     *,
     paused: bool | None = None,
     reason: str | None = None,
-    bump: bool = False,
 ) -> Control:
-    """Change a destination's controls (creating its row); ``bump`` asks engines to reload."""
-    with Session(engine) as session, session.begin():
+    """Change a destination's controls (creating its row).
+
+    Every change raises ``generation``: engines apply a control only when its generation is
+    newer than the last they applied, so a read that raced a change cannot undo it, and they
+    re-read the queue, which picks up deliveries queued or re-queued behind their back.
+    """
+    with Session(for_writing(engine)) as session, session.begin():
         state = session.get(DestinationState, destination)
         if state is None:
             state = DestinationState(
@@ -99,15 +104,14 @@ def set_control(
             state.paused = paused
         if reason is not None:
             state.reason = reason
-        if bump:
-            state.generation = (state.generation or 0) + 1
+        state.generation = (state.generation or 0) + 1
         state.updated_at = datetime.now(UTC)
         return Control(state.paused, state.reason, state.generation)
 
 
 def requeue_errored(engine: Engine, destination: str) -> int:
     """Put the destination's set-aside (errored) deliveries back in its queue."""
-    with engine.begin() as connection:
+    with for_writing(engine).begin() as connection:
         result = connection.execute(
             update(Delivery)
             .where(Delivery.destination == destination, Delivery.state == DeliveryState.ERRORED)
@@ -181,3 +185,32 @@ def deliveries_of(engine: Engine, message_id: int) -> list[Any]:
                 select(Delivery).where(Delivery.message_id == message_id).order_by(Delivery.id)
             )
         )
+
+
+def record_resend(
+    engine: Engine, message_id: int, status: str, reason: str, deliveries: list[dict[str, Any]]
+) -> list[int]:
+    """Store a message's new routing and queue its deliveries (``messages resend``)."""
+    now = datetime.now(UTC)
+    with Session(for_writing(engine)) as session, session.begin():
+        message = session.get(Message, message_id)
+        if message is None:
+            raise LookupError(f"no message with id {message_id}")
+        message.status = status
+        message.status_reason = reason
+        rows = [
+            Delivery(
+                message_id=message_id,
+                state=DeliveryState.QUEUED,
+                attempts=0,
+                last_error="",
+                ack=None,
+                created_at=now,
+                updated_at=None,
+                **values,
+            )
+            for values in deliveries
+        ]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]

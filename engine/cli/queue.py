@@ -1,0 +1,120 @@
+"""``crosswalk queue``: the per-destination delivery queues — status, pause, resume, retry.
+
+These work on the store, so they act on a running engine (it notices within a second) and on
+a stopped one alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from engine.cli.common import DbOption, console, open_store_or_fail
+from engine.config.loader import load_config
+from engine.config.source import ConfigError
+from engine.store.queue import requeue_errored, set_control, summarize
+
+app = typer.Typer(help="Delivery queues: status, pause, resume, retry.", no_args_is_help=True)
+
+Destination = Annotated[str, typer.Argument(help="The destination's name.")]
+
+
+def _configured(folder: Path) -> list[str]:
+    try:
+        return list(load_config(folder).destinations)
+    except ConfigError:
+        return []
+
+
+def _age(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@app.command("status")
+def status(
+    destination: Annotated[
+        str | None, typer.Argument(help="One destination (default all).")
+    ] = None,
+    config: Annotated[Path, typer.Option(help="Configuration folder, for the names.")] = Path(
+        "routes"
+    ),
+    db: DbOption = None,
+) -> None:
+    """Queued, set-aside and delivered counts, the oldest waiting message, pause state."""
+    engine = open_store_or_fail(db)
+    names = [destination] if destination else _configured(config)
+    summaries = summarize(engine, names)
+    if destination:
+        summaries = [s for s in summaries if s.destination == destination]
+    if not summaries:
+        console.print("no destinations configured and nothing queued")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in (
+        "destination",
+        "state",
+        "queued",
+        "oldest",
+        "set aside",
+        "delivered",
+        "last error",
+    ):
+        table.add_column(column, overflow="fold")
+    for summary in summaries:
+        control = summary.control
+        state = (
+            Text("PAUSED", style="bold red") if control.paused else Text("active", style="green")
+        )
+        if control.paused and control.reason:
+            state.append(f"\n{control.reason}", style="red")
+        table.add_row(
+            summary.destination,
+            state,
+            str(summary.queued),
+            _age(summary.oldest_queued),
+            str(summary.errored),
+            str(summary.delivered),
+            summary.last_error or "",
+        )
+    console.print(table)
+
+
+@app.command("pause")
+def pause(
+    destination: Destination,
+    reason: Annotated[str, typer.Option(help="Why (shown by status).")] = "paused by operator",
+    db: DbOption = None,
+) -> None:
+    """Stop sending to DESTINATION; messages keep queueing."""
+    set_control(open_store_or_fail(db), destination, paused=True, reason=reason)
+    console.print(f"{destination}: paused")
+
+
+@app.command("resume")
+def resume(destination: Destination, db: DbOption = None) -> None:
+    """Send again, starting with the message at the head of the queue."""
+    set_control(open_store_or_fail(db), destination, paused=False, reason="")
+    console.print(f"{destination}: resumed")
+
+
+@app.command("retry")
+def retry(destination: Destination, db: DbOption = None) -> None:
+    """Put DESTINATION's set-aside (errored) messages back in its queue and resume it."""
+    engine = open_store_or_fail(db)
+    count = requeue_errored(engine, destination)
+    set_control(engine, destination, paused=False, reason="")
+    if count == 0:
+        console.print(f"{destination}: nothing was set aside; queue resumed")
+        return
+    console.print(f"{destination}: {count} message(s) back in the queue, sent first; resumed")

@@ -1,0 +1,259 @@
+"""Delivery to a PACS on loopback that stalls, refuses, closes early or answers AE/AR."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from engine.hl7v2.ack import read_ack
+from engine.store.database import open_store
+from engine.store.queue import read_controls, set_control, summarize
+from engine.testing import FakeReceiver, Peer, free_port, wait_for_port
+from tests.support import (
+    adt,
+    cli_env,
+    config_folder,
+    crosswalk,
+    destination_yaml,
+    running_pipeline,
+    stored_messages,
+)
+
+
+def send_all(port: int, control_ids: list[str], **kw: str) -> None:
+    with Peer(port) as peer:
+        for control_id in control_ids:
+            assert read_ack(peer.exchange(adt(control_id, **kw))).code == "AA"
+
+
+def ids(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{i:03d}" for i in range(count)]
+
+
+def wait_until(check, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def deduplicated(control_ids: list[str]) -> list[str]:
+    """At-least-once delivery may repeat a message; what matters is the order."""
+    result: list[str] = []
+    for control_id in control_ids:
+        if not result or result[-1] != control_id:
+            result.append(control_id)
+    return result
+
+
+def test_messages_reach_the_pacs_in_order_through_an_outage(db_url: str, tmp_path: Path) -> None:
+    pacs = FakeReceiver()
+    port = pacs.port
+    with running_pipeline(db_url, tmp_path, port) as engine:
+        send_all(engine.port(), ids("A", 20))
+        assert pacs.wait_for(20)
+        pacs.stop()  # the PACS goes down: the engine keeps accepting and queueing
+        send_all(engine.port(), ids("B", 20))
+        time.sleep(0.5)
+        pacs = FakeReceiver(port)  # back on the same port
+        assert pacs.wait_for(20)
+        assert wait_until(lambda: len(deduplicated(pacs.control_ids())) == 20)
+    pacs.stop()
+    assert deduplicated(pacs.control_ids()) == ids("B", 20)
+
+
+def test_a_stalled_receiver_is_timed_out_and_the_message_resent(
+    db_url: str, tmp_path: Path
+) -> None:
+    pacs = FakeReceiver(mode="stall")
+    with running_pipeline(db_url, tmp_path, pacs.port) as engine:
+        send_all(engine.port(), ids("S", 3))
+        assert pacs.wait_for(1)
+        time.sleep(1.3)  # past the 1s ack_timeout
+        pacs.mode = "ack"
+        assert wait_until(lambda: deduplicated(pacs.control_ids()) == ids("S", 3))
+    pacs.stop()
+    assert pacs.control_ids()[:2] == ["S000", "S000"], "resent after the timeout"
+
+
+def test_a_receiver_closing_before_its_ack_gets_the_message_again(
+    db_url: str, tmp_path: Path
+) -> None:
+    pacs = FakeReceiver(mode="close")
+    with running_pipeline(db_url, tmp_path, pacs.port) as engine:
+        send_all(engine.port(), ids("C", 3))
+        assert wait_until(lambda: pacs.connections >= 2)
+        pacs.mode = "ack"
+        assert wait_until(lambda: deduplicated(pacs.control_ids()) == ids("C", 3))
+    pacs.stop()
+
+
+def test_a_refused_connection_is_retried(db_url: str, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens yet
+    with running_pipeline(db_url, tmp_path, port) as engine:
+        send_all(engine.port(), ids("R", 5))
+        time.sleep(0.5)
+        store = open_store(db_url)
+        (summary,) = summarize(store, ["pacs"])
+        assert summary.queued == 5
+        assert "cannot connect" in summary.last_error
+        pacs = FakeReceiver(port)
+        assert wait_until(lambda: deduplicated(pacs.control_ids()) == ids("R", 5))
+    pacs.stop()
+
+
+def test_a_nak_stops_the_queue_until_an_operator_resumes_it(db_url: str, tmp_path: Path) -> None:
+    pacs = FakeReceiver()
+    pacs.reject = {"N001"}
+    with running_pipeline(db_url, tmp_path, pacs.port, nak_retries=1) as engine:
+        send_all(engine.port(), ids("N", 4))
+        store = open_store(db_url)
+        assert wait_until(
+            lambda: (
+                read_controls(store).get("pacs", None) is not None
+                and read_controls(store)["pacs"].paused
+            )
+        )
+        time.sleep(0.3)
+        assert pacs.control_ids() == ["N000", "N001", "N001"], "nothing overtakes N001"
+        (summary,) = summarize(store, ["pacs"])
+        assert summary.control.paused and "N001" in summary.control.reason
+        assert "answered AR" in summary.control.reason
+        assert summary.queued == 3
+        pacs.reject = set()  # the PACS is fixed
+        set_control(store, "pacs", paused=False, reason="")  # `crosswalk queue resume pacs`
+        assert wait_until(lambda: pacs.control_ids()[-3:] == ["N001", "N002", "N003"])
+    pacs.stop()
+
+
+def test_set_aside_moves_on_and_retry_puts_it_back(db_url: str, tmp_path: Path) -> None:
+    pacs = FakeReceiver()
+    pacs.reject = {"X001"}
+    with running_pipeline(db_url, tmp_path, pacs.port, nak_retries=0, on_nak="set_aside") as engine:
+        send_all(engine.port(), ids("X", 4))
+        assert wait_until(lambda: pacs.control_ids() == ["X000", "X001", "X002", "X003"])
+        store = open_store(db_url)
+        assert wait_until(lambda: summarize(store, ["pacs"])[0].errored == 1)
+        listed = subprocess.run(
+            crosswalk(
+                "messages", "list", "--db", db_url, "--status", "errored", "--format", "json"
+            ),
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            check=True,
+        )
+        assert '"control_id": "X001"' in listed.stdout
+        pacs.reject = set()
+        retried = subprocess.run(
+            crosswalk("queue", "retry", "pacs", "--db", db_url),
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+        )
+        assert "1 message(s) back in the queue" in retried.stdout
+        assert wait_until(lambda: pacs.control_ids()[-1:] == ["X001"])
+    pacs.stop()
+
+
+def test_pause_and_resume_from_the_command_line(db_url: str, tmp_path: Path) -> None:
+    pacs = FakeReceiver()
+    with running_pipeline(db_url, tmp_path, pacs.port) as engine:
+        subprocess.run(
+            crosswalk("queue", "pause", "pacs", "--db", db_url),
+            env=cli_env(),
+            check=True,
+            capture_output=True,
+        )
+        time.sleep(1.5)  # the engine polls the controls every second
+        send_all(engine.port(), ids("P", 3))
+        time.sleep(0.5)
+        assert pacs.control_ids() == []
+        status = subprocess.run(
+            crosswalk("queue", "status", "--db", db_url),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert "PAUSED" in status.stdout and "paused by operator" in status.stdout
+        subprocess.run(
+            crosswalk("queue", "resume", "pacs", "--db", db_url),
+            env=cli_env(),
+            check=True,
+            capture_output=True,
+        )
+        assert wait_until(lambda: pacs.control_ids() == ids("P", 3))
+    pacs.stop()
+
+
+def test_partitions_keep_each_patients_order(db_url: str, tmp_path: Path) -> None:
+    pacs = FakeReceiver()
+    with (
+        running_pipeline(
+            db_url, tmp_path, pacs.port, partition_by="PID-3.1", partitions=4
+        ) as engine,
+        Peer(engine.port()) as peer,
+    ):
+        for i in range(40):
+            patient = f"MRN{i % 8}"
+            pid = f"PID|1||{patient}^^^GENHOSP^MR||DOE^JANE"
+            assert read_ack(peer.exchange(adt(f"{patient}-{i:02d}", pid=pid))).code == "AA"
+        assert pacs.wait_for(40)
+    pacs.stop()
+    received = pacs.control_ids()
+    for n in range(8):
+        mine = [c for c in received if c.startswith(f"MRN{n}-")]
+        assert mine == sorted(mine) and len(mine) == 5
+    deliveries = [p for p in stored_messages(open_store(db_url))]
+    assert len(deliveries) == 40
+
+
+def test_resend_queues_a_message_again(db_url: str, tmp_path: Path) -> None:
+    pacs = FakeReceiver()
+    with running_pipeline(db_url, tmp_path, pacs.port) as engine:
+        send_all(engine.port(), ["RS1"])
+        assert pacs.wait_for(1)
+        (message,) = stored_messages(open_store(db_url))
+        folder = tmp_path / "routes"
+        result = subprocess.run(
+            crosswalk(
+                "messages", "resend", str(message.id), "--db", db_url, "--config", str(folder)
+            ),
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"message {message.id}: routed; queued for pacs" in result.stdout
+        assert wait_until(lambda: pacs.control_ids() == ["RS1", "RS1"])
+    pacs.stop()
+
+
+def test_a_restart_with_a_full_queue_loses_nothing(db_url: str, tmp_path: Path) -> None:
+    """SIGKILL the engine while its queue holds messages the PACS never got."""
+    pacs_port, port = free_port(), free_port()
+    folder = config_folder(
+        tmp_path,
+        "routes:\n  all:\n    source: ehr\n    destinations: [pacs]\n",
+        endpoints=destination_yaml(pacs_port).replace("ehr: {port: 0}", f"ehr: {{port: {port}}}"),
+    )
+    command = crosswalk("serve", "--db", db_url, "--config", str(folder))
+    log = (tmp_path / "engine.log").open("ab")
+    engine = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+    try:
+        wait_for_port(port, engine)
+        send_all(port, ids("K", 30))  # all AA'd and stored; the PACS is down
+        engine.send_signal(signal.SIGKILL)
+        engine.wait(10)
+        pacs = FakeReceiver(pacs_port)
+        engine = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+        wait_for_port(port, engine)
+        assert wait_until(lambda: deduplicated(pacs.control_ids()) == ids("K", 30), 30)
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        engine.wait(30)
+    pacs.stop()
