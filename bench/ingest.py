@@ -1,7 +1,8 @@
 """Ingest benchmark: Crosswalk (durable commits) against a bare python-hl7 server, same client.
 
 Three servers run as subprocesses and one client measures them in the same run:
-- crosswalk: `crosswalk serve` with the sample configuration (SQLite, WAL, synchronous=FULL);
+- crosswalk: `crosswalk serve` with one listener and no routes (SQLite, WAL, synchronous=FULL):
+  intake alone; bench/pipeline.py measures intake, routing and delivery together;
 - python-hl7: hl7.mllp's start_hl7_server parsing each message and answering create_ack(),
   storing nothing (the baseline of the issue);
 - durable floor: bench/minimal_durable_server.py, one SQLite commit per message and nothing else
@@ -36,6 +37,11 @@ PACED_RATE = 500
 def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subprocess.Popen[bytes]]]:
     quiet = {"stdout": subprocess.DEVNULL}
     ports = {name: free_port() for name in ("crosswalk", "python-hl7", "durable floor")}
+    config = Path(folder) / "ingest-only"
+    config.mkdir()
+    (config / "listeners.yaml").write_text(
+        f"listeners:\n  ehr:\n    port: {ports['crosswalk']}\n"
+    )
     commands = {
         "crosswalk": [
             sys.executable,

@@ -149,7 +149,7 @@ class Server:
         if self.delivery is not None:
             await self.delivery.stop()
         if self.writer is not None:
-            await asyncio.to_thread(self.writer.close)
+            await self.writer.close()
         if self.store is not None:
             self.store.dispose()
         log.info("engine stopped")

@@ -76,7 +76,7 @@ def test_stored_times_are_utc_and_filter_by_time(store) -> None:  # type: ignore
         done: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
         intake.on_frame(adt("T1"), "test", done.set_result)
         acks = await done
-        writer.close()
+        await writer.close()
         return acks
 
     before = datetime.now(UTC)

@@ -65,6 +65,10 @@ class Segment:
         self.id = segment_id
         self._dirty = True
 
+    def copy(self) -> Segment:
+        """An independent copy (an untouched segment shares its text: strings are immutable)."""
+        return Segment(str(self), self._delimiters)
+
     def __str__(self) -> str:
         if not self._dirty:
             return self._text
@@ -77,11 +81,26 @@ class Segment:
 class Message:
     """An HL7 v2 message as segments; read and written by :class:`FieldPath`."""
 
-    __slots__ = ("delimiters", "segments")
+    __slots__ = ("_index", "_segments", "_type", "delimiters")
 
     def __init__(self, segments: list[Segment], delimiters: Delimiters) -> None:
-        self.segments = segments
+        self._segments = segments
         self.delimiters = delimiters
+        self._index: dict[str, list[Segment]] | None = None
+        self._type: tuple[str, str, str] | None = None
+
+    @property
+    def segments(self) -> list[Segment]:
+        return self._segments
+
+    @segments.setter
+    def segments(self, segments: list[Segment]) -> None:
+        self._segments = segments
+        self._changed()
+
+    def _changed(self) -> None:
+        self._index = None
+        self._type = None
 
     @classmethod
     def parse(cls, text: str) -> Message:
@@ -98,12 +117,28 @@ class Message:
         return "\r".join(str(segment) for segment in self.segments) + "\r"
 
     def copy(self) -> Message:
-        return Message.parse(self.to_text())
+        """An independent copy, for a route or a destination to change."""
+        return Message([segment.copy() for segment in self._segments], self.delimiters)
+
+    def type_parts(self) -> tuple[str, str, str]:
+        """MSH-9's code, trigger event and structure (read once)."""
+        if self._type is None:
+            value = self.value(FieldPath("MSH", 9))
+            first = value.split(self.delimiters.repetition, 1)[0]
+            parts = first.split(self.delimiters.component)
+            parts += [""] * (3 - len(parts))
+            self._type = (parts[0], parts[1], parts[2])
+        return self._type
 
     # -- reading --------------------------------------------------------------------------------
 
     def segments_named(self, segment_id: str) -> list[Segment]:
-        return [s for s in self.segments if s.id == segment_id]
+        if self._index is None:
+            index: dict[str, list[Segment]] = {}
+            for segment in self._segments:
+                index.setdefault(segment.id, []).append(segment)
+            self._index = index
+        return self._index.get(segment_id, [])
 
     def _targets(self, path: FieldPath) -> list[Segment]:
         found = self.segments_named(path.segment)
@@ -144,7 +179,7 @@ class Message:
         return found[0] if found else ""
 
     def has_segment(self, segment_id: str) -> bool:
-        return any(s.id == segment_id for s in self.segments)
+        return bool(self.segments_named(segment_id))
 
     def _part(self, repetition: str, path: FieldPath) -> str:
         d = self.delimiters
@@ -178,6 +213,8 @@ class Message:
         targets = self._targets(path)
         if not targets:
             raise MessageError(f"the message has no {_which(path)} segment")
+        if path.segment == "MSH":
+            self._type = None
         for segment in targets:
             segment.set_field(path.field, self._replace(segment.field(path.field), path, raw))
         return len(targets)
@@ -238,9 +275,9 @@ class Message:
     def delete_segments(self, segment_ids: Iterable[str]) -> int:
         """Remove every segment with one of these ids (never MSH); returns how many."""
         doomed = set(segment_ids) - {"MSH"}
-        before = len(self.segments)
-        self.segments = [s for s in self.segments if s.id not in doomed]
-        return before - len(self.segments)
+        before = len(self._segments)
+        self.segments = [s for s in self._segments if s.id not in doomed]
+        return before - len(self._segments)
 
     def insert_segment(
         self, segment_id: str, *, after: str | None = None, before: str | None = None
@@ -263,7 +300,8 @@ class Message:
             position = ids.index(before)
         else:
             position = len(ids)
-        self.segments.insert(position, segment)
+        self._segments.insert(position, segment)
+        self._changed()
         return segment
 
     def rename_segments(self, old: str, new: str) -> int:
@@ -271,10 +309,12 @@ class Message:
         if "MSH" in (old, new):
             raise MessageError("the MSH segment cannot be renamed")
         count = 0
-        for segment in self.segments:
+        for segment in self._segments:
             if segment.id == old:
                 segment.rename(new)
                 count += 1
+        if count:
+            self._changed()
         return count
 
 

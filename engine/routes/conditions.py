@@ -36,10 +36,7 @@ class TypeIs:
     where: str = ""
 
     def test(self, message: Message) -> bool:
-        code = message.value(FieldPath("MSH", 9, component=1))
-        trigger = message.value(FieldPath("MSH", 9, component=2))
-        structure = message.value(FieldPath("MSH", 9, component=3))
-        actual = (code, trigger, structure)
+        actual = message.type_parts()
         return any(_type_matches(pattern, actual) for pattern in self.patterns)
 
     def explain(self, message: Message) -> str:

@@ -336,6 +336,8 @@ class MapStep:
 
 def _expand(message: Message, path: FieldPath) -> list[FieldPath]:
     """Concrete paths (no wildcards) for every place ``path`` addresses."""
+    if path.occurrence != ALL and path.repetition != ALL:
+        return [path]
     occurrences: list[int | None]
     if path.occurrence == ALL:
         occurrences = list(range(1, len(message.segments_named(path.segment)) + 1))
@@ -411,6 +413,8 @@ class NormaliseStep:
                     _write(message, concrete, self._tidy(value, concrete))
 
     def _tidy(self, value: str, path: FieldPath) -> str:
+        if self.style == "name":
+            return _name(value)
         if self.style == "upper":
             return value.upper()
         if self.style == "lower":

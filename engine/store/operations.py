@@ -75,6 +75,8 @@ class NewMessage:
     """Called on the event loop with the :class:`StoredMessage`, or the exception."""
     duplicate_since: datetime | None = None
     """Look for an accepted copy (same MSH-3, MSH-4, MSH-10) received at or after this."""
+    urgent: bool = True
+    """A sender waits for this commit."""
 
     def write(self, cursor: Any, statements: Statements) -> StoredMessage:
         copy_id: int | None = None
@@ -146,6 +148,7 @@ class RoutingRecord:
 
     routed: list[RoutedMessage]
     done: Callable[[Any], None]
+    urgent: bool = False
 
     def write(self, cursor: Any, statements: Statements) -> list[QueuedDelivery]:
         now = datetime.now(UTC)
@@ -213,6 +216,7 @@ class DeliveryUpdate:
     last_error: str
     ack: bytes | None
     done: Callable[[Any], None] = lambda result: None
+    urgent: bool = False
 
     def write(self, cursor: Any, statements: Statements) -> None:
         statements.get("update_delivery", _update_delivery).run(

@@ -1,0 +1,167 @@
+"""End-to-end benchmark: senders → Crosswalk (durable store, sample routes) → a PACS receiver.
+
+Every message goes through the shipped routes/adt-to-pacs.yaml (identifier rewrite through a
+mapping table, name normalisation, segment deletion) and is delivered over MLLP to
+bench/pacs_receiver.py. Senders are threads with blocking sockets, each waiting for its ACK.
+The run ends when the receiver has every message; then order is checked per feed and per
+patient.
+
+    python bench/pipeline.py [--messages 8000] [--db URL] [--partitions 0]
+
+Also prints the per-message cost of routing with the sample routes, measured in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mllp_load import RunResult, adt_message, run_load_blocking  # noqa: E402
+
+from engine.config.loader import load_config  # noqa: E402
+from engine.router import Router  # noqa: E402
+from engine.testing import free_port, wait_for_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_config(folder: Path, partitions: int) -> Path:
+    """The shipped routes, with the PACS destination partitioned if asked."""
+    config = folder / "routes"
+    config.mkdir()
+    for path in (ROOT / "routes").glob("*.yaml"):
+        text = path.read_text()
+        if path.name == "endpoints.yaml" and partitions:
+            text = text.replace(
+                "    on_nak: stop", f"    on_nak: stop\n    partition_by: PID-3.1\n"
+                f"    partitions: {partitions}"
+            )
+        (config / path.name).write_text(text)
+    return config
+
+
+def routing_cost(samples: int = 3000) -> tuple[float, float]:
+    """µs per message to route a bench ADT with the sample routes, and with a bare route."""
+    router = Router(load_config(ROOT / "routes", {}))
+    messages = [adt_message(i) for i in range(samples)]
+    start = time.perf_counter()
+    for message in messages:
+        router.route(message, "UNICODE UTF-8", "ehr")
+    sample = (time.perf_counter() - start) / samples * 1e6
+    with tempfile.TemporaryDirectory() as folder:
+        bare = Path(folder) / "routes"
+        bare.mkdir()
+        (bare / "a.yaml").write_text(
+            "listeners:\n  ehr: {port: 0}\ndestinations:\n  pacs: {host: h, port: 1}\n"
+            "routes:\n  all:\n    source: ehr\n    destinations: [pacs]\n"
+        )
+        plain = Router(load_config(bare, {}))
+        start = time.perf_counter()
+        for message in messages:
+            plain.route(message, "UNICODE UTF-8", "ehr")
+        bare_cost = (time.perf_counter() - start) / samples * 1e6
+    return sample, bare_cost
+
+
+def run(feeds: int, per_feed: int, db: str | None, partitions: int) -> None:
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        config = make_config(folder, partitions)
+        pacs_port, port = free_port(), free_port()
+        arrivals_file = folder / "arrivals.txt"
+        receiver = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "pacs_receiver.py"), str(pacs_port),
+             str(arrivals_file)],
+            stdout=subprocess.DEVNULL,
+        )
+        env = dict(os.environ, CROSSWALK_LOG_LEVEL="WARNING", PACS_PORT=str(pacs_port),
+                   CROSSWALK_PORT=str(port), CROSSWALK_MAPPINGS=str(ROOT / "mappings"))
+        engine = subprocess.Popen(
+            [sys.executable, "-m", "engine", "serve", "--config", str(config),
+             "--db", db or f"sqlite:///{folder}/bench.db"],
+            cwd=ROOT, env=env,
+        )
+        try:
+            wait_for_port(pacs_port, receiver)
+            wait_for_port(port, engine)
+            run_load_blocking("127.0.0.1", port, 1, 200, prefix="WARM")
+            total = feeds * per_feed
+            sent_at = time.time()
+            result: list[RunResult] = []
+            thread = threading.Thread(
+                target=lambda: result.append(
+                    run_load_blocking("127.0.0.1", port, feeds, per_feed, prefix="F")
+                )
+            )
+            thread.start()
+            thread.join()
+            acked_at = time.time()
+            # Wait until the receiver has everything (it writes its list when stopped; poll
+            # Crosswalk's queue through the store instead of the receiver to avoid that).
+            deadline = time.time() + 120
+            delivered_at = None
+            while time.time() < deadline:
+                done = subprocess.run(
+                    [sys.executable, "-m", "engine", "messages", "list", "--status", "queued",
+                     "--db", db or f"sqlite:///{folder}/bench.db", "--format", "json",
+                     "--limit", "1"],
+                    cwd=ROOT, env=env, capture_output=True, text=True,
+                )
+                if done.stdout.strip() in ("[]", ""):
+                    delivered_at = time.time()
+                    break
+                time.sleep(0.2)
+        finally:
+            engine.send_signal(signal.SIGTERM)
+            engine.wait(60)
+            receiver.send_signal(signal.SIGTERM)
+            receiver.wait(30)
+        lines = [line.split() for line in arrivals_file.read_text().splitlines()]
+    arrivals = [(float(t), cid, pid) for t, _, cid, pid in lines if cid.startswith("F")]
+    ingest = result[0]
+    last_arrival = max(t for t, _, _ in arrivals)
+    e2e_rate = len(arrivals) / (last_arrival - sent_at)
+    label = f"{feeds} feed(s)" + (f", {partitions} partitions" if partitions else "")
+    print(f"{label}: {total} messages; senders acknowledged at {ingest.rate:.0f} msg/s"
+          f" (ACK p50 {ingest.percentile(0.5):.2f} ms, p99 {ingest.percentile(0.99):.2f} ms);"
+          f" delivered end to end at {e2e_rate:.0f} msg/s"
+          f" (last delivery {last_arrival - acked_at:+.2f}s after the last ACK)")
+    unique = {cid for _, cid, _ in arrivals}
+    print(f"  received {len(arrivals)} deliveries, {len(unique)} distinct, of {total} sent;"
+          f" queue empty: {delivered_at is not None}")
+    # Order: per feed (the prefix F<feed>) when not partitioned, per patient always.
+    by_feed: dict[str, list[str]] = {}
+    by_patient: dict[str, list[str]] = {}
+    for _, cid, pid in arrivals:
+        by_feed.setdefault(cid[:2], []).append(cid)
+        by_patient.setdefault(pid, []).append(cid)
+    feed_ok = all(ids == sorted(ids) for ids in by_feed.values())
+    patient_ok = all(ids == sorted(ids) for ids in by_patient.values())
+    print(f"  in order per feed: {feed_ok}; per patient: {patient_ok}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=8000)
+    parser.add_argument("--db")
+    parser.add_argument("--partitions", type=int, default=0)
+    args = parser.parse_args()
+    sample, bare = routing_cost()
+    print(f"{os.cpu_count()} CPUs; messages of {len(adt_message(0))} bytes")
+    print(f"routing cost per message: sample routes {sample:.0f} µs, pass-through route"
+          f" {bare:.0f} µs (transforms {sample - bare:.0f} µs)")
+    run(1, args.messages // 4, args.db, args.partitions)
+    run(8, args.messages // 8, args.db, args.partitions)
+
+
+if __name__ == "__main__":
+    main()
