@@ -39,9 +39,7 @@ def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subproces
     ports = {name: free_port() for name in ("crosswalk", "python-hl7", "durable floor")}
     config = Path(folder) / "ingest-only"
     config.mkdir()
-    (config / "listeners.yaml").write_text(
-        f"listeners:\n  ehr:\n    port: {ports['crosswalk']}\n"
-    )
+    (config / "listeners.yaml").write_text(f"listeners:\n  ehr:\n    port: {ports['crosswalk']}\n")
     commands = {
         "crosswalk": [
             sys.executable,

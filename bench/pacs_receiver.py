@@ -40,7 +40,8 @@ def main(port: int, out: str) -> None:
                 arrivals.append((time.time(), self.number, control_id, pid))
                 self.transport.write(  # type: ignore[attr-defined]
                     b"\x0bMSH|^~\\&|PACS|RAD|CW|HOSP|||ACK|A|P|2.5.1\rMSA|AA|"
-                    + control_id + b"\r\x1c\r"
+                    + control_id
+                    + b"\r\x1c\r"
                 )
 
     async def serve() -> None:

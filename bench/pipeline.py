@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mllp_load import RunResult, adt_message, run_load_blocking  # noqa: E402
+from mllp_load import RunResult, adt_message, run_load_blocking
 
-from engine.config.loader import load_config  # noqa: E402
-from engine.router import Router  # noqa: E402
-from engine.testing import free_port, wait_for_port  # noqa: E402
+from engine.config.loader import load_config
+from engine.router import Router
+from engine.testing import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,8 +42,8 @@ def make_config(folder: Path, partitions: int) -> Path:
         text = path.read_text()
         if path.name == "endpoints.yaml" and partitions:
             text = text.replace(
-                "    on_nak: stop", f"    on_nak: stop\n    partition_by: PID-3.1\n"
-                f"    partitions: {partitions}"
+                "    on_nak: stop",
+                f"    on_nak: stop\n    partition_by: PID-3.1\n    partitions: {partitions}",
             )
         (config / path.name).write_text(text)
     return config
@@ -79,16 +79,34 @@ def run(feeds: int, per_feed: int, db: str | None, partitions: int) -> None:
         pacs_port, port = free_port(), free_port()
         arrivals_file = folder / "arrivals.txt"
         receiver = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "pacs_receiver.py"), str(pacs_port),
-             str(arrivals_file)],
+            [
+                sys.executable,
+                str(ROOT / "bench" / "pacs_receiver.py"),
+                str(pacs_port),
+                str(arrivals_file),
+            ],
             stdout=subprocess.DEVNULL,
         )
-        env = dict(os.environ, CROSSWALK_LOG_LEVEL="WARNING", PACS_PORT=str(pacs_port),
-                   CROSSWALK_PORT=str(port), CROSSWALK_MAPPINGS=str(ROOT / "mappings"))
+        env = dict(
+            os.environ,
+            CROSSWALK_LOG_LEVEL="WARNING",
+            PACS_PORT=str(pacs_port),
+            CROSSWALK_PORT=str(port),
+            CROSSWALK_MAPPINGS=str(ROOT / "mappings"),
+        )
         engine = subprocess.Popen(
-            [sys.executable, "-m", "engine", "serve", "--config", str(config),
-             "--db", db or f"sqlite:///{folder}/bench.db"],
-            cwd=ROOT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "serve",
+                "--config",
+                str(config),
+                "--db",
+                db or f"sqlite:///{folder}/bench.db",
+            ],
+            cwd=ROOT,
+            env=env,
         )
         try:
             wait_for_port(pacs_port, receiver)
@@ -111,10 +129,25 @@ def run(feeds: int, per_feed: int, db: str | None, partitions: int) -> None:
             delivered_at = None
             while time.time() < deadline:
                 done = subprocess.run(
-                    [sys.executable, "-m", "engine", "messages", "list", "--status", "queued",
-                     "--db", db or f"sqlite:///{folder}/bench.db", "--format", "json",
-                     "--limit", "1"],
-                    cwd=ROOT, env=env, capture_output=True, text=True,
+                    [
+                        sys.executable,
+                        "-m",
+                        "engine",
+                        "messages",
+                        "list",
+                        "--status",
+                        "queued",
+                        "--db",
+                        db or f"sqlite:///{folder}/bench.db",
+                        "--format",
+                        "json",
+                        "--limit",
+                        "1",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
                 )
                 if done.stdout.strip() in ("[]", ""):
                     delivered_at = time.time()
@@ -131,13 +164,17 @@ def run(feeds: int, per_feed: int, db: str | None, partitions: int) -> None:
     last_arrival = max(t for t, _, _ in arrivals)
     e2e_rate = len(arrivals) / (last_arrival - sent_at)
     label = f"{feeds} feed(s)" + (f", {partitions} partitions" if partitions else "")
-    print(f"{label}: {total} messages; senders acknowledged at {ingest.rate:.0f} msg/s"
-          f" (ACK p50 {ingest.percentile(0.5):.2f} ms, p99 {ingest.percentile(0.99):.2f} ms);"
-          f" delivered end to end at {e2e_rate:.0f} msg/s"
-          f" (last delivery {last_arrival - acked_at:+.2f}s after the last ACK)")
+    print(
+        f"{label}: {total} messages; senders acknowledged at {ingest.rate:.0f} msg/s"
+        f" (ACK p50 {ingest.percentile(0.5):.2f} ms, p99 {ingest.percentile(0.99):.2f} ms);"
+        f" delivered end to end at {e2e_rate:.0f} msg/s"
+        f" (last delivery {last_arrival - acked_at:+.2f}s after the last ACK)"
+    )
     unique = {cid for _, cid, _ in arrivals}
-    print(f"  received {len(arrivals)} deliveries, {len(unique)} distinct, of {total} sent;"
-          f" queue empty: {delivered_at is not None}")
+    print(
+        f"  received {len(arrivals)} deliveries, {len(unique)} distinct, of {total} sent;"
+        f" queue empty: {delivered_at is not None}"
+    )
     # Order: per feed (the prefix F<feed>) when not partitioned, per patient always.
     by_feed: dict[str, list[str]] = {}
     by_patient: dict[str, list[str]] = {}
@@ -157,8 +194,10 @@ def main() -> None:
     args = parser.parse_args()
     sample, bare = routing_cost()
     print(f"{os.cpu_count()} CPUs; messages of {len(adt_message(0))} bytes")
-    print(f"routing cost per message: sample routes {sample:.0f} µs, pass-through route"
-          f" {bare:.0f} µs (transforms {sample - bare:.0f} µs)")
+    print(
+        f"routing cost per message: sample routes {sample:.0f} µs, pass-through route"
+        f" {bare:.0f} µs (transforms {sample - bare:.0f} µs)"
+    )
     run(1, args.messages // 4, args.db, args.partitions)
     run(8, args.messages // 8, args.db, args.partitions)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+_NO_CONSTANT = object()
+
 
 class CompiledStatement:
     """One statement: its SQL text for the dialect and how to turn values into parameters."""
@@ -29,15 +31,27 @@ class CompiledStatement:
                 self.processors[name] = processor
             if name not in keys and parameter.value is not None:
                 self.constants[name] = parameter.effective_value
+        # For positional drivers (SQLite): per position, a constant or (key, processor).
+        self._plan = [
+            (name, self.processors.get(name), self.constants.get(name, _NO_CONSTANT))
+            for name in self.positions
+        ]
 
     def params(self, values: dict[str, Any]) -> Any:
+        if self.positions:
+            return tuple(
+                [
+                    (processor(values[name]) if processor else values[name])
+                    if constant is _NO_CONSTANT
+                    else constant
+                    for name, processor, constant in self._plan
+                ]
+            )
         processed = dict(self.constants)
         processed.update(values)
         for key, processor in self.processors.items():
             if key in values:
                 processed[key] = processor(values[key])
-        if self.positions:
-            return tuple([processed[name] for name in self.positions])
         return processed
 
     def run(self, cursor: Any, values: dict[str, Any]) -> Any:
