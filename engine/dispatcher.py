@@ -84,6 +84,9 @@ class Dispatcher:
             self.pending.append(message)
         self._wakeup.set()
 
+    def has_routes(self, listener: str) -> bool:
+        return bool(self.router.routes_for(listener))
+
     def swap(self, router: Router) -> None:
         """Route with a new configuration from the next message on."""
         self.router = router
@@ -170,16 +173,7 @@ class Dispatcher:
                     )
                 )
                 continue
-            deliveries = [
-                {
-                    "route": out.route,
-                    "destination": out.destination,
-                    "partition": out.partition,
-                    "payload": out.payload,
-                    "control_id": out.control_id[:199],
-                }
-                for out in routing.outbound
-            ]
+            deliveries = routing.delivery_rows()
             routed.append(RoutedMessage(message.id, routing.status, routing.reason, deliveries))
             if routing.status == MessageStatus.ERRORED:
                 log.warning(

@@ -49,10 +49,13 @@ class Intake:
         writer: StoreWriter,
         listener: ListenerSettings,
         accepted: Callable[[AcceptedMessage], None] | None = None,
+        has_routes: Callable[[str], bool] = lambda listener: True,
     ) -> None:
         self.writer = writer
         self.accepted = accepted
         """Told of every message stored as received (the dispatcher routes it)."""
+        self.has_routes = has_routes
+        """Whether any route takes a listener's messages (asked per message: hot reload)."""
         self.listener = listener
 
     @property
@@ -109,8 +112,13 @@ class Intake:
                 outcome, status = Outcome.ACCEPTED, MessageStatus.DUPLICATE
                 reason = f"duplicate of message {copy_id}"
                 text = DUPLICATE_TEXT
-            else:
+            elif routed:
                 outcome, status, reason, text = Outcome.ACCEPTED, MessageStatus.RECEIVED, "", ""
+            else:
+                # No route takes this listener's messages: the fate is known now, and writing
+                # it with the message spares a second write of the row.
+                outcome, status, text = Outcome.ACCEPTED, MessageStatus.FILTERED, ""
+                reason = f"no route takes messages from {self.listener.name}"
             codes = ack_codes(header, outcome)
             acks = tuple(
                 build_ack(
@@ -144,6 +152,7 @@ class Intake:
             if self.accepted is not None and result.settled.status == MessageStatus.RECEIVED:
                 self.accepted(AcceptedMessage(result.id, raw, row["charset"], row["listener"]))
 
+        routed = self.has_routes(self.listener.name)
         since = now - self._window if problem is None and self._window else None
         self.writer.submit(NewMessage(row, settle, done, since))
 

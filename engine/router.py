@@ -69,6 +69,19 @@ class Routing:
     outcomes: list[RouteOutcome] = field(default_factory=list)
     outbound: list[Outbound] = field(default_factory=list)
 
+    def delivery_rows(self) -> list[dict[str, object]]:
+        """The deliveries to queue, as column values."""
+        return [
+            {
+                "route": out.route,
+                "destination": out.destination,
+                "partition": out.partition,
+                "payload": out.payload,
+                "control_id": out.control_id[:199],
+            }
+            for out in self.outbound
+        ]
+
 
 class Router:
     """Routes messages with one configuration; build a new Router to change configuration."""

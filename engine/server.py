@@ -94,7 +94,12 @@ class Server:
         self.dispatcher.start()
         try:
             for name, settings in self.config.listeners.items():
-                intake = Intake(self.writer, settings, accepted=self.dispatcher.accept)
+                intake = Intake(
+                    self.writer,
+                    settings,
+                    accepted=self.dispatcher.accept,
+                    has_routes=self.dispatcher.has_routes,
+                )
                 listener = MLLPListener(listener_limits(settings), intake)
                 await listener.start()
                 self.listeners[name] = listener

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -10,6 +11,10 @@ from rich.console import Console
 from sqlalchemy import Engine
 
 from engine.config.binding import Duration
+from engine.config.loader import load_config
+from engine.config.model import EngineConfig
+from engine.config.source import ConfigError
+from engine.hl7v2.message_file import MessageFile, read_message_file
 from engine.store.database import StoreError, open_store
 
 console = Console(highlight=False)
@@ -51,3 +56,24 @@ def open_store_or_fail(db: str | None) -> Engine:
         return open_store(db)
     except StoreError as error:
         fail(str(error))
+
+
+def load_config_or_fail(folder: Path, *, code: int = 2, consequence: str = "") -> EngineConfig:
+    """The configuration in ``folder``, or print every problem and exit with ``code``."""
+    try:
+        return load_config(folder)
+    except ConfigError as error:
+        for problem in error.problems:
+            errors.print(str(problem), markup=False, soft_wrap=True)
+        fail(f"{len(error.problems)} problem(s) in {folder}{consequence}", code)
+
+
+def read_message_files_or_fail(paths: list[Path], consequence: str) -> list[MessageFile]:
+    """The messages of ``paths``, or print what cannot be read (file:line) and exit 2."""
+    batches = [read_message_file(path) for path in paths]
+    problems = [problem for batch in batches for problem in batch.problems]
+    if problems:
+        for problem in problems:
+            errors.print(problem, markup=False, soft_wrap=True)
+        fail(consequence)
+    return batches

@@ -14,9 +14,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.common import DbOption, console, errors, fail, open_store_or_fail, parse_when
-from engine.config.loader import load_config
-from engine.config.source import ConfigError
+from engine.cli.common import (
+    DbOption,
+    console,
+    fail,
+    load_config_or_fail,
+    open_store_or_fail,
+    parse_when,
+)
 from engine.hl7v2.ack import read_ack
 from engine.hl7v2.charset import codec_for
 from engine.hl7v2.header import HeaderError
@@ -285,7 +290,7 @@ def resend(
 
     A running engine sends them within a second, after what is already queued.
     """
-    engine_config = _load_config(config)
+    engine_config = load_config_or_fail(config)
     engine = open_store_or_fail(db)
     router = Router(engine_config)
     touched: set[str] = set()
@@ -299,16 +304,7 @@ def resend(
                 " it cannot be routed"
             )
         routing = router.route(message.raw, message.charset, message.listener)
-        deliveries = [
-            {
-                "route": o.route,
-                "destination": o.destination,
-                "partition": o.partition,
-                "payload": o.payload,
-                "control_id": o.control_id[:199],
-            }
-            for o in routing.outbound
-        ]
+        deliveries = routing.delivery_rows()
         ids = record_resend(engine, message_id, routing.status, routing.reason, deliveries)
         touched |= {o.destination for o in routing.outbound}
         targets = ", ".join(o.destination for o in routing.outbound) or "nowhere"
@@ -321,12 +317,3 @@ def resend(
             console.print(Text(f"    {routing.reason}", style="yellow"), soft_wrap=True)
     for destination in sorted(touched):
         set_control(engine, destination)
-
-
-def _load_config(folder: Path):  # type: ignore[no-untyped-def]
-    try:
-        return load_config(folder)
-    except ConfigError as error:
-        for problem in error.problems:
-            errors.print(str(problem), markup=False, soft_wrap=True)
-        fail(f"{len(error.problems)} problem(s) in {folder}")

@@ -9,14 +9,16 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from engine.cli.common import console, errors, fail
-from engine.config.loader import load_config
-from engine.config.source import ConfigError
+from engine.cli.common import (
+    console,
+    fail,
+    load_config_or_fail,
+    read_message_files_or_fail,
+)
 from engine.hl7v2.charset import codec_for
 from engine.hl7v2.check import examine
 from engine.hl7v2.diff import field_changes
 from engine.hl7v2.message import Message
-from engine.hl7v2.message_file import read_message_file
 from engine.router import Router
 from engine.routes.schema import config_schema
 
@@ -27,21 +29,12 @@ ConfigArgument = Annotated[
 ]
 
 
-def _load(folder: Path):  # type: ignore[no-untyped-def]
-    try:
-        return load_config(folder)
-    except ConfigError as error:
-        for problem in error.problems:
-            errors.print(str(problem), markup=False, soft_wrap=True)
-        fail(f"{len(error.problems)} problem(s) in {folder}", 1)
-
-
 @app.command("check")
 def check(
     folder: Annotated[Path, typer.Argument(help="Configuration folder.")] = Path("routes"),
 ) -> None:
     """Report every problem in a configuration folder with file:line:column; exit 1 if any."""
-    config = _load(folder)
+    config = load_config_or_fail(folder, code=1)
     console.print(
         f"{folder}: OK — {len(config.files)} file(s), {len(config.listeners)} listener(s),"
         f" {len(config.destinations)} destination(s), {len(config.routes)} route(s);"
@@ -65,17 +58,12 @@ def test(
     """Run ROUTE on the messages of FILES without an engine: matched or filtered (and why),
     the output per destination, and what changed field by field. Exits 1 when a transform
     fails."""
-    engine_config = _load(config)
+    engine_config = load_config_or_fail(config, code=1)
     settings = engine_config.routes.get(route)
     if settings is None:
         fail(f"no route {route!r}; routes are: {', '.join(engine_config.routes) or 'none'}")
     router = Router(engine_config)
-    batches = [read_message_file(path) for path in files]
-    problems = [p for batch in batches for p in batch.problems]
-    if problems:
-        for problem in problems:
-            errors.print(problem, markup=False, soft_wrap=True)
-        fail("no message was tested")
+    batches = read_message_files_or_fail(files, "no message was tested")
     failed = 0
     for batch in batches:
         for item in batch.messages:

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from engine.cli.common import console, errors, fail
+from engine.cli.common import console, fail, read_message_files_or_fail
 from engine.hl7v2.ack import AckReply, read_ack
 from engine.hl7v2.check import examine
 from engine.hl7v2.header import Header
-from engine.hl7v2.message_file import FileMessage, read_message_file
+from engine.hl7v2.message_file import FileMessage
 from engine.mllp.client import MLLPClient, MLLPError
 
 
@@ -39,12 +39,7 @@ def send(
         host, port = parse_address(address)
     except ValueError as error:
         fail(str(error))
-    batches = [read_message_file(path) for path in files]
-    problems = [p for batch in batches for p in batch.problems]
-    if problems:
-        for problem in problems:
-            errors.print(problem, markup=False, soft_wrap=True)
-        fail("nothing was sent")
+    batches = read_message_files_or_fail(files, "nothing was sent")
     queue = [(batch.path, m) for batch in batches for m in batch.messages]
     failures = asyncio.run(_send_all(host, port, queue, timeout))
     total = len(queue)

@@ -12,10 +12,8 @@ from typing import Annotated
 import typer
 
 from engine import logs
-from engine.cli.common import DbOption, errors, fail
-from engine.config.loader import load_config
+from engine.cli.common import DbOption, fail, load_config_or_fail
 from engine.config.model import EngineConfig
-from engine.config.source import ConfigError
 from engine.server import Server, event_loop_factory
 from engine.store.database import StoreError
 
@@ -30,12 +28,7 @@ def resolve_config(path: Path | None) -> tuple[EngineConfig, Path | None]:
         log.info("no ./routes folder: one listener on 127.0.0.1:2575, no routes")
         return EngineConfig.default(), None
     folder = path or DEFAULT_CONFIG
-    try:
-        return load_config(folder), folder
-    except ConfigError as error:
-        for problem in error.problems:
-            errors.print(str(problem), markup=False, soft_wrap=True)
-        fail(f"the configuration has {len(error.problems)} problem(s); nothing was started")
+    return load_config_or_fail(folder, consequence="; nothing was started"), folder
 
 
 def serve(

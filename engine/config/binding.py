@@ -165,7 +165,7 @@ class Binder:
                     node,
                     f"{what} must be one of {', '.join(allowed)}",
                     text,
-                    _closest(text, allowed),
+                    closest(text, allowed),
                 )
             return text
         if annotation is Any:
@@ -224,7 +224,7 @@ class Binder:
                     key_node,
                     f"unknown key {key!r} in {what}",
                     key,
-                    _closest(key, list(settable)) or f"allowed keys: {', '.join(settable)}",
+                    closest(key, list(settable)) or f"allowed keys: {', '.join(settable)}",
                 )
                 ok = False
                 continue
@@ -296,7 +296,8 @@ class Binder:
         raise TypeError(f"unsupported settings type {annotation!r}")
 
 
-def _closest(word: str, options: list[str]) -> str | None:
+def closest(word: str, options: list[str]) -> str | None:
+    """A 'did you mean …?' hint for a misspelt word, or None."""
     match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"did you mean {match[0]!r}?" if match else None
 

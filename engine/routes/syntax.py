@@ -5,14 +5,13 @@ Importing this module registers the converters; :mod:`engine.config.loader` does
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from engine.config.binding import INVALID, Binder, converter
+from engine.config.binding import INVALID, Binder, closest, converter
 from engine.hl7v2.fieldpath import FieldPath, PathError
 from engine.routes import conditions as c
 from engine.routes.model import RouteTarget
@@ -26,11 +25,6 @@ from engine.routes.steps import (
 from engine.routes.templates import TemplateError, compile_template
 
 _SEGMENT = re.compile(r"[A-Z][A-Z0-9]{2}")
-
-
-def _closest(word: str, options: list[str]) -> str | None:
-    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f"did you mean {match[0]!r}?" if match else None
 
 
 @converter(FieldPath)
@@ -125,7 +119,7 @@ def bind_step(binder: Binder, node: yaml.Node, what: str) -> Any:
             key_node,
             f"unknown step {key!r}",
             key,
-            _closest(key, list(STEPS)) or f"steps are: {', '.join(STEPS)}",
+            closest(key, list(STEPS)) or f"steps are: {', '.join(STEPS)}",
         )
     if len(node.value) > 1:
         extra = str(node.value[1][0].value)
@@ -189,7 +183,7 @@ def bind_condition(binder: Binder, node: yaml.Node, what: str) -> Any:
         first_key,
         f"{what}: unknown condition {str(first_key.value)!r}",
         str(first_key.value),
-        _closest(str(first_key.value), ["type", "field", "segment", *_COMBINATORS])
+        closest(str(first_key.value), ["type", "field", "segment", *_COMBINATORS])
         or _CONDITION_HINT,
     )
 
@@ -257,7 +251,7 @@ def _bind_field_test(
             key_node,
             f"{what}: unknown operator {operator!r}",
             operator,
-            _closest(operator, list(c.OPERATORS)) or f"operators are: {', '.join(c.OPERATORS)}",
+            closest(operator, list(c.OPERATORS)) or f"operators are: {', '.join(c.OPERATORS)}",
         )
     expected = _plain_value(binder, value_node, f"{what}: {operator}")
     if path is INVALID or expected is INVALID:

@@ -138,6 +138,20 @@ def _set_message_status() -> tuple[Any, list[str]]:
     return statement, ["message_id", "status", "reason"]
 
 
+def queued_delivery(values: dict[str, Any], message_id: int, now: datetime) -> dict[str, Any]:
+    """The column values of a new delivery waiting in its queue."""
+    return dict(
+        values,
+        message_id=message_id,
+        state=DeliveryState.QUEUED,
+        attempts=0,
+        last_error="",
+        ack=None,
+        created_at=now,
+        updated_at=None,
+    )
+
+
 def _add_delivery() -> tuple[Any, list[str]]:
     return insert(_deliveries).returning(_deliveries.c.id), _DELIVERY_COLUMNS
 
@@ -165,16 +179,7 @@ class RoutingRecord:
                 },
             )
             for values in message.deliveries:
-                row = dict(
-                    values,
-                    message_id=message.message_id,
-                    state=DeliveryState.QUEUED,
-                    attempts=0,
-                    last_error="",
-                    ack=None,
-                    created_at=now,
-                    updated_at=None,
-                )
+                row = queued_delivery(values, message.message_id, now)
                 new_id = add.run(cursor, row).fetchone()[0]
                 queued.append(
                     QueuedDelivery(

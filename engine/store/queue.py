@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from engine.store.database import for_writing
-from engine.store.operations import QueuedDelivery
+from engine.store.operations import QueuedDelivery, queued_delivery
 from engine.store.schema import Delivery, DeliveryState, DestinationState, Message
 
 
@@ -198,19 +198,7 @@ def record_resend(
             raise LookupError(f"no message with id {message_id}")
         message.status = status
         message.status_reason = reason
-        rows = [
-            Delivery(
-                message_id=message_id,
-                state=DeliveryState.QUEUED,
-                attempts=0,
-                last_error="",
-                ack=None,
-                created_at=now,
-                updated_at=None,
-                **values,
-            )
-            for values in deliveries
-        ]
+        rows = [Delivery(**queued_delivery(values, message_id, now)) for values in deliveries]
         session.add_all(rows)
         session.flush()
         return [row.id for row in rows]
