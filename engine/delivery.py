@@ -41,20 +41,28 @@ CONTROL_POLL = 1.0
 """Seconds between reads of the operators' controls (pause, resume, retry)."""
 
 
-class DestinationWorker:
-    """Sends one partition of one destination's queue, in order."""
+class QueueWorker:
+    """Works through one partition of one destination's queue, in order.
+
+    Keeps a window of the queue in memory, fed by the dispatcher as deliveries are committed,
+    and reads the store when it starts, when the window overflowed, and when an operator
+    changed the queue. Subclasses say what working on a delivery means.
+    """
 
     def __init__(
         self,
-        settings: DestinationSettings,
+        destination: str,
         partition: int,
         writer: StoreWriter,
         store: Engine,
+        *,
+        parallel: bool = False,
         stopped: Callable[[str, Control], None] = lambda name, control: None,
     ) -> None:
-        self.settings = settings
+        self.destination = destination
+        self.parallel = parallel
         self.stopped = stopped
-        """Told when this worker stopped its destination's queue after a NAK."""
+        """Told when this worker stopped its destination's queue (after a NAK)."""
         self.partition = partition
         self.writer = writer
         self.store = store
@@ -71,15 +79,14 @@ class DestinationWorker:
         self._reload = False
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._client: MLLPClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._uncommitted: dict[int, asyncio.Future[None]] = {}
         """Settled deliveries whose new state is not committed yet."""
 
     @property
     def name(self) -> str:
-        suffix = f"#{self.partition}" if self.settings.worker_count > 1 or self.partition else ""
-        return f"{self.settings.name}{suffix}"
+        suffix = f"#{self.partition}" if self.parallel or self.partition else ""
+        return f"{self.destination}{suffix}"
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -95,8 +102,9 @@ class DestinationWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self._client is not None:
-            await self._client.close()
+
+    async def _run(self) -> None:
+        raise NotImplementedError
 
     def push(self, delivery: QueuedDelivery) -> None:
         """A delivery was committed to this worker's queue."""
@@ -129,10 +137,74 @@ class DestinationWorker:
             self._reload = True
             self._wakeup.set()
 
+    async def _next(self) -> QueuedDelivery | None:
+        """The head of the queue, or None after loading or waiting (call again)."""
+        if self._reload:
+            self._reload = False
+            self.items.clear()
+            self.from_store, self.last_id = True, 0
+        if self.items:
+            return self.items[0]
+        if self.from_store:
+            self.missed = False
+            if self._uncommitted:
+                # Read the queue only once what was settled is committed, or it comes back.
+                await asyncio.wait(list(self._uncommitted.values()))
+            rows = await asyncio.to_thread(
+                load_queued, self.store, self.destination, self.partition, self.last_id
+            )
+            rows = [r for r in rows if r.id not in self._uncommitted]
+            if rows:
+                self.items.extend(rows)
+                self.last_id = rows[-1].id
+                return None
+            if self.missed:
+                return None
+            self.from_store = False
+        self._wakeup.clear()
+        if not self.items and not self.from_store and not self._reload:
+            await self._wakeup.wait()
+        return None
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait before a retry, unless the engine stops first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), timeout=seconds)
+
+    def _restart_from_store(self) -> None:
+        self.items.clear()
+        self.from_store, self.last_id = True, 0
+
+
+class DestinationWorker(QueueWorker):
+    """Sends one partition of an MLLP destination's queue, in order."""
+
+    def __init__(
+        self,
+        settings: DestinationSettings,
+        partition: int,
+        writer: StoreWriter,
+        store: Engine,
+        stopped: Callable[[str, Control], None] = lambda name, control: None,
+    ) -> None:
+        super().__init__(
+            settings.name,
+            partition,
+            writer,
+            store,
+            parallel=settings.worker_count > 1,
+            stopped=stopped,
+        )
+        self.settings = settings
+        self._client: MLLPClient | None = None
+
     def update_settings(self, settings: DestinationSettings) -> None:
         self.settings = settings
 
-    # -- the loop -------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        await super().stop()
+        if self._client is not None:
+            await self._client.close()
 
     async def _run(self) -> None:
         backoff = 0.0
@@ -149,37 +221,8 @@ class DestinationWorker:
                 raise
             except Exception:
                 log.exception("destination %s: worker failed; restarting it in 5s", self.name)
-                self.items.clear()
-                self.from_store, self.last_id = True, 0
+                self._restart_from_store()
                 await asyncio.sleep(5)
-
-    async def _next(self) -> QueuedDelivery | None:
-        if self._reload:
-            self._reload = False
-            self.items.clear()
-            self.from_store, self.last_id = True, 0
-        if self.items:
-            return self.items[0]
-        if self.from_store:
-            self.missed = False
-            if self._uncommitted:
-                # Read the queue only once what was settled is committed, or it comes back.
-                await asyncio.wait(list(self._uncommitted.values()))
-            rows = await asyncio.to_thread(
-                load_queued, self.store, self.settings.name, self.partition, self.last_id
-            )
-            rows = [r for r in rows if r.id not in self._uncommitted]
-            if rows:
-                self.items.extend(rows)
-                self.last_id = rows[-1].id
-                return None
-            if self.missed:
-                return None
-            self.from_store = False
-        self._wakeup.clear()
-        if not self.items and not self.from_store and not self._reload:
-            await self._wakeup.wait()
-        return None
 
     async def _deliver(self, delivery: QueuedDelivery, backoff: float) -> float:
         """Send the head of the queue until it is settled; returns the backoff to carry on with."""
@@ -308,11 +351,6 @@ class DestinationWorker:
 
         self.writer.submit(DeliveryUpdate(delivery.id, state, attempts, error, ack, done=done))
 
-    async def _sleep(self, seconds: float) -> None:
-        """Wait before a retry, unless the engine stops first."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), timeout=seconds)
-
 
 def _log_failure(result: object) -> None:
     if isinstance(result, BaseException):
@@ -331,7 +369,7 @@ class DeliveryService:
         self.destinations = destinations
         self.writer = writer
         self.store = store
-        self.workers: dict[tuple[str, int], DestinationWorker] = {}
+        self.workers: dict[tuple[str, int], QueueWorker] = {}
         self._applied: dict[str, int] = {}
         """Per destination, the generation of the last control applied."""
         self._control_task: asyncio.Task[None] | None = None
@@ -356,6 +394,11 @@ class DeliveryService:
             self.workers[(settings.name, partition)] = worker
             worker.start()
 
+    def add(self, worker: QueueWorker) -> None:
+        """Run a built-in destination's worker (the MPI) alongside the configured ones."""
+        self.workers[(worker.destination, worker.partition)] = worker
+        worker.start()
+
     def push(self, deliveries: Iterable[QueuedDelivery]) -> None:
         for delivery in deliveries:
             worker = self.workers.get((delivery.destination, delivery.partition))
@@ -374,6 +417,8 @@ class DeliveryService:
         settings at their next connection, removed ones stop (their queues stay stored)."""
         self.destinations = destinations
         for key, worker in list(self.workers.items()):
+            if not isinstance(worker, DestinationWorker):
+                continue  # built in: not configured, never removed
             settings = destinations.get(key[0])
             if settings is None:
                 log.warning(

@@ -23,6 +23,7 @@ from engine.delivery import DeliveryService
 from engine.dispatcher import Dispatcher
 from engine.intake import Intake
 from engine.mllp.listener import ListenerLimits, MLLPListener
+from engine.mpi.worker import MpiWorker
 from engine.reload import ConfigWatcher
 from engine.router import Router
 from engine.store.database import open_store, redact, resolve_url
@@ -87,6 +88,7 @@ class Server:
         self.writer.start(asyncio.get_running_loop())
         self.delivery = DeliveryService(self.config.destinations, self.writer, self.store)
         await self.delivery.start()
+        self.delivery.add(MpiWorker(self.writer, self.store))
         self.dispatcher = Dispatcher(
             Router(self.config), self.writer, self.store, self.delivery.push
         )

@@ -33,7 +33,7 @@ ROUTE = "routes:\n  r:\n    source: ehr\n    destinations: [pacs]\n"
 
 def test_the_shipped_routes_are_sound() -> None:
     config = load_config(ROOT / "routes", {})
-    assert set(config.routes) == {"adt-to-pacs", "orders-to-pacs"}
+    assert set(config.routes) == {"adt-to-pacs", "mpi-feed", "orders-to-pacs"}
 
 
 def test_unknown_key_in_a_route(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_unknown_listener(tmp_path: Path) -> None:
 def test_unknown_destination(tmp_path: Path) -> None:
     text, file = one_problem(tmp_path, ROUTE.replace("[pacs]", "[pacs, archive]"))
     assert text.startswith(f"{file}:4:26: route 'r': unknown destination 'archive'")
-    assert "destinations are: drop, pacs" in text
+    assert "destinations are: drop, mpi, pacs" in text
 
 
 def test_missing_mapping_file(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_accepts_the_shipped_routes() -> None:
     result = run("routes", "check")
     assert result.returncode == 0, result.stderr
-    assert "OK — 3 file(s), 1 listener(s), 1 destination(s), 2 route(s)" in result.stdout
+    assert "OK — 4 file(s), 1 listener(s), 1 destination(s), 3 route(s)" in result.stdout
 
 
 def test_check_lists_every_problem_and_fails(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_routes_test_exits_1_when_a_transform_fails(tmp_path: Path) -> None:
 def test_routes_test_of_an_unknown_route() -> None:
     result = run("routes", "test", "nope", "samples/orm_o01_new.hl7")
     assert result.returncode == 2
-    assert "no route 'nope'; routes are: adt-to-pacs, orders-to-pacs" in result.stderr
+    assert "no route 'nope'; routes are: adt-to-pacs, mpi-feed, orders-to-pacs" in result.stderr
 
 
 def _shipped() -> tuple[Router, list[tuple[str, bytes, str]]]:
@@ -106,8 +106,9 @@ def test_shipped_routes_send_every_adt_and_order_sample_to_the_pacs() -> None:
         assert header is not None
         if header.message_code in ("ADT", "ORM", "OMI"):
             assert routing.status == "routed", (where, routing.reason)
-            (out,) = routing.outbound
-            assert out.destination == "pacs"
+            by_destination = {out.destination: out for out in routing.outbound}
+            assert set(by_destination) == {"pacs", "mpi"}, where  # the MPI is kept from the feed
+            out = by_destination["pacs"]
             text = out.payload.decode(codec_for(charset) or "utf-8")
             ids = out.message.values(FieldPath.parse("PID-3[*].4"))
             assert ids == ["GENHOSP"], (where, ids)
@@ -132,7 +133,11 @@ def test_shipped_order_route_maps_modality_and_station() -> None:
         assert header is not None
         if header.message_code not in ("ORM", "OMI"):
             continue
-        out = router.route(payload, charset, "ehr").outbound[0].message
+        (out,) = [
+            o.message
+            for o in router.route(payload, charset, "ehr").outbound
+            if o.destination == "pacs"
+        ]
         row = table[out.value(FieldPath.parse("OBR-4.1"))]
         modality, station = (
             ("OBR-24", "ORC-18") if header.message_code == "ORM" else ("IPC-5.1", "IPC-9")

@@ -13,10 +13,12 @@ from sqlalchemy import text
 
 from engine.config.model import ListenerSettings
 from engine.intake import Intake
+from engine.mpi import tables as _mpi_tables  # noqa: F401  (the metadata compared is complete)
 from engine.store.database import StoreError, open_store, resolve_url
 from engine.store.messages import MessageFilter, find_messages
 from engine.store.schema import Base
 from engine.store.writer import StoreWriter
+from engine.studies import tables as _study_tables  # noqa: F401
 from tests.support import adt
 
 

@@ -123,7 +123,10 @@ class DestinationSettings:
         return self.partitions if self.partition_by is not None else 1
 
 
-BUILT_IN_DESTINATIONS = {"drop": "keep the message as filtered by this route, send nothing"}
+BUILT_IN_DESTINATIONS = {
+    "drop": "keep the message as filtered by this route, send nothing",
+    "mpi": "apply ADT and orders to the master patient index",
+}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ class CompiledStatement:
             processor = parameter.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
             if processor is not None:
                 self.processors[name] = processor
-            if name not in keys and parameter.value is not None:
+            if name not in keys:  # a literal of the statement (LIMIT 1, a fixed value, None)
                 self.constants[name] = parameter.effective_value
         # For positional drivers (SQLite): per position, a constant or (key, processor).
         self._plan = [

@@ -116,6 +116,7 @@ class QueuedDelivery:
     payload: bytes
     control_id: str
     attempts: int = 0
+    message_id: int = 0
 
 
 @dataclass(slots=True)
@@ -188,6 +189,7 @@ class RoutingRecord:
                         row["partition"],
                         row["payload"],
                         row["control_id"],
+                        message_id=message.message_id,
                     )
                 )
         return queued

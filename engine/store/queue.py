@@ -25,7 +25,13 @@ def load_queued(
 ) -> list[QueuedDelivery]:
     """Queued deliveries of one partition with ids above ``after_id``, oldest first."""
     query = (
-        select(Delivery.id, Delivery.payload, Delivery.control_id, Delivery.attempts)
+        select(
+            Delivery.id,
+            Delivery.payload,
+            Delivery.control_id,
+            Delivery.attempts,
+            Delivery.message_id,
+        )
         .where(
             Delivery.destination == destination,
             Delivery.state == DeliveryState.QUEUED,
@@ -38,7 +44,15 @@ def load_queued(
     with engine.connect() as connection:
         rows = connection.execute(query).all()
     return [
-        QueuedDelivery(row.id, destination, partition, row.payload, row.control_id, row.attempts)
+        QueuedDelivery(
+            row.id,
+            destination,
+            partition,
+            row.payload,
+            row.control_id,
+            row.attempts,
+            row.message_id,
+        )
         for row in rows
     ]
 

@@ -9,6 +9,7 @@ that moment. Only after the commit does an operation's ``done`` run: only then m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -110,6 +111,8 @@ class StoreWriter:
 
         def done(result: Any) -> None:
             outer(result)
+            if future.done():  # the caller stopped waiting (shutdown cancelled it)
+                return
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
@@ -209,7 +212,8 @@ class StoreWriter:
             self._discard_connection(cursor)
             raise
         finally:
-            cursor.close()
+            with contextlib.suppress(Exception):  # already closed after a failure
+                cursor.close()
 
     def _discard_connection(self, cursor: Any) -> None:
         # After a failure the connection may be mid-transaction or dead: roll back, never reuse.

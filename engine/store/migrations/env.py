@@ -5,7 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from engine.mpi import tables as _mpi_tables  # noqa: F401  (registers the MPI tables)
 from engine.store.schema import Base
+from engine.studies import tables as _study_tables  # noqa: F401  (registers the study tables)
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,0 +1,203 @@
+"""Patient demographics as HL7 carries them: identifiers (CX), names (XPN), and the rest of PID.
+
+The MPI reads messages through these functions; the CSV import and the study index produce the
+same :class:`Demographics`, so every source is compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from engine.hl7v2.escaping import unescape
+from engine.hl7v2.fieldpath import FieldPath
+from engine.hl7v2.message import Message, Segment
+
+NAME_KINDS = {
+    "A": "alias",
+    "M": "maiden",
+    "B": "birth",
+    "C": "adopted",
+    "P": "previous",
+    "N": "nickname",
+    "S": "coded",
+    "D": "display",
+    "R": "registered",
+}
+"""XPN-7 name type codes (HL7 table 0200) kept as other names; L (legal) or none is current."""
+SEXES = {"M", "F", "O", "U", "A", "N", "X"}
+
+
+@dataclass(frozen=True, slots=True)
+class Identifier:
+    """A patient identifier: value, assigning authority (CX-4.1), type code (CX-5)."""
+
+    value: str
+    authority: str = ""
+    type_code: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.value}^^^{self.authority}" if self.authority else self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    family: str = ""
+    given: str = ""
+    middle: str = ""
+    kind: str = ""
+    """'' for the current (legal) name, else a kind from :data:`NAME_KINDS`."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.family or self.given or self.middle)
+
+
+@dataclass(frozen=True, slots=True)
+class Demographics:
+    """What a message (or a row of an export) says about a patient."""
+
+    identifiers: tuple[Identifier, ...] = ()
+    name: Name = Name()
+    other_names: tuple[Name, ...] = ()
+    birth_date: str = ""
+    sex: str = ""
+    street: str = ""
+    city: str = ""
+    state: str = ""
+    postal_code: str = ""
+    phone: str = ""
+    extras: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def columns(self) -> dict[str, str]:
+        """The ``patients`` columns these demographics set."""
+        return {
+            "family_name": self.name.family,
+            "given_name": self.name.given,
+            "middle_name": self.name.middle,
+            "birth_date": self.birth_date,
+            "sex": self.sex,
+            "street": self.street,
+            "city": self.city,
+            "state": self.state,
+            "postal_code": self.postal_code,
+            "phone": self.phone,
+        }
+
+
+def identifiers(message: Message, segment: Segment, position: int) -> tuple[Identifier, ...]:
+    """The CX repetitions of ``segment``-``position`` (PID-3, MRG-1 …), empty ones dropped."""
+    d = message.delimiters
+    found = []
+    for repetition in segment.field(position).split(d.repetition):
+        components = repetition.split(d.component)
+        value = unescape(components[0], d).strip()
+        if not value:
+            continue
+        authority = components[3].split(d.subcomponent)[0] if len(components) > 3 else ""
+        type_code = components[4] if len(components) > 4 else ""
+        found.append(Identifier(value, unescape(authority, d).strip(), unescape(type_code, d)))
+    return tuple(found)
+
+
+def _names(message: Message, raw: str) -> tuple[Name, tuple[Name, ...]]:
+    d = message.delimiters
+    current = Name()
+    others: list[Name] = []
+    for index, repetition in enumerate(raw.split(d.repetition)):
+        components = [unescape(c, d).strip() for c in repetition.split(d.component)]
+        components += [""] * (7 - len(components))
+        type_code = components[6].upper()
+        name = Name(
+            components[0].split(d.subcomponent)[0],
+            components[1],
+            components[2],
+            NAME_KINDS.get(type_code, ""),
+        )
+        if name.empty:
+            continue
+        if current.empty and (type_code in ("", "L") or index == 0):
+            current = Name(name.family, name.given, name.middle, "")
+        else:
+            others.append(
+                name if name.kind else Name(name.family, name.given, name.middle, "alias")
+            )
+    return current, tuple(others)
+
+
+def normal_date(text: str) -> str:
+    """YYYYMMDD from an HL7 date (or ISO date), '' when it is not one."""
+    digits = text.strip().replace("-", "")[:8]
+    if len(digits) == 8 and digits.isdigit():
+        try:
+            datetime.strptime(digits, "%Y%m%d")
+        except ValueError:
+            return ""
+        return digits
+    return ""
+
+
+def _phone(message: Message, raw: str) -> str:
+    d = message.delimiters
+    first = raw.split(d.repetition)[0]
+    components = [unescape(c, d).strip() for c in first.split(d.component)]
+    if components and components[0]:
+        return components[0]
+    components += [""] * (7 - len(components))
+    return f"({components[5]}){components[6]}" if components[5] else components[6]
+
+
+def from_pid(message: Message, segment: Segment) -> Demographics:
+    """Demographics from one PID segment."""
+    d = message.delimiters
+    name, others = _names(message, segment.field(5))
+    address = [
+        unescape(c, d).strip() for c in segment.field(11).split(d.repetition)[0].split(d.component)
+    ]
+    address += [""] * (5 - len(address))
+    sex = unescape(segment.field(8), d).strip()[:1].upper()
+    return Demographics(
+        identifiers=identifiers(message, segment, 3),
+        name=name,
+        other_names=others,
+        birth_date=normal_date(unescape(segment.field(7), d)),
+        sex=sex if sex in SEXES else "",
+        street=address[0].split(d.subcomponent)[0],
+        city=address[2],
+        state=address[3],
+        postal_code=address[4],
+        phone=_phone(message, segment.field(13)),
+    )
+
+
+_DTM = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?([+-]\d{4})?")
+
+
+def event_time(message: Message) -> str:
+    """EVN-2 (else MSH-7) as a sortable text: YYYYMMDDHHMMSS.ffffff, in UTC when the message
+    gives an offset. '' when neither is a date."""
+    for path in (FieldPath("EVN", 2), FieldPath("EVN", 6), FieldPath("MSH", 7)):
+        text = message.value(path).strip()
+        match = _DTM.fullmatch(text)
+        if not match:
+            continue
+        year, month, day, hour, minute, second, fraction, offset = match.groups()
+        try:
+            moment = datetime(
+                int(year),
+                int(month or 1),
+                int(day or 1),
+                int(hour or 0),
+                int(minute or 0),
+                int(second or 0),
+                int((fraction or "0").ljust(6, "0")),
+            )
+        except ValueError:
+            continue
+        if offset:
+            sign = 1 if offset[0] == "+" else -1
+            minutes = sign * (int(offset[1:3]) * 60 + int(offset[3:5]))
+            moment = (moment - timedelta(minutes=minutes)).replace(tzinfo=UTC)
+        return moment.strftime("%Y%m%d%H%M%S.%f")
+    return ""

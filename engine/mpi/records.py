@@ -1,0 +1,344 @@
+"""Reading and writing MPI rows inside the writer's transaction (the DBAPI cursor).
+
+The MPI is kept up to date from the ADT feed through the engine's single writer, so MPI
+changes share the group commits of everything else and never contend for SQLite's write lock.
+Statements are compiled once per dialect (:mod:`engine.store.fastsql`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, select, update
+
+from engine.mpi.tables import Order, Patient, PatientEvent, PatientIdentifier, PatientName
+from engine.store.fastsql import Statements
+
+_patients = Patient.__table__
+_identifiers = PatientIdentifier.__table__
+_names = PatientName.__table__
+_events = PatientEvent.__table__
+_orders = Order.__table__
+
+DEMOGRAPHIC_COLUMNS = (
+    "family_name",
+    "given_name",
+    "middle_name",
+    "birth_date",
+    "sex",
+    "street",
+    "city",
+    "state",
+    "postal_code",
+    "phone",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRow:
+    id: int
+    merged_into: int | None
+    event_time: str
+    last_message_id: int | None
+    columns: dict[str, str]
+
+
+class MpiRecords:
+    """The statements the MPI feed needs, bound to one cursor and transaction."""
+
+    def __init__(self, cursor: Any, statements: Statements) -> None:
+        self.cursor = cursor
+        self.statements = statements
+
+    def _run(self, name: str, build: Any, values: dict[str, Any]) -> Any:
+        return self.statements.get(name, build).run(self.cursor, values)
+
+    # -- identifiers ----------------------------------------------------------------------------
+
+    def owner(self, value: str, authority: str) -> tuple[int, int] | None:
+        """(identifier id, patient id) of an identifier, or None."""
+        found = self.owner_and_origin(value, authority)
+        return (found[0], found[1]) if found else None
+
+    def owner_and_origin(self, value: str, authority: str) -> tuple[int, int, int | None] | None:
+        """(identifier id, patient id, the patient a merge moved it from) or None."""
+        row = self._run(
+            "mpi_owner",
+            lambda: (
+                select(
+                    _identifiers.c.id, _identifiers.c.patient_id, _identifiers.c.merged_from
+                ).where(
+                    _identifiers.c.value == bindparam("value"),
+                    _identifiers.c.authority == bindparam("authority"),
+                ),
+                ["value", "authority"],
+            ),
+            {"value": value, "authority": authority},
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def add_identifier(self, patient_id: int, value: str, authority: str, type_code: str) -> None:
+        self._run(
+            "mpi_add_identifier",
+            lambda: (
+                insert(_identifiers),
+                ["patient_id", "value", "authority", "type_code", "merged_from"],
+            ),
+            {
+                "patient_id": patient_id,
+                "value": value,
+                "authority": authority,
+                "type_code": type_code,
+                "merged_from": None,
+            },
+        )
+
+    def change_identifier(self, identifier_id: int, value: str, authority: str) -> None:
+        self._run(
+            "mpi_change_identifier",
+            lambda: (
+                update(_identifiers)
+                .where(_identifiers.c.id == bindparam("identifier_id"))
+                .values(value=bindparam("value"), authority=bindparam("authority")),
+                ["identifier_id", "value", "authority"],
+            ),
+            {"identifier_id": identifier_id, "value": value, "authority": authority},
+        )
+
+    def move_identifiers(self, source: int, target: int) -> None:
+        """Every identifier of ``source`` now belongs to ``target`` (remembering where from)."""
+        self._run(
+            "mpi_move_identifiers",
+            lambda: (
+                update(_identifiers)
+                .where(_identifiers.c.patient_id == bindparam("source"))
+                .values(patient_id=bindparam("target"), merged_from=bindparam("source_again")),
+                ["source", "target", "source_again"],
+            ),
+            {"source": source, "target": target, "source_again": source},
+        )
+
+    def move_back(self, source: int, target: int) -> int:
+        """Identifiers that came to ``target`` from ``source`` by a merge go back (A37)."""
+        cursor = self._run(
+            "mpi_move_back",
+            lambda: (
+                update(_identifiers)
+                .where(
+                    and_(
+                        _identifiers.c.patient_id == bindparam("target"),
+                        _identifiers.c.merged_from == bindparam("source"),
+                    )
+                )
+                .values(patient_id=bindparam("source_again"), merged_from=None),
+                ["target", "source", "source_again"],
+            ),
+            {"target": target, "source": source, "source_again": source},
+        )
+        return cursor.rowcount or 0
+
+    # -- patients -------------------------------------------------------------------------------
+
+    def patient(self, patient_id: int) -> PatientRow:
+        row = self._run(
+            "mpi_patient",
+            lambda: (
+                select(
+                    _patients.c.id,
+                    _patients.c.merged_into,
+                    _patients.c.event_time,
+                    _patients.c.last_message_id,
+                    *(_patients.c[name] for name in DEMOGRAPHIC_COLUMNS),
+                ).where(_patients.c.id == bindparam("patient_id")),
+                ["patient_id"],
+            ),
+            {"patient_id": patient_id},
+        ).fetchone()
+        return PatientRow(
+            row[0], row[1], row[2], row[3], dict(zip(DEMOGRAPHIC_COLUMNS, row[4:], strict=True))
+        )
+
+    def survivor(self, patient_id: int) -> int:
+        """Follow merges to the patient that survives them."""
+        seen = {patient_id}
+        current = self.patient(patient_id)
+        while current.merged_into is not None and current.merged_into not in seen:
+            seen.add(current.merged_into)
+            current = self.patient(current.merged_into)
+        return current.id
+
+    def add_patient(self, columns: dict[str, str], event_time: str, message_id: int | None) -> int:
+        now = datetime.now(UTC)
+        values = dict(
+            columns,
+            merged_into=None,
+            event_time=event_time,
+            last_message_id=message_id,
+            created_at=now,
+            updated_at=now,
+        )
+        return self._run(
+            "mpi_add_patient",
+            lambda: (
+                insert(_patients).returning(_patients.c.id),
+                [
+                    *DEMOGRAPHIC_COLUMNS,
+                    "merged_into",
+                    "event_time",
+                    "last_message_id",
+                    "created_at",
+                    "updated_at",
+                ],
+            ),
+            values,
+        ).fetchone()[0]
+
+    def set_demographics(
+        self, patient_id: int, columns: dict[str, str], event_time: str, message_id: int | None
+    ) -> None:
+        values = dict(
+            columns,
+            patient_id=patient_id,
+            event_time=event_time,
+            last_message_id=message_id,
+            updated_at=datetime.now(UTC),
+        )
+        self._run(
+            "mpi_set_demographics",
+            lambda: (
+                update(_patients)
+                .where(_patients.c.id == bindparam("patient_id"))
+                .values(
+                    **{name: bindparam(name) for name in DEMOGRAPHIC_COLUMNS},
+                    event_time=bindparam("event_time"),
+                    last_message_id=bindparam("last_message_id"),
+                    updated_at=bindparam("updated_at", type_=_patients.c.updated_at.type),
+                ),
+                ["patient_id", *DEMOGRAPHIC_COLUMNS, "event_time", "last_message_id", "updated_at"],
+            ),
+            values,
+        )
+
+    def set_merged(self, patient_id: int, into: int | None) -> None:
+        self._run(
+            "mpi_set_merged",
+            lambda: (
+                update(_patients)
+                .where(_patients.c.id == bindparam("patient_id"))
+                .values(
+                    merged_into=bindparam("into"),
+                    updated_at=bindparam("updated_at", type_=_patients.c.updated_at.type),
+                ),
+                ["patient_id", "into", "updated_at"],
+            ),
+            {"patient_id": patient_id, "into": into, "updated_at": datetime.now(UTC)},
+        )
+
+    # -- names, events, orders ------------------------------------------------------------------
+
+    def other_names(self, patient_id: int) -> set[tuple[str, str, str, str]]:
+        rows = self._run(
+            "mpi_names",
+            lambda: (
+                select(
+                    _names.c.kind, _names.c.family_name, _names.c.given_name, _names.c.middle_name
+                ).where(_names.c.patient_id == bindparam("patient_id")),
+                ["patient_id"],
+            ),
+            {"patient_id": patient_id},
+        ).fetchall()
+        return {tuple(row) for row in rows}  # type: ignore[misc]
+
+    def add_name(self, patient_id: int, kind: str, family: str, given: str, middle: str) -> None:
+        self._run(
+            "mpi_add_name",
+            lambda: (
+                insert(_names),
+                ["patient_id", "kind", "family_name", "given_name", "middle_name", "recorded_at"],
+            ),
+            {
+                "patient_id": patient_id,
+                "kind": kind,
+                "family_name": family,
+                "given_name": given,
+                "middle_name": middle,
+                "recorded_at": datetime.now(UTC),
+            },
+        )
+
+    def add_event(
+        self,
+        patient_id: int | None,
+        kind: str,
+        event_time: str,
+        message_id: int | None,
+        detail: str,
+        command: str = "",
+    ) -> None:
+        self._run(
+            "mpi_add_event",
+            lambda: (
+                insert(_events),
+                [
+                    "patient_id",
+                    "kind",
+                    "event_time",
+                    "message_id",
+                    "command",
+                    "detail",
+                    "recorded_at",
+                ],
+            ),
+            {
+                "patient_id": patient_id,
+                "kind": kind,
+                "event_time": event_time,
+                "message_id": message_id,
+                "command": command,
+                "detail": detail,
+                "recorded_at": datetime.now(UTC),
+            },
+        )
+
+    def order_by_accession(self, accession: str) -> int | None:
+        row = self._run(
+            "mpi_order",
+            lambda: (
+                select(_orders.c.id).where(_orders.c.accession == bindparam("accession")),
+                ["accession"],
+            ),
+            {"accession": accession},
+        ).fetchone()
+        return row[0] if row else None
+
+    def save_order(self, order_id: int | None, values: dict[str, Any]) -> None:
+        values = dict(values, recorded_at=datetime.now(UTC))
+        keys = [
+            "patient_id",
+            "accession",
+            "placer_number",
+            "filler_number",
+            "procedure_code",
+            "order_control",
+            "event_time",
+            "message_id",
+            "recorded_at",
+        ]
+        if order_id is None:
+            self._run("mpi_add_order", lambda: (insert(_orders), keys), values)
+            return
+        self._run(
+            "mpi_update_order",
+            lambda: (
+                update(_orders)
+                .where(_orders.c.id == bindparam("order_id"))
+                .values(
+                    **{k: bindparam(k) for k in keys if k != "recorded_at"},
+                    recorded_at=bindparam("recorded_at", type_=_orders.c.recorded_at.type),
+                ),
+                ["order_id", *keys],
+            ),
+            dict(values, order_id=order_id),
+        )

@@ -1,0 +1,49 @@
+"""The index of imaging studies: what the PACS holds, with the patient data *it* recorded."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from engine.mpi.tables import DemographicColumns
+from engine.store.schema import Base, Id, UTCDateTime
+
+
+class Study(DemographicColumns, Base):
+    """One study as the PACS (or an export of it) describes it."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    accession: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[str] = mapped_column(String(100), default="")
+    """The patient id as recorded in the PACS (0010,0020)."""
+    issuer: Mapped[str] = mapped_column(String(100), default="")
+    """Its issuer (0010,0021), '' when the PACS does not record one."""
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    modality: Mapped[str] = mapped_column(String(32), default="")
+    description: Mapped[str] = mapped_column(String(200), default="")
+    source: Mapped[str] = mapped_column(String(200), default="")
+    """Where the record came from: a file (import) or an archive and protocol (pull)."""
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_studies_patient", "patient_id", "issuer"),
+        Index("ix_studies_accession", "accession"),
+        Index("ix_studies_study_date", "study_date"),
+    )
+
+
+class PullState(Base):
+    """How far ``studies pull`` got with one archive and protocol (for incremental pulls)."""
+
+    __tablename__ = "pull_state"
+
+    archive: Mapped[str] = mapped_column(String(64), primary_key=True)
+    protocol: Mapped[str] = mapped_column(String(16), primary_key=True)
+    last_study_date: Mapped[str] = mapped_column(String(8), default="")
+    pulled_at: Mapped[datetime] = mapped_column(UTCDateTime())

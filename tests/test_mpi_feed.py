@@ -1,0 +1,275 @@
+"""The MPI kept from the ADT and order feeds, through a running engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from engine.hl7v2.ack import read_ack
+from engine.mpi.queries import patients_with_identifier, search, view
+from engine.mpi.tables import Order, Patient
+from engine.store.database import open_store
+from engine.store.schema import Delivery, DeliveryState
+from engine.testing import Peer
+from tests.support import Pipeline, config_folder, hl7
+
+MPI_ROUTE = "routes:\n  mpi:\n    source: ehr\n    destinations: [mpi]\n"
+ENDPOINTS = "listeners:\n  ehr: {port: 0}\n"
+
+
+def adt(
+    trigger: str,
+    control_id: str,
+    pid: str,
+    *,
+    evn: str = "20261101080000",
+    extra: tuple[str, ...] = (),
+) -> bytes:
+    return hl7(
+        f"MSH|^~\\&|EPIC|GENHOSP|PACS|RAD|{evn}||ADT^{trigger}|{control_id}|P|2.5.1",
+        f"EVN|{trigger}|{evn}",
+        pid,
+        *extra,
+    )
+
+
+class Feed:
+    """An engine whose only route feeds the MPI; send messages, wait, look."""
+
+    def __init__(self, engine: Pipeline, db_url: str) -> None:
+        self.engine = engine
+        self.store = open_store(db_url)
+        self.peer = Peer(engine.port())
+        self.sent = 0
+
+    def send(self, *payloads: bytes) -> None:
+        for payload in payloads:
+            assert read_ack(self.peer.exchange(payload)).code == "AA"
+            self.sent += 1
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with Session(self.store) as session:
+                settled = session.scalar(
+                    select(func.count(Delivery.id)).where(
+                        Delivery.destination == "mpi", Delivery.state != DeliveryState.QUEUED
+                    )
+                )
+            if settled >= self.sent:
+                return
+            time.sleep(0.02)
+        raise AssertionError("the MPI did not apply the messages in time")
+
+    def patient(self, value: str, authority: str = "GENHOSP"):  # type: ignore[no-untyped-def]
+        (patient_id,) = patients_with_identifier(self.store, value, authority)
+        found = view(self.store, patient_id)
+        assert found is not None
+        return found
+
+    def last_delivery(self) -> Delivery:
+        with Session(self.store) as session:
+            return session.scalars(select(Delivery).order_by(Delivery.id.desc())).first()
+
+
+@contextmanager
+def mpi_feed(db_url: str, tmp_path: Path) -> Iterator[Feed]:
+    folder = config_folder(tmp_path, MPI_ROUTE, endpoints=ENDPOINTS)
+    engine = Pipeline(db_url, folder)
+    engine.start()
+    feed = Feed(engine, db_url)
+    try:
+        yield feed
+    finally:
+        feed.peer.close()
+        engine.stop()
+
+
+PID_SMITH = (
+    "PID|1||100234^^^GENHOSP^MR~E445566^^^EPI^PI||SMITH^JOHN^Q||19800304|M|||"
+    "12 MAIN ST^^SPRINGFIELD^IL^62701||(217)555-0100"
+)
+
+
+def test_a01_creates_and_a08_updates_with_history(db_url: str, tmp_path: Path) -> None:
+    with mpi_feed(db_url, tmp_path) as feed:
+        feed.send(adt("A01", "M1", PID_SMITH))
+        smith = feed.patient("100234")
+        assert (smith.patient.family_name, smith.patient.given_name) == ("SMITH", "JOHN")
+        assert smith.patient.birth_date == "19800304" and smith.patient.sex == "M"
+        assert smith.patient.city == "SPRINGFIELD" and smith.patient.postal_code == "62701"
+        assert {(i.value, i.authority) for i in smith.identifiers} == {
+            ("100234", "GENHOSP"),
+            ("E445566", "EPI"),
+        }
+        married = PID_SMITH.replace("SMITH^JOHN^Q", "JONES^JOHN^Q~SMITH^JOHN^^^^^M")
+        feed.send(adt("A08", "M2", married, evn="20261102090000"))
+        updated = feed.patient("E445566", "EPI")
+        assert updated.patient.id == smith.patient.id
+        assert updated.patient.family_name == "JONES"
+        kinds = {(n.kind, n.family_name) for n in updated.names}
+        assert ("previous", "SMITH") in kinds and ("maiden", "SMITH") in kinds
+        assert [e.kind for e in updated.events] == ["created", "updated"]
+        assert updated.events[0].message_id is not None
+        assert search(feed.store, family="smi")[0].id == smith.patient.id  # via the old name
+
+
+def test_an_older_update_arriving_late_is_not_applied(db_url: str, tmp_path: Path) -> None:
+    with mpi_feed(db_url, tmp_path) as feed:
+        feed.send(adt("A01", "O1", PID_SMITH, evn="20261101080000"))
+        feed.send(
+            adt("A08", "O2", PID_SMITH.replace("12 MAIN ST", "9 NEW RD"), evn="20261103080000")
+        )
+        feed.send(
+            adt("A08", "O3", PID_SMITH.replace("12 MAIN ST", "1 OLD LN"), evn="20261102080000")
+        )  # older than O2, arrives after it
+        smith = feed.patient("100234")
+        assert smith.patient.street == "9 NEW RD"
+        assert [e.kind for e in smith.events] == ["created", "updated", "stale"]
+        assert feed.last_delivery().state == DeliveryState.DELIVERED
+
+
+def test_a40_merges_the_trauma_id_into_the_real_patient(db_url: str, tmp_path: Path) -> None:
+    trauma = "PID|1||TR99001^^^GENHOSP^MR||DOE^JOHN||19900101|M"
+    real = "PID|1||100745^^^GENHOSP^MR||WILLIAMS^JAMES||19810117|M"
+    with mpi_feed(db_url, tmp_path) as feed:
+        feed.send(adt("A04", "T1", trauma), adt("A04", "T2", real))
+        merge = adt(
+            "A40",
+            "T3",
+            real,
+            evn="20261101100000",
+            extra=("MRG|TR99001^^^GENHOSP^MR||||||DOE^JOHN",),
+        )
+        feed.send(merge)
+        survivor = feed.patient("TR99001")  # the trauma id now points to the survivor
+        assert survivor.patient.family_name == "WILLIAMS"
+        assert {i.value for i in survivor.identifiers} == {"100745", "TR99001"}
+        assert ("merged", "DOE") in {(n.kind, n.family_name) for n in survivor.names}
+        (merged,) = survivor.merged_in
+        assert merged.family_name == "DOE" and merged.merged_into == survivor.patient.id
+        assert "merged in" in survivor.events[-1].detail
+        feed.send(merge.replace(b"|T3|", b"|T4|"))  # the same merge again: nothing to do
+        assert b"already merged" in feed.last_delivery().ack
+
+
+@pytest.mark.parametrize(
+    ("messages", "reason"),
+    [
+        (
+            (adt("A40", "E1", "PID|1||NOPE^^^GENHOSP^MR||X^Y", extra=("MRG|TR1^^^GENHOSP^MR",)),),
+            "merge into an unknown patient",
+        ),
+        (
+            (
+                adt("A04", "E1", "PID|1||555^^^GENHOSP^MR||X^Y"),
+                adt("A40", "E2", "PID|1||555^^^GENHOSP^MR||X^Y", extra=("MRG|555^^^GENHOSP^MR",)),
+            ),
+            "circular merge",
+        ),
+        (
+            (
+                adt("A04", "E1", "PID|1||555^^^GENHOSP^MR||X^Y"),
+                adt("A04", "E2", "PID|1||777^^^GENHOSP^MR||Z^W"),
+                adt("A47", "E3", "PID|1||777^^^GENHOSP^MR||X^Y", extra=("MRG|555^^^GENHOSP^MR",)),
+            ),
+            "the new identifier 777^^^GENHOSP already exists",
+        ),
+        (
+            (
+                adt("A04", "E1", "PID|1||555^^^GENHOSP^MR||X^Y"),
+                adt("A04", "E2", "PID|1||777^^^GENHOSP^MR||Z^W"),
+                adt("A08", "E3", "PID|1||555^^^GENHOSP^MR~777^^^GENHOSP^MR||X^Y"),
+            ),
+            "belong to different patients",
+        ),
+    ],
+    ids=["merge-into-unknown", "circular", "a47-onto-existing", "ids-of-two-patients"],
+)
+def test_what_the_mpi_cannot_apply_is_kept_as_errored(
+    db_url: str, tmp_path: Path, messages: tuple[bytes, ...], reason: str
+) -> None:
+    with mpi_feed(db_url, tmp_path) as feed:
+        feed.send(*messages)
+        last = feed.last_delivery()
+        assert last.state == DeliveryState.ERRORED
+        assert reason in last.last_error
+
+
+def test_a47_changes_an_identifier(db_url: str, tmp_path: Path) -> None:
+    with mpi_feed(db_url, tmp_path) as feed:
+        feed.send(adt("A04", "C1", "PID|1||100388^^^GENHOSP^MR||SMITH^ANN||19700101|F"))
+        feed.send(
+            adt(
+                "A47",
+                "C2",
+                "PID|1||100839^^^GENHOSP^MR||SMITH^ANN",
+                extra=("MRG|100388^^^GENHOSP^MR",),
+            )
+        )
+        ann = feed.patient("100839")
+        assert [i.value for i in ann.identifiers] == ["100839"]
+        assert patients_with_identifier(feed.store, "100388") == []
+        assert ann.events[-1].kind == "identifier_changed"
+
+
+def test_a37_unlinks_a_merge(db_url: str, tmp_path: Path) -> None:
+    one = "PID|1||A1^^^GENHOSP^MR||ONE^X"
+    two = "PID|1||B2^^^GENHOSP^MR||TWO^Y"
+    with mpi_feed(db_url, tmp_path) as feed:
+        feed.send(
+            adt("A04", "U1", one),
+            adt("A04", "U2", two),
+            adt("A40", "U3", one, extra=("MRG|B2^^^GENHOSP^MR",)),
+        )
+        assert {i.value for i in feed.patient("A1").identifiers} == {"A1", "B2"}
+        feed.send(adt("A37", "U4", one, extra=(two.replace("PID|1", "PID|2"),)))
+        assert {i.value for i in feed.patient("A1").identifiers} == {"A1"}
+        second = feed.patient("B2")
+        assert second.patient.merged_into is None and second.events[-1].kind == "unlinked"
+
+
+def test_orders_link_accession_numbers_to_patients(db_url: str, tmp_path: Path) -> None:
+    orm = hl7(
+        "MSH|^~\\&|RIS|GENHOSP|PACS|RAD|20261101||ORM^O01|R1|P|2.3.1",
+        PID_SMITH,
+        "ORC|NW|448812^EPIC|2026000123^RIS",
+        "OBR|1|448812^EPIC|2026000123^RIS|CTCHEST^CT CHEST^LOCAL||||||||||||||ACC123",
+    )
+    omi = hl7(
+        "MSH|^~\\&|RIS|GENHOSP|PACS|RAD|20261101||OMI^O23^OMI_O23|R2|P|2.5.1",
+        PID_SMITH,
+        "ORC|NW|448813^EPIC",
+        "OBR|1|448813^EPIC||MRKNEEL^MR KNEE^LOCAL",
+        "IPC|ACC124^GENHOSP|RP1|1.2.3",
+    )
+    with mpi_feed(db_url, tmp_path) as feed:
+        feed.send(orm, omi, orm.replace(b"ORC|NW", b"ORC|CA").replace(b"|R1|", b"|R3|"))
+        smith = feed.patient("100234")  # created from the order: the RIS knew them first
+        assert [(o.accession, o.order_control) for o in smith.orders] == [
+            ("ACC123", "CA"),
+            ("ACC124", "NW"),
+        ]
+        with Session(feed.store) as session:
+            assert session.scalars(select(Order.placer_number).order_by(Order.id)).all() == [
+                "448812",
+                "448813",
+            ]
+
+
+def test_the_mpi_ends_the_same_whatever_the_order(db_url: str, tmp_path: Path) -> None:
+    """Deterministic by event time: shuffled updates give the same patient."""
+    updates = [
+        adt("A08", f"S{n}", PID_SMITH.replace("12 MAIN ST", f"{n} STREET"), evn=f"2026110{n}080000")
+        for n in range(1, 6)
+    ]
+    with mpi_feed(db_url, tmp_path) as feed:
+        feed.send(adt("A01", "S0", PID_SMITH, evn="20261101000000"))
+        feed.send(*[updates[i] for i in (3, 0, 4, 2, 1)])
+        assert feed.patient("100234").patient.street == "5 STREET"
+        with Session(feed.store) as session:
+            assert session.scalars(select(Patient.id)).all() == [feed.patient("100234").patient.id]
