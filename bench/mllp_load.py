@@ -106,13 +106,20 @@ def run_load_blocking(
     With ``rate`` (msg/s over all connections) messages are paced; otherwise each connection
     sends its next message as soon as the previous one is acknowledged.
     """
-    latencies: list[float] = []
-    errors: list[int] = []
-    interval = connections / rate if rate else None
     batches = [
         [adt_message(c * per_connection + i, f"{prefix}{c}") for i in range(per_connection)]
         for c in range(connections)
     ]
+    return send_blocking(host, port, batches, rate)
+
+
+def send_blocking(
+    host: str, port: int, batches: list[list[bytes]], rate: float | None = None
+) -> RunResult:
+    """Send each batch of messages on a connection of its own, ACK by ACK, all at once."""
+    latencies: list[float] = []
+    errors: list[int] = []
+    interval = len(batches) / rate if rate else None
     failures: list[BaseException] = []
 
     def worker(batch: list[bytes]) -> None:
@@ -130,7 +137,7 @@ def run_load_blocking(
     elapsed = time.perf_counter() - start
     if failures:
         raise failures[0]
-    return RunResult(connections * per_connection, elapsed, latencies, len(errors))
+    return RunResult(sum(len(b) for b in batches), elapsed, latencies, len(errors))
 
 
 def summary(results: list[RunResult]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -111,6 +112,13 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, COLUMNS="200", CROSSWALK_LOG_LEVEL="INFO")
     env.update(extra)
     return env
+
+
+def run_crosswalk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``crosswalk ARGS`` as a user would, capturing its output."""
+    return subprocess.run(
+        crosswalk(*args), capture_output=True, text=True, env=cli_env(), timeout=timeout
+    )
 
 
 ENDPOINTS = """

@@ -15,6 +15,7 @@ from engine.hl7v2.ack import read_ack
 from engine.mpi.queries import patients_with_identifier, search, view
 from engine.mpi.tables import Order, Patient
 from engine.store.database import open_store
+from engine.store.queue import set_control
 from engine.store.schema import Delivery, DeliveryState
 from engine.testing import Peer
 from tests.support import Pipeline, config_folder, hl7
@@ -198,6 +199,32 @@ def test_what_the_mpi_cannot_apply_is_kept_as_errored(
         last = feed.last_delivery()
         assert last.state == DeliveryState.ERRORED
         assert reason in last.last_error
+
+
+def test_a_refused_message_in_a_batch_is_set_aside_and_the_rest_applied(
+    db_url: str, tmp_path: Path
+) -> None:
+    with mpi_feed(db_url, tmp_path) as feed:
+        set_control(feed.store, "mpi", paused=True, reason="test: build one batch")
+        time.sleep(1.2)  # the worker sees the pause
+        for n, payload in enumerate(
+            (
+                adt("A04", "B1", "PID|1||601^^^GENHOSP^MR||ONE^A"),
+                adt("A40", "B2", "PID|1||602^^^GENHOSP^MR||X^Y", extra=("MRG|NOPE^^^GENHOSP",)),
+                adt("A04", "B3", "PID|1||603^^^GENHOSP^MR||THREE^C"),
+            )
+        ):
+            assert read_ack(feed.peer.exchange(payload)).code == "AA", n
+        feed.sent += 3
+        set_control(feed.store, "mpi", paused=False, reason="")
+        feed.send()
+        with Session(feed.store) as session:
+            states = session.scalars(
+                select(Delivery.state).where(Delivery.destination == "mpi").order_by(Delivery.id)
+            ).all()
+        assert states == ["delivered", "errored", "delivered"]
+        assert feed.patient("601").patient.family_name == "ONE"
+        assert feed.patient("603").patient.family_name == "THREE"
 
 
 def test_a47_changes_an_identifier(db_url: str, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from engine.cli import messages, queue, routes, send, serve
+from engine.cli import messages, mpi, queue, routes, send, serve, studies
 
 app = typer.Typer(
     name="crosswalk",
@@ -18,6 +18,8 @@ app.command("send")(send.send)
 app.add_typer(messages.app, name="messages")
 app.add_typer(routes.app, name="routes")
 app.add_typer(queue.app, name="queue")
+app.add_typer(mpi.app, name="mpi")
+app.add_typer(studies.app, name="studies")
 
 
 def main() -> None:

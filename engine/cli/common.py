@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from sqlalchemy import Engine
 
 from engine.config.binding import Duration
 from engine.config.loader import load_config
 from engine.config.model import EngineConfig
 from engine.config.source import ConfigError
+from engine.csv_import import CsvImport, ImportReport
+from engine.csv_rows import CsvError, RowProblem
 from engine.hl7v2.message_file import MessageFile, read_message_file
 from engine.store.database import StoreError, open_store
 
@@ -50,6 +62,11 @@ def parse_when(text: str) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.astimezone().astimezone(UTC)
 
 
+def local_time(moment: datetime) -> str:
+    """A stored (UTC) moment in the machine's local time, to the second."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
 def open_store_or_fail(db: str | None) -> Engine:
     """The store for ``--db``, or exit with the reason it cannot be opened."""
     try:
@@ -77,3 +94,68 @@ def read_message_files_or_fail(paths: list[Path], consequence: str) -> list[Mess
             errors.print(problem, markup=False, soft_wrap=True)
         fail(consequence)
     return batches
+
+
+@contextmanager
+def file_progress(path: Path, verb: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar over the bytes of ``path`` (on stderr, when it is a terminal).
+
+    Yields the function to call with how many bytes have been read so far.
+    """
+    columns = (
+        TextColumn(f"{verb} {path.name}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=errors, disable=not errors.is_terminal) as progress:
+        task = progress.add_task(verb, total=max(path.stat().st_size, 1))
+        yield lambda done: progress.update(task, completed=done)
+
+
+Strict = Annotated[
+    bool, typer.Option(help="Check the whole file first; stop at the first bad row.")
+]
+Encoding = Annotated[str, typer.Option(help="The file's character set.")]
+Issuer = Annotated[
+    str, typer.Option(help="Assigning authority for rows whose issuer column is empty.")
+]
+
+
+def run_import(job: CsvImport, file: Path, strict: bool, encoding: str) -> ImportReport:  # type: ignore[type-arg]
+    """Run a CSV import with progress and problems on the terminal (``--strict`` first checks)."""
+
+    def problem(found: RowProblem) -> None:
+        errors.print(found.describe(file), markup=False, soft_wrap=True)
+
+    job.on_problem = problem
+    try:
+        if strict:
+            with file_progress(file, "checking") as job.on_progress:
+                first = job.check()
+            if first is not None:
+                problem(first)
+                fail("--strict: nothing was imported", 1)
+        with file_progress(file, "importing") as job.on_progress:
+            report = job.run()
+    except CsvError as error:
+        fail(str(error))
+    except LookupError:
+        fail(f"unknown --encoding {encoding!r}")
+    if report.unknown_columns:
+        errors.print(f"ignored column(s): {', '.join(report.unknown_columns)}", markup=False)
+    return report
+
+
+def print_report(file: Path, report: ImportReport) -> None:
+    """One line: how many rows did what; exit 1 when some were skipped."""
+    console.print(
+        f"{file}: {report.rows} row(s) imported: {report.created} created,"
+        f" {report.updated} updated, {report.unchanged} unchanged"
+        + (f", {report.stale} older than the MPI's data (not applied)" if report.stale else "")
+        + f"; {report.skipped} bad row(s) skipped"
+    )
+    if report.skipped:
+        raise typer.Exit(1)

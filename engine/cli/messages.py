@@ -6,7 +6,6 @@ These commands display message content (PHI) on purpose; the engine's logs never
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,6 +18,7 @@ from engine.cli.common import (
     console,
     fail,
     load_config_or_fail,
+    local_time,
     open_store_or_fail,
     parse_when,
 )
@@ -89,10 +89,6 @@ _STATUS_STYLE = {
 }
 
 
-def _local(moment: datetime) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _print_list(rows: list[Message], output: str) -> None:
     if output == "json":
         console.print_json(
@@ -127,7 +123,7 @@ def _print_list(rows: list[Message], output: str) -> None:
         sender = "/".join(part for part in (m.sending_application, m.sending_facility) if part)
         table.add_row(
             str(m.id),
-            _local(m.received_at),
+            local_time(m.received_at),
             m.listener,
             m.message_type,
             m.control_id,
@@ -230,7 +226,7 @@ def show_message(
         Text.assemble(
             (f"Message {message.id}", "bold"),
             f"  {message.message_type}  control id {message.control_id or '-'}\n",
-            f"received {_local(message.received_at)} on listener {message.listener}"
+            f"received {local_time(message.received_at)} on listener {message.listener}"
             f" from {message.peer}; {message.size} bytes, charset {message.charset}\n",
             "status ",
             (message.status, _STATUS_STYLE.get(message.status, "")),
@@ -264,7 +260,7 @@ def _print_deliveries(engine, message: Message) -> None:  # type: ignore[no-unty
         return
     console.rule("deliveries", align="left")
     for delivery in deliveries:
-        when = _local(delivery.updated_at) if delivery.updated_at else "-"
+        when = local_time(delivery.updated_at) if delivery.updated_at else "-"
         line = Text.assemble(
             f"#{delivery.id} {delivery.route} → {delivery.destination}"
             + (f" (partition {delivery.partition})" if delivery.partition else "")

@@ -12,6 +12,7 @@ import yaml
 from engine.config.binding import INVALID, Binder
 from engine.config.model import (
     BUILT_IN_DESTINATIONS,
+    ArchiveSettings,
     DestinationSettings,
     EngineConfig,
     ListenerSettings,
@@ -25,6 +26,7 @@ SECTIONS: dict[str, Any] = {
     "listeners": ListenerSettings,
     "destinations": DestinationSettings,
     "routes": RouteSettings,
+    "archives": ArchiveSettings,
 }
 """Top-level keys of a configuration file and the settings class of their entries."""
 
@@ -102,6 +104,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
     listeners: dict[str, ListenerSettings] = merged["listeners"]
     destinations: dict[str, DestinationSettings] = merged["destinations"]
     routes: dict[str, RouteSettings] = merged["routes"]
+    archives: dict[str, ArchiveSettings] = merged["archives"]
     tables = Tables(mappings_folder(folder, env))
     problems.extend(_check_ports(listeners, origins))
     for name in BUILT_IN_DESTINATIONS:
@@ -129,6 +132,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         files=tuple(str(f) for f in files),
         mappings=tables.folder,
         tables=tables,
+        archives=archives,
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.binding import ByteSize, Duration, yaml_key
-from engine.config.model import DestinationSettings, ListenerSettings
+from engine.config.model import ArchiveSettings, DestinationSettings, ListenerSettings
 from engine.routes.conditions import OPERATORS
 from engine.routes.model import RouteSettings, RouteTarget
 from engine.routes.steps import STEPS
@@ -84,6 +84,7 @@ def operators_table() -> str:
 BLOCKS: dict[str, Any] = {
     "listener-settings": lambda: settings_table(ListenerSettings),
     "destination-settings": lambda: settings_table(DestinationSettings),
+    "archive-settings": lambda: settings_table(ArchiveSettings),
     "route-settings": lambda: settings_table(RouteSettings),
     "route-target-settings": lambda: settings_table(RouteTarget),
     "steps": steps_reference,

@@ -7,9 +7,11 @@ same :class:`Demographics`, so every source is compared on equal terms.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+from engine.csv_rows import RowError
 from engine.hl7v2.escaping import unescape
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.message import Message, Segment
@@ -201,3 +203,82 @@ def event_time(message: Message) -> str:
             moment = (moment - timedelta(minutes=minutes)).replace(tzinfo=UTC)
         return moment.strftime("%Y%m%d%H%M%S.%f")
     return ""
+
+
+_SEX_WORDS = {"MALE": "M", "FEMALE": "F", "OTHER": "O", "UNKNOWN": "U"}
+_LENGTHS = {
+    "family_name": 100,
+    "given_name": 100,
+    "middle_name": 100,
+    "street": 200,
+    "city": 100,
+    "state": 50,
+    "postal_code": 20,
+    "phone": 50,
+}
+DEMOGRAPHIC_CSV_COLUMNS = (*_LENGTHS, "birth_date", "sex")
+"""Demographic columns an export may carry (MPI and study imports alike)."""
+
+
+def date_column(row: dict[str, str], column: str, latest: date | None = None) -> str:
+    """YYYYMMDD from a YYYY-MM-DD or YYYYMMDD value, '' when empty; else :class:`RowError`.
+
+    Dates before 1850 or after ``latest`` (default: tomorrow) are refused.
+    """
+    text = row.get(column, "")
+    if not text:
+        return ""
+    digits = text.replace("-", "") if len(text) == 10 and text[4] == text[7] == "-" else text
+    if len(digits) != 8 or not digits.isdigit():
+        raise RowError(column, f"{text!r} is not a date (YYYY-MM-DD or YYYYMMDD)")
+    try:
+        day = date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    except ValueError:
+        raise RowError(column, f"{text!r} is not a calendar date") from None
+    if day.year < 1850 or day > (latest or date.today() + timedelta(days=1)):
+        raise RowError(column, f"{text!r} is out of range (1850 to today)")
+    return digits
+
+
+def clean_demographics(row: dict[str, str], latest_birth: date | None = None) -> dict[str, str]:
+    """The demographic columns of a CSV row, checked and normalised; else :class:`RowError`."""
+    values = {}
+    for column, limit in _LENGTHS.items():
+        value = row.get(column, "")
+        if len(value) > limit:
+            raise RowError(column, f"longer than {limit} characters")
+        values[column] = value
+    values["birth_date"] = date_column(row, "birth_date", latest_birth)
+    sex = row.get("sex", "").upper()
+    sex = _SEX_WORDS.get(sex, sex)
+    if sex and sex not in SEXES:
+        raise RowError(
+            "sex", f"{row['sex']!r} is not a sex code (M, F, O, U, A, N, X or male/female)"
+        )
+    values["sex"] = sex
+    return values
+
+
+def demographics_from_columns(identifier: Identifier, columns: dict[str, str]) -> Demographics:
+    """Demographics of one identifier from checked columns (:func:`clean_demographics`)."""
+    return Demographics(
+        identifiers=(identifier,),
+        name=Name(columns["family_name"], columns["given_name"], columns["middle_name"]),
+        birth_date=columns["birth_date"],
+        sex=columns["sex"],
+        street=columns["street"],
+        city=columns["city"],
+        state=columns["state"],
+        postal_code=columns["postal_code"],
+        phone=columns["phone"],
+    )
+
+
+def plain_name(text: str) -> str:
+    """A name for comparison: upper case, accents and everything but letters removed.
+
+    >>> plain_name("García-López, Ana")
+    'GARCIALOPEZANA'
+    """
+    decomposed = unicodedata.normalize("NFKD", text.upper())
+    return "".join(c for c in decomposed if c.isalpha() and not unicodedata.combining(c))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.message import Message
 from engine.mpi.demographics import Demographics, Identifier, event_time, from_pid, identifiers
-from engine.mpi.records import MpiRecords
+from engine.mpi.records import MpiRecords, PatientRow
 
 
 class MpiRefusal(ValueError):
@@ -50,7 +50,9 @@ def apply_message(records: MpiRecords, message: Message, message_id: int | None)
         if trigger == "A37":
             return _unlink(records, message, message_id, when)
         pid = _segment(message, "PID")
-        return _register(records, from_pid(message, pid), message_id, when, trigger)
+        return register(
+            records, from_pid(message, pid), when, label=f"ADT^{trigger}", message_id=message_id
+        )
     if code in ("ORM", "OMI"):
         return _order(records, message, message_id, when)
     return Applied(None, "ignored")
@@ -63,95 +65,137 @@ def _segment(message: Message, segment_id: str, occurrence: int = 1):  # type: i
     return found[occurrence - 1]
 
 
-def _owner_of(records: MpiRecords, ids: tuple[Identifier, ...]) -> tuple[int | None, str]:
-    """The one patient these identifiers point to (None if none); refuses if they disagree."""
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    patient_id: int | None
+    """The one patient the identifiers point to; None when the MPI knows none of them."""
+    matched: str
+    """The identifier that named the patient (for messages)."""
+    unknown: tuple[Identifier, ...]
+    """Identifiers the MPI does not have yet."""
+
+
+def _owner_of(records: MpiRecords, ids: tuple[Identifier, ...]) -> _Owner:
+    """The one patient these identifiers point to; refuses if they name different patients."""
     owners = {}
+    unknown = []
     for identifier in ids:
         found = records.owner(identifier.value, identifier.authority)
-        if found is not None:
+        if found is None:
+            unknown.append(identifier)
+        else:
             owners[found[1]] = identifier
     if len(owners) > 1:
         listed = ", ".join(str(i) for i in owners.values())
         raise MpiRefusal(f"the identifiers {listed} belong to different patients")
     if not owners:
-        return None, ""
+        return _Owner(None, "", tuple(unknown))
     ((patient_id, identifier),) = owners.items()
-    return patient_id, str(identifier)
+    return _Owner(patient_id, str(identifier), tuple(unknown))
 
 
-def _newer(records: MpiRecords, patient_id: int, when: str, message_id: int | None) -> bool:
-    current = records.patient(patient_id)
+def _newer(current: PatientRow, when: str, message_id: int | None) -> bool:
+    """Whether a change at ``when`` (by ``message_id``) is newer than what ``current`` shows."""
     if when != current.event_time:
         return when > current.event_time
     return (message_id or 0) >= (current.last_message_id or 0)
 
 
-def _add_names(
+def _names_to_add(
     records: MpiRecords,
     patient_id: int,
     demographics: Demographics,
     previous: dict[str, str] | None = None,
-) -> None:
+) -> list[tuple[str, str, str, str]]:
+    """Other names (aliases, maiden, a replaced current name) the patient does not have yet."""
     known = records.other_names(patient_id)
     wanted = [(n.kind, n.family, n.given, n.middle) for n in demographics.other_names]
     if previous is not None:
         old = (previous["family_name"], previous["given_name"], previous["middle_name"])
         new = (demographics.name.family, demographics.name.given, demographics.name.middle)
-        if any(old) and old != new:
+        if any(old) and any(new) and old != new:
             wanted.append(("previous", *old))
-    for kind, family, given, middle in wanted:
-        if (kind, family, given, middle) not in known:
-            records.add_name(patient_id, kind, family, given, middle)
-            known.add((kind, family, given, middle))
+    missing = []
+    for name in wanted:
+        if name not in known:
+            missing.append(name)
+            known.add(name)
+    return missing
 
 
-def _register(
-    records: MpiRecords, demographics: Demographics, message_id: int | None, when: str, trigger: str
+def _add_names(
+    records: MpiRecords, patient_id: int, names: list[tuple[str, str, str, str]]
+) -> None:
+    for kind, family, given, middle in names:
+        records.add_name(patient_id, kind, family, given, middle)
+
+
+def register(
+    records: MpiRecords,
+    demographics: Demographics,
+    when: str,
+    *,
+    label: str,
+    message_id: int | None = None,
+    command: str = "",
+    record_no_change: bool = True,
 ) -> Applied:
+    """Create the patient these demographics identify, or update it if ``when`` is newer.
+
+    ``label`` says what carried them (``ADT^A08``, ``import``) and ``message_id`` or
+    ``command`` what caused the change, for the patient's history. Without
+    ``record_no_change``, demographics the patient already has change nothing ("unchanged").
+    """
     if not demographics.identifiers:
         raise MpiRefusal("PID-3 holds no identifier")
-    patient_id, matched = _owner_of(records, demographics.identifiers)
+    owner = _owner_of(records, demographics.identifiers)
+    patient_id = owner.patient_id
     if patient_id is None:
         patient_id = records.add_patient(demographics.columns(), when, message_id)
         for identifier in demographics.identifiers:
             records.add_identifier(
                 patient_id, identifier.value, identifier.authority, identifier.type_code
             )
-        _add_names(records, patient_id, demographics)
-        records.add_event(patient_id, "created", when, message_id, f"ADT^{trigger}")
+        _add_names(records, patient_id, _names_to_add(records, patient_id, demographics))
+        records.add_event(patient_id, "created", when, message_id, label, command)
         return Applied(patient_id, "created")
     row = records.patient(patient_id)
     if row.merged_into is not None:
         survivor = records.survivor(patient_id)
         raise MpiRefusal(
-            f"{matched} belongs to patient {patient_id}, merged into patient {survivor}"
+            f"{owner.matched} belongs to patient {patient_id}, merged into patient {survivor}"
         )
-    if not _newer(records, patient_id, when, message_id):
+    columns = demographics.columns()
+    # An update does not erase what it does not carry (a PID without an address keeps it).
+    merged = {k: (v or row.columns[k]) for k, v in columns.items()}
+    changed = sorted(k for k in columns if merged[k] != row.columns[k])
+    new_ids = owner.unknown
+    names = _names_to_add(records, patient_id, demographics, previous=row.columns)
+    if not (record_no_change or changed or new_ids or names):
+        return Applied(patient_id, "unchanged")
+    if not _newer(row, when, message_id):
         records.add_event(
             patient_id,
             "stale",
             when,
             message_id,
-            f"ADT^{trigger} older than event time {row.event_time}: not applied",
+            f"{label} older than event time {row.event_time}: not applied",
+            command,
         )
         return Applied(patient_id, "stale")
-    for identifier in demographics.identifiers:
-        if records.owner(identifier.value, identifier.authority) is None:
-            records.add_identifier(
-                patient_id, identifier.value, identifier.authority, identifier.type_code
-            )
-    columns = demographics.columns()
-    # An update does not erase what it does not carry (a PID without an address keeps it).
-    merged = {k: (v or row.columns[k]) for k, v in columns.items()}
-    _add_names(records, patient_id, demographics, previous=row.columns)
+    for identifier in new_ids:
+        records.add_identifier(
+            patient_id, identifier.value, identifier.authority, identifier.type_code
+        )
+    _add_names(records, patient_id, names)
     records.set_demographics(patient_id, merged, when, message_id)
-    changed = sorted(k for k in columns if merged[k] != row.columns[k])
     records.add_event(
         patient_id,
         "updated",
         when,
         message_id,
-        f"ADT^{trigger}: " + (", ".join(changed) or "no change"),
+        f"{label}: " + (", ".join(changed) or "no change"),
+        command,
     )
     return Applied(patient_id, "updated")
 
@@ -167,11 +211,12 @@ def _merge(records: MpiRecords, message: Message, message_id: int | None, when: 
         prior_ids = identifiers(message, mrg, 1)
         if not prior_ids:
             raise MpiRefusal("MRG-1 holds no identifier: nothing to merge")
-        target, _ = _owner_of(records, survivor.identifiers)
+        target = _owner_of(records, survivor.identifiers).patient_id
         if target is None:
             named = str(survivor.identifiers[0]) if survivor.identifiers else "PID-3 is empty"
             raise MpiRefusal(f"merge into an unknown patient: {named}")
-        prior, prior_label = _owner_of(records, prior_ids)
+        prior_owner = _owner_of(records, prior_ids)
+        prior, prior_label = prior_owner.patient_id, prior_owner.matched
         if prior is None:
             raise MpiRefusal(f"MRG-1 {prior_ids[0]} is not in the MPI: nothing to merge")
         origin = records.owner_and_origin(prior_ids[0].value, prior_ids[0].authority)
@@ -208,10 +253,14 @@ def _merge(records: MpiRecords, message: Message, message_id: int | None, when: 
         records.add_event(
             target, "merged", when, message_id, f"patient {prior} ({prior_label}) merged in"
         )
-        if _newer(records, target, when, message_id):
+        if _newer(target_row, when, message_id):
             columns = survivor.columns()
             merged_columns = {k: (v or target_row.columns[k]) for k, v in columns.items()}
-            _add_names(records, target, survivor, previous=target_row.columns)
+            _add_names(
+                records,
+                target,
+                _names_to_add(records, target, survivor, previous=target_row.columns),
+            )
             records.set_demographics(target, merged_columns, when, message_id)
         result = Applied(target, "merged")
     return result
@@ -279,10 +328,10 @@ def _order(records: MpiRecords, message: Message, message_id: int | None, when: 
     demographics = from_pid(message, pid)
     if not demographics.identifiers:
         raise MpiRefusal("PID-3 holds no identifier")
-    patient_id, _ = _owner_of(records, demographics.identifiers)
+    patient_id = _owner_of(records, demographics.identifiers).patient_id
     if patient_id is None:
         # The order system knows the patient before the MPI does: register them from the PID.
-        applied = _register(records, demographics, message_id, when, code)
+        applied = register(records, demographics, when, label=code, message_id=message_id)
         patient_id = applied.patient_id
     else:
         patient_id = records.survivor(patient_id)

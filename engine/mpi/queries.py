@@ -33,7 +33,24 @@ def patients_with_identifier(engine: Engine, value: str, authority: str | None =
         return sorted(set(session.scalars(query)))
 
 
+def identifiers_of(engine: Engine, patient_ids: list[int]) -> dict[int, list[tuple[str, str]]]:
+    """(value, authority) of each patient's identifiers, oldest first."""
+    found: dict[int, list[tuple[str, str]]] = {}
+    if not patient_ids:
+        return found
+    query = (
+        select(PatientIdentifier.patient_id, PatientIdentifier.value, PatientIdentifier.authority)
+        .where(PatientIdentifier.patient_id.in_(patient_ids))
+        .order_by(PatientIdentifier.id)
+    )
+    with Session(engine) as session:
+        for patient_id, value, authority in session.execute(query):
+            found.setdefault(patient_id, []).append((value, authority))
+    return found
+
+
 def view(engine: Engine, patient_id: int) -> PatientView | None:
+    """A patient with identifiers, other names, history, orders and who was merged into them."""
     with Session(engine, expire_on_commit=False) as session:
         patient = session.get(Patient, patient_id)
         if patient is None:

@@ -45,6 +45,26 @@ class PatientRow:
     columns: dict[str, str]
 
 
+def event(
+    patient_id: int | None,
+    kind: str,
+    event_time: str,
+    message_id: int | None,
+    detail: str,
+    command: str = "",
+) -> dict[str, Any]:
+    """The values of one ``patient_events`` row: what changed, when, and what caused it."""
+    return {
+        "patient_id": patient_id,
+        "kind": kind,
+        "event_time": event_time,
+        "message_id": message_id,
+        "command": command,
+        "detail": detail,
+        "recorded_at": datetime.now(UTC),
+    }
+
+
 class MpiRecords:
     """The statements the MPI feed needs, bound to one cursor and transaction."""
 
@@ -80,20 +100,29 @@ class MpiRecords:
         return (row[0], row[1], row[2]) if row else None
 
     def add_identifier(self, patient_id: int, value: str, authority: str, type_code: str) -> None:
-        self._run(
+        self.add_identifiers(
+            [
+                {
+                    "patient_id": patient_id,
+                    "value": value,
+                    "authority": authority,
+                    "type_code": type_code,
+                    "merged_from": None,
+                }
+            ]
+        )
+
+    def add_identifiers(
+        self, rows: list[dict[str, Any]], same: dict[str, Any] | None = None
+    ) -> None:
+        """Insert identifiers: patient_id, value, authority, type_code, merged_from."""
+        self.statements.get(
             "mpi_add_identifier",
             lambda: (
                 insert(_identifiers),
                 ["patient_id", "value", "authority", "type_code", "merged_from"],
             ),
-            {
-                "patient_id": patient_id,
-                "value": value,
-                "authority": authority,
-                "type_code": type_code,
-                "merged_from": None,
-            },
-        )
+        ).run_many(self.cursor, rows, same)
 
     def change_identifier(self, identifier_id: int, value: str, authority: str) -> None:
         self._run(
@@ -138,6 +167,19 @@ class MpiRecords:
             {"target": target, "source": source, "source_again": source},
         )
         return cursor.rowcount or 0
+
+    def known_identifiers(self, values: list[str]) -> set[tuple[str, str]]:
+        """Which of ``values`` the MPI has, as (value, authority) pairs (bulk loads)."""
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(values), 900):
+            chunk = values[start : start + 900]
+            self.cursor.execute(
+                "SELECT value, authority FROM patient_identifiers"
+                f" WHERE value IN ({self.statements.placeholders(len(chunk))})",
+                chunk,
+            )
+            found.update((value, authority) for value, authority in self.cursor.fetchall())
+        return found
 
     # -- patients -------------------------------------------------------------------------------
 
@@ -194,6 +236,48 @@ class MpiRecords:
             ),
             values,
         ).fetchone()[0]
+
+    def allocate_patient_ids(self, count: int) -> list[int]:
+        """``count`` new patient ids, for inserting patients in bulk (see :meth:`add_patients`)."""
+        if self.statements.engine.dialect.name == "sqlite":
+            # Safe: the transaction holds SQLite's write lock (BEGIN IMMEDIATE).
+            self.cursor.execute("SELECT COALESCE(MAX(id), 0) FROM patients")
+            (top,) = self.cursor.fetchone()
+            return list(range(top + 1, top + 1 + count))
+        self.cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('patients', 'id')) FROM generate_series(1, %s)",
+            (count,),
+        )
+        return [row[0] for row in self.cursor.fetchall()]
+
+    def add_patients(self, rows: list[dict[str, Any]], event_time: str) -> None:
+        """Insert patients with ids from :meth:`allocate_patient_ids` (``id`` + demographics)."""
+        now = datetime.now(UTC)
+        self.statements.get(
+            "mpi_add_patients",
+            lambda: (
+                insert(_patients),
+                [
+                    "id",
+                    *DEMOGRAPHIC_COLUMNS,
+                    "merged_into",
+                    "event_time",
+                    "last_message_id",
+                    "created_at",
+                    "updated_at",
+                ],
+            ),
+        ).run_many(
+            self.cursor,
+            rows,
+            same={
+                "merged_into": None,
+                "event_time": event_time,
+                "last_message_id": None,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
 
     def set_demographics(
         self, patient_id: int, columns: dict[str, str], event_time: str, message_id: int | None
@@ -277,7 +361,11 @@ class MpiRecords:
         detail: str,
         command: str = "",
     ) -> None:
-        self._run(
+        self.add_events([event(patient_id, kind, event_time, message_id, detail, command)])
+
+    def add_events(self, rows: list[dict[str, Any]], same: dict[str, Any] | None = None) -> None:
+        """Insert events built by :func:`event` (or partly, with the rest ``same`` for all)."""
+        self.statements.get(
             "mpi_add_event",
             lambda: (
                 insert(_events),
@@ -291,16 +379,7 @@ class MpiRecords:
                     "recorded_at",
                 ],
             ),
-            {
-                "patient_id": patient_id,
-                "kind": kind,
-                "event_time": event_time,
-                "message_id": message_id,
-                "command": command,
-                "detail": detail,
-                "recorded_at": datetime.now(UTC),
-            },
-        )
+        ).run_many(self.cursor, rows, same)
 
     def order_by_accession(self, accession: str) -> int | None:
         row = self._run(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from engine.store.schema import Base, Id, UTCDateTime
@@ -43,9 +43,15 @@ class Patient(DemographicColumns, Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
-        Index("ix_patients_family_birth", "family_name", "birth_date"),
-        Index("ix_patients_birth_date", "birth_date"),
-        Index("ix_patients_merged_into", "merged_into"),
+        # Birth date first: it serves searches by birth date alone too. One index fewer
+        # matters: each costs ~6 s per million rows of a bulk import.
+        Index("ix_patients_birth_family", "birth_date", "family_name"),
+        Index(
+            "ix_patients_merged_into",
+            "merged_into",
+            sqlite_where=text("merged_into IS NOT NULL"),
+            postgresql_where=text("merged_into IS NOT NULL"),
+        ),
     )
 
 
@@ -63,9 +69,9 @@ class PatientIdentifier(Base):
     """The patient this identifier belonged to before a merge moved it (for A37 unlink)."""
 
     __table_args__ = (
-        UniqueConstraint("authority", "value", name="uq_patient_identifiers_authority_value"),
+        # Value first: lookups by value alone (any authority) use it too.
+        UniqueConstraint("value", "authority", name="uq_patient_identifiers_value_authority"),
         Index("ix_patient_identifiers_patient_id", "patient_id"),
-        Index("ix_patient_identifiers_value", "value"),
     )
 
 

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine
 
 from engine.delivery import QueueWorker
 from engine.hl7v2.charset import codec_for
@@ -23,22 +23,12 @@ from engine.mpi.records import MpiRecords
 from engine.store.fastsql import Statements
 from engine.store.operations import DeliveryUpdate, QueuedDelivery
 from engine.store.schema import DeliveryState
-from engine.store.schema import Message as StoredMessageRow
 from engine.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
 MPI = "mpi"
 BATCH = 200
-
-_messages = StoredMessageRow.__table__
-
-
-def _charset() -> tuple[Any, list[str]]:
-    return (
-        select(_messages.c.charset).where(_messages.c.id == bindparam("message_id")),
-        ["message_id"],
-    )
 
 
 @dataclass(slots=True)
@@ -52,27 +42,17 @@ class MpiBatch:
 
     def write(self, cursor: Any, statements: Statements) -> list[tuple[str, str]]:
         records = MpiRecords(cursor, statements)
-        outcomes = []
-        for delivery in self.deliveries:
-            row = (
-                statements.get("message_charset", _charset)
-                .run(cursor, {"message_id": delivery.message_id})
-                .fetchone()
-            )
-            codec = codec_for((row[0] if row else "") or "") or "utf-8"
-            cursor.execute("SAVEPOINT mpi_message")
-            try:
-                message = Message.parse(delivery.payload.decode(codec, "replace"))
-                applied = apply_message(records, message, delivery.message_id)
-            except ValueError as error:  # MpiRefusal, an unreadable message
-                cursor.execute("ROLLBACK TO SAVEPOINT mpi_message")
-                state, note = DeliveryState.ERRORED, str(error)
-            else:
-                state = DeliveryState.DELIVERED
-                note = f"MPI: {applied.action}" + (
-                    f" patient {applied.patient_id}" if applied.patient_id else ""
-                )
-            cursor.execute("RELEASE SAVEPOINT mpi_message")
+        codecs = _codecs(cursor, statements, [d.message_id for d in self.deliveries])
+        # Optimistic: the whole batch under one savepoint. A refusal (rare) rolls it back and
+        # the batch is applied again with a savepoint per message, to set that one aside.
+        cursor.execute("SAVEPOINT mpi_batch")
+        try:
+            outcomes = [self._apply(records, d, codecs, isolated=False) for d in self.deliveries]
+        except ValueError:
+            cursor.execute("ROLLBACK TO SAVEPOINT mpi_batch")
+            outcomes = [self._apply(records, d, codecs, isolated=True) for d in self.deliveries]
+        cursor.execute("RELEASE SAVEPOINT mpi_batch")
+        for delivery, (state, note) in zip(self.deliveries, outcomes, strict=True):
             DeliveryUpdate(
                 delivery.id,
                 state,
@@ -80,8 +60,42 @@ class MpiBatch:
                 note if state == DeliveryState.ERRORED else "",
                 note.encode("utf-8"),
             ).write(cursor, statements)
-            outcomes.append((state, note))
         return outcomes
+
+    @staticmethod
+    def _apply(
+        records: MpiRecords, delivery: QueuedDelivery, codecs: dict[int, str], *, isolated: bool
+    ) -> tuple[str, str]:
+        """Apply one message: (delivery state, what happened). Without ``isolated`` a refusal
+        propagates (the caller retries the batch isolated)."""
+        cursor = records.cursor
+        if isolated:
+            cursor.execute("SAVEPOINT mpi_message")
+        try:
+            codec = codecs.get(delivery.message_id, "utf-8")
+            message = Message.parse(delivery.payload.decode(codec, "replace"))
+            applied = apply_message(records, message, delivery.message_id)
+        except ValueError as error:  # MpiRefusal, an unreadable message
+            if not isolated:
+                raise
+            cursor.execute("ROLLBACK TO SAVEPOINT mpi_message")
+            cursor.execute("RELEASE SAVEPOINT mpi_message")
+            return DeliveryState.ERRORED, str(error)
+        if isolated:
+            cursor.execute("RELEASE SAVEPOINT mpi_message")
+        note = f"MPI: {applied.action}" + (
+            f" patient {applied.patient_id}" if applied.patient_id else ""
+        )
+        return DeliveryState.DELIVERED, note
+
+
+def _codecs(cursor: Any, statements: Statements, message_ids: list[int]) -> dict[int, str]:
+    """The Python codec of each message's character set (one query for the batch)."""
+    if not message_ids:
+        return {}
+    markers = statements.placeholders(len(message_ids))
+    cursor.execute(f"SELECT id, charset FROM messages WHERE id IN ({markers})", message_ids)
+    return {row[0]: codec_for(row[1] or "") or "utf-8" for row in cursor.fetchall()}
 
 
 class MpiWorker(QueueWorker):

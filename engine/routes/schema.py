@@ -12,7 +12,7 @@ import typing
 from typing import Any, Literal, get_args, get_origin
 
 from engine.config.binding import ByteSize, Duration, yaml_key
-from engine.config.model import DestinationSettings, ListenerSettings
+from engine.config.model import ArchiveSettings, DestinationSettings, ListenerSettings
 from engine.hl7v2.fieldpath import FieldPath
 from engine.routes.conditions import OPERATORS, Condition
 from engine.routes.model import RouteSettings, RouteTarget
@@ -204,6 +204,11 @@ def config_schema() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": _object_schema(RouteSettings),
                 "description": "Routes, by name.",
+            },
+            "archives": {
+                "type": "object",
+                "additionalProperties": _object_schema(ArchiveSettings),
+                "description": "PACS whose studies `studies pull` copies into the index, by name.",
             },
         },
         "additionalProperties": False,

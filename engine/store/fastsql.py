@@ -39,14 +39,7 @@ class CompiledStatement:
 
     def params(self, values: dict[str, Any]) -> Any:
         if self.positions:
-            return tuple(
-                [
-                    (processor(values[name]) if processor else values[name])
-                    if constant is _NO_CONSTANT
-                    else constant
-                    for name, processor, constant in self._plan
-                ]
-            )
+            return _positional(self._plan, values)
         processed = dict(self.constants)
         processed.update(values)
         for key, processor in self.processors.items():
@@ -58,6 +51,44 @@ class CompiledStatement:
         cursor.execute(self.sql, self.params(values))
         return cursor
 
+    def run_many(
+        self, cursor: Any, rows: list[dict[str, Any]], same: dict[str, Any] | None = None
+    ) -> None:
+        """Execute once per row (the DBAPI's executemany: bulk loads).
+
+        ``same`` holds the values every row shares (a timestamp): processed once, not per row.
+        """
+        if not rows:
+            return
+        fixed = {
+            key: self.processors[key](value) if key in self.processors else value
+            for key, value in (same or {}).items()
+        }
+        if self.positions:
+            plan = [
+                (name, None, fixed[name]) if name in fixed else (name, processor, constant)
+                for name, processor, constant in self._plan
+            ]
+            cursor.executemany(self.sql, [_positional(plan, values) for values in rows])
+            return
+        params = []
+        for values in rows:
+            processed = self.params(values)
+            processed.update(fixed)
+            params.append(processed)
+        cursor.executemany(self.sql, params)
+
+
+def _positional(plan: list[tuple[str, Any, Any]], values: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(
+        [
+            (processor(values[name]) if processor else values[name])
+            if constant is _NO_CONSTANT
+            else constant
+            for name, processor, constant in plan
+        ]
+    )
+
 
 class Statements:
     """The compiled statements of one engine, built on first use."""
@@ -65,6 +96,12 @@ class Statements:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._compiled: dict[str, CompiledStatement] = {}
+
+    def placeholders(self, count: int) -> str:
+        """``count`` parameter markers of the driver, for an IN list of a statement built per
+        call (``f"... IN ({statements.placeholders(len(values))})"``)."""
+        marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        return ", ".join([marker] * count)
 
     def get(self, name: str, build: Callable[[], tuple[Any, list[str]]]) -> CompiledStatement:
         """The statement called ``name``; ``build`` returns (statement, parameter keys)."""

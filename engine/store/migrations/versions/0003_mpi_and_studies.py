@@ -42,9 +42,14 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_patients")),
     )
-    op.create_index("ix_patients_birth_date", "patients", ["birth_date"])
-    op.create_index("ix_patients_family_birth", "patients", ["family_name", "birth_date"])
-    op.create_index("ix_patients_merged_into", "patients", ["merged_into"])
+    op.create_index("ix_patients_birth_family", "patients", ["birth_date", "family_name"])
+    op.create_index(
+        "ix_patients_merged_into",
+        "patients",
+        ["merged_into"],
+        sqlite_where=sa.text("merged_into IS NOT NULL"),
+        postgresql_where=sa.text("merged_into IS NOT NULL"),
+    )
     op.create_table(
         "pull_state",
         sa.Column("archive", sa.String(length=64), nullable=False),
@@ -140,10 +145,9 @@ def upgrade() -> None:
             ["patient_id"], ["patients.id"], name=op.f("fk_patient_identifiers_patient_id_patients")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_patient_identifiers")),
-        sa.UniqueConstraint("authority", "value", name="uq_patient_identifiers_authority_value"),
+        sa.UniqueConstraint("value", "authority", name="uq_patient_identifiers_value_authority"),
     )
     op.create_index("ix_patient_identifiers_patient_id", "patient_identifiers", ["patient_id"])
-    op.create_index("ix_patient_identifiers_value", "patient_identifiers", ["value"])
     op.create_table(
         "patient_names",
         sa.Column("id", Id, autoincrement=True, nullable=False),

@@ -1,0 +1,146 @@
+"""``crosswalk studies pull``: copy the list of studies of a PACS into the study index."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.cli.common import (
+    DbOption,
+    console,
+    errors,
+    fail,
+    load_config_or_fail,
+    open_store_or_fail,
+)
+from engine.config.model import ArchiveSettings, parse_study_date
+from engine.studies.pull import PROTOCOLS, PullError, PullResult, pull_studies
+
+
+class ProtocolChoice(StrEnum):
+    dicom = "dicom"
+    dicomweb = "dicomweb"
+    both = "both"
+
+
+def _day(text: str) -> str:
+    return f"{text[:4]}-{text[4:6]}-{text[6:]}" if len(text) == 8 else text
+
+
+def _choose(
+    archives: dict[str, ArchiveSettings], name: str | None, config: Path
+) -> ArchiveSettings:
+    if name is not None:
+        if name not in archives:
+            fail(f"no archive {name!r} in {config}; archives are: {', '.join(archives) or 'none'}")
+        return archives[name]
+    if not archives:
+        fail(f"no archives are configured in {config}; add an `archives:` section")
+    if len(archives) > 1:
+        fail(f"{len(archives)} archives are configured; name one of: {', '.join(archives)}")
+    return next(iter(archives.values()))
+
+
+def _summary(result: PullResult) -> str:
+    counts = result.counts
+    asked = f"from {_day(result.since)}" if result.since else "of any date"
+    text = (
+        f"{result.archive} ({result.protocol}): studies {asked}, {result.queries} query(ies):"
+        f" {counts.created} created, {counts.updated} updated, {counts.unchanged} unchanged"
+    )
+    if result.oldest == result.newest != "":
+        text += f"; study date {_day(result.oldest)}"
+    elif result.oldest:
+        text += f"; study dates {_day(result.oldest)} to {_day(result.newest)}"
+    if result.skipped:
+        text += f"; {result.skipped} answer(s) skipped"
+    if result.last_study_date:
+        text += f"; next pull starts at {_day(result.last_study_date)}"
+    return text
+
+
+def pull(
+    archive: Annotated[
+        str | None,
+        typer.Argument(
+            help="The archive, by its name under `archives:` (optional if only one).",
+            metavar="ARCHIVE",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[Path, typer.Option(help="Configuration folder.")] = Path("routes"),
+    db: DbOption = None,
+    protocol: Annotated[
+        ProtocolChoice | None,
+        typer.Option(
+            help="Query by DICOM C-FIND, DICOMweb QIDO-RS, or both (default: what the archive"
+            " has; both when it has both).",
+            show_default=False,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Ask for studies dated from this day (YYYY-MM-DD) instead of from where the"
+            " last pull got to.",
+            metavar="YYYY-MM-DD",
+            show_default=False,
+        ),
+    ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Ask again for every study (from the archive's first_study_date)."
+        ),
+    ] = False,
+) -> None:
+    """Copy the studies of ARCHIVE (a PACS) into the study index, by C-FIND and/or QIDO-RS.
+
+    Incremental: each pull starts at the newest study date the previous one saw (that day
+    included), per archive and protocol.
+    """
+    if since is not None and full:
+        fail("--since and --full cannot be combined")
+    start = None
+    if since is not None:
+        start = parse_study_date(since)
+        if start is None:
+            fail(f"--since {since!r} is not a date (YYYY-MM-DD)")
+    settings = _choose(load_config_or_fail(config).archives, archive, config)
+    configured = settings.protocols
+    wanted = configured if protocol in (None, ProtocolChoice.both) else (protocol.value,)
+    if protocol is ProtocolChoice.both:
+        wanted = PROTOCOLS
+    missing = [p for p in wanted if p not in configured]
+    if missing:
+        key = {"dicom": "dicom_host", "dicomweb": "dicomweb_url"}
+        fail(
+            f"archive {settings.name!r} has no {' or '.join(key[p] for p in missing)};"
+            f" it can be queried by: {', '.join(configured)}"
+        )
+    protocols = [p for p in PROTOCOLS if p in wanted]
+    engine = open_store_or_fail(db)
+    # pynetdicom logs each association step; the reason of a failure is in our error message.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    failed = 0
+    try:
+        for name in protocols:
+            try:
+                result = pull_studies(engine, settings, name, since=start, full=full)
+            except PullError as error:
+                errors.print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
+                failed += 1
+                continue
+            console.print(_summary(result), markup=False, soft_wrap=True)
+    finally:
+        engine.dispose()
+    if failed:
+        fail(
+            f"{failed} of {len(protocols)} pull(s) failed; the studies saved before the error"
+            " are kept, and the next pull starts where this one got to",
+            1,
+        )

@@ -1,0 +1,186 @@
+"""``crosswalk studies``: the index of the PACS' studies — import, pull, orphans.
+
+These commands display patient data (PHI) on purpose; the engine's logs never do.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.table import Table
+
+from engine.cli.common import (
+    DbOption,
+    Encoding,
+    Issuer,
+    Strict,
+    console,
+    open_store_or_fail,
+    print_report,
+    run_import,
+)
+from engine.cli.pull import pull
+from engine.studies.importer import StudyImport
+from engine.studies.orphans import NAME_SIMILARITY, Orphan, StudySummary, WrongPatient, classify
+
+app = typer.Typer(
+    help="The index of the PACS' studies: import, pull, orphans.", no_args_is_help=True
+)
+
+
+@app.command("import")
+def import_studies(
+    file: Annotated[Path, typer.Argument(help="CSV export with a header line.", exists=True)],
+    strict: Strict = False,
+    issuer: Issuer = "",
+    encoding: Encoding = "utf-8",
+    db: DbOption = None,
+) -> None:
+    """Load a list of the PACS' studies (CSV) into the index: upserted by study_uid.
+
+    The patient data stays as the PACS recorded it. A bad row is reported with its line and
+    reason and skipped; the exit code is then 1.
+    """
+    store = open_store_or_fail(db)
+    job = StudyImport(store, file, issuer=issuer, encoding=encoding)
+    print_report(file, run_import(job, file, strict, encoding))
+
+
+app.command("pull")(pull)
+
+
+def _day(text: str) -> str:
+    return f"{text[:4]}-{text[4:6]}-{text[6:]}" if len(text) == 8 else text or "-"
+
+
+def _who(study: StudySummary) -> str:
+    name = ", ".join(part for part in (study.family_name, study.given_name) if part)
+    return f"{name or '(no name)'}  {_day(study.birth_date)}  {study.sex or '-'}"
+
+
+def _ident(study: StudySummary) -> str:
+    return f"{study.patient_id}^^^{study.issuer}" if study.issuer else study.patient_id or "-"
+
+
+@app.command("orphans")
+def orphans(
+    assume_issuer: Annotated[
+        str,
+        typer.Option(
+            help="Assigning authority of studies whose PACS recorded no issuer (default: match"
+            " the id under any authority when exactly one patient holds it)."
+        ),
+    ] = "",
+    name_similarity: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            max=1.0,
+            help="Jaro-Winkler similarity from which names count as the same (wrong-patient"
+            " check).",
+        ),
+    ] = NAME_SIMILARITY,
+    show: Annotated[
+        Literal["all", "orphans", "wrong-patient"],
+        typer.Option(help="Which list to print."),
+    ] = "all",
+    output: Annotated[
+        Literal["table", "csv", "json"], typer.Option("--format", help="Output format.")
+    ] = "table",
+    limit: Annotated[int, typer.Option(help="At most this many of each list (0: all).")] = 0,
+    db: DbOption = None,
+) -> None:
+    """Orphaned studies, and (listed separately) possible wrong-patient studies.
+
+    Orphans: the patient id is no live MPI identifier. Wrong-patient: the id is live, but the
+    name, birth date or sex the PACS recorded conflict with that patient.
+    """
+    store = open_store_or_fail(db)
+    found_orphans: list[Orphan] = []
+    wrong: list[WrongPatient] = []
+    counts = {"orphans": 0, "wrong-patient": 0}
+    for item in classify(store, assume_issuer=assume_issuer, name_similarity=name_similarity):
+        kind = "orphans" if isinstance(item, Orphan) else "wrong-patient"
+        counts[kind] += 1
+        if show in ("all", kind) and (not limit or counts[kind] <= limit):
+            (found_orphans if isinstance(item, Orphan) else wrong).append(item)  # type: ignore[arg-type]
+    if output == "json":
+        console.print_json(
+            json.dumps(
+                {
+                    "orphans": [
+                        dict(asdict(o.study), reason=o.reason, survivor=o.survivor)
+                        for o in found_orphans
+                    ],
+                    "wrong_patient": [
+                        dict(
+                            asdict(w.study),
+                            mpi_patient=w.patient_id,
+                            conflicts=[asdict(c) for c in w.conflicts],
+                        )
+                        for w in wrong
+                    ],
+                }
+            )
+        )
+        return
+    if output == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["list", *StudySummary.__slots__, "reason", "mpi_patient"])  # type: ignore[attr-defined]
+        for o in found_orphans:
+            writer.writerow(["orphan", *asdict(o.study).values(), o.reason, o.survivor or ""])
+        for w in wrong:
+            reason = "; ".join(f"{c.field}: PACS {c.pacs!r}, MPI {c.mpi!r}" for c in w.conflicts)
+            writer.writerow(["wrong-patient", *asdict(w.study).values(), reason, w.patient_id])
+        return
+    if show in ("all", "orphans"):
+        table = Table(
+            title=f"orphaned studies: {counts['orphans']}", title_justify="left", show_edge=False
+        )
+        for column in ("study date", "modality", "accession", "patient id", "as recorded", "why"):
+            table.add_column(column, overflow="fold")
+        for o in found_orphans:
+            why = o.reason + (f" (now patient {o.survivor})" if o.survivor else "")
+            table.add_row(
+                _day(o.study.study_date),
+                o.study.modality,
+                o.study.accession,
+                _ident(o.study),
+                _who(o.study),
+                why,
+            )
+        console.print(table)
+    if show in ("all", "wrong-patient"):
+        table = Table(
+            title=f"possible wrong-patient studies: {counts['wrong-patient']}",
+            title_justify="left",
+            show_edge=False,
+        )
+        for column in (
+            "study date",
+            "modality",
+            "accession",
+            "patient id",
+            "MPI patient",
+            "conflicts",
+        ):
+            table.add_column(column, overflow="fold")
+        for w in wrong:
+            table.add_row(
+                _day(w.study.study_date),
+                w.study.modality,
+                w.study.accession,
+                _ident(w.study),
+                str(w.patient_id),
+                "\n".join(f"{c.field}: PACS {c.pacs!r} ≠ MPI {c.mpi!r}" for c in w.conflicts),
+            )
+        console.print(table)
+    shown = sum(len(x) for x in (found_orphans, wrong))
+    if limit and shown < sum(counts.values()):
+        console.print(f"(the first {limit} of each list; --limit 0 shows all)")
