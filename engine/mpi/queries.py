@@ -9,6 +9,7 @@ from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session
 
 from engine.mpi.tables import Order, Patient, PatientEvent, PatientIdentifier, PatientName
+from engine.store.fastsql import in_values
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def identifiers_of(engine: Engine, patient_ids: list[int]) -> dict[int, list[tup
         return found
     query = (
         select(PatientIdentifier.patient_id, PatientIdentifier.value, PatientIdentifier.authority)
-        .where(PatientIdentifier.patient_id.in_(patient_ids))
+        .where(in_values(PatientIdentifier.patient_id, patient_ids))
         .order_by(PatientIdentifier.id)
     )
     with Session(engine) as session:

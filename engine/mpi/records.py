@@ -172,11 +172,9 @@ class MpiRecords:
         """Which of ``values`` the MPI has, as (value, authority) pairs (bulk loads)."""
         found: set[tuple[str, str]] = set()
         for start in range(0, len(values), 900):
-            chunk = values[start : start + 900]
+            where, params = self.statements.where_in("value", values[start : start + 900])
             self.cursor.execute(
-                "SELECT value, authority FROM patient_identifiers"
-                f" WHERE value IN ({self.statements.placeholders(len(chunk))})",
-                chunk,
+                f"SELECT value, authority FROM patient_identifiers WHERE {where}", params
             )
             found.update((value, authority) for value, authority in self.cursor.fetchall())
         return found

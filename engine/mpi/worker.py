@@ -93,8 +93,8 @@ def _codecs(cursor: Any, statements: Statements, message_ids: list[int]) -> dict
     """The Python codec of each message's character set (one query for the batch)."""
     if not message_ids:
         return {}
-    markers = statements.placeholders(len(message_ids))
-    cursor.execute(f"SELECT id, charset FROM messages WHERE id IN ({markers})", message_ids)
+    where, params = statements.where_in("id", message_ids)
+    cursor.execute(f"SELECT id, charset FROM messages WHERE {where}", params)
     return {row[0]: codec_for(row[1] or "") or "utf-8" for row in cursor.fetchall()}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam
 
 _NO_CONSTANT = object()
 
@@ -90,6 +90,16 @@ def _positional(plan: list[tuple[str, Any, Any]], values: dict[str, Any]) -> tup
     )
 
 
+def in_values(column: Any, values: list[Any]) -> Any:
+    """``column IN (values)`` with the values written into the SQL text.
+
+    A list of bound parameters of the same length repeats the same SQL text, which PostgreSQL's
+    driver prepares after five runs; the generic plan of ``IN ($1 … $5000)`` then scans the
+    whole table. Literal values (escaped by SQLAlchemy) get a plan for the values at hand.
+    """
+    return column.in_(bindparam("values", list(values), expanding=True, literal_execute=True))
+
+
 class Statements:
     """The compiled statements of one engine, built on first use."""
 
@@ -97,11 +107,15 @@ class Statements:
         self.engine = engine
         self._compiled: dict[str, CompiledStatement] = {}
 
-    def placeholders(self, count: int) -> str:
-        """``count`` parameter markers of the driver, for an IN list of a statement built per
-        call (``f"... IN ({statements.placeholders(len(values))})"``)."""
-        marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        return ", ".join([marker] * count)
+    def where_in(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+        """``column IN values`` for a statement run on the DBAPI cursor: (SQL, parameters).
+
+        PostgreSQL gets one array parameter (``= ANY(%s)``): its driver prepares repeated
+        statements, and a generic plan of ``IN ($1 … $900)`` scans the whole table.
+        """
+        if self.engine.dialect.paramstyle == "qmark":
+            return f"{column} IN ({', '.join(['?'] * len(values))})", list(values)
+        return f"{column} = ANY(%s)", [list(values)]
 
     def get(self, name: str, build: Callable[[], tuple[Any, list[str]]]) -> CompiledStatement:
         """The statement called ``name``; ``build`` returns (statement, parameter keys)."""

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, insert, select, update
 
 from engine.store.database import for_writing
+from engine.store.fastsql import in_values
 from engine.studies.tables import Study
 
 _studies = Study.__table__
@@ -89,7 +90,7 @@ def save_batch(engine: Engine, batch: list[StudyRecord], source: str) -> SaveCou
             row.study_uid: row
             for row in connection.execute(
                 select(_studies.c.id, *(_studies.c[c] for c in RECORD_COLUMNS)).where(
-                    _studies.c.study_uid.in_(list(latest))
+                    in_values(_studies.c.study_uid, list(latest))
                 )
             )
         }

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, and_, or_, select
 
 from engine.mpi.demographics import plain_name
 from engine.mpi.tables import Patient, PatientIdentifier, PatientName
+from engine.store.fastsql import in_values
 from engine.studies.tables import Study
 
 NAME_SIMILARITY = 0.85
@@ -252,7 +253,7 @@ def _other_families(store: Engine, patient_ids: set[int]) -> dict[int, set[str]]
     with store.connect() as connection:
         for start in range(0, len(ids), 900):
             query = select(_names.c.patient_id, _names.c.family_name).where(
-                _names.c.patient_id.in_(ids[start : start + 900])
+                in_values(_names.c.patient_id, ids[start : start + 900])
             )
             for patient_id, family in connection.execute(query):
                 found.setdefault(patient_id, set()).add(_plain_words(family))
