@@ -101,11 +101,21 @@ class Pools:
 
 
 def people(
-    count: int, *, seed: int = 1, issuer: str = "GENHOSP", first_mrn: int = 1000000
+    count: int,
+    *,
+    seed: int = 1,
+    issuer: str = "GENHOSP",
+    first_mrn: int = 1000000,
+    pools: Pools | None = None,
+    full_middle: float = 0.0,
 ) -> Iterator[Person]:
-    """``count`` distinct synthetic patients (MRNs first_mrn, first_mrn+1, …)."""
+    """``count`` distinct synthetic patients (MRNs first_mrn, first_mrn+1, …).
+
+    ``pools``: tables to draw from (default: built from the seed). ``full_middle``: share of
+    patients with a full middle name, out of the 60% who have one (the others an initial).
+    """
     rng = random.Random(seed)
-    pools = Pools(seed)
+    pools = pools or Pools(seed)
     chunk = 10000
     epoch = date(1925, 1, 1)
     span = (date(2024, 12, 31) - epoch).days
@@ -128,7 +138,7 @@ def people(
                 issuer=issuer,
                 family_name=families[index],
                 given_name=given,
-                middle_name=middle[:1] if rng.random() < 0.6 else "",
+                middle_name=_middle(middle, rng.random(), full_middle),
                 birth_date=(epoch + timedelta(days=rng.randrange(span))).isoformat(),
                 sex="F" if female else "M",
                 street=f"{rng.randrange(1, 9999)} {rng.choice(pools.streets)}",
@@ -139,6 +149,10 @@ def people(
                 f"{rng.randrange(10000):04d}",
             )
             made += 1
+
+
+def _middle(name: str, roll: float, full: float) -> str:
+    return name if roll < full else name[:1] if roll < 0.6 else ""
 
 
 def write_mpi_csv(path: Path, count: int, *, seed: int = 1) -> Path:

@@ -28,7 +28,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_accepts_the_shipped_routes() -> None:
     result = run("routes", "check")
     assert result.returncode == 0, result.stderr
-    assert "OK — 5 file(s), 1 listener(s), 1 destination(s), 3 route(s)" in result.stdout
+    assert "OK — 6 file(s), 1 listener(s), 1 destination(s), 3 route(s)" in result.stdout
 
 
 def test_check_lists_every_problem_and_fails(tmp_path: Path) -> None:

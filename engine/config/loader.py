@@ -18,6 +18,7 @@ from engine.config.model import (
     ListenerSettings,
 )
 from engine.config.source import ConfigError, Mark, Problem, compose_file
+from engine.reconcile.settings import ReconcilerSettings
 from engine.routes import syntax as _syntax  # noqa: F401  (registers the route converters)
 from engine.routes.model import RouteSettings
 from engine.routes.tables import TableError, Tables
@@ -29,6 +30,8 @@ SECTIONS: dict[str, Any] = {
     "archives": ArchiveSettings,
 }
 """Top-level keys of a configuration file and the settings class of their entries."""
+SINGLETONS: dict[str, Any] = {"reconciler": ReconcilerSettings}
+"""Top-level keys that hold one settings object (defaults apply when no file has the key)."""
 
 MAPPINGS_ENV = "CROSSWALK_MAPPINGS"
 
@@ -62,6 +65,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
     merged: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     origins: dict[tuple[str, str], Mark] = {}
     marks: dict[int, Mark] = {}
+    singles: dict[str, Any] = {}
     files = config_files(folder)
     for file in files:
         try:
@@ -78,12 +82,15 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
             continue
         for key_node, value_node in root.value:
             section = str(key_node.value)
+            if section in SINGLETONS:
+                _bind_single(binder, section, key_node, value_node, singles, origins)
+                continue
             if section not in SECTIONS:
                 binder.problem(
                     key_node,
                     f"unknown section {section!r}",
                     section,
-                    f"sections are: {', '.join(SECTIONS)}",
+                    f"sections are: {', '.join([*SECTIONS, *SINGLETONS])}",
                 )
                 continue
             entries = binder.bind_mapping(value_node, SECTIONS[section], section[:-1])
@@ -133,7 +140,29 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         mappings=tables.folder,
         tables=tables,
         archives=archives,
+        reconciler=singles.get("reconciler", ReconcilerSettings()),
     )
+
+
+def _bind_single(
+    binder: Binder,
+    section: str,
+    key_node: yaml.Node,
+    value_node: yaml.Node,
+    singles: dict[str, Any],
+    origins: dict[tuple[str, str], Mark],
+) -> None:
+    mark = binder.mark(key_node)
+    earlier = origins.get((section, ""))
+    if earlier is not None:
+        binder.problems.append(
+            Problem(mark, f"section {section!r} is already defined at {earlier}")
+        )
+        return
+    origins[(section, "")] = mark
+    value = binder.bind_object(value_node, SINGLETONS[section], section)
+    if value is not INVALID:
+        singles[section] = value
 
 
 def _check_routes(

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from engine.config.binding import ByteSize, Duration, setting
 from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
 from engine.hl7v2.fieldpath import FieldPath
+from engine.reconcile.settings import ReconcilerSettings
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,8 @@ class EngineConfig:
     """The mapping tables checked while loading (:class:`engine.routes.tables.Tables`)."""
     archives: dict[str, ArchiveSettings] = field(default_factory=dict)
     """PACS whose studies ``studies pull`` copies into the study index."""
+    reconciler: ReconcilerSettings = field(default_factory=ReconcilerSettings)
+    """How ``reconcile run`` scores orphaned studies (the ``reconciler:`` section)."""
 
     @classmethod
     def default(cls) -> EngineConfig:

@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.config.binding import ByteSize, Duration, yaml_key
 from engine.config.model import ArchiveSettings, DestinationSettings, ListenerSettings
+from engine.reconcile.settings import ReconcilerSettings
 from engine.routes.conditions import OPERATORS
 from engine.routes.model import RouteSettings, RouteTarget
 from engine.routes.steps import STEPS
@@ -46,7 +47,7 @@ def settings_table(cls: Any) -> str:
     """A Markdown table of a settings class: key, default, example, description."""
     rows = ["| key | default | example | what it does |", "|---|---|---|---|"]
     for field in dataclasses.fields(cls):
-        if field.name == "name":
+        if field.name == "name" or not field.init:
             continue
         example = field.metadata.get("example")
         shown = f"`{example}`".replace("|", "\\|") if example is not None else ""
@@ -85,6 +86,7 @@ BLOCKS: dict[str, Any] = {
     "listener-settings": lambda: settings_table(ListenerSettings),
     "destination-settings": lambda: settings_table(DestinationSettings),
     "archive-settings": lambda: settings_table(ArchiveSettings),
+    "reconciler-settings": lambda: settings_table(ReconcilerSettings),
     "route-settings": lambda: settings_table(RouteSettings),
     "route-target-settings": lambda: settings_table(RouteTarget),
     "steps": steps_reference,

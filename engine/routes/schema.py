@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 from engine.config.binding import ByteSize, Duration, yaml_key
 from engine.config.model import ArchiveSettings, DestinationSettings, ListenerSettings
 from engine.hl7v2.fieldpath import FieldPath
+from engine.reconcile.settings import ReconcilerSettings
 from engine.routes.conditions import OPERATORS, Condition
 from engine.routes.model import RouteSettings, RouteTarget
 from engine.routes.steps import STEPS, FieldTemplate, MessageTemplate, SegmentId, Step
@@ -55,6 +56,8 @@ def _type_schema(annotation: Any) -> dict[str, Any]:
         return {"anyOf": [{"type": "boolean"}, _INTERPOLATED]}
     if annotation is int:
         return {"anyOf": [{"type": "integer"}, _INTERPOLATED]}
+    if annotation is float:
+        return {"anyOf": [{"type": "number"}, _INTERPOLATED]}
     if annotation is str:
         return {"type": "string"}
     origin = get_origin(annotation)
@@ -85,7 +88,7 @@ def _object_schema(cls: Any) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     required = []
     for field in dataclasses.fields(cls):
-        if field.name == "name":
+        if field.name == "name" or not field.init:
             continue
         schema = dict(_type_schema(hints[field.name]))
         schema["description"] = field.metadata.get("description", "")
@@ -210,6 +213,7 @@ def config_schema() -> dict[str, Any]:
                 "additionalProperties": _object_schema(ArchiveSettings),
                 "description": "PACS whose studies `studies pull` copies into the index, by name.",
             },
+            "reconciler": _object_schema(ReconcilerSettings),
         },
         "additionalProperties": False,
         "$defs": {"condition": _condition_schema(), "step": _step_schema()},

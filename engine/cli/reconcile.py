@@ -1,0 +1,188 @@
+"""``crosswalk reconcile``: score orphaned studies against the MPI, show the model, export.
+
+These commands handle patient data (PHI) on purpose; the engine's logs never do.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine.cli.common import (
+    DbOption,
+    console,
+    errors,
+    fail,
+    load_config_or_fail,
+    local_time,
+    open_store_or_fail,
+)
+from engine.config.model import parse_study_date
+from engine.reconcile.comparisons import COMPARISONS
+from engine.reconcile.proposals import EXPORT_COLUMNS, export_rows
+from engine.reconcile.run import latest_parameters, reconcile
+from engine.reconcile.settings import ReconcilerSettings
+
+DEFAULT_CONFIG = Path("routes")
+app = typer.Typer(
+    help="Match orphaned studies to MPI patients: run, params, export.", no_args_is_help=True
+)
+ConfigOption = Annotated[
+    Path,
+    typer.Option(help="Configuration folder (its `reconciler:` section; defaults otherwise)."),
+]
+
+
+def _settings(config: Path) -> ReconcilerSettings:
+    if config == DEFAULT_CONFIG and not config.exists():
+        errors.print(f"note: no {config}/ here; the reconciler's default settings apply")
+        return ReconcilerSettings()
+    return load_config_or_fail(config).reconciler
+
+
+@app.command("run")
+def run(
+    since: Annotated[
+        str, typer.Option(help="Only studies with a study date on or after this (YYYY-MM-DD).")
+    ] = "",
+    rebuild_keys: Annotated[
+        bool, typer.Option(help="Recompute every patient's blocking keys, not just changes.")
+    ] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    db: DbOption = None,
+) -> None:
+    """Score every orphaned study against the MPI and write merge proposals.
+
+    Idempotent: a re-run refreshes pending proposals, never proposes a pair a reviewer
+    rejected, never touches a decided one, and closes those of studies no longer orphaned.
+    """
+    day = ""
+    if since:
+        parsed = parse_study_date(since)
+        if parsed is None:
+            fail(f"--since {since!r} is not a date (YYYY-MM-DD)")
+        day = parsed
+    settings = _settings(config)
+    store = open_store_or_fail(db)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"))
+    with Progress(
+        *columns, TimeElapsedColumn(), console=errors, disable=not errors.is_terminal
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+        labels = {
+            "keys": "blocking keys",
+            "orphans": "orphaned studies",
+            "compare": "candidate pairs",
+        }
+
+        def progress(phase: str, done: int, total: int | None) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        report = reconcile(store, settings, since=day, rebuild_keys=rebuild_keys, progress=progress)
+    written = report.written
+    console.print(
+        f"run {report.run_id}: {report.orphans:,} orphaned studies, {report.scored:,} scored,"
+        f" {report.pairs:,} candidate pairs"
+    )
+    bands = ", ".join(f"{count:,} {band}" for band, count in sorted(written.bands.items()))
+    console.print(
+        f"proposals: {written.new:,} new, {written.refreshed:,} refreshed"
+        f" ({bands or 'none'}); {written.withdrawn:,} withdrawn, {written.closed:,} closed"
+    )
+
+
+@app.command("params")
+def params(
+    output: Annotated[
+        Literal["table", "json"], typer.Option("--format", help="Output format.")
+    ] = "table",
+    db: DbOption = None,
+) -> None:
+    """The model's parameters as the newest run estimated them: per comparison level, m (how
+    often matches agree so), u (how often non-matches do) and the weight log2(m/u)."""
+    store = open_store_or_fail(db)
+    with store.connect() as connection:
+        latest = latest_parameters(connection)
+    if latest is None:
+        fail("no finished reconcile run yet; run `crosswalk reconcile run` first", 1)
+    run_id, finished, parameters = latest
+    if output == "json":
+        sys.stdout.write(parameters.to_json() + "\n")
+        return
+    console.print(
+        f"run {run_id}, {local_time(finished) if finished else '-'}:"
+        f" {parameters.candidate_pairs:,} candidate pairs, {parameters.random_pairs:,} random"
+        f" pairs; {parameters.patients:,} live MPI patients; share of orphans whose patient is"
+        f" in the MPI (estimated) {parameters.match_rate:.3f}"
+    )
+    how = (
+        f"m by EM, {parameters.em_iterations} iterations"
+        f" ({'converged' if parameters.em_converged else 'not converged'})"
+        if parameters.estimated_m
+        else "m carried over (too few candidate pairs to estimate it)"
+    )
+    console.print(how)
+    table = Table("comparison", "level", "m", "u", "weight (bits)")
+    weights = parameters.weights()
+    for index, comparison in enumerate(COMPARISONS):
+        for level, name in enumerate(comparison.levels):
+            if level == 0:
+                continue
+            table.add_row(
+                comparison.name if level == 1 else "",
+                name,
+                f"{parameters.m[comparison.name][level]:.4f}",
+                f"{parameters.u[comparison.name][level]:.6f}",
+                f"{weights[index][level]:+.2f}",
+            )
+    console.print(table)
+
+
+@app.command("export")
+def export(
+    output: Annotated[Literal["csv", "json"], typer.Option("--format", help="Output format.")] = (
+        "csv"
+    ),
+    status: Annotated[
+        list[str] | None, typer.Option(help="Only proposals with this status (repeatable).")
+    ] = None,
+    band: Annotated[
+        list[str] | None, typer.Option(help="Only proposals in this band (repeatable).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write to this file, not stdout.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Every proposal, best candidate first within each study.
+
+    Columns: proposal_id, study_uid, patient_id and issuer (the study's id as the PACS recorded
+    it), mrn and authority (the proposed MPI patient), mpi_patient, probability, band, rank,
+    status, match_weight, study_date, modality, accession, evidence (JSON).
+    """
+    store = open_store_or_fail(db)
+    with store.connect() as connection:
+        rows = list(export_rows(connection, status, band))
+    target = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
+    try:
+        if output == "json":
+            for row in rows:
+                row["evidence"] = json.loads(row["evidence"])
+            json.dump(rows, target, indent=1)
+            target.write("\n")
+        else:
+            writer = csv.DictWriter(target, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    finally:
+        if out:
+            target.close()
+    if out:
+        errors.print(f"{out}: {len(rows):,} proposals")

@@ -1,0 +1,126 @@
+"""The reconciler's settings (the ``reconciler:`` section of the configuration): bands,
+placeholder values that never count as evidence, and the limits of blocking and estimation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fnmatch import translate
+
+from engine.config.binding import setting
+
+PLACEHOLDER_NAMES = (
+    "DOE",
+    "UNKNOWN*",
+    "UNK",
+    "UNIDENTIFIED*",
+    "TRAUMA*",
+    "NONAME",
+    "NO NAME",
+    "NN",
+    "PATIENT",
+    "TEST*",
+    "ANONYMOUS",
+    "ZZ*",
+    "XX*",
+    "ALPHA",
+    "BRAVO",
+    "BABY",
+    "BABYBOY",
+    "BABYGIRL",
+    "MALE",
+    "FEMALE",
+)
+PLACEHOLDER_DATES = ("19000101", "18000101", "18991231", "19010101", "00000000", "99999999")
+PLACEHOLDER_IDS = ("0", "00000000", "UNKNOWN*", "TRAUMA*", "TEMP*", "TR*", "NONE", "NA", "N/A")
+
+
+def _patterns(values: list[str]) -> re.Pattern[str]:
+    """One regular expression for glob patterns (``TRAUMA*``), compared in upper case."""
+    return re.compile("|".join(translate(v.upper()) for v in values) or "(?!)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcilerSettings:
+    """How ``crosswalk reconcile run`` scores orphaned studies and which proposals it keeps."""
+
+    strong: float = setting(
+        "Match probability at or above which a proposal is in the `strong` band.", default=0.99
+    )
+    possible: float = setting(
+        "Match probability at or above which a candidate is proposed at all (band `possible`);"
+        " below it nothing is written.",
+        default=0.5,
+    )
+    strong_needs_given_name: bool = setting(
+        "A candidate whose given name plainly differs (not similar, a nickname, an initial or"
+        " swapped) is never `strong`, whatever else agrees: that is what twins and siblings look"
+        " like.",
+        default=True,
+    )
+    max_candidates: int = setting("Most proposals kept per study (its best candidates).", default=3)
+    max_block_size: int = setting(
+        "A blocking key shared by more MPI patients than this yields no candidates (it would"
+        " only add noise and time; the other keys still apply).",
+        default=1000,
+    )
+    placeholder_names: list[str] = setting(
+        "Family or given names that are placeholders, never evidence (glob patterns, any"
+        " case). A placeholder family name makes the given name a placeholder too (DOE^JOHN).",
+        default_factory=lambda: list(PLACEHOLDER_NAMES),
+    )
+    placeholder_birth_dates: list[str] = setting(
+        "Birth dates (YYYYMMDD) registration desks use when the real one is unknown.",
+        default_factory=lambda: list(PLACEHOLDER_DATES),
+    )
+    placeholder_ids: list[str] = setting(
+        "Patient ids that are placeholders or temporary (glob patterns).",
+        default_factory=lambda: list(PLACEHOLDER_IDS),
+    )
+    random_pairs: int = setting(
+        "Random (study, patient) pairs drawn to estimate how often non-matches agree (u).",
+        default=1_000_000,
+    )
+    em_iterations: int = setting(
+        "Most iterations of each EM estimation of the m probabilities.", default=100
+    )
+    min_em_pairs: int = setting(
+        "Fewer candidate pairs than this: m is not re-estimated; the last run's values (else the"
+        " built-in starting values) are used.",
+        default=2000,
+    )
+    term_frequencies: bool = setting(
+        "Weigh exact name agreement by how rare the name is in the MPI (SMITH counts less).",
+        default=True,
+    )
+    seed: int = setting("Seed of the random pair sample (runs are reproducible).", default=1)
+    _names: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _ids: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_names", _patterns(self.placeholder_names))
+        object.__setattr__(self, "_ids", _patterns(self.placeholder_ids))
+
+    def check(self) -> list[tuple[str, str | None]]:
+        """Problems with these values, as (message, hint) pairs."""
+        problems: list[tuple[str, str | None]] = []
+        if not 0 < self.possible <= self.strong < 1:
+            problems.append(("thresholds must satisfy 0 < possible <= strong < 1", None))
+        if self.max_candidates < 1 or self.max_block_size < 1:
+            problems.append(("max_candidates and max_block_size must be at least 1", None))
+        if self.random_pairs < 1000:
+            problems.append(("random_pairs must be at least 1000", "the default is 1000000"))
+        if any(len(d) != 8 or not d.isdigit() for d in self.placeholder_birth_dates):
+            problems.append(("placeholder_birth_dates must be YYYYMMDD", "e.g. 19000101"))
+        return problems
+
+    def placeholder_name(self, name: str) -> bool:
+        return bool(name) and self._names.fullmatch(name.upper()) is not None
+
+    def placeholder_id(self, value: str) -> bool:
+        return not value or self._ids.fullmatch(value.upper()) is not None
+
+    def band(self, probability: float, given_differs: bool = False) -> str:
+        if given_differs and self.strong_needs_given_name:
+            return "possible"
+        return "strong" if probability >= self.strong else "possible"

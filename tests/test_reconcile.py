@@ -1,0 +1,366 @@
+"""The reconciler: blocking, comparisons, the estimated model, proposals and their life."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, insert, select, update
+
+from engine.config.loader import load_config
+from engine.config.source import ConfigError
+from engine.mpi.importer import MpiImport
+from engine.mpi.tables import Order, PatientIdentifier
+from engine.reconcile import model
+from engine.reconcile.comparisons import COMPARISONS, Pairs, Records, compare
+from engine.reconcile.names import identifier_key, name_words, same_person_names
+from engine.reconcile.run import reconcile
+from engine.reconcile.settings import ReconcilerSettings
+from engine.reconcile.tables import PatientKey, Proposal, ProposalStatus
+from engine.studies.importer import StudyImport
+from tests.support import config_folder, run_crosswalk
+
+MPI_HEADER = "mrn,issuer,family_name,given_name,middle_name,birth_date,sex,street,postal_code\n"
+STUDY_HEADER = (
+    "study_uid,accession,patient_id,issuer,family_name,given_name,middle_name,birth_date,sex,"
+    "study_date,modality,description\n"
+)
+MPI = [
+    "100234,GENHOSP,SMITH,WILLIAM,J,1958-03-14,M,1180 OAK RIDGE DR,62711",
+    "100388,GENHOSP,KOWALSKI,TERESA,,1954-11-03,F,2740 CHATHAM RD,62704",
+    "100500,GENHOSP,OKAFOR,ANNA,,1990-06-12,F,12 ELM ST,62702",
+    "100501,GENHOSP,OKAFOR,ANNE,,1990-06-12,F,12 ELM ST,62702",
+    "100600,GENHOSP,NGUYEN,THI LAN,,1971-09-30,F,4 PARK AVE,62701",
+    "100700,GENHOSP,BRENNAN,PATRICK,,1949-02-27,M,88 LAKE SHORE DR,62703",
+]
+SETTINGS = ReconcilerSettings(min_em_pairs=10**9)
+"""Small data: no EM (the starting m), so that results do not hang on a handful of pairs."""
+
+
+def write(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text(header + "".join(row + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def load(store: Engine, tmp_path: Path, studies: list[str], mpi: list[str] = MPI) -> None:
+    MpiImport(store, write(tmp_path / "mpi.csv", MPI_HEADER, mpi)).run()
+    StudyImport(store, write(tmp_path / "studies.csv", STUDY_HEADER, studies)).run()
+
+
+def study(uid: str, pid: str, name: str, born: str, sex: str = "", accession: str = "") -> str:
+    family, _, given = name.partition("^")
+    return f"{uid},{accession},{pid},OTHERSITE,{family},{given},,{born},{sex},2025-01-02,CT,CT"
+
+
+def proposals(store: Engine) -> list[tuple[str, str, str, float, int, str]]:
+    """(study uid, MRN, band, probability, rank, status) of every proposal."""
+    ids = PatientIdentifier.__table__
+    p = Proposal.__table__
+    query = (
+        select(p.c.study_uid, ids.c.value, p.c.band, p.c.probability, p.c.rank, p.c.status)
+        .join(ids, ids.c.patient_id == p.c.patient_id)
+        .order_by(p.c.study_uid, p.c.rank)
+    )
+    with store.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]  # type: ignore[misc]
+
+
+def test_names_and_identifiers_are_prepared_for_comparison() -> None:
+    assert name_words("García-López Jr.") == "GARCIA LOPEZ"
+    assert "WILLIAM" in same_person_names("BILL")
+    assert "BOB" not in same_person_names("BILL")  # both nicknames of ROBERT: not one name
+    assert identifier_key("MRN-0012-3456") == identifier_key("123456")
+
+
+def test_comparison_levels_say_how_two_records_agree() -> None:
+    studies = Records(
+        family=["SMIHT", "LAN", "", "OKAFOR"],
+        given=["BILL", "NGUYEN", "JOHN", "ANNA"],
+        middle=["", "", "", ""],
+        birth=["19581403", "19710930", "", "19900612"],
+        sex=["M", "", "M", "F"],
+        postal=["", "", "", ""],
+        street=["", "", "", ""],
+        phone=["", "", "", ""],
+        identifiers=[frozenset({"100243"}), frozenset(), frozenset(), frozenset({"100500"})],
+        other_families=[frozenset()] * 4,
+        linked=[frozenset(), frozenset(), frozenset(), frozenset({2})],
+    )
+    patients = Records(
+        family=["SMITH", "NGUYEN", "DOE", "OKAFOR"],
+        given=["WILLIAM", "LAN", "JOHN", "ANNE"],
+        middle=["J", "", "", ""],
+        birth=["19580314", "19710930", "19000101", "19900612"],
+        sex=["M", "F", "M", "F"],
+        postal=["62711", "", "", "62702"],
+        street=["", "", "", ""],
+        phone=["", "", "", ""],
+        identifiers=[frozenset({"100234"}), frozenset({"100600"}), frozenset(), frozenset()],
+        other_families=[frozenset()] * 4,
+        linked=[frozenset()] * 4,
+        keys=[1, 2, 3, 4],
+    )
+    rows = np.arange(4)
+    levels = compare(Pairs(studies, patients, rows, rows))
+    named = [{c.name: c.levels[levels[i, j]] for j, c in enumerate(COMPARISONS)} for i in range(4)]
+    assert named[0]["family_name"] == "similar"
+    assert named[0]["given_name"] == "nickname"
+    assert named[0]["birth_date"] == "day_month_swapped"
+    assert named[0]["identifier"] == "one_edit"
+    assert named[1]["family_name"] == "swapped" and named[1]["given_name"] == "swapped"
+    assert named[1]["sex"] == "null"  # missing is not a conflict
+    assert named[2]["family_name"] == "null" and named[2]["birth_date"] == "null"
+    assert named[3]["given_name"] in ("nickname", "similar")  # ANNA, ANNE
+    assert named[3]["accession"] == "order_of_another"
+
+
+def test_orphans_get_the_right_patient_and_twins_are_never_strong(
+    store: Engine, tmp_path: Path
+) -> None:
+    load(
+        store,
+        tmp_path,
+        [
+            study("1.1", "X1", "SMYTHE^BILL", "1958-14-03".replace("14-03", "03-14"), "M"),
+            study("1.2", "X2", "KOWALSKI^TERESA", "1954-03-11", "F"),  # day and month swapped
+            study("1.3", "X3", "OKAFOR^ANNA", "1990-06-12", "F"),  # one of twins
+            study("1.4", "X4", "LAN^NGUYEN THI", "1971-09-30", "F"),  # swapped names
+            study("1.5", "X5", "SANTOS^MARIA", "1985-01-01", "F"),  # not in the MPI
+        ],
+    )
+    report = reconcile(store, SETTINGS)
+    assert report.orphans == 5 and report.scored == 5
+    found = {(uid, rank): (mrn, band) for uid, mrn, band, _p, rank, _s in proposals(store)}
+    assert found[("1.1", 1)] == ("100234", "strong")
+    assert found[("1.2", 1)][0] == "100388"
+    assert found[("1.4", 1)][0] == "100600"
+    assert found[("1.3", 1)][0] == "100500"
+    assert all(band != "strong" for (uid, _r), (_m, band) in found.items() if uid == "1.3")
+    assert not any(uid == "1.5" for uid, _r in found)
+
+
+def test_placeholders_are_no_evidence_but_an_order_links_the_study(
+    store: Engine, tmp_path: Path
+) -> None:
+    load(
+        store,
+        tmp_path,
+        [
+            study("2.1", "TR123", "DOE^JOHN", "1900-01-01", "M", accession="ACC9"),
+            study("2.2", "TR124", "DOE^JOHN", "1900-01-01", "M", accession="ACC10"),
+        ],
+    )
+    with store.begin() as connection:
+        owner = connection.execute(
+            select(PatientIdentifier.patient_id).where(PatientIdentifier.value == "100700")
+        ).scalar_one()
+        connection.execute(
+            insert(Order.__table__).values(
+                patient_id=owner, accession="ACC9", recorded_at=datetime.now(UTC)
+            )
+        )
+    reconcile(store, SETTINGS)
+    found = proposals(store)
+    assert [(uid, mrn) for uid, mrn, *_ in found] == [("2.1", "100700")]
+    with store.connect() as connection:
+        evidence = json.loads(connection.execute(select(Proposal.evidence)).scalar_one())
+    levels = {item["field"]: item["level"] for item in evidence}
+    assert levels["accession"] == "order_of_patient"
+    assert levels["family_name"] == "null" and levels["birth_date"] == "null"
+
+
+def test_runs_are_idempotent_and_remember_decisions(store: Engine, tmp_path: Path) -> None:
+    load(
+        store,
+        tmp_path,
+        [
+            study("3.1", "X1", "SMITH^WILLIAM", "1958-03-14", "M"),
+            study("3.2", "X2", "OKAFOR^ANNE", "1990-06-12", "F"),
+        ],
+    )
+    reconcile(store, SETTINGS)
+    first = proposals(store)
+    second = reconcile(store, SETTINGS)
+    assert proposals(store) == first
+    assert second.written.new == 0 and second.written.refreshed == len(first)
+    table = Proposal.__table__
+    with store.begin() as connection:  # a reviewer rejects 3.2's best candidate
+        connection.execute(
+            update(table)
+            .where(table.c.study_uid == "3.2", table.c.rank == 1)
+            .values(status=ProposalStatus.REJECTED)
+        )
+    reconcile(store, SETTINGS)
+    after = proposals(store)
+    rejected = [row for row in after if row[0] == "3.2" and row[5] == "rejected"]
+    assert len(rejected) == 1
+    assert not any(
+        row[0] == "3.2" and row[1] == rejected[0][1] and row[5] == "pending" for row in after
+    )
+    # The study's patient id becomes known to the MPI: it is no longer an orphan.
+    MpiImport(
+        store,
+        write(
+            tmp_path / "more.csv",
+            "mrn,issuer,family_name,given_name,birth_date\n",
+            ["X1,OTHERSITE,SMITH,WILLIAM,1958-03-14"],
+        ),
+    ).run()
+    third = reconcile(store, SETTINGS)
+    assert third.written.closed == 1
+    statuses = {row[5] for row in proposals(store) if row[0] == "3.1"}
+    assert statuses == {"closed"}
+
+
+def test_changed_study_data_refreshes_pending_proposals(store: Engine, tmp_path: Path) -> None:
+    load(store, tmp_path, [study("4.1", "X1", "SMITH^WILLIAM", "1958-03-14", "M")])
+    reconcile(store, SETTINGS)
+    (before,) = proposals(store)
+    StudyImport(
+        store,
+        write(tmp_path / "s2.csv", STUDY_HEADER, [study("4.1", "X1", "SMITH^W", "1958-03-14", "")]),
+    ).run()
+    reconcile(store, SETTINGS)
+    (after,) = proposals(store)
+    assert after[1] == before[1] and after[3] < before[3]
+
+
+def _synthetic(count: int, seed: int) -> tuple[list[str], list[str], dict[str, str]]:
+    """An MPI of ``count`` people and one orphan study of each of a tenth of them, with
+    typical errors; the truth maps study uid → MRN."""
+    rng = random.Random(seed)
+    families = [
+        "SMITH",
+        "JOHNSON",
+        "GARCIA",
+        "NGUYEN",
+        "OKAFOR",
+        "KOWALSKI",
+        "BRENNAN",
+        "MÜLLER",
+        "ROSSI",
+        "PATEL",
+        "KIM",
+        "LOPEZ",
+        "WALSH",
+        "DUBOIS",
+        "SATO",
+    ]
+    givens = [
+        "JAMES",
+        "MARY",
+        "ROBERT",
+        "PATRICIA",
+        "WILLIAM",
+        "ELIZABETH",
+        "LINH",
+        "AHMED",
+        "SOFIA",
+        "LUCA",
+        "PRIYA",
+        "SEAN",
+        "ANNA",
+        "MARIA",
+        "DAVID",
+        "KATHERINE",
+    ]
+    mpi, studies, truth = [], [], {}
+    for n in range(count):
+        family, given = rng.choice(families), rng.choice(givens)
+        born = f"{rng.randrange(1930, 2015)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
+        sex = rng.choice("MF")
+        mrn = str(500000 + n)
+        mpi.append(f"{mrn},GENHOSP,{family},{given},,{born},{sex},{n} MAIN ST,627{n % 100:02d}")
+        if n % 10:
+            continue
+        error = n // 10 % 4
+        if error == 1:
+            family = family[:2] + family[3:] + family[2]
+        elif error == 2:
+            given = {"WILLIAM": "BILL", "ROBERT": "BOB", "KATHERINE": "KATE"}.get(given, given)
+        elif error == 3:
+            born = f"{born[:4]}-{born[8:10]}-{born[5:7]}" if int(born[8:10]) <= 12 else born
+        uid = f"9.{n}"
+        studies.append(study(uid, f"S{n}", f"{family}^{given}", born, sex))
+        truth[uid] = mrn
+    return mpi, studies, truth
+
+
+def test_the_model_is_estimated_from_the_data(store: Engine, tmp_path: Path) -> None:
+    mpi, studies, truth = _synthetic(3000, seed=7)
+    load(store, tmp_path, studies, mpi)
+    settings = ReconcilerSettings(min_em_pairs=100, random_pairs=50_000)
+    report = reconcile(store, settings)
+    parameters = report.parameters
+    assert parameters is not None and parameters.estimated_m
+    weights = dict(zip([c.name for c in COMPARISONS], parameters.weights(), strict=True))
+    assert weights["birth_date"][1] > 8  # exact birth date: strong evidence
+    assert weights["family_name"][-1] < 0  # a different family name counts against
+    best = {uid: mrn for uid, mrn, _b, _p, rank, _s in proposals(store) if rank == 1}
+    correct = sum(best.get(uid) == mrn for uid, mrn in truth.items())
+    assert correct >= 0.95 * len(truth)
+    strong = [(uid, mrn) for uid, mrn, band, _p, rank, _s in proposals(store) if band == "strong"]
+    assert all(truth[uid] == mrn for uid, mrn in strong)
+    with store.connect() as connection:
+        keys = connection.execute(select(PatientKey.key)).scalars().all()
+    assert len(keys) >= 2 * len(mpi)
+    # The keys follow changes to the MPI: a new patient gets keys on the next run.
+    MpiImport(
+        store,
+        write(tmp_path / "new.csv", MPI_HEADER, ["777777,GENHOSP,ZAMORA,INES,,2001-02-03,F,,"]),
+    ).run()
+    second = reconcile(store, settings)
+    if store.dialect.name == "sqlite":
+        assert second.keys_refreshed == 1
+    with store.connect() as connection:
+        keys = connection.execute(select(PatientKey.key)).scalars().all()
+    assert "GINE0203" in keys
+
+
+def test_term_frequency_makes_rare_names_count_more() -> None:
+    parameters = model.Parameters(
+        0.9, 1000, model.starting_m(), {c.name: [0.0, *c.start_m] for c in COMPARISONS}
+    )
+    assert parameters.weights()[0][1] == pytest.approx(0.0)
+    tf = model.term_frequencies({"SMITH": 990, "ZBYSZKO": 10})
+    assert tf["SMITH"] > tf["ZBYSZKO"]
+
+
+def test_exclusive_probabilities_split_between_lookalikes() -> None:
+    rows = np.array([0, 0, 1])
+    odds = np.array([20.0, 20.0, 20.0])
+    probabilities = model.exclusive_probabilities(rows, odds, 2)
+    assert probabilities[0] == pytest.approx(0.5, abs=1e-5)
+    assert probabilities[2] > 0.9999
+
+
+def test_reconciler_settings_are_checked_with_file_and_line(tmp_path: Path) -> None:
+    folder = config_folder(tmp_path, "reconciler:\n  strong: 0.4\n  possible: 0.6\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(folder)
+    assert "possible <= strong" in str(error.value)
+    assert "routes.yaml:2" in str(error.value)
+
+
+def test_cli_runs_shows_parameters_and_exports(db_url: str, store: Engine, tmp_path: Path) -> None:
+    load(store, tmp_path, [study("5.1", "X1", "SMITH^BILL", "1958-03-14", "M")])
+    result = run_crosswalk("reconcile", "run", "--db", db_url, "--config", "routes")
+    assert result.returncode == 0, result.stderr
+    assert "1 orphaned studies" in result.stdout and "1 new" in result.stdout
+    shown = run_crosswalk("reconcile", "params", "--db", db_url)
+    assert shown.returncode == 0 and "birth_date" in shown.stdout
+    exported = run_crosswalk("reconcile", "export", "--db", db_url, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert rows[0]["study_uid"] == "5.1" and rows[0]["mrn"] == "100234"
+    assert rows[0]["patient_id"] == "X1" and rows[0]["issuer"] == "OTHERSITE"
+    assert {"proposal_id", "probability", "band", "rank", "status"} <= set(rows[0])
+    as_json = run_crosswalk("reconcile", "export", "--db", db_url, "--format", "json")
+    assert json.loads(as_json.stdout)[0]["evidence"][0]["field"] == "prior"
+    bad = run_crosswalk("reconcile", "run", "--db", db_url, "--since", "2025-13-01")
+    assert bad.returncode == 2 and "not a date" in bad.stderr
