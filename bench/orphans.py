@@ -39,27 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nicknames import NickNamer
 from synthetic import MPI_COLUMNS, Person, Pools, people
 
+from engine.studies.orphans import STUDY_COLUMNS as INDEX_COLUMNS
+
 ISSUER = "GENHOSP"
 FIRST_MRN = 1_000_000
-STUDY_COLUMNS = (
-    "study_uid",
-    "accession",
-    "patient_id",
-    "issuer",
-    "family_name",
-    "given_name",
-    "middle_name",
-    "birth_date",
-    "sex",
-    "study_date",
-    "modality",
-    "description",
-    "street",
-    "city",
-    "state",
-    "postal_code",
-    "phone",
-)
+ADDRESS_COLUMNS = ("street", "city", "state", "postal_code", "phone")
+STUDY_COLUMNS = (*INDEX_COLUMNS, *ADDRESS_COLUMNS)
 """The columns of samples/pacs_studies.csv."""
 FILES = ("mpi.csv", "studies.csv", "orders.csv", "truth.csv", "twins.csv", "manifest.json")
 UID_ROOT = "1.2.826.0.1.3680043.10.9999"
@@ -410,7 +395,7 @@ class Recorder:
             "sex": person.sex,
         }
         if rng.random() < ADDRESS_SHARE:
-            recorded |= {c: getattr(person, c) for c in STUDY_COLUMNS[-5:]}
+            recorded |= {c: getattr(person, c) for c in ADDRESS_COLUMNS}
         for error in errors:
             self._apply(error, recorded, person, avoid)
         return recorded

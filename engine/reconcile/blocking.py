@@ -116,24 +116,22 @@ def candidates(
         if len(studies.birth[row]) == 8:
             births.setdefault(studies.birth[row], []).append(row)
     pairs: set[tuple[int, int]] = set()
-    for chunk in chunks(sorted(wanted)):
-        found: dict[str, list[int]] = {}
-        query = select(_keys.c.key, _keys.c.patient_id).where(in_values(_keys.c.key, chunk))
-        for key, patient_id in connection.execute(query):
-            found.setdefault(key, []).append(patient_id)
-        for key, patients in found.items():
-            if len(patients) <= max_block_size:
-                pairs.update((row, p) for row in wanted[key] for p in patients)
-    for chunk in chunks(sorted(births)):
-        found = {}
-        query = select(_patients.c.birth_date, _patients.c.id).where(
-            in_values(_patients.c.birth_date, chunk), _patients.c.merged_into.is_(None)
-        )
-        for birth, patient_id in connection.execute(query):
-            found.setdefault(birth, []).append(patient_id)
-        for birth, patients in found.items():
-            if len(patients) <= max_block_size:
-                pairs.update((row, p) for row in births[birth] for p in patients)
+    live = _patients.c.merged_into.is_(None)
+    for values, column, query in (
+        (wanted, _keys.c.key, select(_keys.c.key, _keys.c.patient_id)),
+        (
+            births,
+            _patients.c.birth_date,
+            select(_patients.c.birth_date, _patients.c.id).where(live),
+        ),
+    ):
+        for chunk in chunks(sorted(values)):
+            found: dict[str, list[int]] = {}
+            for value, patient_id in connection.execute(query.where(in_values(column, chunk))):
+                found.setdefault(value, []).append(patient_id)
+            for value, patients in found.items():
+                if len(patients) <= max_block_size:
+                    pairs.update((row, p) for row in values[value] for p in patients)
     for row in range(len(studies)):
         pairs.update((row, p) for p in studies.linked[row] | extra.get(row, set()))
     ordered = sorted(pairs)

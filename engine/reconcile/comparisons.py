@@ -85,6 +85,10 @@ def _test(a: Sequence[object], b: Sequence[object], test: Callable[[object, obje
     return np.fromiter((test(x, y) for x, y in zip(a, b, strict=True)), dtype=bool, count=len(a))
 
 
+def _same_sound(a: object, b: object) -> bool:
+    return phonetic(str(a)) == phonetic(str(b))
+
+
 def _share_word(a: object, b: object) -> bool:
     a, b = str(a), str(b)
     if " " not in a and " " not in b:
@@ -130,7 +134,7 @@ def family_name(pairs: Pairs) -> np.ndarray:
             similarity >= SIMILAR,
             _test(a, b, _share_word),
             swapped(pairs),
-            _test(a, b, lambda x, y: phonetic(x) == phonetic(y)),  # type: ignore[arg-type]
+            _test(a, b, _same_sound),
         ],
         _empty(a) | _empty(b),
     )
@@ -159,7 +163,7 @@ def given_name(pairs: Pairs) -> np.ndarray:
             _test(a, b, _initial),
             full & middle_swap,
             swapped(pairs),
-            full & _test(a, b, lambda x, y: phonetic(x) == phonetic(y)),  # type: ignore[arg-type]
+            full & _test(a, b, _same_sound),
         ],
         _empty(a) | _empty(b),
     )

@@ -102,9 +102,8 @@ def _patterns(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _likelihoods(patterns: np.ndarray, table: dict[str, list[float]]) -> np.ndarray:
     result = np.ones(len(patterns))
     for column, comparison in enumerate(COMPARISONS):
-        values = np.asarray(table[comparison.name])
-        values = values.copy()
-        values[0] = 1.0
+        values = np.array(table[comparison.name])
+        values[0] = 1.0  # null: no evidence either way
         result *= values[patterns[:, column]]
     return result
 
