@@ -33,7 +33,7 @@ ROUTE = "routes:\n  r:\n    source: ehr\n    destinations: [pacs]\n"
 
 def test_the_shipped_routes_are_sound() -> None:
     config = load_config(ROOT / "routes", {})
-    assert set(config.routes) == {"adt-to-pacs", "mpi-feed", "orders-to-pacs"}
+    assert set(config.routes) == {"adt-to-pacs", "merges-to-pacs", "mpi-feed", "orders-to-pacs"}
 
 
 def test_unknown_key_in_a_route(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_bad_field_path_in_a_filter(tmp_path: Path) -> None:
 def test_unknown_listener(tmp_path: Path) -> None:
     text, file = one_problem(tmp_path, ROUTE.replace("source: ehr", "source: adt"))
     assert text.startswith(f"{file}:2:3: route 'r': unknown listener 'adt'")
-    assert "listeners are: ehr" in text
+    assert "sources are: ehr, review" in text
 
 
 def test_unknown_destination(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_accepts_the_shipped_routes() -> None:
     result = run("routes", "check")
     assert result.returncode == 0, result.stderr
-    assert "OK — 6 file(s), 1 listener(s), 1 destination(s), 3 route(s)" in result.stdout
+    assert "OK — 8 file(s), 1 listener(s), 1 destination(s), 4 route(s)" in result.stdout
 
 
 def test_check_lists_every_problem_and_fails(tmp_path: Path) -> None:
@@ -85,7 +85,10 @@ def test_routes_test_exits_1_when_a_transform_fails(tmp_path: Path) -> None:
 def test_routes_test_of_an_unknown_route() -> None:
     result = run("routes", "test", "nope", "samples/orm_o01_new.hl7")
     assert result.returncode == 2
-    assert "no route 'nope'; routes are: adt-to-pacs, mpi-feed, orders-to-pacs" in result.stderr
+    assert (
+        "no route 'nope'; routes are: adt-to-pacs, merges-to-pacs, mpi-feed, orders-to-pacs"
+        in result.stderr
+    )
 
 
 def _shipped() -> tuple[Router, list[tuple[str, bytes, str]]]:

@@ -14,6 +14,8 @@ from sqlalchemy import text
 from engine.config.model import ListenerSettings
 from engine.intake import Intake
 from engine.mpi import tables as _mpi_tables  # noqa: F401  (the metadata compared is complete)
+from engine.reconcile import tables as _reconcile_tables  # noqa: F401
+from engine.review import tables as _review_tables  # noqa: F401
 from engine.store.database import StoreError, open_store, resolve_url
 from engine.store.messages import MessageFilter, find_messages
 from engine.store.schema import Base

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from engine.cli import messages, mpi, queue, reconcile, routes, send, serve, studies
+from engine.cli import messages, mpi, queue, reconcile, review, routes, send, serve, studies
 
 app = typer.Typer(
     name="crosswalk",
@@ -21,6 +21,7 @@ app.add_typer(queue.app, name="queue")
 app.add_typer(mpi.app, name="mpi")
 app.add_typer(studies.app, name="studies")
 app.add_typer(reconcile.app, name="reconcile")
+app.add_typer(review.app, name="review")
 
 
 def main() -> None:

@@ -24,11 +24,11 @@ from engine.cli.common import (
     local_time,
     open_store_or_fail,
 )
-from engine.config.model import parse_study_date
+from engine.config.model import EngineConfig, parse_study_date
 from engine.reconcile.comparisons import COMPARISONS
 from engine.reconcile.proposals import EXPORT_COLUMNS, export_rows
 from engine.reconcile.run import latest_parameters, reconcile
-from engine.reconcile.settings import ReconcilerSettings
+from engine.review.upkeep import auto_approve
 
 DEFAULT_CONFIG = Path("routes")
 app = typer.Typer(
@@ -40,11 +40,11 @@ ConfigOption = Annotated[
 ]
 
 
-def _settings(config: Path) -> ReconcilerSettings:
+def _config(config: Path) -> EngineConfig:
     if config == DEFAULT_CONFIG and not config.exists():
         errors.print(f"note: no {config}/ here; the reconciler's default settings apply")
-        return ReconcilerSettings()
-    return load_config_or_fail(config).reconciler
+        return EngineConfig.default()
+    return load_config_or_fail(config)
 
 
 @app.command("run")
@@ -69,7 +69,8 @@ def run(
         if parsed is None:
             fail(f"--since {since!r} is not a date (YYYY-MM-DD)")
         day = parsed
-    settings = _settings(config)
+    engine_config = _config(config)
+    settings = engine_config.reconciler
     store = open_store_or_fail(db)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"))
     with Progress(
@@ -98,6 +99,16 @@ def run(
         f"proposals: {written.new:,} new, {written.refreshed:,} refreshed"
         f" ({bands or 'none'}); {written.withdrawn:,} withdrawn, {written.closed:,} closed"
     )
+    review = engine_config.review
+    if review.auto_approve_band:
+        automatic = auto_approve(store, engine_config)
+        console.print(
+            f"approved automatically (band {review.auto_approve_band}, probability >="
+            f" {review.auto_approve_min_probability}): {len(automatic.approved):,};"
+            f" refused: {len(automatic.refused):,}"
+        )
+        for reason in automatic.refused:
+            errors.print(f"  {reason}", markup=False, soft_wrap=True)
 
 
 @app.command("params")

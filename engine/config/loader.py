@@ -12,6 +12,7 @@ import yaml
 from engine.config.binding import INVALID, Binder
 from engine.config.model import (
     BUILT_IN_DESTINATIONS,
+    BUILT_IN_SOURCES,
     ArchiveSettings,
     DestinationSettings,
     EngineConfig,
@@ -19,6 +20,7 @@ from engine.config.model import (
 )
 from engine.config.source import ConfigError, Mark, Problem, compose_file
 from engine.reconcile.settings import ReconcilerSettings
+from engine.review.settings import ReviewSettings
 from engine.routes import syntax as _syntax  # noqa: F401  (registers the route converters)
 from engine.routes.model import RouteSettings
 from engine.routes.tables import TableError, Tables
@@ -30,7 +32,7 @@ SECTIONS: dict[str, Any] = {
     "archives": ArchiveSettings,
 }
 """Top-level keys of a configuration file and the settings class of their entries."""
-SINGLETONS: dict[str, Any] = {"reconciler": ReconcilerSettings}
+SINGLETONS: dict[str, Any] = {"reconciler": ReconcilerSettings, "review": ReviewSettings}
 """Top-level keys that hold one settings object (defaults apply when no file has the key)."""
 
 MAPPINGS_ENV = "CROSSWALK_MAPPINGS"
@@ -114,14 +116,18 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
     archives: dict[str, ArchiveSettings] = merged["archives"]
     tables = Tables(mappings_folder(folder, env))
     problems.extend(_check_ports(listeners, origins))
-    for name in BUILT_IN_DESTINATIONS:
-        if name in destinations:
-            problems.append(
-                Problem(
-                    origins.get(("destinations", name)),
-                    f"destination name {name!r} is reserved for the built-in one",
+    for section, reserved, built_in in (
+        ("destinations", destinations, BUILT_IN_DESTINATIONS),
+        ("listeners", listeners, BUILT_IN_SOURCES),
+    ):
+        for name in built_in:
+            if name in reserved:
+                problems.append(
+                    Problem(
+                        origins.get((section, name)),
+                        f"{section[:-1]} name {name!r} is reserved for the built-in one",
+                    )
                 )
-            )
     if not problems:
         problems.extend(_check_routes(routes, listeners, destinations, tables, origins, marks))
     if not problems and not listeners:
@@ -141,6 +147,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         tables=tables,
         archives=archives,
         reconciler=singles.get("reconciler", ReconcilerSettings()),
+        review=singles.get("review", ReviewSettings()),
     )
 
 
@@ -178,13 +185,13 @@ def _check_routes(
     for name, route in routes.items():
         where = origins.get(("routes", name))
         for source in route.source:
-            if source not in listeners:
+            if source not in listeners and source not in BUILT_IN_SOURCES:
                 problems.append(
                     Problem(
                         where,
                         f"route {name!r}: unknown listener {source!r}",
                         source,
-                        f"listeners are: {', '.join(listeners) or 'none'}",
+                        f"sources are: {', '.join([*listeners, *BUILT_IN_SOURCES])}",
                     )
                 )
         for target in route.destinations:

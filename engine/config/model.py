@@ -13,6 +13,8 @@ from engine.config.binding import ByteSize, Duration, setting
 from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
 from engine.hl7v2.fieldpath import FieldPath
 from engine.reconcile.settings import ReconcilerSettings
+from engine.review.settings import SOURCE as REVIEW_SOURCE
+from engine.review.settings import ReviewSettings
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,9 @@ BUILT_IN_DESTINATIONS = {
     "drop": "keep the message as filtered by this route, send nothing",
     "mpi": "apply ADT and orders to the master patient index",
 }
+BUILT_IN_SOURCES = {
+    REVIEW_SOURCE: "merge messages of proposals approved with `crosswalk review`",
+}
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,8 @@ class EngineConfig:
     """PACS whose studies ``studies pull`` copies into the study index."""
     reconciler: ReconcilerSettings = field(default_factory=ReconcilerSettings)
     """How ``reconcile run`` scores orphaned studies (the ``reconciler:`` section)."""
+    review: ReviewSettings = field(default_factory=ReviewSettings)
+    """What an approved proposal sends to the PACS (the ``review:`` section)."""
 
     @classmethod
     def default(cls) -> EngineConfig:

@@ -15,6 +15,7 @@ from typing import Any
 from engine.config.binding import ByteSize, Duration, yaml_key
 from engine.config.model import ArchiveSettings, DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
+from engine.review.settings import ReviewSettings
 from engine.routes.conditions import OPERATORS
 from engine.routes.model import RouteSettings, RouteTarget
 from engine.routes.steps import STEPS
@@ -87,6 +88,7 @@ BLOCKS: dict[str, Any] = {
     "destination-settings": lambda: settings_table(DestinationSettings),
     "archive-settings": lambda: settings_table(ArchiveSettings),
     "reconciler-settings": lambda: settings_table(ReconcilerSettings),
+    "review-settings": lambda: settings_table(ReviewSettings),
     "route-settings": lambda: settings_table(RouteSettings),
     "route-target-settings": lambda: settings_table(RouteTarget),
     "steps": steps_reference,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, insert, select, update
 
 from engine.mpi.tables import PatientIdentifier
 from engine.reconcile.records import chunks
@@ -171,9 +171,12 @@ EXPORT_COLUMNS = (
 ``authority``: the proposed MPI patient's medical record number; ``mpi_patient``: its MPI id."""
 
 
-def medical_record_numbers(connection: Connection, ids: list[int]) -> dict[int, tuple[str, str]]:
-    """Each patient's MRN and authority: an identifier of type MR first, else its first one."""
-    found: dict[int, tuple[str, str, bool]] = {}
+def medical_record_numbers(
+    connection: Connection, ids: list[int], authority: str = ""
+) -> dict[int, tuple[str, str]]:
+    """Each patient's MRN and authority: its identifier of ``authority`` when given, else one of
+    type MR, else its first one."""
+    found: dict[int, tuple[str, str, int]] = {}
     for chunk in chunks(sorted(set(ids))):
         query = (
             select(
@@ -185,29 +188,33 @@ def medical_record_numbers(connection: Connection, ids: list[int]) -> dict[int, 
             .where(in_values(_identifiers.c.patient_id, chunk))
             .order_by(_identifiers.c.id)
         )
-        for patient_id, value, authority, type_code in connection.execute(query):
+        for patient_id, value, issuer, type_code in connection.execute(query):
+            rank = 2 if authority and issuer == authority else int(type_code == "MR")
             known = found.get(patient_id)
-            if known is None or (type_code == "MR" and not known[2]):
-                found[patient_id] = (value, authority, type_code == "MR")
+            if known is None or rank > known[2]:
+                found[patient_id] = (value, issuer, rank)
     return {k: (v[0], v[1]) for k, v in found.items()}
+
+
+def with_studies(*columns: Any) -> Select[Any]:
+    """Proposals with their study's id, issuer, date, modality and accession (and ``columns``);
+    a proposal whose study left the index comes with NULLs."""
+    return select(
+        _proposals,
+        _studies.c.patient_id.label("study_patient"),
+        _studies.c.issuer,
+        _studies.c.study_date,
+        _studies.c.modality,
+        _studies.c.accession,
+        *columns,
+    ).select_from(_proposals.outerjoin(_studies, _studies.c.study_uid == _proposals.c.study_uid))
 
 
 def export_rows(
     connection: Connection, statuses: list[str] | None = None, bands: list[str] | None = None
 ) -> Iterator[dict[str, Any]]:
     """Proposals joined with their study and MRN, best first within each study."""
-    query = (
-        select(
-            _proposals,
-            _studies.c.patient_id.label("study_patient"),
-            _studies.c.issuer,
-            _studies.c.study_date,
-            _studies.c.modality,
-            _studies.c.accession,
-        )
-        .select_from(_proposals.outerjoin(_studies, _studies.c.study_uid == _proposals.c.study_uid))
-        .order_by(_proposals.c.study_uid, _proposals.c.rank)
-    )
+    query = with_studies().order_by(_proposals.c.study_uid, _proposals.c.rank)
     if statuses:
         query = query.where(_proposals.c.status.in_(statuses))
     if bands:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from engine.store.schema import Base, Id, UTCDateTime
@@ -85,4 +85,12 @@ class Proposal(Base):
         UniqueConstraint("study_uid", "patient_id"),
         Index("ix_proposals_patient_id", "patient_id"),
         Index("ix_proposals_status_probability", "status", "probability"),
+        # One orphan, one patient: a second approval of the same study cannot be stored.
+        Index(
+            "uq_proposals_approved_study",
+            "study_uid",
+            unique=True,
+            sqlite_where=text("status = 'approved'"),
+            postgresql_where=text("status = 'approved'"),
+        ),
     )

@@ -15,6 +15,7 @@ from engine.config.binding import ByteSize, Duration, yaml_key
 from engine.config.model import ArchiveSettings, DestinationSettings, ListenerSettings
 from engine.hl7v2.fieldpath import FieldPath
 from engine.reconcile.settings import ReconcilerSettings
+from engine.review.settings import ReviewSettings
 from engine.routes.conditions import OPERATORS, Condition
 from engine.routes.model import RouteSettings, RouteTarget
 from engine.routes.steps import STEPS, FieldTemplate, MessageTemplate, SegmentId, Step
@@ -214,6 +215,7 @@ def config_schema() -> dict[str, Any]:
                 "description": "PACS whose studies `studies pull` copies into the index, by name.",
             },
             "reconciler": _object_schema(ReconcilerSettings),
+            "review": _object_schema(ReviewSettings),
         },
         "additionalProperties": False,
         "$defs": {"condition": _condition_schema(), "step": _step_schema()},

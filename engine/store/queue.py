@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.store.database import for_writing
@@ -121,6 +121,24 @@ def set_control(
         state.generation = (state.generation or 0) + 1
         state.updated_at = datetime.now(UTC)
         return Control(state.paused, state.reason, state.generation)
+
+
+def touch_destinations(connection: Connection, names: Iterable[str], now: datetime) -> None:
+    """Raise the generation of these destinations inside the caller's transaction, so running
+    engines re-read their queues (deliveries were queued behind their back)."""
+    state = DestinationState.__table__
+    for name in sorted(set(names)):
+        bumped = connection.execute(
+            update(state)
+            .where(state.c.destination == name)
+            .values(generation=state.c.generation + 1, updated_at=now)
+        )
+        if not bumped.rowcount:
+            connection.execute(
+                insert(state).values(
+                    destination=name, paused=False, reason="", generation=1, updated_at=now
+                )
+            )
 
 
 def requeue_errored(engine: Engine, destination: str) -> int:

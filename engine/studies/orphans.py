@@ -213,12 +213,23 @@ def _joined(assume_issuer: str) -> Any:
 
 
 def _grouped(
-    store: Engine, assume_issuer: str
+    store: Engine, assume_issuer: str, study_uids: list[str] | None
+) -> Iterator[tuple[StudySummary, list[IdentifierHolder]]]:
+    if study_uids is None:
+        yield from _grouped_rows(store, _joined(assume_issuer))
+        return
+    uids = sorted(set(study_uids))
+    for start in range(0, len(uids), CHUNK):
+        chunk = uids[start : start + CHUNK]
+        query = _joined(assume_issuer).where(in_values(_studies.c.study_uid, chunk))
+        yield from _grouped_rows(store, query)
+
+
+def _grouped_rows(
+    store: Engine, query: Any
 ) -> Iterator[tuple[StudySummary, list[IdentifierHolder]]]:
     with store.connect() as connection:
-        rows = connection.execution_options(stream_results=True, yield_per=CHUNK).execute(
-            _joined(assume_issuer)
-        )
+        rows = connection.execution_options(stream_results=True, yield_per=CHUNK).execute(query)
         current: Any = None
         candidates: list[IdentifierHolder] = []
         for row in rows:
@@ -261,9 +272,14 @@ def _other_families(store: Engine, patient_ids: set[int]) -> dict[int, set[str]]
 
 
 def classify(
-    store: Engine, *, assume_issuer: str = "", name_similarity: float = NAME_SIMILARITY
+    store: Engine,
+    *,
+    assume_issuer: str = "",
+    name_similarity: float = NAME_SIMILARITY,
+    study_uids: list[str] | None = None,
 ) -> Iterator[Orphan | WrongPatient]:
-    """Every orphan and possible wrong-patient study of the index, in index order.
+    """Every orphan and possible wrong-patient study of the index (of ``study_uids`` only, when
+    given), in index order.
 
     ``assume_issuer``: the authority of studies whose PACS recorded no issuer; without it,
     such a study matches its id under any authority when exactly one patient holds it.
@@ -280,7 +296,7 @@ def classify(
                 yield WrongPatient(study, candidate.patient_id, found)
         pending.clear()
 
-    for study, candidates in _grouped(store, assume_issuer):
+    for study, candidates in _grouped(store, assume_issuer, study_uids):
         if not study.patient_id:
             yield Orphan(study, "no patient id")
             continue

@@ -7,6 +7,7 @@ from sqlalchemy import create_engine
 
 from engine.mpi import tables as _mpi_tables  # noqa: F401  (registers the MPI tables)
 from engine.reconcile import tables as _reconcile_tables  # noqa: F401  (the reconciler tables)
+from engine.review import tables as _review_tables  # noqa: F401  (the review audit trail)
 from engine.store.schema import Base
 from engine.studies import tables as _study_tables  # noqa: F401  (registers the study tables)
 

@@ -1,0 +1,612 @@
+"""``crosswalk review``: decide merge proposals, send approvals to the PACS, audit, was-is.
+
+These commands show patient data (PHI) on purpose, to the reviewer; the engine's logs never do.
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import Engine
+
+from engine.cli.common import (
+    DbOption,
+    console,
+    errors,
+    fail,
+    load_config_or_fail,
+    local_time,
+    open_store_or_fail,
+    parse_when,
+)
+from engine.cli.keys import read_key
+from engine.cli.review_screen import headline, print_screen
+from engine.config.model import EngineConfig, parse_study_date
+from engine.mpi.queries import view
+from engine.reconcile.tables import ProposalStatus
+from engine.review.decisions import Decided, ReviewError, approve, defer, reject
+from engine.review.tables import Action
+from engine.review.upkeep import one_per_study, refresh
+from engine.review.worklist import (
+    WAS_IS_COLUMNS,
+    ReviewFilter,
+    ReviewRow,
+    decision_views,
+    item,
+    row,
+    rows,
+    was_is_rows,
+)
+
+DEFAULT_CONFIG = Path("routes")
+app = typer.Typer(
+    help="Review merge proposals: list, show, next, approve, reject, defer, audit, export-was-is.",
+    no_args_is_help=True,
+)
+ConfigOption = Annotated[
+    Path,
+    typer.Option(help="Configuration folder (its `review:` section and the route of merges)."),
+]
+UserOption = Annotated[
+    str | None,
+    typer.Option("--user", help="Who decides (recorded in the audit); default: the OS user."),
+]
+Output = Annotated[Literal["table", "csv", "json"], typer.Option("--format", help="Output format.")]
+BandOption = Annotated[
+    list[str] | None, typer.Option("--band", help="Only this band (repeatable).")
+]
+MinProbability = Annotated[
+    float | None, typer.Option(help="Only proposals with at least this probability.")
+]
+MaxProbability = Annotated[
+    float | None, typer.Option(help="Only proposals with at most this probability.")
+]
+ModalityOption = Annotated[
+    list[str] | None, typer.Option("--modality", help="Only studies of this modality (repeatable).")
+]
+StudyFrom = Annotated[str, typer.Option(help="Only studies dated on or after (YYYY-MM-DD).")]
+StudyTo = Annotated[str, typer.Option(help="Only studies dated on or before (YYYY-MM-DD).")]
+
+
+def _config(folder: Path, *, required: bool) -> EngineConfig:
+    if not required and folder == DEFAULT_CONFIG and not folder.exists():
+        return EngineConfig.default()
+    return load_config_or_fail(folder)
+
+
+def _reviewer(user: str | None) -> str:
+    name = (user or "").strip()
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except Exception:
+        fail("cannot tell who you are: give --user")
+
+
+def _open(db: str | None, config: EngineConfig) -> Engine:
+    """The store, with open proposals brought up to date (merges followed, resolved closed)."""
+    store = open_store_or_fail(db)
+    done = refresh(store, config.review.mrn_authority)
+    if done.followed or done.closed:
+        errors.print(
+            f"note: {done.followed} proposal(s) followed a merge of their patient,"
+            f" {done.closed} closed (study resolved or gone)"
+        )
+    return store
+
+
+def _day(option: str, value: str) -> str:
+    if not value:
+        return ""
+    parsed = parse_study_date(value)
+    if parsed is None:
+        fail(f"{option} {value!r} is not a date (YYYY-MM-DD)")
+    return parsed
+
+
+def _statuses(values: list[str] | None) -> tuple[str, ...]:
+    wanted: list[str] = []
+    for value in values or [ProposalStatus.PENDING]:
+        if value == "all":
+            return ()
+        if value == "open":
+            wanted.extend(ProposalStatus.OPEN)
+            continue
+        if value not in _STATUSES:
+            fail(f"--status {value!r}: one of {', '.join(_STATUSES)}, open, all")
+        wanted.append(value)
+    return tuple(wanted)
+
+
+_STATUSES = (
+    ProposalStatus.PENDING,
+    ProposalStatus.DEFERRED,
+    ProposalStatus.APPROVED,
+    ProposalStatus.REJECTED,
+    ProposalStatus.WITHDRAWN,
+    ProposalStatus.CLOSED,
+)
+
+
+def _filter(
+    status: list[str] | None,
+    band: list[str] | None,
+    min_probability: float | None,
+    max_probability: float | None,
+    modality: list[str] | None,
+    study_from: str,
+    study_to: str,
+    limit: int | None = None,
+) -> ReviewFilter:
+    return ReviewFilter(
+        statuses=_statuses(status),
+        bands=tuple(band or ()),
+        min_probability=min_probability,
+        max_probability=max_probability,
+        modalities=tuple(modality or ()),
+        study_date_from=_day("--study-from", study_from),
+        study_date_to=_day("--study-to", study_to),
+        limit=limit,
+    )
+
+
+def _flat(item: ReviewRow) -> dict[str, Any]:
+    study, patient = item.study, item.patient
+    return {
+        "proposal_id": item.proposal_id,
+        "status": item.status,
+        "band": item.band,
+        "probability": round(item.probability, 6),
+        "rank": item.rank,
+        "study_uid": item.study_uid,
+        "study_date": study.study_date,
+        "modality": study.modality,
+        "accession": study.accession,
+        "patient_id": study.patient_id,
+        "issuer": study.issuer,
+        "study_name": f"{study.person.family_name}^{study.person.given_name}",
+        "study_birth_date": study.person.birth_date,
+        "mrn": item.mrn,
+        "authority": item.authority,
+        "mpi_patient": item.patient_id,
+        "mpi_name": f"{patient.family_name}^{patient.given_name}",
+        "mpi_birth_date": patient.birth_date,
+        "delivery": item.delivery,
+    }
+
+
+def _write_rows(records: list[dict[str, Any]], output: str, columns: tuple[str, ...]) -> None:
+    if output == "json":
+        json.dump(records, sys.stdout, indent=1, ensure_ascii=False, default=str)
+        sys.stdout.write("\n")
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+
+
+LIST_COLUMNS = (
+    "proposal_id",
+    "status",
+    "band",
+    "probability",
+    "rank",
+    "study_uid",
+    "study_date",
+    "modality",
+    "accession",
+    "patient_id",
+    "issuer",
+    "study_name",
+    "study_birth_date",
+    "mrn",
+    "authority",
+    "mpi_patient",
+    "mpi_name",
+    "mpi_birth_date",
+    "delivery",
+)
+
+
+@app.command("list")
+def list_proposals(
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="pending (default), deferred, approved, rejected, withdrawn, closed,"
+            " open (pending and deferred) or all; repeatable."
+        ),
+    ] = None,
+    band: BandOption = None,
+    min_probability: MinProbability = None,
+    max_probability: MaxProbability = None,
+    modality: ModalityOption = None,
+    study_from: StudyFrom = "",
+    study_to: StudyTo = "",
+    limit: Annotated[int, typer.Option(help="At most this many proposals.")] = 500,
+    output: Output = "table",
+    config: ConfigOption = DEFAULT_CONFIG,
+    db: DbOption = None,
+) -> None:
+    """Proposals, most probable first, with their merge's delivery once approved."""
+    engine_config = _config(config, required=False)
+    wanted = _filter(
+        status, band, min_probability, max_probability, modality, study_from, study_to, limit
+    )
+    store = _open(db, engine_config)
+    with store.connect() as connection:
+        found = rows(connection, wanted, engine_config.review.mrn_authority)
+    if output != "table":
+        _write_rows([_flat(r) for r in found], output, LIST_COLUMNS)
+        return
+    table = Table(
+        "id",
+        "p",
+        "band",
+        "status",
+        "study date",
+        "mod",
+        "PACS id",
+        "PACS name",
+        "MRN",
+        "MPI name",
+        "merge",
+    )
+    for one in found:
+        study, patient = one.study, one.patient
+        table.add_row(
+            str(one.proposal_id),
+            f"{one.probability:.4f}",
+            one.band,
+            one.status,
+            study.study_date,
+            study.modality,
+            study.patient_id,
+            f"{study.person.family_name}^{study.person.given_name}",
+            one.mrn,
+            f"{patient.family_name}^{patient.given_name}",
+            one.delivery,
+        )
+    console.print(table)
+    console.print(
+        f"{len(found)} proposal(s)" + (" (--limit reached)" if len(found) == limit else "")
+    )
+
+
+def _show(store: Engine, proposal_id: int, mrn_authority: str) -> None:
+    with store.connect() as connection:
+        found = item(connection, proposal_id, mrn_authority)
+    if found is None:
+        fail(f"no proposal {proposal_id}", 1)
+    print_screen(console, found, view(store, found.row.patient_id))
+
+
+@app.command("show")
+def show(
+    proposal_id: Annotated[int, typer.Argument(help="The proposal (from review list).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    db: DbOption = None,
+) -> None:
+    """One proposal: the study and its candidate side by side, with the evidence.
+
+    Also how the probability was reached, the other candidates, the patient's history, and the
+    decisions and merge so far.
+    """
+    engine_config = _config(config, required=False)
+    store = _open(db, engine_config)
+    _show(store, proposal_id, engine_config.review.mrn_authority)
+
+
+def _approved_words(decided: Decided) -> str:
+    targets = ", ".join(decided.destinations)
+    words = f"proposal {decided.proposal_id}: approved; merge message {decided.control_id}"
+    words += f" queued for {targets}"
+    if decided.closed:
+        words += f"; closed the study's other proposal(s) {', '.join(map(str, decided.closed))}"
+    return words
+
+
+def _approve_one(
+    store: Engine, config: EngineConfig, proposal_id: int, who: str, reason: str
+) -> bool:
+    try:
+        decided = approve(store, config, proposal_id, who, reason=reason)
+    except ReviewError as error:
+        errors.print(f"[bold red]refused:[/] {error}", soft_wrap=True)
+        return False
+    console.print(_approved_words(decided), soft_wrap=True)
+    return True
+
+
+@app.command("approve")
+def approve_proposals(
+    proposal_ids: Annotated[
+        list[int] | None, typer.Argument(help="Proposals to approve (or select with filters).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")] = "",
+    band: BandOption = None,
+    min_probability: MinProbability = None,
+    max_probability: MaxProbability = None,
+    modality: ModalityOption = None,
+    study_from: StudyFrom = "",
+    study_to: StudyTo = "",
+    dry_run: Annotated[bool, typer.Option(help="Only show what would be approved.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    user: UserOption = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    db: DbOption = None,
+) -> None:
+    """Approve proposals and send their merges (ADT^A40 by default) to the PACS.
+
+    By ids, or in a batch by filter (pending proposals, one per study) after a confirmation that
+    shows the count. The merge goes through the routes of source `review`.
+    """
+    engine_config = _config(config, required=True)
+    who = _reviewer(user)
+    filters = any(
+        (
+            band,
+            min_probability is not None,
+            max_probability is not None,
+            modality,
+            study_from,
+            study_to,
+        )
+    )
+    if proposal_ids and filters:
+        fail("give proposal ids or filters, not both")
+    if not proposal_ids and not filters:
+        fail("give proposal ids, or filters (--band, --min-probability, …) for a batch")
+    store = _open(db, engine_config)
+    if proposal_ids:
+        if dry_run:
+            fail("--dry-run is for batches selected by filters")
+        failed = sum(
+            not _approve_one(store, engine_config, pid, who, reason) for pid in proposal_ids
+        )
+        raise typer.Exit(1 if failed else 0)
+    wanted = _filter(None, band, min_probability, max_probability, modality, study_from, study_to)
+    with store.connect() as connection:
+        found = rows(connection, wanted, engine_config.review.mrn_authority)
+    chosen = one_per_study(found)
+    if len(chosen) < len(found):
+        errors.print(
+            f"{len(found) - len(chosen)} proposal(s) left out: their study has another"
+            " candidate in the selection (decide those one by one)"
+        )
+    if not chosen:
+        console.print("nothing to approve")
+        return
+    for one in chosen[:20]:
+        console.print(headline(one))
+    if len(chosen) > 20:
+        console.print(f"… and {len(chosen) - 20} more")
+    if dry_run:
+        console.print(f"dry run: {len(chosen)} proposal(s) would be approved")
+        return
+    if not yes and not typer.confirm(
+        f"Approve {len(chosen)} proposal(s) and send their merges to the PACS?", err=True
+    ):
+        raise typer.Exit(1)
+    batch_reason = reason or "batch approval by filter"
+    failed = sum(
+        not _approve_one(store, engine_config, one.proposal_id, who, batch_reason) for one in chosen
+    )
+    console.print(f"{len(chosen) - failed} approved, {failed} refused")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command("reject")
+def reject_proposal(
+    proposal_id: Annotated[int, typer.Argument(help="The proposal.")],
+    reason: Annotated[str, typer.Option(help="Why it is not a match (required).")],
+    user: UserOption = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    db: DbOption = None,
+) -> None:
+    """Reject a proposal: remembered as "not a match", never proposed again."""
+    engine_config = _config(config, required=False)
+    store = _open(db, engine_config)
+    try:
+        reject(store, proposal_id, _reviewer(user), reason)
+    except ReviewError as error:
+        fail(str(error), 1)
+    console.print(f"proposal {proposal_id}: rejected")
+
+
+@app.command("defer")
+def defer_proposal(
+    proposal_id: Annotated[int, typer.Argument(help="The proposal.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")] = "",
+    user: UserOption = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    db: DbOption = None,
+) -> None:
+    """Put a proposal aside for later.
+
+    It leaves the `review next` queue; `review list --status deferred` finds it.
+    """
+    engine_config = _config(config, required=False)
+    store = _open(db, engine_config)
+    try:
+        defer(store, proposal_id, _reviewer(user), reason)
+    except ReviewError as error:
+        fail(str(error), 1)
+    console.print(f"proposal {proposal_id}: deferred")
+
+
+KEYS = "[a]pprove  [r]eject  [d]efer  [s]kip  [q]uit"
+
+
+@app.command("next")
+def next_proposal(
+    band: BandOption = None,
+    min_probability: MinProbability = None,
+    include_deferred: Annotated[
+        bool, typer.Option(help="Also go through deferred proposals.")
+    ] = False,
+    user: UserOption = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    db: DbOption = None,
+) -> None:
+    """Decide proposals one after another, most probable first, with single keys.
+
+    a approve, r reject (asks why), d defer, s skip, q quit.
+    """
+    engine_config = _config(config, required=True)
+    who = _reviewer(user)
+    store = _open(db, engine_config)
+    authority = engine_config.review.mrn_authority
+    statuses = ProposalStatus.OPEN if include_deferred else (ProposalStatus.PENDING,)
+    wanted = ReviewFilter(
+        statuses=statuses, bands=tuple(band or ()), min_probability=min_probability
+    )
+    with store.connect() as connection:
+        queue = [r.proposal_id for r in rows(connection, wanted, authority)]
+    counts = dict.fromkeys((Action.APPROVED, Action.REJECTED, Action.DEFERRED, "skipped"), 0)
+    if not queue:
+        console.print("nothing to review")
+        return
+    for position, proposal_id in enumerate(queue, 1):
+        with store.connect() as connection:
+            current = row(connection, proposal_id, authority)
+        if current is None or current.status not in statuses:
+            continue  # decided elsewhere meanwhile
+        console.rule(f"{position} of {len(queue)}")
+        _show(store, proposal_id, authority)
+        action = _ask(store, engine_config, proposal_id, who)
+        if action == "quit":
+            break
+        counts[action] += 1
+    console.print("done: " + ", ".join(f"{count} {name}" for name, count in counts.items()))
+
+
+def _ask(store: Engine, config: EngineConfig, proposal_id: int, who: str) -> str:
+    while True:
+        console.print(Text(KEYS, style="bold"), end=" ")
+        key = read_key()
+        console.print(key)
+        if key == "q":
+            return "quit"
+        if key == "s":
+            return "skipped"
+        if key == "a":
+            return (
+                Action.APPROVED if _approve_one(store, config, proposal_id, who, "") else "skipped"
+            )
+        if key == "d":
+            defer(store, proposal_id, who)
+            console.print(f"proposal {proposal_id}: deferred")
+            return Action.DEFERRED
+        if key == "r":
+            reason = console.input("why is it not a match? (empty: back) ").strip()
+            if not reason:
+                continue
+            reject(store, proposal_id, who, reason)
+            console.print(f"proposal {proposal_id}: rejected")
+            return Action.REJECTED
+        console.print(f"unknown key {key!r}")
+
+
+AUDIT_COLUMNS = (
+    "decision_id",
+    "decided_at",
+    "proposal_id",
+    "action",
+    "previous_status",
+    "reviewer",
+    "automatic",
+    "reason",
+    "study_uid",
+    "patient_id",
+    "merge_control_id",
+    "snapshot",
+)
+
+
+@app.command("audit")
+def audit(
+    proposal: Annotated[int | None, typer.Option(help="Only decisions on this proposal.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Only this reviewer's.")] = None,
+    action: Annotated[
+        list[str] | None,
+        typer.Option(help="Only approved, rejected, deferred, closed or followed_merge."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only since (2026-11-23, 2026-11-23T14:05, 7d).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the newest N.")] = None,
+    output: Output = "table",
+    db: DbOption = None,
+) -> None:
+    """Every decision: who, when, what, why (csv/json: with a snapshot of what they saw)."""
+    store = open_store_or_fail(db)
+    with store.connect() as connection:
+        found = decision_views(
+            connection,
+            proposal_id=proposal,
+            reviewer=user,
+            actions=tuple(action or ()),
+            since=parse_when(since) if since else None,
+            limit=limit,
+        )
+    if output != "table":
+        records = [
+            {
+                "decision_id": d.id,
+                "decided_at": d.decided_at.isoformat(timespec="seconds"),
+                "proposal_id": d.proposal_id,
+                "action": d.action,
+                "previous_status": d.previous_status,
+                "reviewer": d.reviewer,
+                "automatic": d.automatic,
+                "reason": d.reason,
+                "study_uid": d.study_uid,
+                "patient_id": d.patient_id,
+                "merge_control_id": d.control_id,
+                "snapshot": d.snapshot if output == "json" else json.dumps(d.snapshot),
+            }
+            for d in found
+        ]
+        _write_rows(records, output, AUDIT_COLUMNS)
+        return
+    table = Table("when", "proposal", "action", "by", "reason", "merge")
+    for d in found:
+        by = d.reviewer + (" (auto)" if d.automatic and "auto" not in d.reviewer else "")
+        table.add_row(
+            local_time(d.decided_at), str(d.proposal_id), d.action, by, d.reason, d.control_id
+        )
+    console.print(table)
+    console.print(f"{len(found)} decision(s)")
+
+
+@app.command("export-was-is")
+def export_was_is(
+    file: Annotated[Path, typer.Argument(help="CSV file to write.")],
+    db: DbOption = None,
+) -> None:
+    """Write the was-is list of every approval (CSV) for the PACS and downstream teams.
+
+    Old patient id and issuer → MRN and authority, study uid, accession, approved by, when,
+    the merge's control id and its delivery.
+    """
+    store = open_store_or_fail(db)
+    with store.connect() as connection:
+        found = was_is_rows(connection)
+    try:
+        with file.open("w", newline="", encoding="utf-8") as target:
+            writer = csv.DictWriter(target, fieldnames=WAS_IS_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(found)
+    except OSError as error:
+        fail(f"{file}: {error.strerror or error}")
+    console.print(f"{file}: {len(found)} approval(s)")

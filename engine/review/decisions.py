@@ -1,0 +1,360 @@
+"""Deciding proposals: approve (and send the merge), reject, defer — each audited, each safe.
+
+Safety rules, enforced here and in the database:
+
+- Nothing is approved without a recorded decision (a reviewer, or an operator's automatic band).
+- One orphan, one patient: once a study's proposal is approved no other can be (checked here,
+  and a partial unique index refuses a second approved row even under a race).
+- A proposal whose candidate has since been merged follows the merge (``upkeep.refresh``).
+- The approval, its audit record, the merge message and its queued deliveries are one
+  transaction: either the PACS will get the merge, or nothing was decided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from engine.config.model import EngineConfig
+from engine.hl7v2.header import parse_header, read_delimiters, strip_preamble
+from engine.reconcile.tables import Proposal, ProposalStatus
+from engine.review.merge_message import build_merge
+from engine.review.settings import SOURCE
+from engine.review.tables import Action, ReviewDecision
+from engine.review.worklist import ReviewRow, row
+from engine.router import Router
+from engine.store.database import for_writing
+from engine.store.operations import queued_delivery
+from engine.store.queue import touch_destinations
+from engine.store.schema import Delivery, Message, MessageStatus
+
+_proposals = Proposal.__table__
+_decisions = ReviewDecision.__table__
+_messages = Message.__table__
+_deliveries = Delivery.__table__
+
+AUTOMATIC_REVIEWER = "crosswalk (auto)"
+ENGINE_REVIEWER = "crosswalk"
+
+
+class ReviewError(Exception):
+    """A decision that cannot be made, with the reason in words for the reviewer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    proposal_id: int
+    action: str
+    message_id: int | None = None
+    control_id: str = ""
+    destinations: tuple[str, ...] = ()
+    closed: tuple[int, ...] = ()
+    """Other open proposals of the same study, closed by an approval."""
+
+
+def snapshot(item: ReviewRow, **extra: Any) -> str:
+    """What the reviewer saw, as JSON, kept with the decision."""
+    study = item.study
+    return json.dumps(
+        {
+            "proposal": {
+                "id": item.proposal_id,
+                "probability": item.probability,
+                "band": item.band,
+                "rank": item.rank,
+                "status": item.status,
+                "match_weight": item.match_weight,
+                "evidence": item.evidence,
+            },
+            "study": {
+                "study_uid": item.study_uid,
+                "patient_id": study.patient_id,
+                "issuer": study.issuer,
+                "study_date": study.study_date,
+                "modality": study.modality,
+                "accession": study.accession,
+                "description": study.description,
+                **dataclasses.asdict(study.person),
+            },
+            "patient": {
+                "id": item.patient_id,
+                "mrn": item.mrn,
+                "authority": item.authority,
+                **dataclasses.asdict(item.patient),
+            },
+            **extra,
+        },
+        ensure_ascii=False,
+    )
+
+
+def record(
+    connection: Connection,
+    item: ReviewRow,
+    action: str,
+    reviewer: str,
+    now: datetime,
+    *,
+    reason: str = "",
+    automatic: bool = False,
+    message_id: int | None = None,
+    new_status: str | None = None,
+    **extra: Any,
+) -> None:
+    """Audit one decision (and set the proposal's new status)."""
+    if new_status is not None:
+        connection.execute(
+            update(_proposals)
+            .where(_proposals.c.id == item.proposal_id)
+            .values(status=new_status, updated_at=now)
+        )
+    connection.execute(
+        insert(_decisions).values(
+            proposal_id=item.proposal_id,
+            study_uid=item.study_uid,
+            patient_id=item.patient_id,
+            action=action,
+            previous_status=item.status,
+            reviewer=reviewer[:100],
+            automatic=automatic,
+            decided_at=now,
+            reason=reason,
+            snapshot=snapshot(item, **extra),
+            message_id=message_id,
+        )
+    )
+
+
+def _locked(connection: Connection, proposal_id: int, mrn_authority: str) -> ReviewRow:
+    if connection.dialect.name == "postgresql":
+        # Two reviewers deciding the same study take turns (SQLite: BEGIN IMMEDIATE already).
+        uid = select(_proposals.c.study_uid).where(_proposals.c.id == proposal_id)
+        connection.execute(
+            select(_proposals.c.id).where(_proposals.c.study_uid.in_(uid)).with_for_update()
+        )
+    found = row(connection, proposal_id, mrn_authority)
+    if found is None:
+        raise ReviewError(f"no proposal {proposal_id}")
+    return found
+
+
+def _refuse_decided(connection: Connection, item: ReviewRow, allowed: tuple[str, ...]) -> None:
+    if item.status in allowed:
+        return
+    last = connection.execute(
+        select(_decisions.c.reviewer, _decisions.c.decided_at, _decisions.c.reason)
+        .where(_decisions.c.proposal_id == item.proposal_id)
+        .order_by(_decisions.c.id.desc())
+        .limit(1)
+    ).first()
+    by = f" by {last.reviewer} at {last.decided_at:%Y-%m-%d %H:%M} UTC" if last else ""
+    why = f" ({last.reason})" if last and last.reason else ""
+    raise ReviewError(f"proposal {item.proposal_id} is {item.status}{by}{why}")
+
+
+def approve(
+    store: Engine,
+    config: EngineConfig,
+    proposal_id: int,
+    reviewer: str,
+    *,
+    reason: str = "",
+    automatic: bool = False,
+    now: datetime | None = None,
+) -> Decided:
+    """Approve a proposal: build its merge message, route it (source ``review``), queue it for
+    the PACS, close the study's other proposals, audit it — all in one transaction."""
+    settings = config.review
+    now = now or datetime.now(UTC)
+    try:
+        with for_writing(store).begin() as connection:
+            item = _locked(connection, proposal_id, settings.mrn_authority)
+            _refuse_decided(connection, item, ProposalStatus.OPEN)
+            _refuse_second_approval(connection, item)
+            if not item.study.known:
+                raise ReviewError(f"study {item.study_uid} is no longer in the study index")
+            message, routing = _merge_for(config, item, reviewer, now)
+            message_id = _store_message(connection, message.raw, message.charset, routing, now)
+            deliveries = [
+                queued_delivery(values, message_id, now) for values in routing.delivery_rows()
+            ]
+            connection.execute(insert(_deliveries), deliveries)
+            destinations = tuple(sorted({d["destination"] for d in deliveries}))
+            touch_destinations(connection, destinations, now)
+            record(
+                connection,
+                item,
+                Action.APPROVED,
+                reviewer,
+                now,
+                reason=reason,
+                automatic=automatic,
+                message_id=message_id,
+                new_status=ProposalStatus.APPROVED,
+                merge={"control_id": message.control_id, "destinations": list(destinations)},
+            )
+            closed = _close_siblings(connection, item, settings.mrn_authority, now)
+            return Decided(
+                proposal_id, Action.APPROVED, message_id, message.control_id, destinations, closed
+            )
+    except IntegrityError:
+        raise ReviewError(
+            f"proposal {proposal_id}: its study was approved for another patient meanwhile"
+        ) from None
+
+
+def _refuse_second_approval(connection: Connection, item: ReviewRow) -> None:
+    other = connection.execute(
+        select(_proposals.c.id, _proposals.c.patient_id).where(
+            _proposals.c.study_uid == item.study_uid,
+            _proposals.c.status == ProposalStatus.APPROVED,
+        )
+    ).first()
+    if other is not None:
+        raise ReviewError(
+            f"study {item.study_uid} is already approved for MPI patient {other.patient_id}"
+            f" (proposal {other.id}); one orphan cannot be merged into two patients"
+        )
+
+
+def _merge_for(config: EngineConfig, item: ReviewRow, reviewer: str, now: datetime) -> Any:
+    try:
+        message = build_merge(
+            config.review,
+            orphan_id=item.study.patient_id,
+            orphan_issuer=item.study.issuer,
+            orphan=item.study.person,
+            mrn=item.mrn,
+            authority=item.authority,
+            patient=item.patient,
+            reviewer=reviewer,
+            now=now,
+        )
+    except ValueError as error:
+        raise ReviewError(f"proposal {item.proposal_id}: {error}") from None
+    routing = Router(config).route(message.raw, message.charset, SOURCE)
+    if routing.status != MessageStatus.ROUTED or not routing.outbound:
+        raise ReviewError(
+            f"proposal {item.proposal_id}: the merge message would not reach the PACS"
+            f" ({routing.reason or 'no route has source: ' + SOURCE}); nothing was approved"
+        )
+    return message, routing
+
+
+def _store_message(
+    connection: Connection, raw: bytes, charset: str, routing: Any, now: datetime
+) -> int:
+    header = parse_header(strip_preamble(raw).split(b"\r", 1)[0].decode(), read_delimiters(raw))
+    values = {
+        "received_at": now,
+        "listener": SOURCE,
+        "peer": "crosswalk review",
+        "raw": raw,
+        "size": len(raw),
+        "charset": charset,
+        "sending_application": header.sending_application,
+        "sending_facility": header.sending_facility,
+        "receiving_application": header.receiving_application,
+        "receiving_facility": header.receiving_facility,
+        "message_datetime": header.message_datetime,
+        "message_type": header.message_type,
+        "message_code": header.message_code,
+        "trigger_event": header.trigger_event,
+        "control_id": header.control_id,
+        "processing_id": header.processing_id,
+        "version_id": header.version,
+        "status": routing.status,
+        "status_reason": routing.reason,
+        "ack_code": "",
+        "ack": b"",
+    }
+    return int(
+        connection.execute(insert(_messages).values(values).returning(_messages.c.id)).scalar_one()
+    )
+
+
+def _close_siblings(
+    connection: Connection, approved: ReviewRow, mrn_authority: str, now: datetime
+) -> tuple[int, ...]:
+    ids = connection.execute(
+        select(_proposals.c.id).where(
+            _proposals.c.study_uid == approved.study_uid,
+            _proposals.c.id != approved.proposal_id,
+            _proposals.c.status.in_(ProposalStatus.OPEN),
+        )
+    ).scalars()
+    closed = []
+    for sibling_id in ids.all():
+        sibling = row(connection, sibling_id, mrn_authority)
+        if sibling is None:
+            continue
+        record(
+            connection,
+            sibling,
+            Action.CLOSED,
+            ENGINE_REVIEWER,
+            now,
+            reason=f"the study was approved for another patient (proposal {approved.proposal_id})",
+            automatic=True,
+            new_status=ProposalStatus.CLOSED,
+        )
+        closed.append(sibling_id)
+    return tuple(closed)
+
+
+def reject(
+    store: Engine, proposal_id: int, reviewer: str, reason: str, *, mrn_authority: str = ""
+) -> Decided:
+    """Reject a proposal as "not a match": no later run proposes this pair again."""
+    if not reason.strip():
+        raise ReviewError("a rejection needs a reason (--reason)")
+    return _simple(
+        store,
+        proposal_id,
+        reviewer,
+        reason,
+        Action.REJECTED,
+        ProposalStatus.REJECTED,
+        ProposalStatus.OPEN,
+        mrn_authority,
+    )
+
+
+def defer(
+    store: Engine, proposal_id: int, reviewer: str, reason: str = "", *, mrn_authority: str = ""
+) -> Decided:
+    """Put a proposal aside for later (out of the ``review next`` queue)."""
+    return _simple(
+        store,
+        proposal_id,
+        reviewer,
+        reason,
+        Action.DEFERRED,
+        ProposalStatus.DEFERRED,
+        (ProposalStatus.PENDING,),
+        mrn_authority,
+    )
+
+
+def _simple(
+    store: Engine,
+    proposal_id: int,
+    reviewer: str,
+    reason: str,
+    action: str,
+    status: str,
+    allowed: tuple[str, ...],
+    mrn_authority: str,
+) -> Decided:
+    now = datetime.now(UTC)
+    with for_writing(store).begin() as connection:
+        item = _locked(connection, proposal_id, mrn_authority)
+        _refuse_decided(connection, item, allowed)
+        record(connection, item, action, reviewer, now, reason=reason, new_status=status)
+    return Decided(proposal_id, action)
