@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from engine.config.loader import load_config
 from engine.config.source import ConfigError
 from engine.hl7v2.message import Message
-from engine.mpi.tables import Patient, PatientIdentifier
+from engine.mpi.tables import Order, Patient, PatientIdentifier
 from engine.reconcile.run import reconcile
 from engine.reconcile.settings import ReconcilerSettings
 from engine.reconcile.tables import Proposal, ProposalStatus
@@ -39,7 +39,7 @@ MERGES = """
 routes:
   merges:
     source: review
-    filter: {type: [ADT^A40, ADT^A47]}
+    filter: {type: [ADT^A40, ADT^A47, ORM^O01]}
     destinations: [pacs]
 """
 REVIEW = "review:\n  mrn_authority: GENHOSP\n"
@@ -101,9 +101,15 @@ def test_an_approval_reaches_a_fake_pacs_as_an_a40_with_the_right_mrg_and_pid(
     try:
         chosen = proposal_of(store, "1.1")
         approved = run(
-            "review", "approve", str(chosen), "--user", "alice", "--reason", "same DOB and name",
+            "review",
+            "approve",
+            str(chosen),
+            "--user",
+            "alice",
+            "--reason",
+            "same DOB and name",
             *db_args(db_url, config),
-        )  # fmt: skip
+        )
         assert approved.returncode == 0, approved.stderr
         assert f"proposal {chosen}: approved" in approved.stdout
         assert pacs.wait_for(1, timeout=15)
@@ -122,8 +128,9 @@ def test_an_approval_reaches_a_fake_pacs_as_an_a40_with_the_right_mrg_and_pid(
                 break
             time.sleep(0.2)
         assert "merge: pacs: delivered" in shown.stdout, shown.stdout
-        listed = run("review", "list", "--status", "approved", "--format", "json",
-                     *db_args(db_url, config))  # fmt: skip
+        listed = run(
+            "review", "list", "--status", "approved", "--format", "json", *db_args(db_url, config)
+        )
         assert json.loads(listed.stdout)[0]["delivery"] == "pacs: delivered"
     finally:
         pipeline.stop()
@@ -138,8 +145,11 @@ def test_an_approval_reaches_a_fake_pacs_as_an_a40_with_the_right_mrg_and_pid(
     assert run("review", "export-was-is", str(was_is), "--db", db_url).returncode == 0
     (line,) = csv.DictReader(was_is.open(encoding="utf-8"))
     assert (line["old_patient_id"], line["old_issuer"], line["mrn"], line["authority"]) == (
-        "X77", "OTHERSITE", "100234", "GENHOSP",
-    )  # fmt: skip
+        "X77",
+        "OTHERSITE",
+        "100234",
+        "GENHOSP",
+    )
     assert line["approved_by"] == "alice" and line["delivery"] == "pacs: delivered"
 
 
@@ -165,9 +175,16 @@ def test_the_merge_message_follows_the_settings_and_escapes_values() -> None:
     assert segment_fields(text, "MSH")[11] == "2.3.1"
     with pytest.raises(ValueError, match="no patient id"):
         build_merge(
-            settings, orphan_id="", orphan_issuer="", orphan=Person(), mrn="1", authority="",
-            patient=Person(), reviewer="bob", now=NOW,
-        )  # fmt: skip
+            settings,
+            orphan_id="",
+            orphan_issuer="",
+            orphan=Person(),
+            mrn="1",
+            authority="",
+            patient=Person(),
+            reviewer="bob",
+            now=NOW,
+        )
 
 
 def test_one_orphan_cannot_be_approved_for_two_patients(store: Engine, tmp_path: Path) -> None:
@@ -287,8 +304,16 @@ def test_rejections_are_remembered_and_need_a_reason(
     assert missing.returncode == 2 and "--reason" in missing.stderr
     with pytest.raises(ReviewError, match="reason"):
         reject(store, chosen, "bob", "  ")
-    done = run("review", "reject", str(chosen), "--reason", "different person: other DOB",
-               "--user", "bob", *db_args(db_url, config))  # fmt: skip
+    done = run(
+        "review",
+        "reject",
+        str(chosen),
+        "--reason",
+        "different person: other DOB",
+        "--user",
+        "bob",
+        *db_args(db_url, config),
+    )
     assert done.returncode == 0, done.stderr
     reconcile(store, SETTINGS)
     assert status_of(store, chosen) == ProposalStatus.REJECTED
@@ -351,8 +376,15 @@ def test_list_filters_and_formats(store: Engine, db_url: str, tmp_path: Path) ->
     bad = run("review", "list", "--study-from", "yesterday", *db_args(db_url, config))
     assert bad.returncode == 2 and "is not a date" in bad.stderr
     shown = run("review", "show", str(proposal_of(store, "1.1")), *db_args(db_url, config))
-    for words in ("study (PACS)", "patient (MPI)", "how the probability was reached", "prior",
-                  "birth_date (exact)", "X77^^^OTHERSITE", "100234^^^GENHOSP"):  # fmt: skip
+    for words in (
+        "study (PACS)",
+        "patient (MPI)",
+        "how the probability was reached",
+        "prior",
+        "birth_date (exact)",
+        "X77^^^OTHERSITE",
+        "100234^^^GENHOSP",
+    ):
         assert words in shown.stdout
     assert run("review", "show", "999", *db_args(db_url, config)).returncode == 1
 
@@ -418,3 +450,65 @@ def test_review_settings_are_checked(tmp_path: Path) -> None:
     reserved = config_folder(tmp_path, MERGES, endpoints=endpoints)
     with pytest.raises(ConfigError, match="listener name 'review' is reserved"):
         load_config(reserved)
+
+
+def test_an_order_update_moves_a_trauma_study_by_its_accession(
+    store: Engine, tmp_path: Path
+) -> None:
+    trauma = [
+        study("3.1", "TR123", "DOE^JOHN", "1900-01-01", "M", accession="ACC9"),
+        study("3.2", "TR124", "DOE^JOHN", "1900-01-01", "M"),
+    ]
+    load(store, tmp_path, trauma)
+    with store.begin() as connection:
+        owner = connection.execute(
+            select(PatientIdentifier.patient_id).where(PatientIdentifier.value == "100700")
+        ).scalar_one()
+        connection.execute(
+            insert(Order).values(
+                patient_id=owner,
+                accession="ACC9",
+                placer_number="P77",
+                filler_number="F77",
+                procedure_code="CTHEAD",
+                recorded_at=NOW,
+            )
+        )
+    reconcile(store, SETTINGS)
+    config = load_config(folder(tmp_path, review=REVIEW + "  merge_message: O01\n"))
+    approve(store, config, proposal_of(store, "3.1"), "gina")
+    with store.connect() as connection:
+        payload = connection.execute(select(Delivery.payload)).scalar_one().decode()
+    assert segment_fields(payload, "MSH")[8] == "ORM^O01"
+    assert segment_fields(payload, "PID")[3] == "100700^^^GENHOSP^MR"
+    orc, obr = segment_fields(payload, "ORC"), segment_fields(payload, "OBR")
+    assert orc[1:4] == ["XO", "P77", "F77"]
+    assert obr[4] == "CTHEAD" and obr[18] == "ACC9" and obr[24] == "CT"
+    assert segment_fields(payload, "ZDS")[1].startswith("3.1^CROSSWALK^Application^DICOM")
+    assert "MRG|" not in payload
+    settings = ReviewSettings(merge_message="O01")
+    with pytest.raises(ValueError, match="no accession number"):
+        build_merge(
+            settings,
+            orphan_id="TR124",
+            orphan_issuer="",
+            orphan=Person(),
+            mrn="1",
+            authority="",
+            patient=Person(),
+            reviewer="gina",
+            now=NOW,
+        )
+
+
+def test_the_loop_reads_one_line_per_key_when_input_is_not_a_terminal(
+    store: Engine, db_url: str, tmp_path: Path
+) -> None:
+    prepared(store, tmp_path)
+    config = folder(tmp_path)
+    args = ["review", "next", "--user", "hank", *db_args(db_url, config)]
+    result = _run_with_input(args, "s\nd\n")  # skip, defer, then end of input: quit
+    assert result.returncode == 0, result.stderr
+    assert "done: 0 approved, 0 rejected, 1 deferred, 1 skipped" in result.stdout
+    with store.connect() as connection:
+        assert [d.action for d in decision_views(connection)] == [Action.DEFERRED]

@@ -23,8 +23,9 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.config.model import EngineConfig
 from engine.hl7v2.header import parse_header, read_delimiters, strip_preamble
+from engine.mpi.tables import Order
 from engine.reconcile.tables import Proposal, ProposalStatus
-from engine.review.merge_message import build_merge
+from engine.review.merge_message import StudyOrder, build_merge
 from engine.review.settings import SOURCE
 from engine.review.tables import Action, ReviewDecision
 from engine.review.worklist import ReviewRow, row
@@ -38,6 +39,7 @@ _proposals = Proposal.__table__
 _decisions = ReviewDecision.__table__
 _messages = Message.__table__
 _deliveries = Delivery.__table__
+_orders = Order.__table__
 
 AUTOMATIC_REVIEWER = "crosswalk (auto)"
 ENGINE_REVIEWER = "crosswalk"
@@ -179,7 +181,7 @@ def approve(
             _refuse_second_approval(connection, item)
             if not item.study.known:
                 raise ReviewError(f"study {item.study_uid} is no longer in the study index")
-            message, routing = _merge_for(config, item, reviewer, now)
+            message, routing = _merge_for(connection, config, item, reviewer, now)
             message_id = _store_message(connection, message.raw, message.charset, routing, now)
             deliveries = [
                 queued_delivery(values, message_id, now) for values in routing.delivery_rows()
@@ -223,7 +225,28 @@ def _refuse_second_approval(connection: Connection, item: ReviewRow) -> None:
         )
 
 
-def _merge_for(config: EngineConfig, item: ReviewRow, reviewer: str, now: datetime) -> Any:
+def _study_order(connection: Connection, item: ReviewRow) -> StudyOrder:
+    study = item.study
+    found = None
+    if study.accession:
+        found = connection.execute(
+            select(_orders.c.placer_number, _orders.c.filler_number, _orders.c.procedure_code)
+            .where(_orders.c.accession == study.accession)
+            .order_by(_orders.c.id.desc())
+            .limit(1)
+        ).first()
+    return StudyOrder(
+        item.study_uid,
+        study.accession,
+        study.modality,
+        study.description,
+        *(tuple(found) if found else ()),
+    )
+
+
+def _merge_for(
+    connection: Connection, config: EngineConfig, item: ReviewRow, reviewer: str, now: datetime
+) -> Any:
     try:
         message = build_merge(
             config.review,
@@ -235,6 +258,7 @@ def _merge_for(config: EngineConfig, item: ReviewRow, reviewer: str, now: dateti
             patient=item.patient,
             reviewer=reviewer,
             now=now,
+            order=_study_order(connection, item) if config.review.merge_message == "O01" else None,
         )
     except ValueError as error:
         raise ReviewError(f"proposal {item.proposal_id}: {error}") from None

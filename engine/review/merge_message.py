@@ -3,7 +3,8 @@
 A40 (ADT_A39, merge patient): MRG-1 = the orphan's id^^^issuer, PID-3 = the MRN^^^authority^MR,
 PID-5/7/8 (and address, phone) from the MPI, MRG-7 = the name the PACS recorded. A47 (ADT_A30,
 change patient identifier list) carries the same segments: the PACS renames the id instead of
-merging two patients.
+merging two patients. O01 (ORM^O01, order control XO: an order update, IHE SWF) moves one study
+by its accession number (OBR-18) and Study Instance UID (ZDS-1) to the MPI patient in PID.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from engine.hl7v2.escaping import escape
 from engine.review.settings import ReviewSettings
 
 CHARSET = "UNICODE UTF-8"
-STRUCTURES = {"A40": "ADT_A39", "A47": "ADT_A30"}
+STRUCTURES = {"A40": "ADT^A40^ADT_A39", "A47": "ADT^A47^ADT_A30", "O01": "ORM^O01"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,19 @@ class Person:
     state: str = ""
     postal_code: str = ""
     phone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StudyOrder:
+    """The study an order update moves, with the order the feed recorded for its accession."""
+
+    study_uid: str
+    accession: str
+    modality: str = ""
+    description: str = ""
+    placer_number: str = ""
+    filler_number: str = ""
+    procedure_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +71,24 @@ def build_merge(
     patient: Person,
     reviewer: str,
     now: datetime,
+    order: StudyOrder | None = None,
     control_id: str | None = None,
 ) -> MergeMessage:
     """The merge message (``settings.merge_message``) for one approval, encoded in UTF-8."""
-    if not orphan_id:
+    trigger = settings.merge_message
+    if trigger == "O01":
+        if order is None or not order.accession:
+            raise ValueError(
+                "the study has no accession number, so no order update can name it (OBR-18);"
+                " use merge_message A40, or correct the study in the PACS"
+            )
+    elif not orphan_id:
         raise ValueError(
             "the study has no patient id, so no merge message can name it (MRG-1); correct the"
             " study in the PACS, or reject or defer the proposal"
         )
     if not mrn:
         raise ValueError("the MPI patient has no identifier to put in PID-3")
-    trigger = settings.merge_message
     stamp = hl7_timestamp(now)
     control = control_id or new_control_id()
     issuer = orphan_issuer or settings.orphan_issuer
@@ -81,7 +102,7 @@ def build_merge(
             escape(settings.receiving_facility),
             stamp,
             "",
-            f"ADT^{trigger}^{STRUCTURES[trigger]}",
+            STRUCTURES[trigger],
             control,
             "P",
             settings.version,
@@ -113,7 +134,24 @@ def build_merge(
             escape(patient.phone),
         ]
     ).rstrip("|")
-    prior_name = _join(orphan.family_name, orphan.given_name, orphan.middle_name)
-    mrg = f"MRG|{_join(orphan_id, '', '', issuer)}||||||{prior_name}".rstrip("|")
-    text = "\r".join([msh, evn, pid, mrg]) + "\r"
+    if trigger == "O01":
+        assert order is not None
+        segments = [msh, pid, *_order_update(order, stamp, settings.sending_application)]
+    else:
+        prior_name = _join(orphan.family_name, orphan.given_name, orphan.middle_name)
+        mrg = f"MRG|{_join(orphan_id, '', '', issuer)}||||||{prior_name}".rstrip("|")
+        segments = [msh, evn, pid, mrg]
+    text = "\r".join(segments) + "\r"
     return MergeMessage(text.encode("utf-8"), control)
+
+
+def _order_update(order: StudyOrder, stamp: str, application: str) -> list[str]:
+    placer, filler = escape(order.placer_number), escape(order.filler_number)
+    procedure = escape(order.procedure_code) or _join("", order.description)
+    obr = ["OBR", "1", placer, filler, procedure, *[""] * 13, escape(order.accession)]
+    obr += [*[""] * 5, escape(order.modality)]
+    return [
+        f"ORC|XO|{placer}|{filler}||||||{stamp}",
+        "|".join(obr).rstrip("|"),
+        f"ZDS|{_join(order.study_uid, application, 'Application', 'DICOM')}",
+    ]

@@ -16,10 +16,11 @@ SOURCE = "review"
 class ReviewSettings:
     """What ``crosswalk review approve`` sends, and whether anything is approved unattended."""
 
-    merge_message: Literal["A40", "A47"] = setting(
+    merge_message: Literal["A40", "A47", "O01"] = setting(
         "The message an approval sends: `A40` (merge patient: the orphan's id into the MPI"
-        " patient) or `A47` (change the patient identifier list: the orphan's id becomes the"
-        " MRN).",
+        " patient), `A47` (change the patient identifier list: the orphan's id becomes the"
+        " MRN) or `O01` (an order update, ORM^O01 with ORC-1 XO: the study, by accession number"
+        " and Study Instance UID, moves to the MPI patient).",
         default="A40",
     )
     version: str = setting("HL7 version of the merge message (MSH-12).", default="2.5.1")
