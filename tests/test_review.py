@@ -174,17 +174,21 @@ def test_the_merge_message_follows_the_settings_and_escapes_values() -> None:
     assert segment_fields(text, "PID")[5] == "O'NEIL\\S\\SMITH^ANN\\T\\MARIE"
     assert segment_fields(text, "MSH")[11] == "2.3.1"
     with pytest.raises(ValueError, match="no patient id"):
-        build_merge(
-            settings,
-            orphan_id="",
-            orphan_issuer="",
-            orphan=Person(),
-            mrn="1",
-            authority="",
-            patient=Person(),
-            reviewer="bob",
-            now=NOW,
-        )
+        bare_merge(settings, "")
+
+
+def bare_merge(settings: ReviewSettings, orphan_id: str) -> None:
+    build_merge(
+        settings,
+        orphan_id=orphan_id,
+        orphan_issuer="",
+        orphan=Person(),
+        mrn="1",
+        authority="",
+        patient=Person(),
+        reviewer="bob",
+        now=NOW,
+    )
 
 
 def test_one_orphan_cannot_be_approved_for_two_patients(store: Engine, tmp_path: Path) -> None:
@@ -486,19 +490,8 @@ def test_an_order_update_moves_a_trauma_study_by_its_accession(
     assert obr[4] == "CTHEAD" and obr[18] == "ACC9" and obr[24] == "CT"
     assert segment_fields(payload, "ZDS")[1].startswith("3.1^CROSSWALK^Application^DICOM")
     assert "MRG|" not in payload
-    settings = ReviewSettings(merge_message="O01")
     with pytest.raises(ValueError, match="no accession number"):
-        build_merge(
-            settings,
-            orphan_id="TR124",
-            orphan_issuer="",
-            orphan=Person(),
-            mrn="1",
-            authority="",
-            patient=Person(),
-            reviewer="gina",
-            now=NOW,
-        )
+        bare_merge(ReviewSettings(merge_message="O01"), "TR124")
 
 
 def test_the_loop_reads_one_line_per_key_when_input_is_not_a_terminal(

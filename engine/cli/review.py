@@ -9,6 +9,7 @@ import csv
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -416,11 +417,8 @@ def reject_proposal(
     """Reject a proposal: remembered as "not a match", never proposed again."""
     engine_config = _config(config, required=False)
     store = _open(db, engine_config)
-    try:
-        reject(store, proposal_id, _reviewer(user), reason)
-    except ReviewError as error:
-        fail(str(error), 1)
-    console.print(f"proposal {proposal_id}: rejected")
+    if not _decide(reject, store, proposal_id, _reviewer(user), reason):
+        raise typer.Exit(1)
 
 
 @app.command("defer")
@@ -437,11 +435,25 @@ def defer_proposal(
     """
     engine_config = _config(config, required=False)
     store = _open(db, engine_config)
+    if not _decide(defer, store, proposal_id, _reviewer(user), reason):
+        raise typer.Exit(1)
+
+
+def _decide(
+    decision: Callable[[Engine, int, str, str], Decided],
+    store: Engine,
+    proposal_id: int,
+    who: str,
+    reason: str,
+) -> bool:
+    """Reject or defer; print what happened or why it was refused."""
     try:
-        defer(store, proposal_id, _reviewer(user), reason)
+        decided = decision(store, proposal_id, who, reason)
     except ReviewError as error:
-        fail(str(error), 1)
-    console.print(f"proposal {proposal_id}: deferred")
+        errors.print(f"[bold red]refused:[/] {error}", soft_wrap=True)
+        return False
+    console.print(f"proposal {proposal_id}: {decided.action}")
+    return True
 
 
 KEYS = "[a]pprove  [r]eject  [d]efer  [s]kip  [q]uit"
@@ -504,16 +516,13 @@ def _ask(store: Engine, config: EngineConfig, proposal_id: int, who: str) -> str
                 Action.APPROVED if _approve_one(store, config, proposal_id, who, "") else "skipped"
             )
         if key == "d":
-            defer(store, proposal_id, who)
-            console.print(f"proposal {proposal_id}: deferred")
-            return Action.DEFERRED
+            return Action.DEFERRED if _decide(defer, store, proposal_id, who, "") else "skipped"
         if key == "r":
             reason = console.input("why is it not a match? (empty: back) ").strip()
             if not reason:
                 continue
-            reject(store, proposal_id, who, reason)
-            console.print(f"proposal {proposal_id}: rejected")
-            return Action.REJECTED
+            done = _decide(reject, store, proposal_id, who, reason)
+            return Action.REJECTED if done else "skipped"
         console.print(f"unknown key {key!r}")
 
 
