@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import hl7
 import pexpect
 import pytest
 from sqlalchemy import Engine, insert, select, update
@@ -173,6 +174,11 @@ def test_the_merge_message_follows_the_settings_and_escapes_values() -> None:
     assert segment_fields(text, "MRG")[1] == "T\\F\\1^^^PACSLOCAL"
     assert segment_fields(text, "PID")[5] == "O'NEIL\\S\\SMITH^ANN\\T\\MARIE"
     assert segment_fields(text, "MSH")[11] == "2.3.1"
+    # Another implementation reads the values back unescaped (python-hl7, as a PACS would).
+    other = hl7.parse(text)
+    assert other.unescape(str(other.segment("PID")[5][0][0])) == "O'NEIL^SMITH"
+    assert other.unescape(str(other.segment("MRG")[1][0][0])) == "T|1"
+    assert str(other.segment("MRG")[1][0][3]) == "PACSLOCAL"
     with pytest.raises(ValueError, match="no patient id"):
         bare_merge(settings, "")
 
