@@ -249,19 +249,12 @@ def list_proposals(
     if output != "table":
         _write_rows([_flat(r) for r in found], output, LIST_COLUMNS)
         return
-    table = Table(
-        "id",
-        "p",
-        "band",
-        "status",
-        "study date",
-        "mod",
-        "PACS id",
-        "PACS name",
-        "MRN",
-        "MPI name",
-        "merge",
-    )
+    table = Table()
+    # The short columns never fold; the people and the merge's state wrap on a narrow terminal.
+    for name in ("id", "p", "band", "status", "date", "mod"):
+        table.add_column(name, no_wrap=True)
+    for name in ("study (PACS)", "candidate (MPI)", "merge"):
+        table.add_column(name, ratio=1, min_width=12)
     for one in found:
         study, patient = one.study, one.patient
         table.add_row(
@@ -271,10 +264,8 @@ def list_proposals(
             one.status,
             study.study_date,
             study.modality,
-            study.patient_id,
-            f"{study.person.family_name}^{study.person.given_name}",
-            one.mrn,
-            f"{patient.family_name}^{patient.given_name}",
+            f"{study.person.family_name}^{study.person.given_name} {study.patient_id}",
+            f"{patient.family_name}^{patient.given_name} {one.mrn}",
             one.delivery,
         )
     console.print(table)
