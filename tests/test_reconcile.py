@@ -17,12 +17,12 @@ from engine.config.loader import load_config
 from engine.config.source import ConfigError
 from engine.mpi.importer import MpiImport
 from engine.mpi.tables import Order, PatientIdentifier
-from engine.reconcile import model
+from engine.reconcile import blocking, model
 from engine.reconcile.comparisons import COMPARISONS, Pairs, Records, compare
 from engine.reconcile.names import identifier_key, name_words, same_person_names
-from engine.reconcile.run import reconcile
+from engine.reconcile.run import _frequency_bonus, reconcile
 from engine.reconcile.settings import ReconcilerSettings
-from engine.reconcile.tables import PatientKey, Proposal, ProposalStatus
+from engine.reconcile.tables import PatientKey, Proposal, ProposalStatus, ReconcileRun
 from engine.studies.importer import StudyImport
 from tests.support import config_folder, run_crosswalk
 
@@ -364,3 +364,127 @@ def test_cli_runs_shows_parameters_and_exports(db_url: str, store: Engine, tmp_p
     assert json.loads(as_json.stdout)[0]["evidence"][0]["field"] == "prior"
     bad = run_crosswalk("reconcile", "run", "--db", db_url, "--since", "2025-13-01")
     assert bad.returncode == 2 and "not a date" in bad.stderr
+
+
+def test_blocking_without_a_birth_date_and_identifiers_found_by_value(
+    store: Engine, tmp_path: Path
+) -> None:
+    load(
+        store,
+        tmp_path,
+        [
+            study("6.1", "X1", "BRENNAN^PATRICK", ""),  # no birth date: family + given prefix
+            study("6.2", "MRN-0100388", "KOVALSKI^T", "1960-01-01", "F"),  # only the id agrees
+        ],
+    )
+    report = reconcile(store, SETTINGS)
+    best = {uid: mrn for uid, mrn, _b, _p, rank, _s in proposals(store) if rank == 1}
+    assert best == {"6.1": "100700", "6.2": "100388"}
+    with store.connect() as connection:
+        keys = set(connection.execute(select(PatientKey.key)).scalars())
+    assert "NBRNNPAT" in keys
+    # MPI identifiers stored as their key are looked up by value: no key of their own.
+    assert not any(key.startswith("I") for key in keys)
+    assert report.keys_refreshed == len(MPI)
+
+
+def test_keys_of_an_older_version_are_rebuilt(store: Engine, tmp_path: Path) -> None:
+    load(store, tmp_path, [study("7.1", "X1", "SMITH^WILLIAM", "1958-03-14", "M")])
+    reconcile(store, SETTINGS)
+    if store.dialect.name == "sqlite":  # PostgreSQL looks at recent changes again
+        assert reconcile(store, SETTINGS).keys_refreshed == 0
+    runs = ReconcileRun.__table__
+    with store.begin() as connection:
+        for run_id, text in connection.execute(select(runs.c.id, runs.c.parameters)).all():
+            old = json.loads(text)
+            old["keys_version"] = 1
+            connection.execute(
+                update(runs).where(runs.c.id == run_id).values(parameters=json.dumps(old))
+            )
+    assert reconcile(store, SETTINGS).keys_refreshed == len(MPI)
+
+
+def test_a_common_name_counts_less_than_a_rare_one() -> None:
+    """However much a rare level (swapped names) weighs, an exact common name is not lifted
+    to it: only the near spellings (similar, phonetic) are its floor."""
+    names = ["SMITH", "ZBYSZKO"]
+    records = Records(
+        family=names,
+        given=["ANNA", "ANNA"],
+        middle=["", ""],
+        birth=["", ""],
+        sex=["", ""],
+        postal=["", ""],
+        street=["", ""],
+        phone=["", ""],
+        identifiers=[frozenset()] * 2,
+        other_families=[frozenset()] * 2,
+        linked=[frozenset()] * 2,
+        keys=[1, 2],
+    )
+    pairs = Pairs(records, records, np.arange(2), np.arange(2))
+    levels = compare(pairs)
+    u = model.estimate_u(np.zeros((0, len(COMPARISONS)), dtype=np.int8))
+    u["family_name"][COMPARISONS[0].levels.index("swapped")] = 1e-7
+    parameters = model.Parameters(0.9, 1000, model.starting_m(), u)
+    frequencies = {"family": {"SMITH": 0.05, "ZBYSZKO": 1e-6}, "given": {"ANNA": 0.01}}
+    bonus = _frequency_bonus(levels, pairs, parameters, frequencies)["family_name"]
+    assert bonus[0] < 0 < bonus[1]
+
+
+def test_keys_made_in_a_second_process_are_the_same(
+    store: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load(store, tmp_path, [study("8.1", "X1", "SMITH^WILLIAM", "1958-03-14", "M")])
+    reconcile(store, SETTINGS, rebuild_keys=True)
+    with store.connect() as connection:
+        here = sorted(connection.execute(select(PatientKey.key, PatientKey.patient_id)).all())
+    monkeypatch.setattr(blocking, "PARALLEL_KEYS", 1)
+    assert reconcile(store, SETTINGS, rebuild_keys=True).keys_refreshed == len(MPI)
+    with store.connect() as connection:
+        there = sorted(connection.execute(select(PatientKey.key, PatientKey.patient_id)).all())
+    assert there == here and len(here) >= 3 * len(MPI)
+
+
+def _records(family: list[str], given: list[str]) -> Records:
+    size = len(family)
+    return Records(
+        family=family,
+        given=given,
+        middle=[""] * size,
+        birth=[""] * size,
+        sex=[""] * size,
+        postal=[""] * size,
+        street=[""] * size,
+        phone=[""] * size,
+        identifiers=[frozenset()] * size,
+        other_families=[frozenset()] * size,
+        linked=[frozenset()] * size,
+        keys=list(range(1, size + 1)),
+    )
+
+
+def test_a_slip_of_the_first_letter_is_a_similar_name_and_swapped_names_count_once() -> None:
+    studies = _records(["ULIBARI", "LEE", "ANNA"], ["KAMES", "JON", "OKAFOR"])
+    patients = _records(["ULIBARRI", "LEO", "OKAFOR"], ["JAMES", "JOHN", "ANNA"])
+    pairs = Pairs(studies, patients, np.arange(3), np.arange(3))
+    levels = compare(pairs)
+    family, given = COMPARISONS[0], COMPARISONS[1]
+    assert given.levels[levels[0, 1]] == "similar"  # KAMES ~ JAMES: Jaro-Winkler 0.87
+    assert family.levels[levels[1, 0]] != "similar"  # LEE, LEO: too short for a slip
+    assert family.levels[levels[2, 0]] == given.levels[levels[2, 1]] == "swapped"
+    u = model.estimate_u(np.zeros((0, len(COMPARISONS)), dtype=np.int8))
+    parameters = model.Parameters(0.9, 1000, model.starting_m(), u)
+    frequencies = {"family": {"OKAFOR": 1e-4}, "given": {"ANNA": 1e-2}}
+    weights = model.match_weights(
+        levels, parameters, _frequency_bonus(levels, pairs, parameters, frequencies)
+    )
+    right = Pairs(_records(["OKAFOR"], ["ANNA"]), patients, np.array([0]), np.array([2]))
+    right_levels = compare(right)
+    assert family.levels[right_levels[0, 0]] == given.levels[right_levels[0, 1]] == "exact"
+    exact = model.match_weights(
+        right_levels,
+        parameters,
+        _frequency_bonus(right_levels, right, parameters, frequencies),
+    )
+    assert weights[2, :2].sum() == pytest.approx(exact[0, :2].sum())

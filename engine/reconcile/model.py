@@ -36,6 +36,8 @@ class Parameters:
     em_converged: bool = False
     estimated_m: bool = False
     """False when m was carried over (too few pairs to estimate it)."""
+    keys_version: int = 0
+    """The version of the blocking keys the run left in ``patient_keys``."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

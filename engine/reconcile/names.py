@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 import jellyfish
 from nicknames import NickNamer
@@ -14,6 +14,7 @@ _DIGITS = re.compile(r"\D+")
 _SUFFIXES = {"JR", "SR", "II", "III", "IV"}
 
 
+@lru_cache(maxsize=1 << 18)
 def name_words(name: str) -> str:
     """A name for comparison: plain letters, its parts (hyphen, space) kept apart by a space;
     generational suffixes dropped (they are compared through the birth date).
@@ -32,6 +33,7 @@ def phonetic(name: str) -> str:
     return jellyfish.metaphone(letters) if letters else ""
 
 
+@lru_cache(maxsize=1 << 18)
 def family_key(name: str) -> str:
     """The phonetic code a family name is blocked on: its first part (HERNANDEZ LOPEZ)."""
     first = name.split(" ", 1)[0]
@@ -64,6 +66,8 @@ def identifier_key(value: str) -> str:
     >>> identifier_key("MRN-0012-3456")
     '123456'
     """
+    if value.isdigit() and len(value) >= 5 and value[0] != "0":
+        return value  # the common case, without a regular expression
     digits = _DIGITS.sub("", value).lstrip("0")
     if len(digits) >= 5:
         return digits

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from engine.mpi.records import DEMOGRAPHIC_COLUMNS
 from engine.mpi.tables import Order, Patient, PatientIdentifier, PatientName
 from engine.reconcile.comparisons import Records
 from engine.reconcile.names import identifier_key, name_words, phone_key
@@ -22,7 +21,6 @@ _identifiers = PatientIdentifier.__table__
 _names = PatientName.__table__
 _orders = Order.__table__
 _studies = Study.__table__
-PATIENT_COLUMNS = ("id", *DEMOGRAPHIC_COLUMNS)
 
 
 def _sex(value: str) -> str:
@@ -38,65 +36,129 @@ def chunks(values: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:
         yield values[start : start + size]
 
 
-def _append_patient(
-    records: Records, row: Any, identifiers: Iterable[str], others: Iterable[str]
-) -> None:
-    records.keys.append(row.id)
-    records.family.append(name_words(row.family_name))
-    records.given.append(name_words(row.given_name))
-    records.middle.append(name_words(row.middle_name))
-    records.birth.append(row.birth_date)
-    records.sex.append(_sex(row.sex))
-    records.postal.append(row.postal_code[:5])
-    records.street.append(_street(row.street))
-    records.phone.append(phone_key(row.phone))
-    records.identifiers.append(frozenset(filter(None, map(identifier_key, identifiers))))
-    records.other_families.append(frozenset(filter(None, map(name_words, others))))
-    records.linked.append(frozenset())
+_COLUMNS = (
+    "id",
+    "family_name",
+    "given_name",
+    "middle_name",
+    "birth_date",
+    "sex",
+    "street",
+    "postal_code",
+    "phone",
+)
+_KEY_COLUMNS = ("id", "family_name", "given_name", "birth_date")
+_SQL: dict[tuple[str, str], str] = {}
+_NONE: frozenset[Any] = frozenset()
 
 
-def load_patients(connection: Connection, ids: list[int]) -> Records:
-    """The live or merged MPI patients ``ids``, in that order (an id not found is skipped)."""
+def _sql(connection: Connection, name: str, statement: Any) -> str:
+    """The SQL text of ``statement`` for the connection's dialect, compiled once."""
+    key = (connection.dialect.name, name)
+    if key not in _SQL:
+        _SQL[key] = str(statement.compile(dialect=connection.dialect))
+    return _SQL[key]
+
+
+def _ids_filter(column: str, ids: list[int]) -> str:
+    """A WHERE condition for integer ids: a range when they are dense (the rows outside
+    ``ids`` are dropped by the caller), else a list. Ids are ints: safe in the SQL text."""
+    low, high = min(ids), max(ids)
+    if high - low < 3 * len(ids):
+        return f"{column} BETWEEN {int(low)} AND {int(high)}"
+    return f"{column} IN ({','.join(str(int(i)) for i in ids)})"
+
+
+def raw_rows(connection: Connection, sql: str) -> list[tuple[Any, ...]]:
+    """Rows as plain tuples from the DBAPI cursor (SQLAlchemy's row objects and literal IN
+    lists cost several times the query itself when a million patients are read)."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def load_patients(
+    connection: Connection, ids: list[int], *, live_only: bool = False, for_keys: bool = False
+) -> Records:
+    """The MPI patients ``ids`` (live ones only with ``live_only``), in that order (an id not
+    found is skipped). ``for_keys``: only what blocking keys are made of (names, birth date,
+    identifiers whose key differs from their value), the other fields left empty."""
     records = Records()
+    columns = _KEY_COLUMNS if for_keys else _COLUMNS
+    patients = _sql(connection, str(columns), select(*(_patients.c[c] for c in columns)))
+    identifiers = _sql(
+        connection, "identifiers", select(_identifiers.c.patient_id, _identifiers.c.value)
+    )
+    names = _sql(connection, "names", select(_names.c.patient_id, _names.c.family_name))
+    live = " AND merged_into IS NULL" if live_only else ""
     for chunk in chunks(ids):
-        identifiers: dict[int, list[str]] = {}
-        query = select(_identifiers.c.patient_id, _identifiers.c.value).where(
-            in_values(_identifiers.c.patient_id, chunk)
-        )
-        for patient_id, value in connection.execute(query):
-            identifiers.setdefault(patient_id, []).append(value)
-        others: dict[int, list[str]] = {}
-        query = select(_names.c.patient_id, _names.c.family_name).where(
-            in_values(_names.c.patient_id, chunk)
-        )
-        for patient_id, family in connection.execute(query):
-            others.setdefault(patient_id, []).append(family)
+        if not chunk:
+            continue
+        found: dict[int, list[str]] = {}
+        for patient_id, value in raw_rows(
+            connection, f"{identifiers} WHERE {_ids_filter('patient_id', chunk)}"
+        ):
+            found.setdefault(patient_id, []).append(value)
+        others: dict[int, frozenset[str]] = {}
+        for patient_id, family in raw_rows(
+            connection, f"{names} WHERE {_ids_filter('patient_id', chunk)}"
+        ):
+            if word := name_words(family):
+                others[patient_id] = others.get(patient_id, _NONE) | {word}
         rows = {
-            row.id: row
-            for row in connection.execute(
-                select(*(_patients.c[c] for c in PATIENT_COLUMNS)).where(
-                    in_values(_patients.c.id, chunk)
-                )
-            )
+            row[0]: row
+            for row in raw_rows(connection, f"{patients} WHERE {_ids_filter('id', chunk)}{live}")
         }
+        if for_keys:
+            _append_keyed(records, chunk, rows, found, others)
+            continue
         for patient_id in chunk:
             row = rows.get(patient_id)
-            if row is not None:
-                _append_patient(
-                    records, row, identifiers.get(patient_id, ()), others.get(patient_id, ())
-                )
+            if row is None:
+                continue
+            _, family, given, middle, birth, sex, street, postal, phone = row
+            records.keys.append(patient_id)
+            records.family.append(name_words(family))
+            records.given.append(name_words(given))
+            records.middle.append(name_words(middle))
+            records.birth.append(birth)
+            records.sex.append(_sex(sex))
+            records.postal.append(postal[:5])
+            records.street.append(_street(street) if street else "")
+            records.phone.append(phone_key(phone) if phone else "")
+            values = found.get(patient_id, ())
+            records.identifiers.append(frozenset(filter(None, map(identifier_key, values))))
+            records.other_families.append(others.get(patient_id, _NONE))
+            records.linked.append(_NONE)
     return records
 
 
-def live_patient_ids(connection: Connection, ids: list[int]) -> list[int]:
-    """Those of ``ids`` that are live patients (not merged into another)."""
-    live: list[int] = []
-    for chunk in chunks(ids):
-        query = select(_patients.c.id).where(
-            in_values(_patients.c.id, chunk), _patients.c.merged_into.is_(None)
-        )
-        live.extend(connection.execute(query).scalars())
-    return live
+def _append_keyed(
+    records: Records,
+    chunk: list[int],
+    rows: dict[int, tuple[Any, ...]],
+    found: dict[int, list[str]],
+    others: dict[int, frozenset[str]],
+) -> None:
+    """What blocking keys are made of, for the patients of ``chunk`` found in ``rows``."""
+    keyed: dict[int, frozenset[str]] = {}
+    for patient_id, values in found.items():
+        differ = frozenset(k for v in values if (k := identifier_key(v)) and k != v)
+        if differ:
+            keyed[patient_id] = differ
+    for patient_id in chunk:
+        row = rows.get(patient_id)
+        if row is None:
+            continue
+        records.keys.append(patient_id)
+        records.family.append(name_words(row[1]))
+        records.given.append(name_words(row[2]))
+        records.birth.append(row[3])
+        records.other_families.append(others.get(patient_id, _NONE))
+        records.keyed_identifiers.append(keyed.get(patient_id, _NONE))
 
 
 def survivors(connection: Connection, ids: set[int]) -> dict[int, int]:

@@ -14,14 +14,13 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from engine.mpi.tables import Patient
 from engine.reconcile import model
-from engine.reconcile.blocking import candidates, refresh_keys
+from engine.reconcile.blocking import KEYS_VERSION, candidates, refresh_keys
 from engine.reconcile.comparisons import COMPARISONS, Pairs, Records, compare
 from engine.reconcile.names import name_words
 from engine.reconcile.proposals import Scored, WriteCounts, decided, write
-from engine.reconcile.records import chunks, load_patients, load_studies
+from engine.reconcile.records import load_patients, load_studies
 from engine.reconcile.settings import ReconcilerSettings
 from engine.reconcile.tables import ReconcileRun
-from engine.store.fastsql import in_values
 from engine.studies.orphans import Orphan, classify
 
 log = logging.getLogger(__name__)
@@ -35,9 +34,10 @@ DEFAULT_MATCH_RATE = 0.9
 MAX_FREQUENCY_BONUS = 6.0
 """Most bits a rare name adds to an exact match: rare names cluster in families, so a name
 seen once in the MPI is not a million-to-one coincidence between relatives."""
+SWAPPED_FIELDS = {"family": "given", "given": "family"}
+"""Where a swapped name is found in the study: the patient's family name in its given name."""
 _runs = ReconcileRun.__table__
 _patients = Patient.__table__
-FREQUENCY_COLUMNS = {"family_name": "family", "given_name": "given"}
 
 Progress = Callable[[str, int, int | None], None]
 """(phase, done so far, total or None)."""
@@ -60,22 +60,45 @@ def _previous(connection: Connection) -> tuple[int | None, model.Parameters | No
     return watermark, latest[2] if latest is not None else None
 
 
-def _frequencies(connection: Connection, column: str) -> dict[str, float]:
-    counts: dict[str, int] = {}
-    query = (
-        select(_patients.c[column], func.count())
-        .where(_patients.c.merged_into.is_(None))
-        .group_by(_patients.c[column])
+@dataclass(slots=True)
+class MpiScan:
+    """What one pass over the live MPI patients gives: their ids, how often each family and
+    given name occurs, and the patients of the names wanted (for the same-name EM session)."""
+
+    live: np.ndarray
+    frequencies: dict[str, dict[str, float]]
+    same_name: dict[tuple[str, str], list[int]]
+
+
+def scan_mpi(connection: Connection, wanted: set[tuple[str, str]]) -> MpiScan:
+    """One pass over the live patients (id, family and given name), in batches."""
+    query = select(_patients.c.id, _patients.c.family_name, _patients.c.given_name).where(
+        _patients.c.merged_into.is_(None)
     )
-    for value, count in connection.execute(query):
-        key = name_words(value)
-        counts[key] = counts.get(key, 0) + count
-    return model.term_frequencies(counts)
-
-
-def _live_ids(connection: Connection) -> np.ndarray:
-    query = select(_patients.c.id).where(_patients.c.merged_into.is_(None))
-    return np.fromiter(connection.execute(query).scalars(), dtype=np.int64)
+    ids: list[int] = []
+    family: dict[str, int] = {}
+    given: dict[str, int] = {}
+    found: dict[tuple[str, str], list[int]] = {}
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(str(query.compile(dialect=connection.dialect)))
+        while batch := cursor.fetchmany(50_000):
+            for patient_id, family_name, given_name in batch:
+                ids.append(patient_id)
+                key = (name_words(family_name), name_words(given_name))
+                family[key[0]] = family.get(key[0], 0) + 1
+                given[key[1]] = given.get(key[1], 0) + 1
+                if key in wanted:
+                    patients = found.setdefault(key, [])
+                    if len(patients) < SAME_NAME_PATIENTS:
+                        patients.append(patient_id)
+    finally:
+        cursor.close()
+    frequencies = {
+        "family": model.term_frequencies(family),
+        "given": model.term_frequencies(given),
+    }
+    return MpiScan(np.sort(np.asarray(ids, dtype=np.int64)), frequencies, found)
 
 
 def _random_pairs(
@@ -102,25 +125,22 @@ def _random_pairs(
     return levels[~(linked | same_id)]
 
 
-def _same_name_pairs(connection: Connection, chosen: list[Orphan], studies: Records) -> np.ndarray:
+def _wanted_names(studies: Records) -> set[tuple[str, str]]:
+    return {
+        (studies.family[row], studies.given[row])
+        for row in range(len(studies))
+        if studies.family[row] and studies.given[row]
+    }
+
+
+def _same_name_pairs(connection: Connection, studies: Records, scan: MpiScan) -> np.ndarray:
     """Levels of pairs that agree on family and given name (up to a few patients per study):
     the EM session that learns how birth dates and the rest agree."""
-    wanted: dict[tuple[str, str], list[int]] = {}
-    for row in range(len(chosen)):
-        if studies.family[row] and studies.given[row]:
-            key = (studies.family[row], studies.given[row])
-            wanted.setdefault(key, []).append(row)
-    raw = sorted({o.study.family_name for row, o in enumerate(chosen) if studies.family[row]})
-    found: dict[tuple[str, str], list[int]] = {}
-    for chunk in chunks(raw):
-        query = select(_patients.c.id, _patients.c.family_name, _patients.c.given_name).where(
-            in_values(_patients.c.family_name, chunk), _patients.c.merged_into.is_(None)
-        )
-        for patient_id, family, given in connection.execute(query):
-            key = (name_words(family), name_words(given))
-            if key in wanted and len(found.setdefault(key, [])) < SAME_NAME_PATIENTS:
-                found[key].append(patient_id)
-    pairs = [(row, p) for key, ids in found.items() for row in wanted[key] for p in ids]
+    pairs = [
+        (row, patient_id)
+        for row in range(len(studies))
+        for patient_id in scan.same_name.get((studies.family[row], studies.given[row]), ())
+    ]
     ids = sorted({p for _, p in pairs})
     patients = load_patients(connection, ids)
     position = {patient_id: i for i, patient_id in enumerate(patients.keys)}
@@ -160,6 +180,18 @@ def estimate(
     )
 
 
+def _term_bonus(
+    values: list[str], table: dict[str, float], u_exact: float, lowest: float
+) -> np.ndarray:
+    """Per value, log2(u_exact / its term frequency), between ``lowest`` and
+    ``MAX_FREQUENCY_BONUS``."""
+    floor = u_exact / 2**MAX_FREQUENCY_BONUS
+    shares = np.fromiter(
+        (max(table.get(value, 0.0), floor) for value in values), dtype=float, count=len(values)
+    )
+    return np.maximum(np.log2(u_exact / shares), lowest)
+
+
 def _frequency_bonus(
     levels: np.ndarray,
     pairs: Pairs,
@@ -167,8 +199,11 @@ def _frequency_bonus(
     frequencies: dict[str, dict[str, float]],
 ) -> dict[str, np.ndarray]:
     """Per pair, log2(u_exact / tf(value)) where the level is ``exact``: rare names weigh
-    more, common ones less, but an exact match never less than a near one (NANCY = NANCY
-    is better evidence than NANCY ~ NANCIE, however common NANCY is)."""
+    more, common ones less, but an exact match never less than a near spelling (NANCY =
+    NANCY is better evidence than NANCY ~ NANCIE, however common NANCY is).
+
+    Swapped names are adjusted to weigh what the same names in the right fields would: the
+    family and the given name swapped are one observation, not two rare coincidences."""
     weights = parameters.weights()
     out = {}
     for column, comparison in enumerate(COMPARISONS):
@@ -177,14 +212,22 @@ def _frequency_bonus(
         table = frequencies[comparison.frequency_field]
         exact = comparison.levels.index("exact")
         u_exact = parameters.u[comparison.name][exact]
-        bonus = np.zeros(len(pairs))
-        rows = np.flatnonzero(levels[:, column] == exact)
-        values = pairs.column("s", comparison.frequency_field)
-        floor = u_exact / 2**MAX_FREQUENCY_BONUS
-        lowest = float(weights[column][exact + 1 :].max() - weights[column][exact])
-        for row in rows.tolist():
-            share = max(table.get(values[row], 0.0), floor)
-            bonus[row] = max(float(np.log2(u_exact / share)), lowest)
+        spellings = [comparison.levels.index(level) for level in comparison.spellings]
+        lowest = float(weights[column][spellings].max() - weights[column][exact])
+        level = levels[:, column]
+        studies = pairs.studies
+        values = getattr(studies, comparison.frequency_field)
+        by_study = _term_bonus(values, table, u_exact, lowest)
+        bonus = np.where(level == exact, by_study[pairs.study_rows], 0.0)
+        if "swapped" in comparison.levels:
+            swapped = comparison.levels.index("swapped")
+            crossed = getattr(studies, SWAPPED_FIELDS[comparison.frequency_field])
+            as_exact = (
+                weights[column][exact]
+                - weights[column][swapped]
+                + _term_bonus(crossed, table, u_exact, lowest)
+            )
+            bonus = np.where(level == swapped, as_exact[pairs.study_rows], bonus)
         out[comparison.name] = bonus
     return out
 
@@ -295,7 +338,8 @@ def _reconcile(
     report: RunReport,
     progress: Progress,
 ) -> None:
-    start = None if rebuild_keys else watermark
+    current = previous is not None and previous.keys_version == KEYS_VERSION
+    start = watermark if current and not rebuild_keys else None
     done = 0
 
     def keys_progress(count: int) -> None:
@@ -326,28 +370,30 @@ def _reconcile(
         extra = {row: {o.survivor} for row, o in enumerate(chosen) if o.survivor is not None}
         study_rows, positions, ids = candidates(connection, studies, settings.max_block_size, extra)
         patients = load_patients(connection, ids)
-        where = {patient_id: row for row, patient_id in enumerate(patients.keys)}
-        mapped = np.array([where.get(ids[p], -1) for p in positions.tolist()], dtype=np.int64)
-        keep = np.array(
-            [
-                mapped[i] >= 0 and (uids[study_rows[i]], ids[positions[i]]) not in rejected
-                for i in range(len(mapped))
-            ],
-            dtype=bool,
-        )
+        where = np.full(len(ids), -1, dtype=np.int64)
+        where[np.searchsorted(ids, patients.keys)] = np.arange(len(patients))
+        mapped = where[positions]
+        keep = mapped >= 0
+        if rejected:
+            keep &= np.array(
+                [
+                    (uids[s], ids[p]) not in rejected
+                    for s, p in zip(study_rows.tolist(), positions.tolist(), strict=True)
+                ],
+                dtype=bool,
+            )
         pairs = Pairs(studies, patients, study_rows[keep], mapped[keep])
         report.pairs = len(pairs)
         progress("compare", 0, len(pairs))
         levels = compare(pairs)
         progress("compare", len(pairs), len(pairs))
-        live = _live_ids(connection)
-        random_levels = _random_pairs(connection, studies, live, settings)
-        name_levels = _same_name_pairs(connection, chosen, studies)
-        frequencies = {
-            field_name: _frequencies(connection, column)
-            for column, field_name in FREQUENCY_COLUMNS.items()
-        }
+        scan = scan_mpi(connection, _wanted_names(studies))
+        random_levels = _random_pairs(connection, studies, scan.live, settings)
+        name_levels = _same_name_pairs(connection, studies, scan)
+    frequencies = scan.frequencies
+    live = scan.live
     parameters = estimate(levels, name_levels, random_levels, previous, settings, len(live))
+    parameters.keys_version = KEYS_VERSION
     report.parameters = parameters
     scored = score(levels, pairs, parameters, frequencies, settings, uids)
     with store.begin() as connection:

@@ -79,7 +79,7 @@ class ReconcilerSettings:
     )
     random_pairs: int = setting(
         "Random (study, patient) pairs drawn to estimate how often non-matches agree (u).",
-        default=1_000_000,
+        default=300_000,
     )
     em_iterations: int = setting(
         "Most iterations of each EM estimation of the m probabilities.", default=100
@@ -109,7 +109,7 @@ class ReconcilerSettings:
         if self.max_candidates < 1 or self.max_block_size < 1:
             problems.append(("max_candidates and max_block_size must be at least 1", None))
         if self.random_pairs < 1000:
-            problems.append(("random_pairs must be at least 1000", "the default is 1000000"))
+            problems.append(("random_pairs must be at least 1000", "the default is 300000"))
         if any(len(d) != 8 or not d.isdigit() for d in self.placeholder_birth_dates):
             problems.append(("placeholder_birth_dates must be YYYYMMDD", "e.g. 19000101"))
         return problems
