@@ -6,7 +6,10 @@ bench/pacs_receiver.py. Senders are threads with blocking sockets, each waiting 
 The run ends when the receiver has every message; then order is checked per feed and per
 patient.
 
-    python bench/pipeline.py [--messages 8000] [--db URL] [--partitions 0]
+    python bench/pipeline.py [--messages 8000] [--db URL] [--partitions 0] [--without-mpi]
+
+The shipped configuration also feeds every ADT to the master patient index (routes/mpi-feed.yaml,
+applied by the MPI worker in the same process); ``--without-mpi`` leaves that route out.
 
 Also prints the per-message cost of routing with the sample routes, measured in-process.
 """
@@ -34,11 +37,14 @@ from engine.testing import free_port, wait_for_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_config(folder: Path, partitions: int) -> Path:
-    """The shipped routes, with the PACS destination partitioned if asked."""
+def make_config(folder: Path, partitions: int, mpi: bool = True) -> Path:
+    """The shipped routes, with the PACS destination partitioned if asked (and without the
+    route that feeds the MPI, if asked: the PACS routes alone)."""
     config = folder / "routes"
     config.mkdir()
     for path in (ROOT / "routes").glob("*.yaml"):
+        if path.name == "mpi-feed.yaml" and not mpi:
+            continue
         text = path.read_text()
         if path.name == "endpoints.yaml" and partitions:
             text = text.replace(
@@ -72,10 +78,10 @@ def routing_cost(samples: int = 3000) -> tuple[float, float]:
     return sample, bare_cost
 
 
-def run(feeds: int, per_feed: int, db: str | None, partitions: int) -> None:
+def run(feeds: int, per_feed: int, db: str | None, partitions: int, mpi: bool = True) -> None:
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
-        config = make_config(folder, partitions)
+        config = make_config(folder, partitions, mpi)
         pacs_port, port = free_port(), free_port()
         arrivals_file = folder / "arrivals.txt"
         receiver = subprocess.Popen(
@@ -191,6 +197,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=8000)
     parser.add_argument("--db")
     parser.add_argument("--partitions", type=int, default=0)
+    parser.add_argument(
+        "--without-mpi", action="store_true", help="leave out the route feeding the MPI"
+    )
     args = parser.parse_args()
     sample, bare = routing_cost()
     print(f"{os.cpu_count()} CPUs; messages of {len(adt_message(0))} bytes")
@@ -198,8 +207,8 @@ def main() -> None:
         f"routing cost per message: sample routes {sample:.0f} µs, pass-through route"
         f" {bare:.0f} µs (transforms {sample - bare:.0f} µs)"
     )
-    run(1, args.messages // 4, args.db, args.partitions)
-    run(8, args.messages // 8, args.db, args.partitions)
+    run(1, args.messages // 4, args.db, args.partitions, not args.without_mpi)
+    run(8, args.messages // 8, args.db, args.partitions, not args.without_mpi)
 
 
 if __name__ == "__main__":
