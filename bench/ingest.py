@@ -47,7 +47,7 @@ def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subproces
             "engine",
             "serve",
             "--config",
-            str(ROOT / "routes"),
+            str(config),
             "--db",
             db or f"sqlite:///{folder}/crosswalk.db",
             "--port",
