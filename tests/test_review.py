@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import selectors
+import shutil
 import subprocess
 import sys
 import time
@@ -31,7 +33,7 @@ from engine.review.tables import Action, ReviewDecision
 from engine.review.upkeep import refresh
 from engine.review.worklist import ReviewFilter, decision_views, rows
 from engine.store.schema import Delivery, DeliveryState
-from engine.testing import FakeReceiver
+from engine.testing import FakeReceiver, free_port
 from tests.support import Pipeline, cli_env, config_folder, crosswalk, destination_yaml
 from tests.support import run_crosswalk as run
 from tests.test_reconcile import SETTINGS, load, study
@@ -511,3 +513,75 @@ def test_the_loop_reads_one_line_per_key_when_input_is_not_a_terminal(
     assert "done: 0 approved, 0 rejected, 1 deferred, 1 skipped" in result.stdout
     with store.connect() as connection:
         assert [d.action for d in decision_views(connection)] == [Action.DEFERRED]
+
+
+PEERS = Path(__file__).resolve().parent / "peers"
+
+
+@pytest.fixture(scope="session")
+def simple_hl7(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with simple-hl7 (npm) installed from tests/peers' lock file; skips without
+    Node.js or when the npm registry cannot be reached."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("Node.js and npm are not installed")
+    folder = tmp_path_factory.mktemp("peers")
+    for name in ("package.json", "package-lock.json", "simple_hl7_pacs.js"):
+        shutil.copy(PEERS / name, folder / name)
+    done = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"npm ci failed: {done.stderr.strip()[-300:]}")
+    return folder
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The next line ``process`` prints, waiting at most ``timeout`` seconds."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        ready = selector.select(timeout)
+    if not ready:
+        raise AssertionError(f"no output from {process.args} within {timeout}s")
+    return process.stdout.readline().strip()
+
+
+def test_a_pacs_built_on_another_hl7_library_reads_the_merge(
+    store: Engine, db_url: str, tmp_path: Path, simple_hl7: Path
+) -> None:
+    prepared(store, tmp_path)
+    port = free_port()
+    pacs = subprocess.Popen(
+        ["node", "simple_hl7_pacs.js", str(port)],
+        cwd=simple_hl7,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert read_line(pacs, 30) == f"listening {port}"
+        config = folder(tmp_path, port)
+        pipeline = Pipeline(db_url, config).start()
+        try:
+            chosen = proposal_of(store, "1.2")
+            approve(store, load_config(config), chosen, "ida")
+            seen = json.loads(read_line(pacs, 15))
+            deadline = time.monotonic() + 10
+            state = ""
+            while time.monotonic() < deadline and state != DeliveryState.DELIVERED:
+                time.sleep(0.1)
+                with store.connect() as connection:
+                    state = connection.execute(select(Delivery.state)).scalar_one()
+        finally:
+            pipeline.stop()
+    finally:
+        pacs.kill()
+        pacs.wait(10)
+    assert (seen["type"], seen["event"]) == ("ADT", "A40")
+    assert seen["mrg1"] == "X78^^^OTHERSITE" and seen["mrg7"] == "KOWALSKI^TERESA"
+    assert seen["pid3"] == "100388^^^GENHOSP^MR" and seen["pid5"] == "KOWALSKI^TERESA"
+    assert (seen["pid7"], seen["pid8"]) == ("19541103", "F")
+    assert state == DeliveryState.DELIVERED  # simple-hl7's own ACK was taken as AA
