@@ -100,7 +100,7 @@ class Intake:
     ) -> None:
         header = examination.header
         now = datetime.now(UTC)
-        row = _row(raw, size, examination, now, self.listener.name, peer)
+        row = message_row(raw, size, examination, now, self.listener.name, peer)
         codec = examination.header_codec
         control_id = header.control_id if header else ""
 
@@ -178,9 +178,11 @@ class Intake:
             )
 
 
-def _row(
+def message_row(
     raw: bytes, size: int, examination: Examination, now: datetime, listener: str, peer: str
 ) -> dict[str, Any]:
+    """The ``messages`` columns known before the outcome: the bytes, where they came from, and
+    the header fields (empty when the header cannot be read)."""
     header = examination.header
     row: dict[str, Any] = {
         "received_at": now,

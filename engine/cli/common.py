@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
 from rich.console import Console
@@ -60,6 +63,27 @@ def parse_when(text: str) -> datetime:
             f"{text!r} is not a date/time (2026-11-23, 2026-11-23T14:05) or an age (2h, 30m, 7d)"
         ) from None
     return moment.astimezone(UTC) if moment.tzinfo else moment.astimezone().astimezone(UTC)
+
+
+def write_records(
+    records: list[dict[str, Any]], output: str, columns: Sequence[str], target: TextIO | None = None
+) -> None:
+    """``records`` on ``target`` (stdout): CSV with a header of ``columns``, or ``json``."""
+    out = target or sys.stdout
+    if output == "json":
+        json.dump(records, out, indent=1, ensure_ascii=False, default=str)
+        out.write("\n")
+        return
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+
+
+def shown_date(text: str, empty: str = "-") -> str:
+    """A stored YYYYMMDD date as YYYY-MM-DD; anything else as it is, ``empty`` for nothing."""
+    if len(text) == 8 and text.isdigit():
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    return text or empty
 
 
 def local_time(moment: datetime) -> str:

@@ -26,6 +26,7 @@ from engine.cli.common import (
     open_store_or_fail,
     print_report,
     run_import,
+    shown_date,
 )
 from engine.csv_rows import RowError
 from engine.mpi.demographics import date_column
@@ -35,12 +36,6 @@ from engine.mpi.queries import PatientView, identifiers_of, patients_with_identi
 app = typer.Typer(help="The master patient index: import, show, search.", no_args_is_help=True)
 
 Format = Annotated[Literal["table", "json"], typer.Option("--format", help="Output format.")]
-
-
-def _date(text: str) -> str:
-    if len(text) == 8 and text.isdigit():
-        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
-    return text or "-"
 
 
 @app.command("import")
@@ -136,7 +131,7 @@ def _print_view(found: PatientView) -> None:
     console.print(title)
     address = ", ".join(part for part in (p.street, p.city, p.state, p.postal_code) if part)
     console.print(
-        f"born {_date(p.birth_date)}, sex {p.sex or '-'}; address {address or '-'};"
+        f"born {shown_date(p.birth_date)}, sex {p.sex or '-'}; address {address or '-'};"
         f" phone {p.phone or '-'}",
         soft_wrap=True,
     )
@@ -284,7 +279,7 @@ def search_patients(
         table.add_row(
             str(p.id),
             label,
-            _date(p.birth_date),
+            shown_date(p.birth_date),
             p.sex or "-",
             " ".join(f"{v}^^^{a}" if a else v for v, a in ids.get(p.id, [])),
             p.city,

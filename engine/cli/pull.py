@@ -16,6 +16,7 @@ from engine.cli.common import (
     fail,
     load_config_or_fail,
     open_store_or_fail,
+    shown_date,
 )
 from engine.config.model import ArchiveSettings, parse_study_date
 from engine.studies.pull import PROTOCOLS, PullError, PullResult, pull_studies
@@ -25,10 +26,6 @@ class ProtocolChoice(StrEnum):
     dicom = "dicom"
     dicomweb = "dicomweb"
     both = "both"
-
-
-def _day(text: str) -> str:
-    return f"{text[:4]}-{text[4:6]}-{text[6:]}" if len(text) == 8 else text
 
 
 def _choose(
@@ -47,19 +44,19 @@ def _choose(
 
 def _summary(result: PullResult) -> str:
     counts = result.counts
-    asked = f"from {_day(result.since)}" if result.since else "of any date"
+    asked = f"from {shown_date(result.since, '')}" if result.since else "of any date"
     text = (
         f"{result.archive} ({result.protocol}): studies {asked}, {result.queries} query(ies):"
         f" {counts.created} created, {counts.updated} updated, {counts.unchanged} unchanged"
     )
     if result.oldest == result.newest != "":
-        text += f"; study date {_day(result.oldest)}"
+        text += f"; study date {shown_date(result.oldest, '')}"
     elif result.oldest:
-        text += f"; study dates {_day(result.oldest)} to {_day(result.newest)}"
+        text += f"; study dates {shown_date(result.oldest, '')} to {shown_date(result.newest, '')}"
     if result.skipped:
         text += f"; {result.skipped} answer(s) skipped"
     if result.last_study_date:
-        text += f"; next pull starts at {_day(result.last_study_date)}"
+        text += f"; next pull starts at {shown_date(result.last_study_date, '')}"
     return text
 
 

@@ -5,7 +5,6 @@ These commands handle patient data (PHI) on purpose; the engine's logs never do.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from engine.cli.common import (
     load_config_or_fail,
     local_time,
     open_store_or_fail,
+    write_records,
 )
 from engine.config.model import EngineConfig, parse_study_date
 from engine.reconcile.comparisons import COMPARISONS
@@ -181,17 +181,12 @@ def export(
     store = open_store_or_fail(db)
     with store.connect() as connection:
         rows = list(export_rows(connection, status, band))
+    if output == "json":
+        for row in rows:
+            row["evidence"] = json.loads(row["evidence"])
     target = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
     try:
-        if output == "json":
-            for row in rows:
-                row["evidence"] = json.loads(row["evidence"])
-            json.dump(rows, target, indent=1)
-            target.write("\n")
-        else:
-            writer = csv.DictWriter(target, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
+        write_records(rows, output, EXPORT_COLUMNS, target)
     finally:
         if out:
             target.close()

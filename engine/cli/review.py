@@ -5,10 +5,8 @@ These commands show patient data (PHI) on purpose, to the reviewer; the engine's
 
 from __future__ import annotations
 
-import csv
 import getpass
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +25,7 @@ from engine.cli.common import (
     local_time,
     open_store_or_fail,
     parse_when,
+    write_records,
 )
 from engine.cli.keys import read_key
 from engine.cli.review_screen import headline, print_screen
@@ -39,10 +38,10 @@ from engine.review.upkeep import one_per_study, refresh
 from engine.review.worklist import (
     WAS_IS_COLUMNS,
     ReviewFilter,
+    ReviewItem,
     ReviewRow,
     decision_views,
     item,
-    row,
     rows,
     was_is_rows,
 )
@@ -122,20 +121,10 @@ def _statuses(values: list[str] | None) -> tuple[str, ...]:
         if value == "open":
             wanted.extend(ProposalStatus.OPEN)
             continue
-        if value not in _STATUSES:
-            fail(f"--status {value!r}: one of {', '.join(_STATUSES)}, open, all")
+        if value not in ProposalStatus.ALL:
+            fail(f"--status {value!r}: one of {', '.join(ProposalStatus.ALL)}, open, all")
         wanted.append(value)
     return tuple(wanted)
-
-
-_STATUSES = (
-    ProposalStatus.PENDING,
-    ProposalStatus.DEFERRED,
-    ProposalStatus.APPROVED,
-    ProposalStatus.REJECTED,
-    ProposalStatus.WITHDRAWN,
-    ProposalStatus.CLOSED,
-)
 
 
 def _filter(
@@ -183,16 +172,6 @@ def _flat(item: ReviewRow) -> dict[str, Any]:
         "mpi_birth_date": patient.birth_date,
         "delivery": item.delivery,
     }
-
-
-def _write_rows(records: list[dict[str, Any]], output: str, columns: tuple[str, ...]) -> None:
-    if output == "json":
-        json.dump(records, sys.stdout, indent=1, ensure_ascii=False, default=str)
-        sys.stdout.write("\n")
-        return
-    writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
 
 
 LIST_COLUMNS = (
@@ -247,7 +226,7 @@ def list_proposals(
     with store.connect() as connection:
         found = rows(connection, wanted, engine_config.review.mrn_authority)
     if output != "table":
-        _write_rows([_flat(r) for r in found], output, LIST_COLUMNS)
+        write_records([_flat(r) for r in found], output, LIST_COLUMNS)
         return
     table = Table()
     # The short columns never fold; the people and the merge's state wrap on a narrow terminal.
@@ -274,11 +253,12 @@ def list_proposals(
     )
 
 
-def _show(store: Engine, proposal_id: int, mrn_authority: str) -> None:
+def _item(store: Engine, proposal_id: int, mrn_authority: str) -> ReviewItem | None:
     with store.connect() as connection:
-        found = item(connection, proposal_id, mrn_authority)
-    if found is None:
-        fail(f"no proposal {proposal_id}", 1)
+        return item(connection, proposal_id, mrn_authority)
+
+
+def _show(store: Engine, found: ReviewItem) -> None:
     print_screen(console, found, view(store, found.row.patient_id))
 
 
@@ -295,28 +275,37 @@ def show(
     """
     engine_config = _config(config, required=False)
     store = _open(db, engine_config)
-    _show(store, proposal_id, engine_config.review.mrn_authority)
+    found = _item(store, proposal_id, engine_config.review.mrn_authority)
+    if found is None:
+        fail(f"no proposal {proposal_id}", 1)
+    _show(store, found)
 
 
-def _approved_words(decided: Decided) -> str:
-    targets = ", ".join(decided.destinations)
-    words = f"proposal {decided.proposal_id}: approved; merge message {decided.control_id}"
-    words += f" queued for {targets}"
+def _words(decided: Decided) -> str:
+    words = f"proposal {decided.proposal_id}: {decided.action}"
+    if decided.action == Action.APPROVED:
+        words += f"; merge message {decided.control_id} queued for"
+        words += f" {', '.join(decided.destinations)}"
     if decided.closed:
         words += f"; closed the study's other proposal(s) {', '.join(map(str, decided.closed))}"
     return words
 
 
-def _approve_one(
-    store: Engine, config: EngineConfig, proposal_id: int, who: str, reason: str
-) -> bool:
+def _attempt(decision: Callable[[], Decided]) -> bool:
+    """Make a decision; print what happened, or why it was refused."""
     try:
-        decided = approve(store, config, proposal_id, who, reason=reason)
+        decided = decision()
     except ReviewError as error:
         errors.print(f"[bold red]refused:[/] {error}", soft_wrap=True)
         return False
-    console.print(_approved_words(decided), soft_wrap=True)
+    console.print(_words(decided), soft_wrap=True)
     return True
+
+
+def _approve_one(
+    store: Engine, config: EngineConfig, proposal_id: int, who: str, reason: str
+) -> bool:
+    return _attempt(lambda: approve(store, config, proposal_id, who, reason=reason))
 
 
 @app.command("approve")
@@ -437,14 +426,8 @@ def _decide(
     who: str,
     reason: str,
 ) -> bool:
-    """Reject or defer; print what happened or why it was refused."""
-    try:
-        decided = decision(store, proposal_id, who, reason)
-    except ReviewError as error:
-        errors.print(f"[bold red]refused:[/] {error}", soft_wrap=True)
-        return False
-    console.print(f"proposal {proposal_id}: {decided.action}")
-    return True
+    """Reject or defer (see :func:`_attempt`)."""
+    return _attempt(lambda: decision(store, proposal_id, who, reason))
 
 
 KEYS = "[a]pprove  [r]eject  [d]efer  [s]kip  [q]uit"
@@ -480,12 +463,11 @@ def next_proposal(
         console.print("nothing to review")
         return
     for position, proposal_id in enumerate(queue, 1):
-        with store.connect() as connection:
-            current = row(connection, proposal_id, authority)
-        if current is None or current.status not in statuses:
+        current = _item(store, proposal_id, authority)
+        if current is None or current.row.status not in statuses:
             continue  # decided elsewhere meanwhile
         console.rule(f"{position} of {len(queue)}")
-        _show(store, proposal_id, authority)
+        _show(store, current)
         action = _ask(store, engine_config, proposal_id, who)
         if action == "quit":
             break
@@ -577,7 +559,7 @@ def audit(
             }
             for d in found
         ]
-        _write_rows(records, output, AUDIT_COLUMNS)
+        write_records(records, output, AUDIT_COLUMNS)
         return
     table = Table("when", "proposal", "action", "by", "reason", "merge")
     for d in found:
@@ -604,9 +586,7 @@ def export_was_is(
         found = was_is_rows(connection)
     try:
         with file.open("w", newline="", encoding="utf-8") as target:
-            writer = csv.DictWriter(target, fieldnames=WAS_IS_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(found)
+            write_records(found, "csv", WAS_IS_COLUMNS, target)
     except OSError as error:
         fail(f"{file}: {error.strerror or error}")
     console.print(f"{file}: {len(found)} approval(s)")

@@ -14,7 +14,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.common import local_time
+from engine.cli.common import local_time, shown_date
 from engine.mpi.queries import PatientView
 from engine.review.worklist import ReviewItem, ReviewRow
 
@@ -34,10 +34,6 @@ _FIELDS: tuple[tuple[str, str | None, str], ...] = (
 )
 
 
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 and value.isdigit() else value
-
-
 def _address(person: Any) -> str:
     return ", ".join(p for p in (person.street, person.city, person.postal_code) if p)
 
@@ -46,7 +42,11 @@ def _pair(row: ReviewRow, label: str, attribute: str | None) -> tuple[str, str]:
     study, patient = row.study, row.patient
     if attribute is not None:
         left, right = getattr(study.person, attribute), getattr(patient, attribute)
-        return (_date(left), _date(right)) if attribute == "birth_date" else (left, right)
+        return (
+            (shown_date(left, ""), shown_date(right, ""))
+            if attribute == "birth_date"
+            else (left, right)
+        )
     if label == "patient id":
         return (
             f"{study.patient_id}^^^{study.issuer}" if study.issuer else study.patient_id,
@@ -127,7 +127,7 @@ def study_context(row: ReviewRow) -> Table:
     study = row.study
     for label, value in (
         ("study", row.study_uid),
-        ("date", _date(study.study_date)),
+        ("date", shown_date(study.study_date, "")),
         ("modality", study.modality),
         ("accession", study.accession),
         ("description", study.description),
@@ -151,7 +151,7 @@ def others(item: ReviewItem) -> Table | None:
             str(other.proposal_id),
             other.mrn,
             f"{person.family_name}^{person.given_name}",
-            _date(person.birth_date),
+            shown_date(person.birth_date, ""),
             f"{other.probability:.4f}",
             other.band,
             other.status,

@@ -24,6 +24,7 @@ from engine.cli.common import (
     open_store_or_fail,
     print_report,
     run_import,
+    shown_date,
 )
 from engine.cli.pull import pull
 from engine.studies.importer import StudyImport
@@ -55,13 +56,9 @@ def import_studies(
 app.command("pull")(pull)
 
 
-def _day(text: str) -> str:
-    return f"{text[:4]}-{text[4:6]}-{text[6:]}" if len(text) == 8 else text or "-"
-
-
 def _who(study: StudySummary) -> str:
     name = ", ".join(part for part in (study.family_name, study.given_name) if part)
-    return f"{name or '(no name)'}  {_day(study.birth_date)}  {study.sex or '-'}"
+    return f"{name or '(no name)'}  {shown_date(study.birth_date)}  {study.sex or '-'}"
 
 
 def _ident(study: StudySummary) -> str:
@@ -148,7 +145,7 @@ def orphans(
         for o in found_orphans:
             why = o.reason + (f" (now patient {o.survivor})" if o.survivor else "")
             table.add_row(
-                _day(o.study.study_date),
+                shown_date(o.study.study_date),
                 o.study.modality,
                 o.study.accession,
                 _ident(o.study),
@@ -173,7 +170,7 @@ def orphans(
             table.add_column(column, overflow="fold")
         for w in wrong:
             table.add_row(
-                _day(w.study.study_date),
+                shown_date(w.study.study_date),
                 w.study.modality,
                 w.study.accession,
                 _ident(w.study),

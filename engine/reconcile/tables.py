@@ -56,6 +56,7 @@ class ProposalStatus:
     CLOSED = "closed"
     """The study is no longer an orphan (the feed resolved it)."""
 
+    ALL = (PENDING, DEFERRED, APPROVED, REJECTED, WITHDRAWN, CLOSED)
     OPEN = (PENDING, DEFERRED)
     """What a run may refresh, withdraw or close; decided proposals are never touched."""
 

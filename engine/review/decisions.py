@@ -22,13 +22,14 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine.config.model import EngineConfig
-from engine.hl7v2.header import parse_header, read_delimiters, strip_preamble
+from engine.hl7v2.check import examine
+from engine.intake import message_row
 from engine.mpi.tables import Order
 from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.review.merge_message import StudyOrder, build_merge
 from engine.review.settings import SOURCE
 from engine.review.tables import Action, ReviewDecision
-from engine.review.worklist import ReviewRow, row
+from engine.review.worklist import ReviewFilter, ReviewRow, row, rows
 from engine.router import Router
 from engine.store.database import for_writing
 from engine.store.operations import queued_delivery
@@ -274,62 +275,47 @@ def _merge_for(
 def _store_message(
     connection: Connection, raw: bytes, charset: str, routing: Any, now: datetime
 ) -> int:
-    header = parse_header(strip_preamble(raw).split(b"\r", 1)[0].decode(), read_delimiters(raw))
-    values = {
-        "received_at": now,
-        "listener": SOURCE,
-        "peer": "crosswalk review",
-        "raw": raw,
-        "size": len(raw),
-        "charset": charset,
-        "sending_application": header.sending_application,
-        "sending_facility": header.sending_facility,
-        "receiving_application": header.receiving_application,
-        "receiving_facility": header.receiving_facility,
-        "message_datetime": header.message_datetime,
-        "message_type": header.message_type,
-        "message_code": header.message_code,
-        "trigger_event": header.trigger_event,
-        "control_id": header.control_id,
-        "processing_id": header.processing_id,
-        "version_id": header.version,
-        "status": routing.status,
-        "status_reason": routing.reason,
-        "ack_code": "",
-        "ack": b"",
-    }
+    examination = examine(raw, default_charset=charset)
+    if examination.problem is not None:  # a bug in build_merge, never the reviewer's input
+        raise ReviewError(f"the merge message is not valid HL7: {examination.problem.text}")
+    values = message_row(raw, len(raw), examination, now, SOURCE, "crosswalk review")
+    values.update(status=routing.status, status_reason=routing.reason, ack_code="", ack=b"")
     return int(
         connection.execute(insert(_messages).values(values).returning(_messages.c.id)).scalar_one()
+    )
+
+
+def close(connection: Connection, item: ReviewRow, reason: str, now: datetime) -> None:
+    """Close an open proposal as the engine's own decision (audited, with ``reason``)."""
+    record(
+        connection,
+        item,
+        Action.CLOSED,
+        ENGINE_REVIEWER,
+        now,
+        reason=reason,
+        automatic=True,
+        new_status=ProposalStatus.CLOSED,
     )
 
 
 def _close_siblings(
     connection: Connection, approved: ReviewRow, mrn_authority: str, now: datetime
 ) -> tuple[int, ...]:
-    ids = connection.execute(
-        select(_proposals.c.id).where(
-            _proposals.c.study_uid == approved.study_uid,
-            _proposals.c.id != approved.proposal_id,
-            _proposals.c.status.in_(ProposalStatus.OPEN),
-        )
-    ).scalars()
-    closed = []
-    for sibling_id in ids.all():
-        sibling = row(connection, sibling_id, mrn_authority)
-        if sibling is None:
-            continue
-        record(
-            connection,
-            sibling,
-            Action.CLOSED,
-            ENGINE_REVIEWER,
-            now,
-            reason=f"the study was approved for another patient (proposal {approved.proposal_id})",
-            automatic=True,
-            new_status=ProposalStatus.CLOSED,
-        )
-        closed.append(sibling_id)
-    return tuple(closed)
+    ids = tuple(
+        connection.execute(
+            select(_proposals.c.id).where(
+                _proposals.c.study_uid == approved.study_uid,
+                _proposals.c.id != approved.proposal_id,
+                _proposals.c.status.in_(ProposalStatus.OPEN),
+            )
+        ).scalars()
+    )
+    reason = f"the study was approved for another patient (proposal {approved.proposal_id})"
+    siblings = rows(connection, ReviewFilter(statuses=(), proposal_ids=ids), mrn_authority)
+    for sibling in siblings:
+        close(connection, sibling, reason, now)
+    return tuple(sibling.proposal_id for sibling in siblings)
 
 
 def reject(

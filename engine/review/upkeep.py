@@ -23,10 +23,11 @@ from engine.review.decisions import (
     Decided,
     ReviewError,
     approve,
+    close,
     record,
 )
 from engine.review.tables import Action
-from engine.review.worklist import ReviewFilter, ReviewRow, row, rows
+from engine.review.worklist import ReviewFilter, ReviewRow, rows
 from engine.store.database import for_writing
 from engine.store.fastsql import in_values
 from engine.studies.orphans import Orphan, classify
@@ -75,7 +76,7 @@ def refresh(
     now = datetime.now(UTC)
     with for_writing(store).begin() as connection:
         query = (
-            select(_proposals.c.id, _proposals.c.study_uid, _proposals.c.patient_id)
+            select(_proposals.c.id, _patients.c.id, _patients.c.merged_into)
             .select_from(_proposals.join(_patients, _patients.c.id == _proposals.c.patient_id))
             .where(
                 _proposals.c.status.in_(ProposalStatus.OPEN),
@@ -85,42 +86,28 @@ def refresh(
         if study_uids is not None:
             query = query.where(in_values(_proposals.c.study_uid, study_uids))
         moved = connection.execute(query).all()
-        merged = {
-            patient: into
-            for patient, into in connection.execute(
-                select(_patients.c.id, _patients.c.merged_into).where(
-                    in_values(_patients.c.id, sorted({m.patient_id for m in moved}) or [-1])
-                )
-            )
-        }
-        survivors = _survivors(connection, merged)
-        for proposal_id, uid, patient_id in moved:
-            item = row(connection, proposal_id, mrn_authority)
-            if item is None:
-                continue
-            survivor = survivors[patient_id]
+        survivors = _survivors(connection, {patient: into for _, patient, into in moved})
+        ids = tuple(proposal_id for proposal_id, _, _ in moved)
+        for item in rows(connection, ReviewFilter(statuses=(), proposal_ids=ids), mrn_authority):
+            survivor = survivors[item.patient_id]
             twin = connection.execute(
                 select(_proposals.c.id).where(
-                    _proposals.c.study_uid == uid, _proposals.c.patient_id == survivor
+                    _proposals.c.study_uid == item.study_uid, _proposals.c.patient_id == survivor
                 )
             ).scalar()
+            merged = f"patient {item.patient_id} was merged into patient {survivor}"
             if twin is not None:
-                record(
+                close(
                     connection,
                     item,
-                    Action.CLOSED,
-                    ENGINE_REVIEWER,
+                    f"{merged}, which has its own proposal {twin} for this study",
                     now,
-                    automatic=True,
-                    reason=f"patient {patient_id} was merged into patient {survivor},"
-                    f" which has its own proposal {twin} for this study",
-                    new_status=ProposalStatus.CLOSED,
                 )
                 done.closed += 1
                 continue
             connection.execute(
                 update(_proposals)
-                .where(_proposals.c.id == proposal_id)
+                .where(_proposals.c.id == item.proposal_id)
                 .values(patient_id=survivor, updated_at=now)
             )
             record(
@@ -130,7 +117,7 @@ def refresh(
                 ENGINE_REVIEWER,
                 now,
                 automatic=True,
-                reason=f"patient {patient_id} was merged into patient {survivor}",
+                reason=merged,
                 survivor=survivor,
             )
             done.followed += 1
@@ -184,16 +171,7 @@ def _close_resolved(
                     if item.study.known
                     else "the study is no longer in the study index"
                 )
-                record(
-                    connection,
-                    item,
-                    Action.CLOSED,
-                    ENGINE_REVIEWER,
-                    now,
-                    automatic=True,
-                    reason=reason,
-                    new_status=ProposalStatus.CLOSED,
-                )
+                close(connection, item, reason, now)
                 closed += 1
     return closed
 

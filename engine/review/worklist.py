@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Select, false, select
 
 from engine.mpi.tables import Patient
 from engine.reconcile.proposals import medical_record_numbers, with_studies
@@ -79,7 +79,8 @@ class ReviewFilter:
     modalities: tuple[str, ...] = ()
     study_date_from: str = ""
     study_date_to: str = ""
-    proposal_ids: tuple[int, ...] = ()
+    proposal_ids: tuple[int, ...] | None = None
+    """Only these proposals (none when empty); None: any."""
     limit: int | None = None
 
 
@@ -113,8 +114,10 @@ def _filtered(query: Select[Any], wanted: ReviewFilter) -> Select[Any]:
         query = query.where(s.study_date >= wanted.study_date_from)
     if wanted.study_date_to:
         query = query.where(s.study_date <= wanted.study_date_to)
-    if wanted.proposal_ids:
-        query = query.where(in_values(p.id, list(wanted.proposal_ids)))
+    if wanted.proposal_ids is not None:
+        query = query.where(
+            in_values(p.id, list(wanted.proposal_ids)) if wanted.proposal_ids else false()
+        )
     if wanted.limit is not None:
         query = query.limit(wanted.limit)
     return query
@@ -214,11 +217,7 @@ def item(connection: Connection, proposal_id: int, mrn_authority: str = "") -> R
         _proposals.c.study_uid == main.study_uid, _proposals.c.id != proposal_id
     )
     other_ids = tuple(connection.execute(siblings).scalars())
-    others = (
-        rows(connection, ReviewFilter(statuses=(), proposal_ids=other_ids), mrn_authority)
-        if other_ids
-        else []
-    )
+    others = rows(connection, ReviewFilter(statuses=(), proposal_ids=other_ids), mrn_authority)
     decisions = decision_views(connection, proposal_id=proposal_id)
     message_ids = [d.message_id for d in decisions if d.message_id is not None]
     return ReviewItem(main, others, decisions, deliveries_of_messages(connection, message_ids))

@@ -103,40 +103,41 @@ def set_control(
     newer than the last they applied, so a read that raced a change cannot undo it, and they
     re-read the queue, which picks up deliveries queued or re-queued behind their back.
     """
-    with Session(for_writing(engine)) as session, session.begin():
-        state = session.get(DestinationState, destination)
-        if state is None:
-            state = DestinationState(
-                destination=destination,
-                paused=False,
-                reason="",
-                generation=0,
-                updated_at=datetime.now(UTC),
+    changes = {k: v for k, v in (("paused", paused), ("reason", reason)) if v is not None}
+    state = DestinationState.__table__
+    with for_writing(engine).begin() as connection:
+        touch_destinations(connection, [destination], datetime.now(UTC), **changes)
+        row = connection.execute(
+            select(state.c.paused, state.c.reason, state.c.generation).where(
+                state.c.destination == destination
             )
-            session.add(state)
-        if paused is not None:
-            state.paused = paused
-        if reason is not None:
-            state.reason = reason
-        state.generation = (state.generation or 0) + 1
-        state.updated_at = datetime.now(UTC)
-        return Control(state.paused, state.reason, state.generation)
+        ).one()
+    return Control(bool(row.paused), row.reason, row.generation)
 
 
-def touch_destinations(connection: Connection, names: Iterable[str], now: datetime) -> None:
-    """Raise the generation of these destinations inside the caller's transaction, so running
-    engines re-read their queues (deliveries were queued behind their back)."""
+def touch_destinations(
+    connection: Connection, names: Iterable[str], now: datetime, **changes: Any
+) -> None:
+    """Raise the generation of these destinations (and apply ``changes`` to their controls)
+    inside the caller's transaction, so running engines re-read their queues."""
     state = DestinationState.__table__
     for name in sorted(set(names)):
         bumped = connection.execute(
             update(state)
             .where(state.c.destination == name)
-            .values(generation=state.c.generation + 1, updated_at=now)
+            .values(generation=state.c.generation + 1, updated_at=now, **changes)
         )
         if not bumped.rowcount:
             connection.execute(
                 insert(state).values(
-                    destination=name, paused=False, reason="", generation=1, updated_at=now
+                    {
+                        "paused": False,
+                        "reason": "",
+                        **changes,
+                        "destination": name,
+                        "generation": 1,
+                        "updated_at": now,
+                    }
                 )
             )
 
