@@ -1,10 +1,9 @@
 """The dispatcher: routes each accepted message, records its fate, queues its deliveries.
 
 Messages arrive from intake right after their commit, in commit order. The dispatcher routes
-them in small batches on the event loop (routing is pure Python, a few tens of microseconds a
-message, and yields between batches so the listeners stay responsive), commits each batch's
-status changes and queued deliveries in one write, and hands the deliveries to their workers
-once committed.
+them in batches (in the routing process, or on the event loop: :mod:`engine.routing_process`),
+commits each batch's status changes and queued deliveries in one write, and hands the
+deliveries to their workers once committed.
 
 It waits for each batch's commit before routing the next: if a commit fails, nothing later has
 been recorded, the messages stay ``received`` in the store, and the dispatcher reads them back
@@ -24,7 +23,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from engine.router import Router
-from engine.store.operations import QueuedDelivery, RoutedMessage, RoutingRecord
+from engine.routing_process import InlineRouting
+from engine.store.operations import QueuedDelivery, RoutingRecord
 from engine.store.schema import Message, MessageStatus
 from engine.store.writer import StoreWriter
 
@@ -62,12 +62,13 @@ class Dispatcher:
 
     def __init__(
         self,
-        router: Router,
+        routing: InlineRouting,
         writer: StoreWriter,
         store: Engine,
         deliver: Callable[[list[QueuedDelivery]], None],
     ) -> None:
-        self.router = router
+        self.routing = routing
+        """Where routing runs (on the event loop, or in a child process)."""
         self.writer = writer
         self.store = store
         self.deliver = deliver
@@ -85,11 +86,11 @@ class Dispatcher:
         self._wakeup.set()
 
     def has_routes(self, listener: str) -> bool:
-        return bool(self.router.routes_for(listener))
+        return bool(self.routing.router.routes_for(listener))
 
     def swap(self, router: Router) -> None:
         """Route with a new configuration from the next message on."""
-        self.router = router
+        self.routing.swap(router)
 
     async def catch_up(self) -> None:
         """Route everything the store holds as received (before the listeners open)."""
@@ -108,21 +109,21 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Route what is in hand, then stop."""
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        while self.pending and not self.from_store:
-            batch = [self.pending.popleft() for _ in range(min(BATCH, len(self.pending)))]
-            try:
-                await self._route(batch)
-            except Exception:
-                log.warning(
-                    "%d message(s) left unrouted; they are routed at the next start",
-                    len(batch) + len(self.pending),
-                )
-                break
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            while self.pending and not self.from_store:
+                batch = [self.pending.popleft() for _ in range(min(BATCH, len(self.pending)))]
+                try:
+                    await self._route(batch)
+                except Exception:
+                    log.warning(
+                        "%d message(s) left unrouted; they are routed at the next start",
+                        len(batch) + len(self.pending),
+                    )
+                    break
+        await self.routing.close()
 
     async def _run(self) -> None:
         while True:
@@ -158,26 +159,15 @@ class Dispatcher:
             await asyncio.sleep(0)  # let the listeners in between batches
 
     async def _route(self, batch: list[AcceptedMessage]) -> None:
-        router = self.router
-        routed: list[RoutedMessage] = []
-        for message in batch:
-            try:
-                routing = router.route(message.raw, message.charset, message.listener)
-            except Exception as error:  # a bug must not stop the feed: record it and go on
-                log.exception("routing message %d failed", message.id)
-                routed.append(
-                    RoutedMessage(
-                        message.id,
-                        MessageStatus.ERRORED,
-                        f"routing failed: {type(error).__name__}: {error}",
-                    )
-                )
-                continue
-            deliveries = routing.delivery_rows()
-            routed.append(RoutedMessage(message.id, routing.status, routing.reason, deliveries))
-            if routing.status == MessageStatus.ERRORED:
+        routed, failures = await self.routing.route(batch)
+        for message_id, trace in failures:  # a bug must not stop the feed: recorded, go on
+            log.error("routing message %d failed\n%s", message_id, trace)
+        for message in routed:
+            if message.status == MessageStatus.ERRORED:
                 log.warning(
-                    "message %d errored in routing: %s", message.id, _without_values(routing.reason)
+                    "message %d errored in routing: %s",
+                    message.message_id,
+                    _without_values(message.reason),
                 )
         queued = await self.writer.run(RoutingRecord(routed, done=lambda result: None))
         self._last_id = batch[-1].id

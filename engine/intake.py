@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_TEXT = "duplicate of a message already accepted; not processed again"
 NOT_STORED_TEXT = "the message could not be stored; it was not accepted, send it again later"
+_QUIET_STATUSES = (MessageStatus.RECEIVED, MessageStatus.FILTERED)
+"""Normal fates, logged at DEBUG only: a message a second at INFO would drown the log (a
+listener that no route reads is reported once, when the configuration is loaded)."""
 HEADER_COLUMNS = (
     "sending_application",
     "sending_facility",
@@ -158,9 +161,11 @@ class Intake:
 
     def _log(self, stored: StoredMessage, control_id: str) -> None:
         settled = stored.settled
-        if settled.status == MessageStatus.RECEIVED:
+        if settled.status in _QUIET_STATUSES:
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("stored message %d control_id=%s", stored.id, control_id)
+                log.debug(
+                    "stored message %d control_id=%s as %s", stored.id, control_id, settled.status
+                )
         elif settled.status == MessageStatus.DUPLICATE:
             log.info(
                 "duplicate message %d control_id=%s (first stored as %d)",

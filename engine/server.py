@@ -26,6 +26,7 @@ from engine.mllp.listener import ListenerLimits, MLLPListener
 from engine.mpi.worker import MpiWorker
 from engine.reload import ConfigWatcher
 from engine.router import Router
+from engine.routing_process import make_routing
 from engine.store.database import open_store, redact, resolve_url
 from engine.store.writer import StoreWriter
 
@@ -67,11 +68,14 @@ class Server:
         *,
         config_folder: Path | None = None,
         reload_interval: float = 1.0,
+        route_in_process: bool = False,
     ) -> None:
         self.config = config
         self.db_url = resolve_url(db_url)
         self.config_folder = config_folder
         self.reload_interval = reload_interval
+        self.route_in_process = route_in_process
+        """Route on the event loop even where a routing process is possible."""
         self.store: Engine | None = None
         self.writer: StoreWriter | None = None
         self.delivery: DeliveryService | None = None
@@ -90,7 +94,10 @@ class Server:
         await self.delivery.start()
         self.delivery.add(MpiWorker(self.writer, self.store))
         self.dispatcher = Dispatcher(
-            Router(self.config), self.writer, self.store, self.delivery.push
+            make_routing(Router(self.config), in_process=self.route_in_process),
+            self.writer,
+            self.store,
+            self.delivery.push,
         )
         await self.dispatcher.catch_up()
         self.dispatcher.start()
@@ -109,6 +116,7 @@ class Server:
         except OSError as error:
             await self.stop()
             raise RuntimeError(f"cannot listen: {error.strerror or error}") from error
+        self._report_unread_listeners()
         if self.config_folder is not None:
             self.watcher = ConfigWatcher(
                 self.config_folder, self.config.mappings, self.apply, self.reload_interval
@@ -141,6 +149,18 @@ class Server:
         for name in config.listeners.keys() - self.listeners.keys():
             log.warning("listener %s is new; it opens at the next restart", name)
         self.config = config
+        self._report_unread_listeners()
+
+    def _report_unread_listeners(self) -> None:
+        """Once per configuration, not per message: a listener no route reads."""
+        assert self.dispatcher is not None
+        for name in self.listeners:
+            if not self.dispatcher.has_routes(name):
+                log.warning(
+                    "listener %s: no route takes its messages; they are stored, acknowledged"
+                    " and marked filtered",
+                    name,
+                )
 
     def request_stop(self) -> None:
         self._stopping.set()

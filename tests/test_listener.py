@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -277,3 +278,22 @@ def test_a_message_that_cannot_be_stored_gets_an_error_never_an_aa(db_url: str) 
     assert failed_enhanced.code == "CE"
     assert recovered.code == "AA"
     assert [r.control_id for r in rows] == ["OK1", "OK2"]
+
+
+def test_a_listener_no_route_reads_is_reported_once_not_per_message(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO), running_engine(db_url) as engine:
+        peer = Peer(engine.port())
+        for n in range(3):
+            assert read_ack(peer.exchange(adt(f"NR{n}"))).code == "AA"
+        peer.close()
+    rows = stored_messages(open_store(db_url))
+    assert [r.status for r in rows] == [MessageStatus.FILTERED] * 3
+    assert rows[0].status_reason == "no route takes messages from test"
+    noted = [r for r in caplog.records if r.levelno >= logging.INFO and "no route" in r.message]
+    assert [r.message for r in noted] == [
+        "listener test: no route takes its messages; they are stored, acknowledged and marked"
+        " filtered"
+    ]
+    assert not any("NR" in r.message for r in caplog.records if r.levelno >= logging.INFO)

@@ -40,6 +40,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address of the (single) listener.")] = None,
     port: Annotated[int | None, typer.Option(help="Port of the (single) listener.")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+    routing_process: Annotated[
+        bool,
+        typer.Option(
+            help="Route in a child process, on another core (where the platform can fork);"
+            " --no-routing-process routes on the engine's event loop."
+        ),
+    ] = True,
 ) -> None:
     """Run the engine: listeners, store and routes, until SIGTERM or SIGINT."""
     logs.configure(log_level)
@@ -59,6 +66,7 @@ def serve(
                 db,
                 config_folder=folder,
                 reload_interval=float(os.environ.get("CROSSWALK_RELOAD_INTERVAL", "1")),
+                route_in_process=not routing_process,
             )
             runner.run(server.run())
     except StoreError as error:

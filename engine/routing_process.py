@@ -1,0 +1,260 @@
+"""Where routing runs: on the event loop, or in a child process on another core.
+
+Routing is pure CPU (parse, filters, transforms, encode) and, with the sample routes, about a
+third of what the engine's event loop does per message. :class:`ForkedRouting` moves it into a
+child process forked from the engine, so the child holds the very router the engine built
+(compiled filters, templates, mapping tables: nothing is pickled or loaded twice) and the event
+loop keeps reading, storing and delivering while the child routes. Batches go over a socket pair
+as pickles of plain values; the results come back in the same order.
+
+A new configuration forks a new child (the old one finishes its batch, then exits); a child that
+dies is not restarted: its batch and everything after it are routed on the event loop
+(:class:`InlineRouting`), so a message is never lost or routed twice, only routed more slowly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import traceback
+import warnings
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from engine.router import Router
+from engine.store.operations import RoutedMessage
+from engine.store.schema import MessageStatus
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct("!I")
+
+
+class Unrouted(Protocol):
+    """A stored message to route: what the router needs of it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def raw(self) -> bytes: ...
+    @property
+    def charset(self) -> str | None: ...
+    @property
+    def listener(self) -> str: ...
+
+
+class _Sent(NamedTuple):
+    id: int
+    raw: bytes
+    charset: str | None
+    listener: str
+
+
+class RoutedBatch(NamedTuple):
+    """A batch's results, in order, and the tracebacks of routing bugs (for the engine's log)."""
+
+    routed: list[RoutedMessage]
+    failures: list[tuple[int, str]]
+
+
+def route_batch(router: Router, batch: Sequence[Unrouted]) -> RoutedBatch:
+    """Route every message of ``batch``; a bug in one is recorded as its error, not raised."""
+    routed: list[RoutedMessage] = []
+    failures: list[tuple[int, str]] = []
+    for message in batch:
+        try:
+            routing = router.route(message.raw, message.charset, message.listener)
+        except Exception as error:
+            failures.append((message.id, traceback.format_exc()))
+            reason = f"routing failed: {type(error).__name__}: {error}"
+            routed.append(RoutedMessage(message.id, MessageStatus.ERRORED, reason))
+            continue
+        routed.append(
+            RoutedMessage(message.id, routing.status, routing.reason, routing.delivery_rows())
+        )
+    return RoutedBatch(routed, failures)
+
+
+class InlineRouting:
+    """Routes on the event loop itself."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def route(self, batch: Sequence[Unrouted]) -> RoutedBatch:
+        return route_batch(self.router, batch)
+
+    def swap(self, router: Router) -> None:
+        """Route with ``router`` from the next batch on."""
+        self.router = router
+
+    async def close(self) -> None:
+        return None
+
+
+class ChildGone(RuntimeError):
+    """The routing child exited or broke the protocol."""
+
+
+class ForkedRouting(InlineRouting):
+    """Routes in a child process forked from the engine; falls back to the event loop."""
+
+    def __init__(self, router: Router) -> None:
+        super().__init__(router)
+        self._child: _Child | None = None
+        self._stale: list[_Child] = []
+        self._failed = False
+
+    @staticmethod
+    def available() -> bool:
+        """Whether this platform can fork and has a second core to route on."""
+        return hasattr(os, "fork") and (os.cpu_count() or 1) > 1
+
+    async def route(self, batch: Sequence[Unrouted]) -> RoutedBatch:
+        await self._retire_stale()
+        if self._failed:
+            return route_batch(self.router, batch)
+        try:
+            if self._child is None:
+                self._child = await _Child.fork(self.router)
+            return await self._child.route(batch)
+        except asyncio.CancelledError:
+            # Its answer may still come: this child's stream is out of step, fork afresh.
+            if self._child is not None:
+                self._stale.append(self._child)
+                self._child = None
+            raise
+        except (ChildGone, OSError, EOFError, pickle.PickleError) as error:
+            self._failed = True
+            log.error(
+                "the routing process failed (%s); routing on the event loop from now on",
+                error,
+            )
+            if self._child is not None:
+                self._stale.append(self._child)
+                self._child = None
+            return route_batch(self.router, batch)
+
+    def swap(self, router: Router) -> None:
+        super().swap(router)
+        if self._child is not None:
+            self._stale.append(self._child)  # forked with the old router
+            self._child = None
+
+    async def close(self) -> None:
+        if self._child is not None:
+            self._stale.append(self._child)
+            self._child = None
+        await self._retire_stale()
+
+    async def _retire_stale(self) -> None:
+        while self._stale:
+            await self._stale.pop().close()
+
+
+class _Child:
+    """One forked routing process and the parent's end of its socket pair."""
+
+    def __init__(
+        self, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.pid = pid
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def fork(cls, router: Router) -> _Child:
+        ours, theirs = socket.socketpair()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a process with threads; the child touches
+            # nothing the other threads might hold (no store, no event loop, no logging).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            ours.close()
+            _child_main(theirs, router)
+        theirs.close()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        log.info("routing in process %d", pid)
+        return cls(pid, reader, writer)
+
+    async def route(self, batch: Sequence[Unrouted]) -> RoutedBatch:
+        sent = [(m.id, m.raw, m.charset, m.listener) for m in batch]
+        data = pickle.dumps(sent, pickle.HIGHEST_PROTOCOL)
+        self.writer.write(_LENGTH.pack(len(data)) + data)
+        await self.writer.drain()
+        try:
+            (size,) = _LENGTH.unpack(await self.reader.readexactly(_LENGTH.size))
+            result = pickle.loads(await self.reader.readexactly(size))
+        except asyncio.IncompleteReadError:
+            raise ChildGone(f"process {self.pid} exited") from None
+        if not isinstance(result, RoutedBatch) or len(result.routed) != len(batch):
+            raise ChildGone(f"process {self.pid} answered out of protocol")
+        return result
+
+    async def close(self) -> None:
+        """End of input: the child exits; reap it (killing it if it hangs)."""
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(os.waitpid, self.pid, 0), timeout=5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            await asyncio.to_thread(os.waitpid, self.pid, 0)
+        except ChildProcessError:
+            pass  # already reaped
+
+
+def _child_main(sock: socket.socket, router: Router) -> None:  # pragma: no cover - child
+    """Route batches until the engine closes its end; never returns."""
+    code = 0
+    try:
+        # Ctrl-C reaches the whole process group: the engine decides when routing ends.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        keep = sock.fileno()
+        # Release the engine's sockets and files (listening ports, the store) in this copy.
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 65536)
+        sock.setblocking(True)
+        while True:
+            header = _read_exactly(sock, _LENGTH.size)
+            if header is None:
+                break
+            data = _read_exactly(sock, _LENGTH.unpack(header)[0])
+            if data is None:
+                break
+            batch = [_Sent(*fields) for fields in pickle.loads(data)]
+            out = pickle.dumps(route_batch(router, batch), pickle.HIGHEST_PROTOCOL)
+            sock.sendall(_LENGTH.pack(len(out)) + out)
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:  # pragma: no cover - child
+    chunks: list[bytes] = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def make_routing(router: Router, in_process: bool = False) -> InlineRouting:
+    """Routing in a child process where the platform allows it, else on the event loop."""
+    if in_process or not ForkedRouting.available():
+        return InlineRouting(router)
+    return ForkedRouting(router)

@@ -1,0 +1,192 @@
+"""Routing in a forked child process: same results as on the event loop, new configurations,
+a child that dies, and a child that holds none of the engine's ports or files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.config.loader import load_config
+from engine.router import Router
+from engine.routing_process import ForkedRouting, InlineRouting, RoutedBatch
+from engine.testing import Peer, free_port, wait_for_port
+from tests.support import adt, cli_env, config_folder, crosswalk, destination_yaml
+
+pytestmark = pytest.mark.skipif(not ForkedRouting.available(), reason="needs fork and 2 cores")
+
+ROUTES = """routes:
+  a08-only:
+    source: ehr
+    filter: {type: ADT^A08}
+    destinations: [pacs]
+  mrn:
+    source: ehr
+    steps:
+      - set: {field: PID-3.1, template: "MRN{{ field('PID-3.1') }}"}
+    destinations: [pacs]
+"""
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: int
+    raw: bytes
+    charset: str | None
+    listener: str
+
+
+def router(tmp_path: Path, routes: str = ROUTES) -> Router:
+    return Router(load_config(config_folder(tmp_path, routes), {}))
+
+
+def batch(count: int, start: int = 1) -> list[Stored]:
+    return [Stored(i, adt(f"C{i}"), "UNICODE UTF-8", "ehr") for i in range(start, start + count)]
+
+
+def children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in path.read_text().split()} if path.exists() else set()
+
+
+def gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "\nState:\tZ" in status.read_text()
+
+
+def test_the_child_routes_exactly_as_the_event_loop_does(tmp_path: Path) -> None:
+    async def scenario() -> tuple[RoutedBatch, RoutedBatch, int]:
+        forked = ForkedRouting(router(tmp_path))
+        try:
+            result = await forked.route(batch(50))
+            assert forked._child is not None
+            pid = forked._child.pid
+            assert pid != os.getpid() and pid in children(os.getpid())
+        finally:
+            await forked.close()
+        return result, await InlineRouting(router(tmp_path)).route(batch(50)), pid
+
+    forked, inline, pid = asyncio.run(scenario())
+    assert forked == inline
+    assert [m.message_id for m in forked.routed] == list(range(1, 51))
+    first = forked.routed[0]
+    assert first.status == "routed" and first.reason == "routed by mrn to pacs"
+    assert b"PID|1||MRN123456^^^GENHOSP^MR" in first.deliveries[0]["payload"]  # type: ignore[operator]
+    assert gone(pid), "closing reaps the child"
+
+
+def test_a_new_configuration_forks_a_new_child(tmp_path: Path) -> None:
+    other = ROUTES.replace("MRN{{", "NEW{{")
+
+    async def scenario() -> None:
+        forked = ForkedRouting(router(tmp_path))
+        try:
+            await forked.route(batch(2))
+            assert forked._child is not None
+            old = forked._child.pid
+            (tmp_path / "other").mkdir()
+            forked.swap(router(tmp_path / "other", other))
+            result = await forked.route(batch(2, start=10))
+            assert forked._child is not None and forked._child.pid != old
+            assert gone(old)
+            assert b"PID|1||NEW123456" in result.routed[0].deliveries[0]["payload"]  # type: ignore[operator]
+        finally:
+            await forked.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_dead_child_means_routing_on_the_event_loop_nothing_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> RoutedBatch:
+        forked = ForkedRouting(router(tmp_path))
+        try:
+            await forked.route(batch(1))
+            assert forked._child is not None
+            pid = forked._child.pid
+            os.kill(pid, signal.SIGKILL)
+            result = await forked.route(batch(20, start=100))
+            assert forked._child is None and forked._failed
+            again = await forked.route(batch(1, start=200))
+            assert again.routed[0].status == "routed"
+            return result
+        finally:
+            await forked.close()
+
+    with caplog.at_level(logging.ERROR):
+        result = asyncio.run(scenario())
+    assert [m.message_id for m in result.routed] == list(range(100, 120))
+    assert all(m.status == "routed" for m in result.routed)
+    assert "routing process failed" in caplog.text
+
+
+def test_a_routing_bug_in_the_child_errors_that_message_only(tmp_path: Path) -> None:
+    class Broken(Router):
+        def route(self, raw: bytes, charset: str | None, listener: str):  # type: ignore[no-untyped-def]
+            if b"|C2|" in raw:
+                raise KeyError("bug")
+            return super().route(raw, charset, listener)
+
+    async def scenario() -> RoutedBatch:
+        forked = ForkedRouting(Broken(load_config(config_folder(tmp_path, ROUTES), {})))
+        try:
+            return await forked.route(batch(3))
+        finally:
+            await forked.close()
+
+    result = asyncio.run(scenario())
+    assert [m.status for m in result.routed] == ["routed", "errored", "routed"]
+    assert result.routed[1].reason == "routing failed: KeyError: 'bug'"
+    ((message_id, trace),) = result.failures
+    assert message_id == 2 and "KeyError: 'bug'" in trace
+
+
+def test_the_child_holds_no_port_and_dies_with_the_engine(tmp_path: Path) -> None:
+    """The child closes the engine's sockets and files: a SIGKILLed engine's port is free for
+    its restart at once, and the child, left without its engine, exits."""
+    port = free_port()
+    endpoints = destination_yaml(free_port()).replace("{port: 0}", f"{{port: {port}}}")
+    routes = "routes:\n  all:\n    source: ehr\n    destinations: [pacs]\n"
+    folder = config_folder(tmp_path, routes, endpoints=endpoints)
+    db = f"sqlite:///{tmp_path}/engine.db"
+    log = tmp_path / "engine.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            crosswalk("serve", "--config", str(folder), "--db", db),
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=cli_env(),
+        )
+        wait_for_port(port, process)
+        return process
+
+    engine = start()
+    try:
+        peer = Peer(port)
+        assert b"MSA|AA|C1" in peer.exchange(adt("C1"))
+        peer.close()
+        deadline = time.monotonic() + 10
+        while not children(engine.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (child,) = children(engine.pid)
+        fds = os.listdir(f"/proc/{child}/fd")
+        assert len(fds) <= 4, fds  # stdin, stdout, stderr and its socket to the engine
+        engine.send_signal(signal.SIGKILL)
+        engine.wait(10)
+        engine = start()  # binds the same port at once
+        deadline = time.monotonic() + 10
+        while not gone(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(child)
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(30) == 0, log.read_text()[-3000:]
