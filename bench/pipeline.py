@@ -7,6 +7,7 @@ The run ends when the receiver has every message; then order is checked per feed
 patient.
 
     python bench/pipeline.py [--messages 8000] [--db URL] [--partitions 0] [--without-mpi]
+                             [--no-routing-process]
 
 The shipped configuration also feeds every ADT to the master patient index (routes/mpi-feed.yaml,
 applied by the MPI worker in the same process); ``--without-mpi`` leaves that route out.
@@ -78,7 +79,14 @@ def routing_cost(samples: int = 3000) -> tuple[float, float]:
     return sample, bare_cost
 
 
-def run(feeds: int, per_feed: int, db: str | None, partitions: int, mpi: bool = True) -> None:
+def run(
+    feeds: int,
+    per_feed: int,
+    db: str | None,
+    partitions: int,
+    mpi: bool = True,
+    serve_options: tuple[str, ...] = (),
+) -> None:
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
         config = make_config(folder, partitions, mpi)
@@ -110,6 +118,7 @@ def run(feeds: int, per_feed: int, db: str | None, partitions: int, mpi: bool = 
                 str(config),
                 "--db",
                 db or f"sqlite:///{folder}/bench.db",
+                *serve_options,
             ],
             cwd=ROOT,
             env=env,
@@ -200,15 +209,21 @@ def main() -> None:
     parser.add_argument(
         "--without-mpi", action="store_true", help="leave out the route feeding the MPI"
     )
+    parser.add_argument(
+        "--no-routing-process",
+        action="store_true",
+        help="route on the engine's event loop (crosswalk serve --no-routing-process)",
+    )
     args = parser.parse_args()
+    options = ("--no-routing-process",) if args.no_routing_process else ()
     sample, bare = routing_cost()
     print(f"{os.cpu_count()} CPUs; messages of {len(adt_message(0))} bytes")
     print(
         f"routing cost per message: sample routes {sample:.0f} µs, pass-through route"
         f" {bare:.0f} µs (transforms {sample - bare:.0f} µs)"
     )
-    run(1, args.messages // 4, args.db, args.partitions, not args.without_mpi)
-    run(8, args.messages // 8, args.db, args.partitions, not args.without_mpi)
+    for feeds, messages in ((1, args.messages // 4), (8, args.messages // 8)):
+        run(feeds, messages, args.db, args.partitions, not args.without_mpi, options)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 64
 """Messages routed per slice of the event loop."""
+PENDING_LIMIT = 10_000
+"""Accepted messages held in memory for routing; beyond that they are read from the store."""
 RETRY_AFTER = 5.0
 
 
@@ -74,6 +76,7 @@ class Dispatcher:
         self.deliver = deliver
         self.pending: deque[AcceptedMessage] = deque()
         self.from_store = True
+        self.missed = False  # accepted while the store was being read: read it again
         self.routed = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -81,7 +84,17 @@ class Dispatcher:
 
     def accept(self, message: AcceptedMessage) -> None:
         """Intake committed ``message``; route it soon."""
-        if not self.from_store:
+        if self.from_store:
+            self.missed = True
+        elif len(self.pending) >= PENDING_LIMIT:
+            # Routing fell this far behind: keep memory bounded, read the rest from the store.
+            log.warning(
+                "routing is %d messages behind; reading them from the store as it catches up",
+                len(self.pending),
+            )
+            self.pending.clear()
+            self.from_store = self.missed = True
+        else:
             self.pending.append(message)
         self._wakeup.set()
 
@@ -93,15 +106,26 @@ class Dispatcher:
         self.routing.swap(router)
 
     async def catch_up(self) -> None:
-        """Route everything the store holds as received (before the listeners open)."""
+        """Route everything the store holds as received: at start-up (before the listeners
+        open), and after routing fell behind or its results could not be stored."""
+        starting = self.routed == 0
+        caught = 0
         while True:
+            self.missed = False
             batch = await asyncio.to_thread(load_received, self.store, self._last_id)
             if not batch:
+                if self.missed:  # committed after the read began: read again
+                    continue
                 break
             for start in range(0, len(batch), BATCH):
                 await self._route(batch[start : start + BATCH])
-        if self.routed:
-            log.info("routed %d message(s) left from before the restart", self.routed)
+            caught += len(batch)
+        if caught:
+            log.info(
+                "routed %d message(s) %s",
+                caught,
+                "left from before the restart" if starting else "from the store",
+            )
         self.from_store = False
 
     def start(self) -> None:

@@ -217,10 +217,11 @@ def _child_main(sock: socket.socket, router: Router) -> None:  # pragma: no cove
     """Route batches until the engine closes its end; never returns."""
     code = 0
     try:
-        # Ctrl-C reaches the whole process group: the engine decides when routing ends.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Ctrl-C reaches the whole process group, and a service manager may signal every
+        # process of the service: the engine alone decides when routing ends (it closes the
+        # socket, or dies, and this process exits; one that hangs is killed).
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         keep = sock.fileno()
         # Release the engine's sockets and files (listening ports, the store) in this copy.
         os.closerange(3, keep)

@@ -151,7 +151,8 @@ def test_a_routing_bug_in_the_child_errors_that_message_only(tmp_path: Path) -> 
 
 def test_the_child_holds_no_port_and_dies_with_the_engine(tmp_path: Path) -> None:
     """The child closes the engine's sockets and files: a SIGKILLed engine's port is free for
-    its restart at once, and the child, left without its engine, exits."""
+    its restart at once; signals meant for the engine leave the child alone, and the child,
+    left without its engine, exits."""
     port = free_port()
     endpoints = destination_yaml(free_port()).replace("{port: 0}", f"{{port: {port}}}")
     routes = "routes:\n  all:\n    source: ehr\n    destinations: [pacs]\n"
@@ -180,6 +181,13 @@ def test_the_child_holds_no_port_and_dies_with_the_engine(tmp_path: Path) -> Non
         (child,) = children(engine.pid)
         fds = os.listdir(f"/proc/{child}/fd")
         assert len(fds) <= 4, fds  # stdin, stdout, stderr and its socket to the engine
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the engine decides
+            os.kill(child, signum)
+        peer = Peer(port)
+        assert b"MSA|AA|C2" in peer.exchange(adt("C2"))
+        peer.close()
+        time.sleep(0.2)
+        assert not gone(child) and children(engine.pid) == {child}
         engine.send_signal(signal.SIGKILL)
         engine.wait(10)
         engine = start()  # binds the same port at once
