@@ -167,7 +167,12 @@ def test_the_child_holds_no_port_and_dies_with_the_engine(tmp_path: Path) -> Non
             stderr=subprocess.STDOUT,
             env=cli_env(),
         )
-        wait_for_port(port, process)
+        try:
+            wait_for_port(port, process)
+        except RuntimeError:
+            process.kill()
+            process.wait(10)
+            raise
         return process
 
     engine = start()
