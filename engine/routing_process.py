@@ -7,9 +7,11 @@ child process forked from the engine, so the child holds the very router the eng
 loop keeps reading, storing and delivering while the child routes. Batches go over a socket pair
 as pickles of plain values; the results come back in the same order.
 
-A new configuration forks a new child (the old one finishes its batch, then exits); a child that
-dies is not restarted: its batch and everything after it are routed on the event loop
-(:class:`InlineRouting`), so a message is never lost or routed twice, only routed more slowly.
+A new configuration forks a new child (the old one finishes its batch, then exits). A child that
+takes longer than the routing timeout is killed, and the message that hangs it is recorded as
+errored. A child that dies otherwise is not restarted: its batch and everything after it are
+routed on the event loop (:class:`InlineRouting`), so a message is never lost or routed twice,
+only routed more slowly.
 """
 
 from __future__ import annotations
@@ -102,11 +104,26 @@ class ChildGone(RuntimeError):
     """The routing child exited or broke the protocol."""
 
 
-class ForkedRouting(InlineRouting):
-    """Routes in a child process forked from the engine; falls back to the event loop."""
+class _TimedOut(Exception):
+    """The child did not answer within the routing timeout (it has been killed)."""
 
-    def __init__(self, router: Router) -> None:
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class ForkedRouting(InlineRouting):
+    """Routes in a child process forked from the engine; falls back to the event loop.
+
+    A batch the child does not finish within ``timeout`` seconds (a filter's regular expression
+    that backtracks for ever, a template that never ends: nothing inside Python can interrupt
+    them) costs the child its life; its messages are then routed one by one in fresh children
+    and the one that times out again is recorded as errored, so one bad message never stops
+    the feed.
+    """
+
+    def __init__(self, router: Router, timeout: float = DEFAULT_TIMEOUT) -> None:
         super().__init__(router)
+        self.timeout = timeout
         self._child: _Child | None = None
         self._stale: list[_Child] = []
         self._failed = False
@@ -121,36 +138,67 @@ class ForkedRouting(InlineRouting):
         if self._failed:
             return route_batch(self.router, batch)
         try:
-            if self._child is None:
-                self._child = await _Child.fork(self.router)
-            return await self._child.route(batch)
-        except asyncio.CancelledError:
-            # Its answer may still come: this child's stream is out of step, fork afresh.
-            if self._child is not None:
-                self._stale.append(self._child)
-                self._child = None
-            raise
+            try:
+                return await self._in_child(batch)
+            except _TimedOut:
+                return await self._one_by_one(batch)
         except (ChildGone, OSError, EOFError, pickle.PickleError) as error:
             self._failed = True
             log.error(
                 "the routing process failed (%s); routing on the event loop from now on",
                 error,
             )
-            if self._child is not None:
-                self._stale.append(self._child)
-                self._child = None
+            self._retire_child()
             return route_batch(self.router, batch)
 
-    def swap(self, router: Router) -> None:
-        super().swap(router)
-        if self._child is not None:
-            self._stale.append(self._child)  # forked with the old router
-            self._child = None
+    async def _in_child(self, batch: Sequence[Unrouted]) -> RoutedBatch:
+        if self._child is None:
+            self._child = await _Child.fork(self.router)
+        child = self._child
+        try:
+            return await asyncio.wait_for(child.route(batch), self.timeout)
+        except TimeoutError:
+            child.kill()
+            self._retire_child()
+            raise _TimedOut from None
+        except asyncio.CancelledError:
+            # Its answer may still come: this child's stream is out of step, fork afresh.
+            self._retire_child()
+            raise
 
-    async def close(self) -> None:
+    async def _one_by_one(self, batch: Sequence[Unrouted]) -> RoutedBatch:
+        routed: list[RoutedMessage] = []
+        failures: list[tuple[int, str]] = []
+        for message in batch:
+            try:
+                result = await self._in_child([message])
+            except _TimedOut:
+                log.error(
+                    "routing message %d took longer than %gs; recorded as errored, routing"
+                    " goes on in a new process",
+                    message.id,
+                    self.timeout,
+                )
+                reason = (
+                    f"routing took longer than {self.timeout:g}s and was stopped (a filter or"
+                    " step that does not end on this message?)"
+                )
+                result = RoutedBatch([RoutedMessage(message.id, MessageStatus.ERRORED, reason)], [])
+            routed += result.routed
+            failures += result.failures
+        return RoutedBatch(routed, failures)
+
+    def _retire_child(self) -> None:
         if self._child is not None:
             self._stale.append(self._child)
             self._child = None
+
+    def swap(self, router: Router) -> None:
+        super().swap(router)
+        self._retire_child()  # forked with the old router
+
+    async def close(self) -> None:
+        self._retire_child()
         await self._retire_stale()
 
     async def _retire_stale(self) -> None:
@@ -198,6 +246,10 @@ class _Child:
             raise ChildGone(f"process {self.pid} answered out of protocol")
         return result
 
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
     async def close(self) -> None:
         """End of input: the child exits; reap it (killing it if it hangs)."""
         self.writer.close()
@@ -206,8 +258,7 @@ class _Child:
         try:
             await asyncio.wait_for(asyncio.to_thread(os.waitpid, self.pid, 0), timeout=5)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+            self.kill()
             await asyncio.to_thread(os.waitpid, self.pid, 0)
         except ChildProcessError:
             pass  # already reaped
@@ -254,8 +305,10 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:  # pragma: no
     return b"".join(chunks)
 
 
-def make_routing(router: Router, in_process: bool = False) -> InlineRouting:
+def make_routing(
+    router: Router, in_process: bool = False, timeout: float = DEFAULT_TIMEOUT
+) -> InlineRouting:
     """Routing in a child process where the platform allows it, else on the event loop."""
     if in_process or not ForkedRouting.available():
         return InlineRouting(router)
-    return ForkedRouting(router)
+    return ForkedRouting(router, timeout)

@@ -26,7 +26,7 @@ from engine.mllp.listener import ListenerLimits, MLLPListener
 from engine.mpi.worker import MpiWorker
 from engine.reload import ConfigWatcher
 from engine.router import Router
-from engine.routing_process import make_routing
+from engine.routing_process import DEFAULT_TIMEOUT, make_routing
 from engine.store.database import open_store, redact, resolve_url
 from engine.store.writer import StoreWriter
 
@@ -69,6 +69,7 @@ class Server:
         config_folder: Path | None = None,
         reload_interval: float = 1.0,
         route_in_process: bool = False,
+        routing_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.config = config
         self.db_url = resolve_url(db_url)
@@ -76,6 +77,8 @@ class Server:
         self.reload_interval = reload_interval
         self.route_in_process = route_in_process
         """Route on the event loop even where a routing process is possible."""
+        self.routing_timeout = routing_timeout
+        """Seconds the routing process may take over a batch before it is killed."""
         self.store: Engine | None = None
         self.writer: StoreWriter | None = None
         self.delivery: DeliveryService | None = None
@@ -94,7 +97,9 @@ class Server:
         await self.delivery.start()
         self.delivery.add(MpiWorker(self.writer, self.store))
         self.dispatcher = Dispatcher(
-            make_routing(Router(self.config), in_process=self.route_in_process),
+            make_routing(
+                Router(self.config), in_process=self.route_in_process, timeout=self.routing_timeout
+            ),
             self.writer,
             self.store,
             self.delivery.push,

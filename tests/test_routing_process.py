@@ -203,3 +203,42 @@ def test_the_child_holds_no_port_and_dies_with_the_engine(tmp_path: Path) -> Non
     finally:
         engine.send_signal(signal.SIGTERM)
         assert engine.wait(30) == 0, log.read_text()[-3000:]
+
+
+def test_a_message_that_hangs_routing_is_errored_and_the_feed_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A regular expression that backtracks for ever on one message: nothing in Python can
+    stop it, so the child is killed; that message alone is recorded as errored."""
+    routes = """routes:
+  names:
+    source: ehr
+    filter: {field: PID-5.1, regex: '^(A+)+$'}
+    destinations: [pacs]
+"""
+    evil = "PID|1||123456^^^GENHOSP^MR||" + "A" * 40 + "!^JANE||19800304|F"
+    messages = [
+        Stored(1, adt("C1", pid="PID|1||1^^^GENHOSP^MR||AAAA^JANE"), "UNICODE UTF-8", "ehr"),
+        Stored(2, adt("C2", pid=evil), "UNICODE UTF-8", "ehr"),
+        Stored(3, adt("C3", pid="PID|1||3^^^GENHOSP^MR||SMITH^JOHN"), "UNICODE UTF-8", "ehr"),
+    ]
+
+    async def scenario() -> tuple[RoutedBatch, RoutedBatch, float]:
+        forked = ForkedRouting(router(tmp_path, routes), timeout=0.5)
+        try:
+            started = time.monotonic()
+            result = await forked.route(messages)
+            took = time.monotonic() - started
+            after = await forked.route(batch(2, start=10))
+            return result, after, took
+        finally:
+            await forked.close()
+
+    with caplog.at_level(logging.ERROR):
+        result, after, took = asyncio.run(scenario())
+    assert [m.status for m in result.routed] == ["routed", "errored", "filtered"]
+    assert result.routed[1].reason.startswith("routing took longer than 0.5s and was stopped")
+    assert took < 5
+    assert [m.status for m in after.routed] == ["filtered", "filtered"]  # DOE: no match
+    assert "routing message 2 took longer than 0.5s" in caplog.text
+    assert not children(os.getpid()), "every child killed or closed is reaped"

@@ -14,6 +14,7 @@ import typer
 from engine import logs
 from engine.cli.common import DbOption, fail, load_config_or_fail
 from engine.config.model import EngineConfig
+from engine.routing_process import DEFAULT_TIMEOUT
 from engine.server import Server, event_loop_factory
 from engine.store.database import StoreError
 
@@ -47,6 +48,14 @@ def serve(
             " --no-routing-process routes on the engine's event loop."
         ),
     ] = True,
+    routing_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds the routing process may spend on a batch; then it is restarted and"
+            " the message that hangs it is recorded as errored.",
+        ),
+    ] = DEFAULT_TIMEOUT,
 ) -> None:
     """Run the engine: listeners, store and routes, until SIGTERM or SIGINT."""
     logs.configure(log_level)
@@ -67,6 +76,7 @@ def serve(
                 config_folder=folder,
                 reload_interval=float(os.environ.get("CROSSWALK_RELOAD_INTERVAL", "1")),
                 route_in_process=not routing_process,
+                routing_timeout=routing_timeout,
             )
             runner.run(server.run())
     except StoreError as error:
