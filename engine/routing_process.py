@@ -273,6 +273,7 @@ def _child_main(sock: socket.socket, router: Router) -> None:  # pragma: no cove
         # socket, or dies, and this process exits; one that hangs is killed).
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
+        signal.set_wakeup_fd(-1)  # the engine's event loop's, closed below
         keep = sock.fileno()
         # Release the engine's sockets and files (listening ports, the store) in this copy.
         os.closerange(3, keep)

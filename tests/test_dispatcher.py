@@ -54,3 +54,4 @@ def test_routing_far_behind_reads_the_rest_from_the_store(
     assert {r.status for r in rows} == {MessageStatus.ROUTED}
     assert "routing is 4 messages behind" in caplog.text
     assert "from the store" in caplog.text
+    assert "routing process failed" not in caplog.text  # routed in the child throughout
