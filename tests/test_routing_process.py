@@ -56,6 +56,12 @@ def children(pid: int) -> set[int]:
     return {int(p) for p in path.read_text().split()} if path.exists() else set()
 
 
+def child_of(forked: ForkedRouting) -> int:
+    """The pid of the routing child ``forked`` routes with now."""
+    assert forked._child is not None
+    return forked._child.pid
+
+
 def gone(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status")
     return not status.exists() or "\nState:\tZ" in status.read_text()
@@ -66,8 +72,7 @@ def test_the_child_routes_exactly_as_the_event_loop_does(tmp_path: Path) -> None
         forked = ForkedRouting(router(tmp_path))
         try:
             result = await forked.route(batch(50))
-            assert forked._child is not None
-            pid = forked._child.pid
+            pid = child_of(forked)
             assert pid != os.getpid() and pid in children(os.getpid())
         finally:
             await forked.close()
@@ -89,12 +94,11 @@ def test_a_new_configuration_forks_a_new_child(tmp_path: Path) -> None:
         forked = ForkedRouting(router(tmp_path))
         try:
             await forked.route(batch(2))
-            assert forked._child is not None
-            old = forked._child.pid
+            old = child_of(forked)
             (tmp_path / "other").mkdir()
             forked.swap(router(tmp_path / "other", other))
             result = await forked.route(batch(2, start=10))
-            assert forked._child is not None and forked._child.pid != old
+            assert child_of(forked) != old
             assert gone(old)
             assert b"PID|1||NEW123456" in result.routed[0].deliveries[0]["payload"]  # type: ignore[operator]
         finally:
@@ -110,9 +114,7 @@ def test_a_dead_child_means_routing_on_the_event_loop_nothing_lost(
         forked = ForkedRouting(router(tmp_path))
         try:
             await forked.route(batch(1))
-            assert forked._child is not None
-            pid = forked._child.pid
-            os.kill(pid, signal.SIGKILL)
+            os.kill(child_of(forked), signal.SIGKILL)
             result = await forked.route(batch(20, start=100))
             assert forked._child is None and forked._failed
             again = await forked.route(batch(1, start=200))

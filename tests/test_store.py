@@ -93,3 +93,64 @@ def test_stored_times_are_utc_and_filter_by_time(store) -> None:  # type: ignore
         len(find_messages(store, MessageFilter(until=datetime.now(UTC) + timedelta(seconds=1))))
         == 1
     )
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_messages_committed_together_find_their_copies(  # type: ignore[no-untyped-def]
+    store, threaded: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One commit of several messages (on PostgreSQL: one query for every copy, one pipelined
+    insert): an earlier copy in the store, a copy in the same commit, and an old copy outside
+    the duplicate window are told apart exactly as one message at a time would be."""
+    from sqlalchemy import update
+
+    from engine.store.schema import Message
+
+    async def receive(intake: Intake, control_ids: list[str]) -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        answers = [loop.create_future() for _ in control_ids]
+        for control_id, answer in zip(control_ids, answers, strict=True):
+            intake.on_frame(adt(control_id), "test", answer.set_result)  # one commit
+        return [(await answer)[0] for answer in answers]
+
+    async def scenario() -> tuple[list[bytes], list[bytes], StoreWriter]:
+        writer = StoreWriter(store, threaded=threaded)
+        writer.start()
+        intake = Intake(writer, ListenerSettings(name="t", duplicate_window=3600))
+        first = await receive(intake, ["D0", "OLD"])
+        with store.begin() as connection:  # OLD was accepted two hours ago: out of the window
+            connection.execute(
+                update(Message)
+                .where(Message.control_id == "OLD")
+                .values(received_at=datetime.now(UTC) - timedelta(hours=2))
+            )
+        second = await receive(intake, ["D1", "D0", "D2", "OLD", "D3"])
+        third = await receive(intake, ["D4", "D4", "D5"])
+        await writer.close()
+        return first, second + third, writer
+
+    first, acks, writer = asyncio.run(scenario())
+    assert all(b"MSA|AA|" in ack for ack in first + acks)
+    rows = {(r.control_id, r.id): r for r in find_messages(store, MessageFilter(), limit=100)}
+    by_id = {r.id: r for r in rows.values()}
+    statuses = [(r.control_id, r.status) for r in sorted(rows.values(), key=lambda r: r.id)]
+    assert statuses == [
+        ("D0", "received"),
+        ("OLD", "received"),
+        ("D1", "received"),
+        ("D0", "duplicate"),
+        ("D2", "received"),
+        ("OLD", "received"),
+        ("D3", "received"),
+        ("D4", "received"),
+        ("D4", "duplicate"),
+        ("D5", "received"),
+    ]
+    for row in by_id.values():
+        if row.status == "duplicate":
+            original = by_id[row.duplicate_of]
+            assert original.control_id == row.control_id and original.status == "received"
+            assert b"duplicate of a message already accepted" in row.ack
+    if not threaded:
+        assert writer.batches == 3  # each group in one commit
+    assert "committing them one by one" not in caplog.text
