@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -225,3 +226,33 @@ def test_send_and_the_engine_agree_under_concurrency(db_url: str, tmp_path: Path
         for thread in threads:
             thread.join(60)
     assert [r.returncode for r in results] == [0, 0]
+
+
+def test_a_command_imports_only_what_it_needs_and_help_lists_them_all() -> None:
+    probe = (
+        "import sys\n"
+        "from engine.cli import main\n"
+        "sys.argv = ['crosswalk', *sys.argv[1:]]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('numpy', 'pydicom', 'rapidfuzz', 'engine.reconcile.run')\n"
+        "print('LOADED', [m for m in heavy if m in sys.modules])\n"
+    )
+
+    def loaded(*args: str) -> tuple[str, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, env=cli_env()
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout, done.stdout.rsplit("LOADED", 1)[1].strip()
+
+    shown, heavy = loaded("messages", "--help")
+    assert "list" in shown and heavy == "[]"
+    shown, heavy = loaded("--help")
+    for name in ("serve", "send", "messages", "routes", "queue", "mpi", "studies", "review"):
+        assert f" {name} " in shown
+    assert "numpy" in heavy  # everything is imported to describe everything
+    shown, heavy = loaded("reconcile", "--help")
+    assert "run" in shown and "engine.reconcile.run" in heavy
