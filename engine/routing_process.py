@@ -24,6 +24,7 @@ import pickle
 import signal
 import socket
 import struct
+import sys
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -130,8 +131,9 @@ class ForkedRouting(InlineRouting):
 
     @staticmethod
     def available() -> bool:
-        """Whether this platform can fork and has a second core to route on."""
-        return hasattr(os, "fork") and (os.cpu_count() or 1) > 1
+        """Whether this machine has a second core to route on and forks safely (Linux; macOS
+        forbids some system libraries after a fork, so it routes on the event loop there)."""
+        return sys.platform == "linux" and (os.cpu_count() or 1) > 1
 
     async def route(self, batch: Sequence[Unrouted]) -> RoutedBatch:
         await self._retire_stale()

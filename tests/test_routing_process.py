@@ -20,7 +20,7 @@ from engine.routing_process import ForkedRouting, InlineRouting, RoutedBatch
 from engine.testing import Peer, free_port, wait_for_port
 from tests.support import adt, cli_env, config_folder, crosswalk, destination_yaml
 
-pytestmark = pytest.mark.skipif(not ForkedRouting.available(), reason="needs fork and 2 cores")
+pytestmark = pytest.mark.skipif(not ForkedRouting.available(), reason="needs Linux and 2 cores")
 
 ROUTES = """routes:
   a08-only:

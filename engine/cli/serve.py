@@ -44,7 +44,7 @@ def serve(
     routing_process: Annotated[
         bool,
         typer.Option(
-            help="Route in a child process, on another core (where the platform can fork);"
+            help="Route in a child process, on another core (Linux with two or more cores);"
             " --no-routing-process routes on the engine's event loop."
         ),
     ] = True,
