@@ -19,8 +19,16 @@ from pathlib import Path
 from engine.hl7v2.ack import read_ack
 from engine.store.database import open_store
 from engine.store.schema import MessageStatus
-from engine.testing import Peer, free_port, wait_for_port
-from tests.support import adt, cli_env, crosswalk, stored_messages
+from engine.testing import FakeReceiver, Peer, free_port, wait_for_port
+from tests.support import (
+    ALL_TO_PACS,
+    adt,
+    cli_env,
+    config_folder,
+    crosswalk,
+    destination_yaml,
+    stored_messages,
+)
 
 SENDERS = 4
 KILLS = 5
@@ -122,3 +130,62 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_message(
             if r.status in MessageStatus.ACCEPTED and r.control_id.startswith(f"S{sender.number}-")
         ]
         assert mine == sender.acknowledged, "each sender's messages stored in its order"
+
+
+def test_sigkill_while_routing_and_delivering_loses_and_reorders_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The whole path under SIGKILL: intake, the routing process, the PACS queue. Every
+    acknowledged message reaches the PACS (at least once), and each sender's messages arrive
+    in the order they were sent, first copies and last copies alike."""
+    random.seed(os.getpid() + 1)
+    pacs = FakeReceiver()
+    port = free_port()
+    endpoints = destination_yaml(pacs.port).replace("{port: 0}", f"{{port: {port}}}")
+    folder = config_folder(tmp_path, ALL_TO_PACS, endpoints=endpoints)
+    log = tmp_path / "engine.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            crosswalk("serve", "--db", db_url, "--config", str(folder)),
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=cli_env(),
+        )
+        wait_for_port(port, process)
+        return process
+
+    process = start()
+    stop = threading.Event()
+    senders = [Sender(n, port, stop) for n in range(3)]
+    for sender in senders:
+        sender.start()
+    try:
+        for _ in range(2):
+            time.sleep(random.uniform(0.4, 0.9))
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+            process = start()
+        time.sleep(0.5)
+        stop.set()
+        for sender in senders:
+            sender.join(120)
+            assert not sender.is_alive()
+        acknowledged = [cid for sender in senders for cid in sender.acknowledged]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not set(acknowledged) <= set(pacs.control_ids()):
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text()[-3000:]
+        pacs.stop()
+
+    arrived = pacs.control_ids()
+    assert set(acknowledged) <= set(arrived), "every acknowledged message reached the PACS"
+    for sender in senders:
+        mine = [cid for cid in arrived if cid.startswith(f"S{sender.number}-")]
+        firsts = list(dict.fromkeys(mine))
+        lasts = list(reversed(dict.fromkeys(reversed(mine))))
+        assert firsts == sorted(firsts) and lasts == sorted(lasts), "sent order kept"
+        assert set(sender.acknowledged) <= set(firsts)
