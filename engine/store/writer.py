@@ -100,7 +100,14 @@ class StoreWriter:
                 if self._linger is not None:
                     self._linger.cancel()
                     self._linger = None
-                self._loop.call_soon(self._flush)
+                if len(self._pending) > 1:
+                    # The engine is busy (other writes wait): the commit will block the loop
+                    # for an fsync, so first let what this pass of the loop queued run — other
+                    # connections' messages join this commit, a destination's ACK sends the
+                    # next message before it. A lone message is committed without the detour.
+                    self._loop.call_soon(self._loop.call_soon, self._flush)
+                else:
+                    self._loop.call_soon(self._flush)
         elif not self._flush_scheduled and self._linger is None:
             self._linger = self._loop.call_later(LINGER, self._flush)
 
