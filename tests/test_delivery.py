@@ -257,3 +257,41 @@ def test_a_restart_with_a_full_queue_loses_nothing(db_url: str, tmp_path: Path) 
         engine.send_signal(signal.SIGTERM)
         engine.wait(30)
     pacs.stop()
+
+
+def test_queue_status_shows_what_waits_to_be_routed(db_url: str, tmp_path: Path) -> None:
+    """Messages stored while no engine routed them (it was stopped after intake): `queue status`
+    says so, and the next start routes and delivers them."""
+    import asyncio
+
+    from engine.config.model import ListenerSettings
+    from engine.intake import Intake
+    from engine.store.writer import StoreWriter
+
+    async def store_only() -> None:
+        writer = StoreWriter(open_store(db_url))
+        writer.start()
+        intake = Intake(writer, ListenerSettings(name="ehr"))
+        for control_id in ids("W", 2):
+            done: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+            intake.on_frame(adt(control_id), "test", done.set_result)
+            await done
+        await writer.close()
+
+    def status() -> str:
+        return subprocess.run(
+            crosswalk("queue", "status", "--db", db_url, "--config", str(tmp_path / "none")),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    asyncio.run(store_only())
+    assert "routing: 2 message(s) received and not routed yet, the oldest" in status()
+    pacs = FakeReceiver()
+    with running_pipeline(db_url, tmp_path, pacs.port):
+        assert pacs.wait_for(2)
+    pacs.stop()
+    assert pacs.control_ids() == ids("W", 2)
+    assert "routing:" not in status()

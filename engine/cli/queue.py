@@ -17,7 +17,7 @@ from rich.text import Text
 from engine.cli.common import DbOption, console, open_store_or_fail
 from engine.config.loader import load_config
 from engine.config.source import ConfigError
-from engine.store.queue import requeue_errored, set_control, summarize
+from engine.store.queue import requeue_errored, routing_backlog, set_control, summarize
 
 app = typer.Typer(help="Delivery queues: status, pause, resume, retry.", no_args_is_help=True)
 
@@ -54,6 +54,14 @@ def status(
     """Queued, set-aside and delivered counts, the oldest waiting message, pause state."""
     engine = open_store_or_fail(db)
     names = [destination] if destination else _configured(config)
+    if destination is None:
+        waiting, oldest = routing_backlog(engine)
+        if waiting:
+            console.print(
+                f"routing: {waiting} message(s) received and not routed yet, the oldest"
+                f" {_age(oldest)} ago (the engine routes them in order; if it is stopped, at"
+                " its next start)"
+            )
     summaries = summarize(engine, names)
     if destination:
         summaries = [s for s in summaries if s.destination == destination]

@@ -17,7 +17,13 @@ from sqlalchemy.orm import Session
 
 from engine.store.database import for_writing
 from engine.store.operations import QueuedDelivery, queued_delivery
-from engine.store.schema import Delivery, DeliveryState, DestinationState, Message
+from engine.store.schema import (
+    Delivery,
+    DeliveryState,
+    DestinationState,
+    Message,
+    MessageStatus,
+)
 
 
 def load_queued(
@@ -208,6 +214,17 @@ def summarize(engine: Engine, destinations: Iterable[str]) -> list[QueueSummary]
         )
         for name in sorted(names)
     ]
+
+
+def routing_backlog(engine: Engine) -> tuple[int, datetime | None]:
+    """Messages stored as received and not routed yet, and when the oldest of them arrived."""
+    with Session(engine) as session:
+        count, oldest = session.execute(
+            select(func.count(), func.min(Message.received_at)).where(
+                Message.status == MessageStatus.RECEIVED
+            )
+        ).one()
+    return int(count), oldest
 
 
 def deliveries_of(engine: Engine, message_id: int) -> list[Any]:
