@@ -279,7 +279,7 @@ def _child_main(sock: socket.socket, router: Router) -> None:  # pragma: no cove
         keep = sock.fileno()
         # Release the engine's sockets and files (listening ports, the store) in this copy.
         os.closerange(3, keep)
-        os.closerange(keep + 1, 65536)
+        os.closerange(keep + 1, max(os.sysconf("SC_OPEN_MAX"), keep + 1))
         sock.setblocking(True)
         while True:
             header = _read_exactly(sock, _LENGTH.size)
