@@ -8,10 +8,11 @@ loop keeps reading, storing and delivering while the child routes. Batches go ov
 as pickles of plain values; the results come back in the same order.
 
 A new configuration forks a new child (the old one finishes its batch, then exits). A child that
-takes longer than the routing timeout is killed, and the message that hangs it is recorded as
-errored. A child that dies otherwise is not restarted: its batch and everything after it are
-routed on the event loop (:class:`InlineRouting`), so a message is never lost or routed twice,
-only routed more slowly.
+takes longer than the routing timeout is killed, or that dies, is replaced, and its batch is
+routed one message at a time in fresh children: the message that hangs one, or kills two, is
+recorded as errored and the feed goes on. Only when no child can be forked (or spoken to) does
+routing move onto the event loop (:class:`InlineRouting`). Either way a message is never lost
+or routed twice.
 """
 
 from __future__ import annotations
@@ -117,9 +118,9 @@ class ForkedRouting(InlineRouting):
 
     A batch the child does not finish within ``timeout`` seconds (a filter's regular expression
     that backtracks for ever, a template that never ends: nothing inside Python can interrupt
-    them) costs the child its life; its messages are then routed one by one in fresh children
-    and the one that times out again is recorded as errored, so one bad message never stops
-    the feed.
+    them) costs the child its life, as does a batch it dies on; its messages are then routed
+    one by one in fresh children, and the one that hangs a child (or kills two) is recorded as
+    errored, so one bad message never stops the feed.
     """
 
     def __init__(self, router: Router, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -142,9 +143,10 @@ class ForkedRouting(InlineRouting):
         try:
             try:
                 return await self._in_child(batch)
-            except _TimedOut:
+            except (_TimedOut, ChildGone) as trouble:
+                log.warning("%s; routing its batch one message at a time", trouble)
                 return await self._one_by_one(batch)
-        except (ChildGone, OSError, EOFError, pickle.PickleError) as error:
+        except (OSError, EOFError, pickle.PickleError) as error:  # cannot fork, or talk to it
             self._failed = True
             log.error(
                 "the routing process failed (%s); routing on the event loop from now on",
@@ -162,7 +164,12 @@ class ForkedRouting(InlineRouting):
         except TimeoutError:
             child.kill()
             self._retire_child()
-            raise _TimedOut from None
+            raise _TimedOut(
+                f"routing process {child.pid} took longer than {self.timeout:g}s; killed"
+            ) from None
+        except ChildGone:
+            self._retire_child()
+            raise
         except asyncio.CancelledError:
             # Its answer may still come: this child's stream is out of step, fork afresh.
             self._retire_child()
@@ -172,23 +179,27 @@ class ForkedRouting(InlineRouting):
         routed: list[RoutedMessage] = []
         failures: list[tuple[int, str]] = []
         for message in batch:
-            try:
-                result = await self._in_child([message])
-            except _TimedOut:
-                log.error(
-                    "routing message %d took longer than %gs; recorded as errored, routing"
-                    " goes on in a new process",
-                    message.id,
-                    self.timeout,
-                )
-                reason = (
-                    f"routing took longer than {self.timeout:g}s and was stopped (a filter or"
-                    " step that does not end on this message?)"
-                )
-                result = RoutedBatch([RoutedMessage(message.id, MessageStatus.ERRORED, reason)], [])
+            result = await self._alone(message)
             routed += result.routed
             failures += result.failures
         return RoutedBatch(routed, failures)
+
+    async def _alone(self, message: Unrouted) -> RoutedBatch:
+        """Route one message in the child; the one that hangs it, or kills it twice, is errored
+        (and the next message gets a fresh child)."""
+        for attempt in (1, 2):
+            try:
+                return await self._in_child([message])
+            except _TimedOut:
+                trouble = f"routing took longer than {self.timeout:g}s and was stopped"
+                break
+            except ChildGone:
+                trouble = "the routing process died on this message, twice"
+                if attempt == 1:
+                    continue
+        log.error("message %d: %s; recorded as errored", message.id, trouble)
+        reason = f"{trouble} (a filter or step that cannot finish on this message?)"
+        return RoutedBatch([RoutedMessage(message.id, MessageStatus.ERRORED, reason)], [])
 
     def _retire_child(self) -> None:
         if self._child is not None:
@@ -237,15 +248,15 @@ class _Child:
     async def route(self, batch: Sequence[Unrouted]) -> RoutedBatch:
         sent = [(m.id, m.raw, m.charset, m.listener) for m in batch]
         data = pickle.dumps(sent, pickle.HIGHEST_PROTOCOL)
-        self.writer.write(_LENGTH.pack(len(data)) + data)
-        await self.writer.drain()
         try:
+            self.writer.write(_LENGTH.pack(len(data)) + data)
+            await self.writer.drain()
             (size,) = _LENGTH.unpack(await self.reader.readexactly(_LENGTH.size))
             result = pickle.loads(await self.reader.readexactly(size))
-        except asyncio.IncompleteReadError:
-            raise ChildGone(f"process {self.pid} exited") from None
+        except (asyncio.IncompleteReadError, ConnectionError):
+            raise ChildGone(f"routing process {self.pid} exited") from None
         if not isinstance(result, RoutedBatch) or len(result.routed) != len(batch):
-            raise ChildGone(f"process {self.pid} answered out of protocol")
+            raise ChildGone(f"routing process {self.pid} answered out of protocol")
         return result
 
     def kill(self) -> None:

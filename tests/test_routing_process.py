@@ -107,27 +107,76 @@ def test_a_new_configuration_forks_a_new_child(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_a_dead_child_means_routing_on_the_event_loop_nothing_lost(
+def test_a_dead_child_is_replaced_and_its_batch_routed_nothing_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def scenario() -> RoutedBatch:
+    async def scenario() -> tuple[RoutedBatch, int, int]:
         forked = ForkedRouting(router(tmp_path))
         try:
             await forked.route(batch(1))
-            os.kill(child_of(forked), signal.SIGKILL)
+            killed = child_of(forked)
+            os.kill(killed, signal.SIGKILL)
             result = await forked.route(batch(20, start=100))
-            assert forked._child is None and forked._failed
-            again = await forked.route(batch(1, start=200))
-            assert again.routed[0].status == "routed"
+            assert not forked._failed
+            return result, killed, child_of(forked)
+        finally:
+            await forked.close()
+
+    with caplog.at_level(logging.WARNING):
+        result, killed, now = asyncio.run(scenario())
+    assert now != killed and gone(killed)
+    assert [m.message_id for m in result.routed] == list(range(100, 120))
+    assert all(m.status == "routed" for m in result.routed)
+    assert f"routing process {killed} exited; routing its batch one message at a time" in (
+        caplog.text
+    )
+
+
+def test_a_message_that_kills_the_child_is_errored_and_the_engine_lives(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Deadly(Router):
+        def route(self, raw: bytes, charset: str | None, listener: str):  # type: ignore[no-untyped-def]
+            if b"|C2|" in raw:
+                os._exit(3)  # as a crash in a C library would (only ever runs in the child)
+            return super().route(raw, charset, listener)
+
+    async def scenario() -> RoutedBatch:
+        forked = ForkedRouting(Deadly(load_config(config_folder(tmp_path, ROUTES), {})))
+        try:
+            result = await forked.route(batch(3))
+            assert not forked._failed
             return result
         finally:
             await forked.close()
 
     with caplog.at_level(logging.ERROR):
         result = asyncio.run(scenario())
-    assert [m.message_id for m in result.routed] == list(range(100, 120))
-    assert all(m.status == "routed" for m in result.routed)
-    assert "routing process failed" in caplog.text
+    assert [m.status for m in result.routed] == ["routed", "errored", "routed"]
+    assert result.routed[1].reason.startswith("the routing process died on this message, twice")
+    assert "message 2: the routing process died on this message, twice" in caplog.text
+    assert not children(os.getpid())
+
+
+def test_when_no_child_can_be_forked_the_event_loop_routes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+
+    async def scenario() -> RoutedBatch:
+        forked = ForkedRouting(router(tmp_path))
+        result = await forked.route(batch(3))
+        assert forked._failed and forked._child is None
+        await forked.close()
+        return result
+
+    with caplog.at_level(logging.ERROR):
+        result = asyncio.run(scenario())
+    assert [m.status for m in result.routed] == ["routed"] * 3
+    assert "routing on the event loop from now on" in caplog.text
 
 
 def test_a_routing_bug_in_the_child_errors_that_message_only(tmp_path: Path) -> None:
@@ -236,11 +285,14 @@ def test_a_message_that_hangs_routing_is_errored_and_the_feed_goes_on(
         finally:
             await forked.close()
 
-    with caplog.at_level(logging.ERROR):
+    with caplog.at_level(logging.WARNING):
         result, after, took = asyncio.run(scenario())
     assert [m.status for m in result.routed] == ["routed", "errored", "filtered"]
     assert result.routed[1].reason.startswith("routing took longer than 0.5s and was stopped")
+    assert "took longer than 0.5s; killed; routing its batch one message at a time" in caplog.text
     assert took < 5
     assert [m.status for m in after.routed] == ["filtered", "filtered"]  # DOE: no match
-    assert "routing message 2 took longer than 0.5s" in caplog.text
+    assert "message 2: routing took longer than 0.5s and was stopped; recorded as errored" in (
+        caplog.text
+    )
     assert not children(os.getpid()), "every child killed or closed is reaped"
