@@ -51,6 +51,19 @@ class CompiledStatement:
         cursor.execute(self.sql, self.params(values))
         return cursor
 
+    def insert_many(self, cursor: Any, rows: list[dict[str, Any]]) -> list[Any]:
+        """Execute once per row; each row's first RETURNING value, in order. One pipelined
+        round trip on PostgreSQL (psycopg's ``executemany(returning=True)``), a statement per
+        row on SQLite, whose driver cannot return rows from ``executemany``."""
+        if self.positions or len(rows) < 2:  # psycopg's pipeline costs a round trip of its own
+            return [self.run(cursor, row).fetchone()[0] for row in rows]
+        cursor.executemany(self.sql, [self.params(row) for row in rows], returning=True)
+        values = []
+        while True:
+            values.append(cursor.fetchone()[0])
+            if not cursor.nextset():
+                return values
+
     def run_many(
         self, cursor: Any, rows: list[dict[str, Any]], same: dict[str, Any] | None = None
     ) -> None:
@@ -59,6 +72,9 @@ class CompiledStatement:
         ``same`` holds the values every row shares (a timestamp): processed once, not per row.
         """
         if not rows:
+            return
+        if len(rows) == 1 and not same:
+            self.run(cursor, rows[0])
             return
         fixed = {
             key: self.processors[key](value) if key in self.processors else value

@@ -134,13 +134,9 @@ class NewMessage:
             found = [i for i, at in copies.get(key, ()) if since is not None and at >= since]
             copy_id = found[0] if found else None
             settled.append((op._settle(copy_id), copy_id))
-        add = statements.get("add_message", _add_message)
-        cursor.executemany(add.sql, [add.params(op.row) for op in ops], returning=True)
-        new_ids = []
-        while True:
-            new_ids.append(cursor.fetchone()[0])
-            if not cursor.nextset():
-                break
+        new_ids = statements.get("add_message", _add_message).insert_many(
+            cursor, [op.row for op in ops]
+        )
         return [
             StoredMessage(new_id, outcome, copy_id)
             for new_id, (outcome, copy_id) in zip(new_ids, settled, strict=True)
@@ -230,32 +226,30 @@ class RoutingRecord:
 
     def write(self, cursor: Any, statements: Statements) -> list[QueuedDelivery]:
         now = datetime.now(UTC)
-        set_status = statements.get("set_message_status", _set_message_status)
-        add = statements.get("add_delivery", _add_delivery)
-        queued: list[QueuedDelivery] = []
-        for message in self.routed:
-            set_status.run(
-                cursor,
-                {
-                    "message_id": message.message_id,
-                    "status": message.status,
-                    "reason": message.reason,
-                },
+        statements.get("set_message_status", _set_message_status).run_many(
+            cursor,
+            [
+                {"message_id": m.message_id, "status": m.status, "reason": m.reason}
+                for m in self.routed
+            ],
+        )
+        rows = [
+            queued_delivery(values, message.message_id, now)
+            for message in self.routed
+            for values in message.deliveries
+        ]
+        new_ids = statements.get("add_delivery", _add_delivery).insert_many(cursor, rows)
+        return [
+            QueuedDelivery(
+                new_id,
+                row["destination"],
+                row["partition"],
+                row["payload"],
+                row["control_id"],
+                message_id=row["message_id"],
             )
-            for values in message.deliveries:
-                row = queued_delivery(values, message.message_id, now)
-                new_id = add.run(cursor, row).fetchone()[0]
-                queued.append(
-                    QueuedDelivery(
-                        new_id,
-                        row["destination"],
-                        row["partition"],
-                        row["payload"],
-                        row["control_id"],
-                        message_id=message.message_id,
-                    )
-                )
-        return queued
+            for new_id, row in zip(new_ids, rows, strict=True)
+        ]
 
 
 # -- delivery --------------------------------------------------------------------------------------
@@ -290,13 +284,26 @@ class DeliveryUpdate:
 
     def write(self, cursor: Any, statements: Statements) -> None:
         statements.get("update_delivery", _update_delivery).run(
-            cursor,
-            {
-                "delivery_id": self.delivery_id,
-                "state": self.state,
-                "attempts": self.attempts,
-                "last_error": self.last_error,
-                "ack": self.ack,
-                "updated_at": datetime.now(UTC),
-            },
+            cursor, self._values() | {"updated_at": datetime.now(UTC)}
         )
+
+    def _values(self) -> dict[str, Any]:
+        return {
+            "delivery_id": self.delivery_id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "ack": self.ack,
+        }
+
+    @staticmethod
+    def write_group(ops: list[DeliveryUpdate], cursor: Any, statements: Statements) -> list[None]:
+        """Several deliveries' new states in one ``executemany`` (one pipelined round trip on
+        PostgreSQL)."""
+        if len(ops) == 1:  # psycopg's pipeline costs a round trip of its own
+            ops[0].write(cursor, statements)
+        else:
+            statements.get("update_delivery", _update_delivery).run_many(
+                cursor, [op._values() for op in ops], same={"updated_at": datetime.now(UTC)}
+            )
+        return [None] * len(ops)
