@@ -18,12 +18,11 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 
 from engine.router import Router
-from engine.routing_process import InlineRouting
+from engine.routing_process import AcceptedMessage, InlineRouting
 from engine.store.operations import QueuedDelivery, RoutingRecord
 from engine.store.schema import Message, MessageStatus
 from engine.store.writer import StoreWriter
@@ -35,16 +34,6 @@ BATCH = 64
 PENDING_LIMIT = 10_000
 """Accepted messages held in memory for routing; beyond that they are read from the store."""
 RETRY_AFTER = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptedMessage:
-    """A stored message waiting to be routed."""
-
-    id: int
-    raw: bytes
-    charset: str | None
-    listener: str
 
 
 def load_received(engine: Engine, after_id: int, limit: int = 500) -> list[AcceptedMessage]:

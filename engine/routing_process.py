@@ -29,7 +29,8 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from engine.router import Router
 from engine.store.operations import RoutedMessage
@@ -40,20 +41,10 @@ log = logging.getLogger(__name__)
 _LENGTH = struct.Struct("!I")
 
 
-class Unrouted(Protocol):
-    """A stored message to route: what the router needs of it."""
+@dataclass(frozen=True, slots=True)
+class AcceptedMessage:
+    """A stored message waiting to be routed: what the router needs of it."""
 
-    @property
-    def id(self) -> int: ...
-    @property
-    def raw(self) -> bytes: ...
-    @property
-    def charset(self) -> str | None: ...
-    @property
-    def listener(self) -> str: ...
-
-
-class _Sent(NamedTuple):
     id: int
     raw: bytes
     charset: str | None
@@ -67,7 +58,7 @@ class RoutedBatch(NamedTuple):
     failures: list[tuple[int, str]]
 
 
-def route_batch(router: Router, batch: Sequence[Unrouted]) -> RoutedBatch:
+def route_batch(router: Router, batch: Sequence[AcceptedMessage]) -> RoutedBatch:
     """Route every message of ``batch``; a bug in one is recorded as its error, not raised."""
     routed: list[RoutedMessage] = []
     failures: list[tuple[int, str]] = []
@@ -91,7 +82,7 @@ class InlineRouting:
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    async def route(self, batch: Sequence[Unrouted]) -> RoutedBatch:
+    async def route(self, batch: Sequence[AcceptedMessage]) -> RoutedBatch:
         return route_batch(self.router, batch)
 
     def swap(self, router: Router) -> None:
@@ -136,7 +127,7 @@ class ForkedRouting(InlineRouting):
         forbids some system libraries after a fork, so it routes on the event loop there)."""
         return sys.platform == "linux" and (os.cpu_count() or 1) > 1
 
-    async def route(self, batch: Sequence[Unrouted]) -> RoutedBatch:
+    async def route(self, batch: Sequence[AcceptedMessage]) -> RoutedBatch:
         await self._retire_stale()
         if self._failed:
             return route_batch(self.router, batch)
@@ -155,7 +146,7 @@ class ForkedRouting(InlineRouting):
             self._retire_child()
             return route_batch(self.router, batch)
 
-    async def _in_child(self, batch: Sequence[Unrouted]) -> RoutedBatch:
+    async def _in_child(self, batch: Sequence[AcceptedMessage]) -> RoutedBatch:
         if self._child is None:
             self._child = await _Child.fork(self.router)
         child = self._child
@@ -175,7 +166,7 @@ class ForkedRouting(InlineRouting):
             self._retire_child()
             raise
 
-    async def _one_by_one(self, batch: Sequence[Unrouted]) -> RoutedBatch:
+    async def _one_by_one(self, batch: Sequence[AcceptedMessage]) -> RoutedBatch:
         routed: list[RoutedMessage] = []
         failures: list[tuple[int, str]] = []
         for message in batch:
@@ -184,7 +175,7 @@ class ForkedRouting(InlineRouting):
             failures += result.failures
         return RoutedBatch(routed, failures)
 
-    async def _alone(self, message: Unrouted) -> RoutedBatch:
+    async def _alone(self, message: AcceptedMessage) -> RoutedBatch:
         """Route one message in the child; the one that hangs it, or kills it twice, is errored
         (and the next message gets a fresh child)."""
         for attempt in (1, 2):
@@ -245,7 +236,7 @@ class _Child:
         log.info("routing in process %d", pid)
         return cls(pid, reader, writer)
 
-    async def route(self, batch: Sequence[Unrouted]) -> RoutedBatch:
+    async def route(self, batch: Sequence[AcceptedMessage]) -> RoutedBatch:
         sent = [(m.id, m.raw, m.charset, m.listener) for m in batch]
         data = pickle.dumps(sent, pickle.HIGHEST_PROTOCOL)
         try:
@@ -299,7 +290,7 @@ def _child_main(sock: socket.socket, router: Router) -> None:  # pragma: no cove
             data = _read_exactly(sock, _LENGTH.unpack(header)[0])
             if data is None:
                 break
-            batch = [_Sent(*fields) for fields in pickle.loads(data)]
+            batch = [AcceptedMessage(*fields) for fields in pickle.loads(data)]
             out = pickle.dumps(route_batch(router, batch), pickle.HIGHEST_PROTOCOL)
             sock.sendall(_LENGTH.pack(len(out)) + out)
     except BaseException:

@@ -9,14 +9,13 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from engine.config.loader import load_config
 from engine.router import Router
-from engine.routing_process import ForkedRouting, InlineRouting, RoutedBatch
+from engine.routing_process import AcceptedMessage, ForkedRouting, InlineRouting, RoutedBatch
 from engine.testing import Peer, free_port, wait_for_port
 from tests.support import adt, cli_env, config_folder, crosswalk, destination_yaml
 
@@ -35,20 +34,15 @@ ROUTES = """routes:
 """
 
 
-@dataclass(frozen=True)
-class Stored:
-    id: int
-    raw: bytes
-    charset: str | None
-    listener: str
-
-
 def router(tmp_path: Path, routes: str = ROUTES) -> Router:
     return Router(load_config(config_folder(tmp_path, routes), {}))
 
 
-def batch(count: int, start: int = 1) -> list[Stored]:
-    return [Stored(i, adt(f"C{i}"), "UNICODE UTF-8", "ehr") for i in range(start, start + count)]
+def batch(count: int, start: int = 1) -> list[AcceptedMessage]:
+    return [
+        AcceptedMessage(i, adt(f"C{i}"), "UNICODE UTF-8", "ehr")
+        for i in range(start, start + count)
+    ]
 
 
 def children(pid: int) -> set[int]:
@@ -269,9 +263,13 @@ def test_a_message_that_hangs_routing_is_errored_and_the_feed_goes_on(
 """
     evil = "PID|1||123456^^^GENHOSP^MR||" + "A" * 40 + "!^JANE||19800304|F"
     messages = [
-        Stored(1, adt("C1", pid="PID|1||1^^^GENHOSP^MR||AAAA^JANE"), "UNICODE UTF-8", "ehr"),
-        Stored(2, adt("C2", pid=evil), "UNICODE UTF-8", "ehr"),
-        Stored(3, adt("C3", pid="PID|1||3^^^GENHOSP^MR||SMITH^JOHN"), "UNICODE UTF-8", "ehr"),
+        AcceptedMessage(
+            1, adt("C1", pid="PID|1||1^^^GENHOSP^MR||AAAA^JANE"), "UNICODE UTF-8", "ehr"
+        ),
+        AcceptedMessage(2, adt("C2", pid=evil), "UNICODE UTF-8", "ehr"),
+        AcceptedMessage(
+            3, adt("C3", pid="PID|1||3^^^GENHOSP^MR||SMITH^JOHN"), "UNICODE UTF-8", "ehr"
+        ),
     ]
 
     async def scenario() -> tuple[RoutedBatch, RoutedBatch, float]:

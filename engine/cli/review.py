@@ -163,12 +163,12 @@ def _flat(item: ReviewRow) -> dict[str, Any]:
         "accession": study.accession,
         "patient_id": study.patient_id,
         "issuer": study.issuer,
-        "study_name": f"{study.person.family_name}^{study.person.given_name}",
+        "study_name": study.person.name,
         "study_birth_date": study.person.birth_date,
         "mrn": item.mrn,
         "authority": item.authority,
         "mpi_patient": item.patient_id,
-        "mpi_name": f"{patient.family_name}^{patient.given_name}",
+        "mpi_name": patient.name,
         "mpi_birth_date": patient.birth_date,
         "delivery": item.delivery,
     }
@@ -243,8 +243,8 @@ def list_proposals(
             one.status,
             study.study_date,
             study.modality,
-            f"{study.person.family_name}^{study.person.given_name} {study.patient_id}",
-            f"{patient.family_name}^{patient.given_name} {one.mrn}",
+            f"{study.person.name} {study.patient_id}",
+            f"{patient.name} {one.mrn}",
             one.delivery,
         )
     console.print(table)

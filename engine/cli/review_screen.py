@@ -150,7 +150,7 @@ def others(item: ReviewItem) -> Table | None:
         table.add_row(
             str(other.proposal_id),
             other.mrn,
-            f"{person.family_name}^{person.given_name}",
+            person.name,
             shown_date(person.birth_date, ""),
             f"{other.probability:.4f}",
             other.band,

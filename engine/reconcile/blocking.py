@@ -23,10 +23,10 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select
 from engine.mpi.tables import Patient, PatientEvent, PatientIdentifier
 from engine.reconcile.comparisons import Records
 from engine.reconcile.names import family_key
-from engine.reconcile.records import chunks, load_patients, raw_rows
+from engine.reconcile.records import load_patients, raw_rows
 from engine.reconcile.tables import PatientKey
 from engine.store.database import open_engine
-from engine.store.fastsql import in_values
+from engine.store.fastsql import chunks, in_values
 
 WATERMARK_MARGIN = 25_000
 """On PostgreSQL, changes this far below the last watermark are looked at again: a transaction

@@ -10,9 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, Select, bindparam, insert, select, update
 
 from engine.mpi.tables import PatientIdentifier
-from engine.reconcile.records import chunks
 from engine.reconcile.tables import Proposal, ProposalStatus
-from engine.store.fastsql import in_values
+from engine.store.fastsql import chunks, in_values
 from engine.studies.tables import Study
 
 _proposals = Proposal.__table__

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from engine.mpi.records import DEMOGRAPHIC_COLUMNS
 from engine.mpi.tables import Order, Patient, PatientIdentifier, PatientName
 from engine.reconcile.comparisons import Records
 from engine.reconcile.names import identifier_key, name_words, phone_key
 from engine.reconcile.settings import ReconcilerSettings
-from engine.store.fastsql import in_values
+from engine.store.fastsql import chunks, in_values
 from engine.studies.orphans import StudySummary
 from engine.studies.tables import Study
 
-CHUNK = 5000
 _patients = Patient.__table__
 _identifiers = PatientIdentifier.__table__
 _names = PatientName.__table__
@@ -31,22 +30,8 @@ def _street(value: str) -> str:
     return " ".join(value.upper().replace(".", " ").replace(",", " ").split())
 
 
-def chunks(values: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-_COLUMNS = (
-    "id",
-    "family_name",
-    "given_name",
-    "middle_name",
-    "birth_date",
-    "sex",
-    "street",
-    "postal_code",
-    "phone",
-)
+_COLUMNS = ("id", *(c for c in DEMOGRAPHIC_COLUMNS if c not in ("city", "state")))
+"""What comparisons read of a patient (city and state are not compared)."""
 _KEY_COLUMNS = ("id", "family_name", "given_name", "birth_date")
 _SQL: dict[tuple[str, str], str] = {}
 _NONE: frozenset[Any] = frozenset()

@@ -26,11 +26,11 @@ from engine.hl7v2.check import examine
 from engine.intake import message_row
 from engine.mpi.tables import Order
 from engine.reconcile.tables import Proposal, ProposalStatus
-from engine.review.merge_message import StudyOrder, build_merge
+from engine.review.merge_message import MergeMessage, StudyOrder, build_merge
 from engine.review.settings import SOURCE
 from engine.review.tables import Action, ReviewDecision
 from engine.review.worklist import ReviewFilter, ReviewRow, row, rows
-from engine.router import Router
+from engine.router import Router, Routing
 from engine.store.database import for_writing
 from engine.store.operations import queued_delivery
 from engine.store.queue import touch_destinations
@@ -247,7 +247,7 @@ def _study_order(connection: Connection, item: ReviewRow) -> StudyOrder:
 
 def _merge_for(
     connection: Connection, config: EngineConfig, item: ReviewRow, reviewer: str, now: datetime
-) -> Any:
+) -> tuple[MergeMessage, Routing]:
     try:
         message = build_merge(
             config.review,
@@ -273,7 +273,7 @@ def _merge_for(
 
 
 def _store_message(
-    connection: Connection, raw: bytes, charset: str, routing: Any, now: datetime
+    connection: Connection, raw: bytes, charset: str, routing: Routing, now: datetime
 ) -> int:
     examination = examine(raw, default_charset=charset)
     if examination.problem is not None:  # a bug in build_merge, never the reviewer's input

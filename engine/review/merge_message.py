@@ -35,6 +35,11 @@ class Person:
     postal_code: str = ""
     phone: str = ""
 
+    @property
+    def name(self) -> str:
+        """``FAMILY^GIVEN``, as lists show it."""
+        return f"{self.family_name}^{self.given_name}"
+
 
 @dataclass(frozen=True, slots=True)
 class StudyOrder:

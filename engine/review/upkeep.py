@@ -8,6 +8,7 @@ Each change is audited as the engine's own decision.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -15,7 +16,6 @@ from sqlalchemy import Connection, Engine, and_, or_, select, update
 
 from engine.config.model import EngineConfig
 from engine.mpi.tables import Patient, PatientIdentifier
-from engine.reconcile.records import chunks
 from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.review.decisions import (
     AUTOMATIC_REVIEWER,
@@ -29,7 +29,7 @@ from engine.review.decisions import (
 from engine.review.tables import Action
 from engine.review.worklist import ReviewFilter, ReviewRow, rows
 from engine.store.database import for_writing
-from engine.store.fastsql import in_values
+from engine.store.fastsql import chunks, in_values
 from engine.studies.orphans import Orphan, classify
 from engine.studies.tables import Study
 
@@ -218,7 +218,5 @@ def auto_approve(store: Engine, config: EngineConfig) -> AutoApproved:
 
 def one_per_study(items: list[ReviewRow]) -> list[ReviewRow]:
     """Items whose study appears only once among them (a batch never picks between two)."""
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item.study_uid] = counts.get(item.study_uid, 0) + 1
+    counts = Counter(item.study_uid for item in items)
     return [i for i in items if counts[i.study_uid] == 1]

@@ -12,11 +12,10 @@ from sqlalchemy import Connection, Select, false, select
 
 from engine.mpi.tables import Patient
 from engine.reconcile.proposals import medical_record_numbers, with_studies
-from engine.reconcile.records import chunks
 from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.review.merge_message import Person
 from engine.review.tables import Action, ReviewDecision
-from engine.store.fastsql import in_values
+from engine.store.fastsql import chunks, in_values
 from engine.store.schema import Delivery, DeliveryState, Message
 from engine.studies.tables import Study
 
@@ -300,9 +299,8 @@ def decision_views(
         query = query.where(d.action.in_(actions))
     if since is not None:
         query = query.where(d.decided_at >= since)
-    query = query.order_by(d.id)
-    if limit is not None:
-        query = query.order_by(None).order_by(d.id.desc()).limit(limit)
+    # The newest ``limit`` ones, shown oldest first like the rest.
+    query = query.order_by(d.id) if limit is None else query.order_by(d.id.desc()).limit(limit)
     found = [
         DecisionView(
             r.id,

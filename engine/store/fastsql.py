@@ -8,7 +8,7 @@ own type processors, which keeps the stored values identical to what the ORM wri
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Engine, bindparam
@@ -104,6 +104,12 @@ def _positional(plan: list[tuple[str, Any, Any]], values: dict[str, Any]) -> tup
             for name, processor, constant in plan
         ]
     )
+
+
+def chunks(values: list[Any], size: int = 5000) -> Iterator[list[Any]]:
+    """``values`` in slices of ``size``: one ``IN`` query each, a bounded statement."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def in_values(column: Any, values: list[Any]) -> Any:

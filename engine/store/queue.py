@@ -218,8 +218,8 @@ def summarize(engine: Engine, destinations: Iterable[str]) -> list[QueueSummary]
 
 def routing_backlog(engine: Engine) -> tuple[int, datetime | None]:
     """Messages stored as received and not routed yet, and when the oldest of them arrived."""
-    with Session(engine) as session:
-        count, oldest = session.execute(
+    with engine.connect() as connection:
+        count, oldest = connection.execute(
             select(func.count(), func.min(Message.received_at)).where(
                 Message.status == MessageStatus.RECEIVED
             )

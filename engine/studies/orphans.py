@@ -23,7 +23,7 @@ from sqlalchemy import Engine, and_, or_, select
 
 from engine.mpi.demographics import plain_name
 from engine.mpi.tables import Patient, PatientIdentifier, PatientName
-from engine.store.fastsql import in_values
+from engine.store.fastsql import chunks, in_values
 from engine.studies.tables import Study
 
 NAME_SIMILARITY = 0.85
@@ -219,8 +219,7 @@ def _grouped(
         yield from _grouped_rows(store, _joined(assume_issuer))
         return
     uids = sorted(set(study_uids))
-    for start in range(0, len(uids), CHUNK):
-        chunk = uids[start : start + CHUNK]
+    for chunk in chunks(uids, CHUNK):
         query = _joined(assume_issuer).where(in_values(_studies.c.study_uid, chunk))
         yield from _grouped_rows(store, query)
 
