@@ -21,24 +21,68 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from sqlalchemy import Engine
 
 from engine.config.model import DestinationSettings
-from engine.hl7v2.ack import AckReply, read_ack
+from engine.hl7v2.ack import AckReply, read_ack, sent_control_id
 from engine.mllp.client import MLLPClient, MLLPError
+from engine.store.limits import WINDOW_BYTES, WINDOW_DELIVERIES
 from engine.store.operations import DeliveryUpdate, QueuedDelivery
 from engine.store.queue import Control, load_queued, queued_partitions, read_controls, set_control
 from engine.store.schema import DeliveryState
-from engine.store.writer import StoreWriter
+from engine.store.writer import Chain, StoreWriter
 
 log = logging.getLogger(__name__)
 
-WINDOW = 10_000
-"""Deliveries a worker keeps in memory; beyond that it reads them from the store as it goes."""
+WINDOW = WINDOW_DELIVERIES
+"""Deliveries a worker keeps in memory (and at most ``WINDOW_BYTES`` of them); beyond that it
+reads them from the store as it goes."""
 CONTROL_POLL = 1.0
 """Seconds between reads of the operators' controls (pause, resume, retry)."""
+STORE_RETRY_MAX = 30.0
+"""Longest wait before sending again after a delivery's outcome could not be stored."""
+ANSWERED_KEPT = 8
+"""Control ids of a connection's last settled messages: a late answer to one is passed over."""
+
+
+class Window:
+    """The head of a queue held in memory, with the bytes of its payloads counted."""
+
+    def __init__(self) -> None:
+        self._items: deque[QueuedDelivery] = deque()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[QueuedDelivery]:
+        return iter(self._items)
+
+    def __getitem__(self, index: int) -> QueuedDelivery:
+        return self._items[index]
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= WINDOW or self.bytes >= WINDOW_BYTES
+
+    def append(self, delivery: QueuedDelivery) -> None:
+        self._items.append(delivery)
+        self.bytes += len(delivery.payload)
+
+    def extend(self, deliveries: Iterable[QueuedDelivery]) -> None:
+        for delivery in deliveries:
+            self.append(delivery)
+
+    def popleft(self) -> QueuedDelivery:
+        delivery = self._items.popleft()
+        self.bytes -= len(delivery.payload)
+        return delivery
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
 
 
 class QueueWorker:
@@ -66,7 +110,7 @@ class QueueWorker:
         self.partition = partition
         self.writer = writer
         self.store = store
-        self.items: deque[QueuedDelivery] = deque()
+        self.items = Window()
         self.last_id = 0
         self.from_store = True  # read the queue from the store before trusting pushes
         self.missed = False  # a push arrived while reading the store: read again
@@ -108,12 +152,13 @@ class QueueWorker:
 
     def push(self, delivery: QueuedDelivery) -> None:
         """A delivery was committed to this worker's queue."""
-        if self.from_store or len(self.items) >= WINDOW:
+        if self.from_store or self.items.full:
             if not self.from_store:
                 log.info(
-                    "destination %s: over %d queued; reading the queue from the store",
+                    "destination %s: over %d queued (%d KiB); reading the queue from the store",
                     self.name,
-                    WINDOW,
+                    len(self.items),
+                    self.items.bytes // 1024,
                 )
             self.from_store = True
             self.missed = True
@@ -197,6 +242,12 @@ class DestinationWorker(QueueWorker):
         )
         self.settings = settings
         self._client: MLLPClient | None = None
+        self._answered: deque[str] = deque(maxlen=ANSWERED_KEPT)
+        """MSH-10s this connection's last settled messages were sent with."""
+        self._chain = Chain()
+        """This worker's results, committed in order: one that fails refuses the later ones."""
+        self._careful = False
+        """Since a failed commit: wait for each outcome to be stored before the next send."""
 
     def update_settings(self, settings: DestinationSettings) -> None:
         self.settings = settings
@@ -207,9 +258,13 @@ class DestinationWorker(QueueWorker):
             await self._client.close()
 
     async def _run(self) -> None:
-        backoff = 0.0
+        backoff = store_backoff = 0.0
         while not self._stopping:
             try:
+                if self._chain.broken is not None:
+                    store_backoff = min(STORE_RETRY_MAX, store_backoff * 2 or 1.0)
+                    await self._rewind(store_backoff)
+                    continue
                 delivery = await self._next()
                 if delivery is None:
                     continue
@@ -217,12 +272,30 @@ class DestinationWorker(QueueWorker):
                 if self._stopping:
                     break
                 backoff = await self._deliver(delivery, backoff)
+                if self._chain.broken is None:
+                    store_backoff = 0.0
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("destination %s: worker failed; restarting it in 5s", self.name)
                 self._restart_from_store()
                 await asyncio.sleep(5)
+
+    async def _rewind(self, wait: float) -> None:
+        """A delivery's outcome could not be stored: send again from the first message whose
+        outcome is not stored, in order (the destination may get some messages twice)."""
+        error = self._chain.broken
+        log.error(
+            "destination %s: the outcome of a delivery could not be stored (%s); nothing later"
+            " is recorded, and the queue is sent again from there in %.0fs",
+            self.name,
+            type(error).__name__,
+            wait,
+        )
+        self._chain = Chain()
+        self._careful = True
+        await self._sleep(wait)
+        self._restart_from_store()  # reads the store once the refused results are settled
 
     async def _deliver(self, delivery: QueuedDelivery, backoff: float) -> float:
         """Send the head of the queue until it is settled; returns the backoff to carry on with."""
@@ -233,7 +306,7 @@ class DestinationWorker(QueueWorker):
             await self._resumed.wait()
             attempts += 1
             try:
-                reply, raw = await self._send(delivery)
+                reply, raw, expected = await self._send(delivery)
             except MLLPError as error:
                 backoff = min(settings.retry_max, backoff * 2 or settings.retry_initial)
                 log.warning(
@@ -248,16 +321,24 @@ class DestinationWorker(QueueWorker):
                 await self._sleep(backoff)
                 continue
             backoff = 0.0
-            if reply.positive:
-                self._settle(delivery, DeliveryState.DELIVERED, attempts, "", raw)
+            mismatched = bool(reply.control_id) and reply.control_id != expected
+            if reply.positive and not mismatched:
+                self._answered.append(expected)
+                await self._settle(delivery, DeliveryState.DELIVERED, attempts, "", raw)
                 return backoff
             naks += 1
-            # MSA-3 is free text from the receiver and may quote patient data: it is stored
-            # with the delivery, while logs name only the code and the ERR condition.
+            # MSA-3 and the ERR text are the receiver's words and may quote patient data: they
+            # are stored with the delivery, while logs name only the codes.
             said = f"answered {reply.code or 'no MSA'}"
-            if reply.error:
-                said += f" ({reply.error})"
-            reason = said + (f": {reply.text}" if reply.text else "")
+            if mismatched:
+                said += (
+                    f" for another message (MSA-2 {_shown(reply.control_id)}, sent MSH-10"
+                    f" {_shown(expected)})"
+                )
+            reason = said + (f" ({reply.error})" if reply.error else "")
+            reason += f": {reply.text}" if reply.text else ""
+            if reply.error_code:
+                said += f" (ERR {reply.error_code})"
             if naks <= settings.nak_retries:
                 log.warning(
                     "destination %s: delivery %d (control_id=%s) %s; resending",
@@ -277,7 +358,8 @@ class DestinationWorker(QueueWorker):
                     delivery.control_id,
                     said,
                 )
-                self._settle(delivery, DeliveryState.ERRORED, attempts, reason, raw)
+                self._answered.append(expected)
+                await self._settle(delivery, DeliveryState.ERRORED, attempts, reason, raw)
                 return backoff
             message = f"delivery {delivery.id} (control_id={delivery.control_id}) {reason}"
             log.error(
@@ -297,7 +379,8 @@ class DestinationWorker(QueueWorker):
             naks = 0
         return backoff
 
-    async def _send(self, delivery: QueuedDelivery) -> tuple[AckReply, bytes]:
+    async def _send(self, delivery: QueuedDelivery) -> tuple[AckReply, bytes, str]:
+        """Send the delivery; its answer, as read and raw, and the MSA-2 it should carry."""
         settings = self.settings
         if self._client is None:
             client = MLLPClient(
@@ -308,20 +391,20 @@ class DestinationWorker(QueueWorker):
             )
             await client.connect()
             self._client = client
+            self._answered.clear()
             log.info("destination %s: connected to %s:%d", self.name, settings.host, settings.port)
+        expected = sent_control_id(delivery.payload)
         try:
             await self._client.write(delivery.payload)
             while True:
                 raw = await self._client.read()
                 reply = read_ack(raw)
-                # A late application ACK of an earlier message: not the answer to this one.
-                if (
-                    reply.control_id
-                    and delivery.control_id
-                    and reply.control_id != delivery.control_id
-                ):
+                # A late answer to a message already settled (a receiver's application ACK
+                # after its commit ACK): not the answer to this one. Any other MSA-2 is a
+                # wrong answer, judged by the caller.
+                if reply.control_id != expected and reply.control_id in self._answered:
                     continue
-                return reply, raw
+                return reply, raw, expected
         except MLLPError:
             await self._client.close()
             self._client = None
@@ -334,9 +417,12 @@ class DestinationWorker(QueueWorker):
             DeliveryUpdate(delivery.id, state, attempts, error, ack, done=_log_failure)
         )
 
-    def _settle(
+    async def _settle(
         self, delivery: QueuedDelivery, state: str, attempts: int, error: str, ack: bytes | None
     ) -> None:
+        """Record the delivery's outcome and move on. The next message is sent while the outcome
+        commits (the chain keeps the results in order), except after a failed commit: then each
+        outcome is waited for, so a failing store costs one repeated message, not a window."""
         self.items.popleft()
         if state == DeliveryState.DELIVERED:
             self.delivered += 1
@@ -349,7 +435,18 @@ class DestinationWorker(QueueWorker):
                 committed.set_result(None)
             _log_failure(result)
 
-        self.writer.submit(DeliveryUpdate(delivery.id, state, attempts, error, ack, done=done))
+        chain = self._chain
+        self.writer.submit(
+            DeliveryUpdate(delivery.id, state, attempts, error, ack, done=done, chain=chain)
+        )
+        if self._careful:
+            await committed
+            self._careful = chain.broken is not None
+
+
+def _shown(control_id: str, limit: int = 40) -> str:
+    """A control id for a reason or log line, cut to a readable length."""
+    return repr(control_id if len(control_id) <= limit else control_id[:limit] + "…")
 
 
 def _log_failure(result: object) -> None:

@@ -23,6 +23,14 @@ from sqlalchemy import Engine, select
 
 from engine.router import Router
 from engine.routing_process import AcceptedMessage, InlineRouting
+from engine.store.limits import (
+    BATCH_BYTES,
+    PENDING_BYTES,
+    PENDING_MESSAGES,
+    READ_BYTES,
+    READ_ROWS,
+    fitting,
+)
 from engine.store.operations import QueuedDelivery, RoutingRecord
 from engine.store.schema import Message, MessageStatus
 from engine.store.writer import StoreWriter
@@ -30,21 +38,28 @@ from engine.store.writer import StoreWriter
 log = logging.getLogger(__name__)
 
 BATCH = 64
-"""Messages routed per slice of the event loop."""
-PENDING_LIMIT = 10_000
-"""Accepted messages held in memory for routing; beyond that they are read from the store."""
+"""Messages routed per slice of the event loop (and at most ``BATCH_BYTES`` of them)."""
+PENDING_LIMIT = PENDING_MESSAGES
 RETRY_AFTER = 5.0
 
 
-def load_received(engine: Engine, after_id: int, limit: int = 500) -> list[AcceptedMessage]:
-    """Stored messages still waiting to be routed, oldest first."""
-    query = (
-        select(Message.id, Message.raw, Message.charset, Message.listener)
-        .where(Message.status == MessageStatus.RECEIVED, Message.id > after_id)
-        .order_by(Message.id)
-        .limit(limit)
-    )
+def load_received(
+    engine: Engine, after_id: int, limit: int = READ_ROWS, max_bytes: int = READ_BYTES
+) -> list[AcceptedMessage]:
+    """Stored messages still waiting to be routed, oldest first: at most ``limit`` of them and
+    ``max_bytes`` of message (at least one)."""
+    waiting = (Message.status == MessageStatus.RECEIVED, Message.id > after_id)
+    sizes = select(Message.id, Message.size).where(*waiting).order_by(Message.id).limit(limit)
     with engine.connect() as connection:
+        heads = connection.execute(sizes).all()
+        taken = fitting((size for _, size in heads), limit, max_bytes)
+        if not taken:
+            return []
+        query = (
+            select(Message.id, Message.raw, Message.charset, Message.listener)
+            .where(*waiting, Message.id <= heads[taken - 1][0])
+            .order_by(Message.id)
+        )
         return [AcceptedMessage(*row) for row in connection.execute(query)]
 
 
@@ -64,28 +79,56 @@ class Dispatcher:
         self.store = store
         self.deliver = deliver
         self.pending: deque[AcceptedMessage] = deque()
+        self.pending_bytes = 0
         self.from_store = True
         self.missed = False  # accepted while the store was being read: read it again
         self.routed = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_id = 0
+        self._rescan = False
 
     def accept(self, message: AcceptedMessage) -> None:
         """Intake committed ``message``; route it soon."""
         if self.from_store:
             self.missed = True
-        elif len(self.pending) >= PENDING_LIMIT:
+        elif (
+            len(self.pending) >= PENDING_LIMIT
+            or self.pending_bytes + len(message.raw) > PENDING_BYTES
+        ):
             # Routing fell this far behind: keep memory bounded, read the rest from the store.
             log.warning(
-                "routing is %d messages behind; reading them from the store as it catches up",
+                "routing is %d messages (%d KiB) behind; reading them from the store as it"
+                " catches up",
                 len(self.pending),
+                self.pending_bytes // 1024,
             )
-            self.pending.clear()
-            self.from_store = self.missed = True
+            self._read_from_store()
         else:
             self.pending.append(message)
+            self.pending_bytes += len(message.raw)
         self._wakeup.set()
+
+    def recheck(self) -> None:
+        """A received message's commit failed or went unanswered: the database may have
+        committed it all the same (a server that stopped answering), so the next read of the
+        store starts from the oldest message still waiting, not after the last one routed."""
+        self._rescan = True
+        self._read_from_store()
+        self._wakeup.set()
+
+    def _read_from_store(self) -> None:
+        """Forget what is held in memory: the store has it, and the next read takes it."""
+        self.pending.clear()
+        self.pending_bytes = 0
+        self.from_store = self.missed = True
+
+    def _take_batch(self) -> list[AcceptedMessage]:
+        """The next routing batch from what is held: BATCH messages, BATCH_BYTES at most."""
+        count = fitting((len(m.raw) for m in self.pending), BATCH, BATCH_BYTES)
+        batch = [self.pending.popleft() for _ in range(count)]
+        self.pending_bytes -= sum(len(m.raw) for m in batch)
+        return batch
 
     def has_routes(self, listener: str) -> bool:
         return bool(self.routing.router.routes_for(listener))
@@ -99,6 +142,9 @@ class Dispatcher:
         open), and after routing fell behind or its results could not be stored."""
         starting = self.routed == 0
         caught = 0
+        if self._rescan:
+            self._rescan = False
+            self._last_id = 0
         while True:
             self.missed = False
             batch = await asyncio.to_thread(load_received, self.store, self._last_id)
@@ -106,9 +152,11 @@ class Dispatcher:
                 if self.missed:  # committed after the read began: read again
                     continue
                 break
-            for start in range(0, len(batch), BATCH):
-                await self._route(batch[start : start + BATCH])
             caught += len(batch)
+            while batch:
+                count = fitting((len(m.raw) for m in batch), BATCH, BATCH_BYTES)
+                await self._route(batch[:count])
+                del batch[:count]
         if caught:
             log.info(
                 "routed %d message(s) %s",
@@ -120,22 +168,29 @@ class Dispatcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
 
-    async def stop(self) -> None:
-        """Route what is in hand, then stop."""
+    async def stop(self, until: float | None = None) -> None:
+        """Route what is in hand until the loop's clock reads ``until``, then stop: what is
+        left stays received in the store and is routed first at the next start."""
+        loop = asyncio.get_running_loop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            while self.pending and not self.from_store:
-                batch = [self.pending.popleft() for _ in range(min(BATCH, len(self.pending)))]
-                try:
-                    await self._route(batch)
-                except Exception:
-                    log.warning(
-                        "%d message(s) left unrouted; they are routed at the next start",
-                        len(batch) + len(self.pending),
-                    )
-                    break
+        while self.pending and not self.from_store:
+            left = None if until is None else until - loop.time()
+            if left is not None and left <= 0:
+                break
+            batch = self._take_batch()
+            try:
+                await asyncio.wait_for(self._route(batch), left)
+            except (Exception, TimeoutError):
+                self.pending.extendleft(reversed(batch))  # for the count below
+                break
+        if self.pending:
+            log.info(
+                "%d message(s) left unrouted at shutdown; they are routed first at the next start",
+                len(self.pending),
+            )
         await self.routing.close()
 
     async def _run(self) -> None:
@@ -155,7 +210,7 @@ class Dispatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = [self.pending.popleft() for _ in range(min(BATCH, len(self.pending)))]
+            batch = self._take_batch()
             try:
                 await self._route(batch)
             except Exception as error:
@@ -165,8 +220,7 @@ class Dispatcher:
                     type(error).__name__,
                     RETRY_AFTER,
                 )
-                self.pending.clear()
-                self.from_store = True
+                self._read_from_store()
                 self._last_id = batch[0].id - 1
                 await asyncio.sleep(RETRY_AFTER)
             await asyncio.sleep(0)  # let the listeners in between batches
@@ -178,17 +232,12 @@ class Dispatcher:
         for message in routed:
             if message.status == MessageStatus.ERRORED:
                 log.warning(
-                    "message %d errored in routing: %s",
+                    "message %d errored in routing: %s; `crosswalk messages show %d` says why",
                     message.message_id,
-                    _without_values(message.reason),
+                    message.summary or "see the message",
+                    message.message_id,
                 )
         queued = await self.writer.run(RoutingRecord(routed, done=lambda result: None))
         self._last_id = batch[-1].id
         self.routed += len(batch)
         self.deliver(queued)
-
-
-def _without_values(reason: str) -> str:
-    """Routing reasons may quote field values (PHI); logs keep only what precedes them."""
-    cut = reason.find("'")
-    return reason if cut < 0 else reason[:cut] + "…"

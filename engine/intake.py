@@ -18,7 +18,7 @@ from engine.hl7v2.check import Examination, examine
 from engine.hl7v2.errors import ErrorCode, Location, Problem
 from engine.mllp.listener import Reply
 from engine.routing_process import AcceptedMessage
-from engine.store.operations import NewMessage, Settled, StoredMessage
+from engine.store.operations import NewMessage, Settled, StoredMessage, duplicate_key
 from engine.store.schema import MessageStatus
 from engine.store.writer import StoreWriter
 
@@ -53,10 +53,13 @@ class Intake:
         listener: ListenerSettings,
         accepted: Callable[[AcceptedMessage], None] | None = None,
         has_routes: Callable[[str], bool] = lambda listener: True,
+        unsure: Callable[[], None] = lambda: None,
     ) -> None:
         self.writer = writer
         self.accepted = accepted
         """Told of every message stored as received (the dispatcher routes it)."""
+        self.unsure = unsure
+        """Told when a commit failed: the database may have kept the message all the same."""
         self.has_routes = has_routes
         """Whether any route takes a listener's messages (asked per message: hot reload)."""
         self.listener = listener
@@ -142,6 +145,7 @@ class Intake:
                     control_id,
                     type(result).__name__,
                 )
+                self.unsure()
                 failure = Problem(ErrorCode.INTERNAL_ERROR, NOT_STORED_TEXT)
                 reply(
                     [
@@ -195,21 +199,32 @@ def message_row(
         "peer": peer,
         "raw": raw,
         "size": size,
-        "charset": examination.charset[:32],
+        "charset": _text(examination.charset[:32]),
     }
     if header is None:
-        return row | dict.fromkeys(HEADER_COLUMNS, "")
+        return row | dict.fromkeys(HEADER_COLUMNS, "") | {"dedup_key": duplicate_key("", "", "")}
+    # Identifying fields are stored whole; the others are short by definition and cut to their
+    # columns (a sender's nonsense in MSH-9 must not fail the commit).
     row.update(
-        sending_application=header.sending_application[:227],
-        sending_facility=header.sending_facility[:227],
-        receiving_application=header.receiving_application[:227],
-        receiving_facility=header.receiving_facility[:227],
-        message_datetime=header.message_datetime[:32],
-        message_type=header.message_type[:64],
-        message_code=header.message_code[:8],
-        trigger_event=header.trigger_event[:8],
-        control_id=header.control_id[:199],
-        processing_id=header.processing_id[:8],
-        version_id=header.version[:16],
+        sending_application=_text(header.sending_application),
+        sending_facility=_text(header.sending_facility),
+        receiving_application=_text(header.receiving_application),
+        receiving_facility=_text(header.receiving_facility),
+        message_datetime=_text(header.message_datetime[:32]),
+        message_type=_text(header.message_type[:64]),
+        message_code=_text(header.message_code[:8]),
+        trigger_event=_text(header.trigger_event[:8]),
+        control_id=_text(header.control_id),
+        processing_id=_text(header.processing_id[:8]),
+        version_id=_text(header.version[:16]),
+    )
+    row["dedup_key"] = duplicate_key(
+        row["sending_application"], row["sending_facility"], row["control_id"]
     )
     return row
+
+
+def _text(value: str) -> str:
+    """A header value as a text column can hold it: a NUL (only in a message refused for it;
+    PostgreSQL cannot store one) becomes U+FFFD. The raw bytes keep the original."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value

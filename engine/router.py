@@ -59,6 +59,15 @@ class RouteOutcome:
         target = f" for {self.destination}" if self.destination else ""
         return f"errored in {self.route}{target}: {self.detail}"
 
+    @property
+    def without_values(self) -> str:
+        """What happened, naming the route and destination only: details may quote field
+        values (PHI), so this is the form that may reach the log."""
+        if self.outcome == "errored":
+            target = f" for {self.destination}" if self.destination else ""
+            return f"errored in {self.route}{target}"
+        return f"{self.outcome} by {self.route}"
+
 
 @dataclass(slots=True)
 class Routing:
@@ -69,6 +78,12 @@ class Routing:
     outcomes: list[RouteOutcome] = field(default_factory=list)
     outbound: list[Outbound] = field(default_factory=list)
 
+    @property
+    def summary(self) -> str:
+        """The reason without field values, for the log."""
+        acted = [o for o in self.outcomes if o.outcome != "filtered"] or self.outcomes
+        return "; ".join(o.without_values for o in acted) or self.status
+
     def delivery_rows(self) -> list[dict[str, object]]:
         """The deliveries to queue, as column values."""
         return [
@@ -77,7 +92,7 @@ class Routing:
                 "destination": out.destination,
                 "partition": out.partition,
                 "payload": out.payload,
-                "control_id": out.control_id[:199],
+                "control_id": out.control_id,
             }
             for out in self.outbound
         ]

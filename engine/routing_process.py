@@ -66,14 +66,31 @@ def route_batch(router: Router, batch: Sequence[AcceptedMessage]) -> RoutedBatch
         try:
             routing = router.route(message.raw, message.charset, message.listener)
         except Exception as error:
-            failures.append((message.id, traceback.format_exc()))
-            reason = f"routing failed: {type(error).__name__}: {error}"
-            routed.append(RoutedMessage(message.id, MessageStatus.ERRORED, reason))
+            failures.append((message.id, _trace_without_values(error)))
+            summary = f"routing failed: {type(error).__name__}"
+            routed.append(
+                RoutedMessage(
+                    message.id, MessageStatus.ERRORED, f"{summary}: {error}", summary=summary
+                )
+            )
             continue
         routed.append(
-            RoutedMessage(message.id, routing.status, routing.reason, routing.delivery_rows())
+            RoutedMessage(
+                message.id,
+                routing.status,
+                routing.reason,
+                routing.delivery_rows(),
+                routing.summary,
+            )
         )
     return RoutedBatch(routed, failures)
+
+
+def _trace_without_values(error: BaseException) -> str:
+    """Where a routing bug happened, for the log: the frames and the exception's type, not its
+    text (it may quote the message being routed). The text is stored with the message."""
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    return f"Traceback (most recent call last):\n{frames}{type(error).__name__}"
 
 
 class InlineRouting:
@@ -190,7 +207,9 @@ class ForkedRouting(InlineRouting):
                     continue
         log.error("message %d: %s; recorded as errored", message.id, trouble)
         reason = f"{trouble} (a filter or step that cannot finish on this message?)"
-        return RoutedBatch([RoutedMessage(message.id, MessageStatus.ERRORED, reason)], [])
+        return RoutedBatch(
+            [RoutedMessage(message.id, MessageStatus.ERRORED, reason, summary=trouble)], []
+        )
 
     def _retire_child(self) -> None:
         if self._child is not None:

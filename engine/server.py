@@ -28,9 +28,11 @@ from engine.reload import ConfigWatcher
 from engine.router import Router
 from engine.routing_process import DEFAULT_TIMEOUT, make_routing
 from engine.store.database import open_store, redact, resolve_url
-from engine.store.writer import StoreWriter
+from engine.store.writer import COMMIT_TIMEOUT, StoreWriter
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 10.0
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -70,6 +72,8 @@ class Server:
         reload_interval: float = 1.0,
         route_in_process: bool = False,
         routing_timeout: float = DEFAULT_TIMEOUT,
+        commit_timeout: float = COMMIT_TIMEOUT,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     ) -> None:
         self.config = config
         self.db_url = resolve_url(db_url)
@@ -79,6 +83,10 @@ class Server:
         """Route on the event loop even where a routing process is possible."""
         self.routing_timeout = routing_timeout
         """Seconds the routing process may take over a batch before it is killed."""
+        self.commit_timeout = commit_timeout
+        """Seconds a server database may take over a commit before senders get AE."""
+        self.shutdown_timeout = shutdown_timeout
+        """Seconds from SIGTERM to exit, whatever is still to route (it is, at the next start)."""
         self.store: Engine | None = None
         self.writer: StoreWriter | None = None
         self.delivery: DeliveryService | None = None
@@ -91,7 +99,7 @@ class Server:
     async def start(self) -> None:
         log.info("opening store %s", redact(self.db_url))
         self.store = await asyncio.to_thread(open_store, self.db_url)
-        self.writer = StoreWriter(self.store)
+        self.writer = StoreWriter(self.store, commit_timeout=self.commit_timeout)
         self.writer.start(asyncio.get_running_loop())
         self.delivery = DeliveryService(self.config.destinations, self.writer, self.store)
         await self.delivery.start()
@@ -113,6 +121,7 @@ class Server:
                     settings,
                     accepted=self.dispatcher.accept,
                     has_routes=self.dispatcher.has_routes,
+                    unsure=self.dispatcher.recheck,
                 )
                 listener = MLLPListener(listener_limits(settings), intake)
                 await listener.start()
@@ -170,18 +179,23 @@ class Server:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, finish messages already received, close the store."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, answer what was received, route what is in hand while time remains,
+        close the store: all within ``grace`` seconds (``shutdown_timeout`` by default)."""
+        grace = self.shutdown_timeout if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         if self.watcher is not None:
             await self.watcher.stop()
-        for listener in self.listeners.values():
-            await listener.stop(grace)
+        # Messages already received are answered first: half the time at most (their commits
+        # are bounded by the commit timeout); routing gets what remains but a second.
+        await asyncio.gather(*(listener.stop(grace / 2) for listener in self.listeners.values()))
         if self.dispatcher is not None:
-            await self.dispatcher.stop()
+            await self.dispatcher.stop(until=deadline - min(1.0, grace / 4))
         if self.delivery is not None:
             await self.delivery.stop()
         if self.writer is not None:
-            await self.writer.close()
+            await self.writer.close(timeout=max(0.5, deadline - loop.time()))
         if self.store is not None:
             self.store.dispose()
         log.info("engine stopped")

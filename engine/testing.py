@@ -98,8 +98,9 @@ class FakeReceiver:
     """An MLLP receiver on loopback (a stand-in PACS) whose behaviour a test controls.
 
     ``mode`` is one of: ``ack`` (answer AA), ``ae`` / ``ar`` (answer AE / AR), ``stall`` (read
-    the message, never answer), ``close`` (close the connection before answering). Every
-    message received is kept in ``received`` (decoded as UTF-8 with replacement), in order.
+    the message, never answer), ``close`` (close the connection before answering),
+    ``wrong_id`` (answer AA with an MSA-2 that is not the message's MSH-10). Every message
+    received is kept in ``received`` (decoded as UTF-8 with replacement), in order.
     ``stop()`` closes the port, so the next connection is refused.
     """
 
@@ -184,9 +185,11 @@ class FakeReceiver:
                     if mode == "stall":
                         continue
                     control_id = _control_id(event.payload)
-                    code = {"ack": "AA", "ae": "AE", "ar": "AR"}[mode]
+                    code = {"ack": "AA", "ae": "AE", "ar": "AR", "wrong_id": "AA"}[mode]
                     if control_id in self.reject:
                         code = "AR"
+                    if mode == "wrong_id":
+                        control_id = "NOT" + control_id
                     ack = (
                         "MSH|^~\\&|PACS|RAD|CW|HOSP|20261123||ACK|A" + control_id + "|P|2.5.1\r"
                         f"MSA|{code}|{control_id}|{'' if code == 'AA' else 'refused by test'}\r"

@@ -189,3 +189,60 @@ def test_sigkill_while_routing_and_delivering_loses_and_reorders_nothing(
         lasts = list(reversed(dict.fromkeys(reversed(mine))))
         assert firsts == sorted(firsts) and lasts == sorted(lasts), "sent order kept"
         assert set(sender.acknowledged) <= set(firsts)
+
+
+SLOW_ROUTE = """
+routes:
+  slow:
+    source: ehr
+    steps:
+      - set:
+          field: MSH-8
+          template: "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}x"
+    destinations: [pacs]
+"""
+
+
+def test_sigterm_with_a_routing_backlog_exits_within_the_shutdown_timeout(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Routing far behind (~25 ms a message, hundreds waiting): SIGTERM still ends the engine
+    within --shutdown-timeout, and every accepted message is either routed or left received for
+    the next start; none is lost."""
+    pacs = FakeReceiver()
+    folder = config_folder(tmp_path, SLOW_ROUTE, endpoints=destination_yaml(pacs.port))
+    port = free_port()
+    log = tmp_path / "engine.log"
+    process = subprocess.Popen(
+        [
+            *crosswalk("serve", "--config", str(folder), "--db", db_url, "--port", str(port)),
+            *("--shutdown-timeout", "2"),
+        ],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=cli_env(),
+    )
+    sent = [f"T{n:04d}" for n in range(400)]
+    try:
+        wait_for_port(port, process)
+        with Peer(port) as peer:
+            for control_id in sent:
+                peer.send(adt(control_id))
+            for _ in sent:
+                assert read_ack(peer.read()).code == "AA"
+    finally:
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        took = time.monotonic() - started
+    pacs.stop()
+    assert code == 0, log.read_text()[-3000:]
+    assert took < 6.0, f"SIGTERM took {took:.1f}s\n" + log.read_text()[-3000:]
+    rows = stored_messages(open_store(db_url))
+    assert sorted(r.control_id for r in rows) == sent
+    statuses = Counter(r.status for r in rows)
+    assert set(statuses) <= {MessageStatus.ROUTED, MessageStatus.RECEIVED}, [
+        r.status_reason for r in rows if r.status == MessageStatus.ERRORED
+    ][:3]
+    assert statuses[MessageStatus.RECEIVED] > 0, "the backlog was left for the next start"
+    assert "left unrouted at shutdown" in log.read_text()

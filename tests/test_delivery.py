@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from engine.hl7v2.ack import read_ack
 from engine.store.database import open_store
 from engine.store.queue import read_controls, set_control, summarize
@@ -295,3 +297,131 @@ def test_queue_status_shows_what_waits_to_be_routed(db_url: str, tmp_path: Path)
     pacs.stop()
     assert pacs.control_ids() == ids("W", 2)
     assert "routing:" not in status()
+
+
+def test_a_long_control_id_is_matched_whole_and_the_queue_moves_on(
+    db_url: str, tmp_path: Path
+) -> None:
+    """An MSH-10 of 300 characters: the PACS echoes it whole in MSA-2, the delivery counts as
+    acknowledged, and the next message follows (it used to be resent for ever)."""
+    pacs = FakeReceiver()
+    long_id = "L" * 300
+    with running_pipeline(db_url, tmp_path, pacs.port) as engine:
+        send_all(engine.port(), [long_id, "NEXT"])
+        assert wait_until(lambda: pacs.control_ids()[-1:] == ["NEXT"])
+        store = open_store(db_url)
+        assert wait_until(lambda: summarize(store, ["pacs"])[0].queued == 0)
+    pacs.stop()
+    assert pacs.control_ids() == [long_id, "NEXT"]
+
+
+def test_an_ack_for_another_message_is_a_refusal_not_silence(db_url: str, tmp_path: Path) -> None:
+    """A PACS answering AA with a wrong MSA-2: the destination's error policy applies (here set
+    the message aside and go on), and the reason says what was answered."""
+    pacs = FakeReceiver(mode="wrong_id")
+    with running_pipeline(db_url, tmp_path, pacs.port, nak_retries=1, on_nak="set_aside") as engine:
+        send_all(engine.port(), ["W000"])
+        store = open_store(db_url)
+        assert wait_until(lambda: summarize(store, ["pacs"])[0].errored == 1)
+        pacs.mode = "ack"
+        send_all(engine.port(), ["W001"])
+        assert wait_until(lambda: pacs.control_ids()[-1:] == ["W001"])
+        (summary,) = summarize(store, ["pacs"])
+        assert "answered AA for another message" in summary.last_error
+        assert "'NOTW000'" in summary.last_error and "'W000'" in summary.last_error
+    pacs.stop()
+    assert pacs.control_ids() == ["W000", "W000", "W001"]
+
+
+def test_an_ack_for_another_message_stops_an_ordered_queue(db_url: str, tmp_path: Path) -> None:
+    pacs = FakeReceiver(mode="wrong_id")
+    with running_pipeline(db_url, tmp_path, pacs.port, nak_retries=0) as engine:
+        send_all(engine.port(), ["V000", "V001"])
+        store = open_store(db_url)
+        assert wait_until(lambda: read_controls(store).get("pacs") is not None)
+        assert wait_until(lambda: read_controls(store)["pacs"].paused)
+        assert "answered AA for another message" in read_controls(store)["pacs"].reason
+        time.sleep(0.3)
+        assert pacs.control_ids() == ["V000"], "nothing overtakes V000"
+    pacs.stop()
+
+
+FAIL_DELIVERED = {
+    "sqlite": [
+        "CREATE TRIGGER fail_delivered BEFORE UPDATE OF state ON deliveries"
+        " WHEN NEW.state = 'delivered' AND OLD.control_id = 'F002'"
+        " BEGIN SELECT RAISE(ABORT, 'no space left (test)'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fail_delivered() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.state = 'delivered' AND OLD.control_id = 'F002' THEN"
+        " RAISE EXCEPTION 'no space left (test)'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER fail_delivered BEFORE UPDATE ON deliveries"
+        " FOR EACH ROW EXECUTE FUNCTION fail_delivered()",
+    ],
+}
+REPAIR = {
+    "sqlite": ["DROP TRIGGER fail_delivered"],
+    "postgresql": ["DROP TRIGGER fail_delivered ON deliveries", "DROP FUNCTION fail_delivered()"],
+}
+
+
+def test_no_message_is_passed_while_an_earlier_outcome_is_not_stored(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The commit that records F002 as delivered fails (as on a full disk): nothing after F002 is
+    recorded, the worker goes back to F002 and sends only it until its outcome is stored, and
+    after a restart nothing old arrives after anything newer: each message's last copy reaches
+    the PACS in order."""
+    from sqlalchemy import text as sql
+
+    store = open_store(db_url)
+    dialect = store.dialect.name
+    with store.begin() as connection:
+        for statement in FAIL_DELIVERED[dialect]:
+            connection.execute(sql(statement))
+    pacs = FakeReceiver()
+    with running_pipeline(db_url, tmp_path, pacs.port) as engine:
+        send_all(engine.port(), ids("F", 6))
+        assert wait_until(lambda: pacs.control_ids().count("F002") >= 3, timeout=10)
+        (summary,) = summarize(store, ["pacs"])
+        assert summary.queued == 4, "nothing after F002 is recorded as delivered"
+        assert pacs.control_ids()[-2:] == ["F002", "F002"], "only F002 is sent while it fails"
+        with store.begin() as connection:  # space is freed
+            for statement in REPAIR[dialect]:
+                connection.execute(sql(statement))
+        assert wait_until(lambda: pacs.control_ids()[-1:] == ["F005"], timeout=15)
+        assert wait_until(lambda: summarize(store, ["pacs"])[0].queued == 0)
+    with running_pipeline(db_url, tmp_path, pacs.port):
+        time.sleep(0.5)  # a restart sends nothing stale
+    pacs.stop()
+    received = pacs.control_ids()
+    last_copies = sorted(
+        set(received), key=lambda c: max(i for i, r in enumerate(received) if r == c)
+    )
+    assert last_copies == ids("F", 6)
+    assert deduplicated(received) == ids("F", 6)
+
+
+def test_a_queue_over_its_window_in_bytes_is_read_from_the_store_in_order(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker holds at most WINDOW_BYTES of payload; the rest waits in the store and is read
+    a budget at a time, in order, nothing lost or doubled."""
+    from engine import delivery
+    from engine.store.queue import load_queued
+
+    monkeypatch.setattr(delivery, "WINDOW_BYTES", 3 * len(adt("Y000")))
+    pacs = FakeReceiver()
+    port = pacs.port
+    pacs.stop()
+    with running_pipeline(db_url, tmp_path, port) as engine:
+        send_all(engine.port(), ids("Y", 12))
+        store = open_store(db_url)
+        assert wait_until(lambda: summarize(store, ["pacs"])[0].queued == 12)
+        size = len(load_queued(store, "pacs", 0, 0, limit=1)[0].payload)
+        assert len(load_queued(store, "pacs", 0, 0, max_bytes=2 * size)) == 2
+        assert len(load_queued(store, "pacs", 0, 0, max_bytes=1)) == 1, "at least one"
+        pacs = FakeReceiver(port)
+        assert wait_until(lambda: deduplicated(pacs.control_ids()) == ids("Y", 12))
+    pacs.stop()

@@ -16,10 +16,22 @@ from engine.testing import FakeReceiver, Peer
 from tests.support import adt, running_pipeline, stored_messages
 
 
+@pytest.mark.parametrize(
+    ("limit", "value"),
+    [("PENDING_LIMIT", 4), ("PENDING_BYTES", 4 * len(adt("F0-00")))],
+    ids=["messages", "bytes"],
+)
 def test_routing_far_behind_reads_the_rest_from_the_store(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    limit: str,
+    value: int,
 ) -> None:
-    monkeypatch.setattr(dispatcher, "PENDING_LIMIT", 4)
+    """Memory is bounded by count and by bytes: past either, the backlog is read from the
+    store, with nothing lost or doubled and each feed's order kept."""
+    monkeypatch.setattr(dispatcher, limit, value)
     route = Router.route
 
     def slow(self: Router, raw: bytes, charset: str | None, listener: str) -> Routing:
@@ -52,6 +64,90 @@ def test_routing_far_behind_reads_the_rest_from_the_store(
         assert [cid for cid in received if cid.startswith(prefix + "-")] == ids
     rows = stored_messages(open_store(db_url))
     assert {r.status for r in rows} == {MessageStatus.ROUTED}
-    assert "routing is 4 messages behind" in caplog.text
+    assert "messages (0 KiB) behind; reading them from the store" in caplog.text
     assert "from the store" in caplog.text
     assert "routing process failed" not in caplog.text  # routed in the child throughout
+
+
+def test_routing_errors_reach_the_log_without_field_values(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A route failing on a value with an apostrophe (Python quotes it with ``"``): the stored
+    reason keeps the value, the WARNING names only the route and destination."""
+    from tests.support import Pipeline, config_folder
+
+    routes = """
+routes:
+  names:
+    source: ehr
+    steps:
+      - set:
+          field: PID-5.2
+          template: "{{ lookup('names', 'family', field('PID-5.1'), 'given') }}"
+    destinations: [pacs]
+"""
+    folder = config_folder(tmp_path, routes, mappings={"names.csv": "family,given\nDOE,JOHN\n"})
+    pipeline = Pipeline(db_url, folder)
+    pipeline.start()
+    try:
+        with Peer(pipeline.port()) as peer:
+            peer.exchange(adt("APOS1", pid="PID|1||1^^^H^MR||O'BRIEN-SMITH^MARY||19800101|F"))
+        store = open_store(db_url)
+        deadline = time.monotonic() + 10
+        while stored_messages(store)[0].status == MessageStatus.RECEIVED:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        pipeline.stop()
+    (row,) = stored_messages(store)
+    assert row.status == MessageStatus.ERRORED and "BRIEN" in row.status_reason
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= 30]
+    assert any("errored in routing: errored in names;" in line for line in logged)
+    assert not [line for line in logged if "BRIEN" in line or "MARY" in line]
+
+
+def test_a_routing_bug_is_logged_with_its_frames_not_its_text() -> None:
+    from engine.routing_process import AcceptedMessage, route_batch
+
+    class Broken:
+        def route(self, raw: bytes, charset: str | None, listener: str) -> Routing:
+            raise KeyError(raw.decode())  # a bug quoting the message
+
+    result = route_batch(Broken(), [AcceptedMessage(7, b"O'BRIEN-SMITH", None, "ehr")])  # type: ignore[arg-type]
+    ((message_id, trace),) = result.failures
+    assert message_id == 7 and "KeyError" in trace and "in route" in trace
+    assert "BRIEN" not in trace
+    assert "BRIEN" in result.routed[0].reason and "BRIEN" not in result.routed[0].summary
+
+
+def test_a_message_the_database_kept_without_saying_so_is_routed_after_a_recheck(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A commit that failed or timed out may have been kept by the server all the same: such a
+    message lies in the store as received, older than what was routed since. A recheck (intake
+    calls it on every failed commit) reads the store from the oldest waiting message."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from engine.hl7v2.check import examine
+    from engine.intake import message_row
+    from engine.store.schema import Message
+
+    pacs = FakeReceiver()
+    with running_pipeline(db_url, tmp_path, pacs.port) as engine:
+        store = open_store(db_url)
+        raw = adt("KEPT")
+        row = message_row(raw, len(raw), examine(raw), datetime.now(UTC), "ehr", "test")
+        row |= {"status": "received", "status_reason": "", "ack_code": "AE", "ack": b""}
+        with store.begin() as connection:
+            connection.execute(insert(Message).values(row))
+        with Peer(engine.port()) as peer:
+            peer.exchange(adt("LATER"))
+        assert pacs.wait_for(1)
+        time.sleep(0.3)
+        assert pacs.control_ids() == ["LATER"], "the dispatcher does not know of KEPT yet"
+        engine.loop.call_soon_threadsafe(engine.server.dispatcher.recheck)
+        assert pacs.wait_for(2)
+    pacs.stop()
+    assert pacs.control_ids() == ["LATER", "KEPT"]

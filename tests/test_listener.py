@@ -177,6 +177,33 @@ def test_unreadable_messages_are_refused_specifically_and_kept_as_rejected(
     assert row.ack_code == code
 
 
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        (adt("NUL\x00ID"), "MSH-10"),
+        (adt("N1").replace(b"EPIC", b"EP\x00IC"), "MSH-3"),
+        (adt("N2").replace(b"MSH|", b"MSH\x00"), "MSH-1"),
+        (adt("N3").replace(b"^~\\&", b"^~\x00&"), "MSH-2"),
+    ],
+    ids=["control-id", "sending-application", "field-separator", "encoding-character"],
+)
+def test_a_nul_in_the_header_is_refused_alike_on_every_store(
+    db_url: str, payload: bytes, where: str
+) -> None:
+    """PostgreSQL cannot keep NUL in text, SQLite can: both refuse it (AR), keep the bytes as
+    received, and the next message on the connection is accepted (no AE for ever)."""
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        reply = read_ack(peer.exchange(payload))
+        after = read_ack(peer.exchange(adt("AFTER")))
+        rows = stored_messages(open_store(db_url))
+    assert (reply.code, reply.error) == ("AR", f"102 Data type error at {where}")
+    assert after.code == "AA"
+    rejected, accepted = rows
+    assert rejected.status == MessageStatus.REJECTED and rejected.raw == payload
+    assert "\x00" not in rejected.control_id + rejected.sending_application
+    assert accepted.control_id == "AFTER"
+
+
 def test_latin1_message_is_accepted_and_answered_in_its_charset(db_url: str) -> None:
     payload = (
         adt("LAT1", extra_msh="||||||8859/1", pid="PID|1||1||NUÑEZ^JOSÉ").decode().encode("latin-1")

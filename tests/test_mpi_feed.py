@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from engine.hl7v2.ack import read_ack
+from engine.hl7v2.fieldpath import FieldPath
+from engine.mpi import worker
 from engine.mpi.queries import patients_with_identifier, search, view
 from engine.mpi.tables import Order, Patient
 from engine.store.database import open_store
@@ -300,3 +303,262 @@ def test_the_mpi_ends_the_same_whatever_the_order(db_url: str, tmp_path: Path) -
         assert feed.patient("100234").patient.street == "5 STREET"
         with Session(feed.store) as session:
             assert session.scalars(select(Patient.id)).all() == [feed.patient("100234").patient.id]
+
+
+def send_in_one_batch(feed: Feed, *payloads: bytes) -> list[Delivery]:
+    """Queue ``payloads`` while the MPI queue is paused, so the worker takes them as one batch;
+    the ``mpi`` deliveries, in order, once all are settled."""
+    set_control(feed.store, "mpi", paused=True, reason="test: build one batch")
+    time.sleep(1.2)  # the worker sees the pause
+    for n, payload in enumerate(payloads):
+        assert read_ack(feed.peer.exchange(payload)).code == "AA", n
+    feed.sent += len(payloads)
+    set_control(feed.store, "mpi", paused=False, reason="")
+    feed.send()
+    with Session(feed.store) as session:
+        return list(
+            session.scalars(
+                select(Delivery).where(Delivery.destination == "mpi").order_by(Delivery.id)
+            )
+        )
+
+
+def test_an_over_long_name_or_address_is_cut_to_its_column(db_url: str, tmp_path: Path) -> None:
+    """PostgreSQL refuses a value longer than its column (SQLite does not): the MPI cuts free
+    text to fit, on both, and the queue goes on."""
+    long_pid = (
+        f"PID|1||100234^^^GENHOSP^MR||{'W' * 200}^{'G' * 150}~{'A' * 180}^B^^^^^A||19800304|M|||"
+        f"{'S' * 250}^^SPRINGFIELD^IL^{'9' * 30}||{'5' * 60}"
+    )
+    with mpi_feed(db_url, tmp_path) as feed:
+        feed.send(adt("A01", "L1", long_pid))
+        created = feed.patient("100234").patient
+        assert (created.family_name, created.given_name) == ("W" * 100, "G" * 100)
+        assert (created.street, created.postal_code, created.phone) == (
+            "S" * 200,
+            "9" * 20,
+            "5" * 50,
+        )
+        deliveries = send_in_one_batch(
+            feed,
+            adt("A08", "L2", PID_SMITH, evn="20261102080000"),
+            adt("A08", "L3", long_pid, evn="20261103080000"),  # an update, not a creation
+            adt("A04", "L4", "PID|1||100388^^^GENHOSP^MR||NEXT^ONE"),
+        )
+        assert [d.state for d in deliveries] == ["delivered"] * 4
+        updated = feed.patient("100234")
+        assert updated.patient.family_name == "W" * 100
+        names = {(n.kind, n.family_name) for n in updated.names}
+        assert ("alias", "A" * 100) in names and ("previous", "SMITH") in names
+        assert [e.kind for e in updated.events] == ["created", "updated", "updated"]
+        assert feed.patient("100388").patient.family_name == "NEXT"
+
+
+ORDER_PID = "PID|1||100234^^^GENHOSP^MR||SMITH^JOHN"
+
+
+def order(control_id: str, accession: str) -> bytes:
+    return hl7(
+        f"MSH|^~\\&|RIS|GENHOSP|PACS|RAD|20261101||ORM^O01|{control_id}|P|2.3.1",
+        ORDER_PID,
+        "ORC|NW|448812^EPIC|2026000123^RIS",
+        f"OBR|1|448812^EPIC|2026000123^RIS|CTCHEST^CT CHEST^LOCAL||||||||||||||{accession}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (
+            adt("A01", "X1", f"PID|1||{'7' * 101}^^^GENHOSP^MR||LONG^ID"),
+            "PID-3.1 is longer than 100 characters",
+        ),
+        (
+            adt("A01", "X1", f"PID|1||702^^^GENHOSP^MR~703^^^{'H' * 101}^PI||LONG^AUTHORITY"),
+            "PID-3[2].4 is longer than 100 characters",
+        ),
+        (
+            adt("A01", "X1", "PID|1||702^^^GENHOSP^MR||SM\x00ITH^JOHN"),
+            "PID-5.1 holds a NUL character (0x00)",
+        ),
+        (
+            adt("A01", "X1", "PID|1||702^^^GENHOSP^MR||SM\\X00\\ITH^JOHN"),
+            "PID-5.1 holds a NUL character (0x00)",
+        ),
+        (
+            adt("A01", "X1", "PID|1||702^^^GENHOSP^MR||SMITH^JO\x00HN"),
+            "PID-5.2 holds a NUL character (0x00)",
+        ),
+        (
+            adt("A40", "X1", "PID|1||601^^^GENHOSP^MR||ONE^A", extra=(f"MRG|{'8' * 101}",)),
+            "MRG-1.1 is longer than 100 characters",
+        ),
+        (order("X1", "A" * 65), "OBR-18 is longer than 64 characters"),
+    ],
+    ids=[
+        "long-id",
+        "long-authority",
+        "nul-family",
+        "escaped-nul",
+        "nul-given",
+        "long-mrg",
+        "order",
+    ],
+)
+def test_an_over_long_identifier_or_a_nul_sets_the_message_aside(
+    db_url: str, tmp_path: Path, payload: bytes, reason: str
+) -> None:
+    """Refused alike on SQLite and PostgreSQL, with a reason naming the field, never the value;
+    the messages around it in the same batch are applied."""
+    with mpi_feed(db_url, tmp_path) as feed:
+        deliveries = send_in_one_batch(
+            feed,
+            adt("A04", "B1", "PID|1||601^^^GENHOSP^MR||ONE^A"),
+            payload,
+            adt("A04", "B3", "PID|1||603^^^GENHOSP^MR||THREE^C"),
+        )
+        assert [d.state for d in deliveries] == ["delivered", "errored", "delivered"]
+        assert deliveries[1].last_error == reason  # the field, never the value (PHI)
+        assert patients_with_identifier(feed.store, "702") == []
+        assert feed.patient("601").patient.merged_into is None
+        assert feed.patient("603").patient.family_name == "THREE"
+        with Session(feed.store) as session:
+            assert session.scalar(select(func.count(Order.id))) == 0
+
+
+def test_an_unexpected_error_sets_only_its_message_aside(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug met by one message (here an exception quoting patient data) sets that message
+    aside with the kind of error, logs where without the values, and the queue goes on."""
+    caplog.set_level(logging.INFO)
+    real = worker.apply_message
+
+    def buggy(records, message, message_id):  # type: ignore[no-untyped-def]
+        if message.value(FieldPath("MSH", 10)) == "BUG":
+            raise KeyError(message.value(FieldPath("PID", 5, component=1)))
+        return real(records, message, message_id)
+
+    monkeypatch.setattr(worker, "apply_message", buggy)
+    with mpi_feed(db_url, tmp_path) as feed:
+        deliveries = send_in_one_batch(
+            feed,
+            adt("A04", "B1", "PID|1||601^^^GENHOSP^MR||ONE^A"),
+            adt("A04", "BUG", "PID|1||602^^^GENHOSP^MR||ZEBULON^Q"),
+            adt("A04", "B3", "PID|1||603^^^GENHOSP^MR||THREE^C"),
+        )
+        assert [d.state for d in deliveries] == ["delivered", "errored", "delivered"]
+        assert deliveries[1].last_error == (
+            "the MPI could not apply this message: an unexpected KeyError"
+        )
+        assert patients_with_identifier(feed.store, "602") == []
+        assert feed.patient("603").patient.family_name == "THREE"
+    logged = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("control_id=BUG" in r.getMessage() for r in logged)
+    assert not any("ZEBULON" in r.getMessage() or r.exc_info for r in logged)
+
+
+def test_a_failing_store_sets_nothing_aside_and_the_batch_is_retried(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An OperationalError (a lost connection, a locked or full database) is the store's, not
+    the message's: the batch fails whole and is applied again once the store is back."""
+    real = worker.apply_message
+    failures: list[str] = []
+
+    with mpi_feed(db_url, tmp_path) as feed:
+        dbapi = feed.store.dialect.loaded_dbapi
+
+        def flaky(records, message, message_id):  # type: ignore[no-untyped-def]
+            if len(failures) < 2:
+                failures.append(message.value(FieldPath("MSH", 10)))
+                raise dbapi.OperationalError("the server closed the connection")
+            return real(records, message, message_id)
+
+        monkeypatch.setattr(worker, "apply_message", flaky)
+        deliveries = send_in_one_batch(
+            feed,
+            adt("A04", "F1", "PID|1||601^^^GENHOSP^MR||ONE^A"),
+            adt("A04", "F2", "PID|1||602^^^GENHOSP^MR||TWO^B"),
+        )
+        assert failures == ["F1", "F1"]  # the batch failed twice, then was applied
+        assert [d.state for d in deliveries] == ["delivered", "delivered"]
+        assert feed.patient("602").patient.family_name == "TWO"
+    assert "MPI: a batch could not be applied (OperationalError)" in caplog.text
+
+
+@pytest.mark.parametrize(("failures", "state"), [(1, "delivered"), (2, "errored")])
+def test_an_integrity_error_is_tried_once_more_then_set_aside(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int, state: str
+) -> None:
+    """A unique identifier another writer (an `mpi import`) committed a moment before: applied
+    again, the message finds it. An IntegrityError that stays sets the message aside."""
+    real = worker.apply_message
+    raised: list[str] = []
+
+    with mpi_feed(db_url, tmp_path) as feed:
+        dbapi = feed.store.dialect.loaded_dbapi
+
+        def clashing(records, message, message_id):  # type: ignore[no-untyped-def]
+            control_id = message.value(FieldPath("MSH", 10))
+            if control_id == "I2" and raised.count(control_id) < failures + 1:
+                raised.append(control_id)  # + 1: the first pass over the whole batch
+                raise dbapi.IntegrityError("duplicate key value violates unique constraint")
+            return real(records, message, message_id)
+
+        monkeypatch.setattr(worker, "apply_message", clashing)
+        deliveries = send_in_one_batch(
+            feed,
+            adt("A04", "I1", "PID|1||601^^^GENHOSP^MR||ONE^A"),
+            adt("A04", "I2", "PID|1||602^^^GENHOSP^MR||TWO^B"),
+            adt("A04", "I3", "PID|1||603^^^GENHOSP^MR||THREE^C"),
+        )
+        assert [d.state for d in deliveries] == ["delivered", state, "delivered"]
+        if state == "errored":
+            assert deliveries[1].last_error == (
+                "the MPI could not store this message: IntegrityError"
+            )
+        else:
+            assert feed.patient("602").patient.family_name == "TWO"
+
+
+def test_a_delivery_settled_by_an_earlier_commit_is_not_applied_again(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A batch whose commit went through but whose answer was lost (a server that stopped
+    answering) is retried by the worker: what is settled already is not applied twice."""
+    from sqlalchemy import update
+
+    from engine.mpi.tables import PatientEvent
+
+    with mpi_feed(db_url, tmp_path) as feed:
+        set_control(feed.store, "mpi", paused=True, reason="test: hold the queue")
+        time.sleep(1.2)
+        for control_id in ("E1", "E2"):
+            assert read_ack(feed.peer.exchange(adt("A01", control_id, PID_SMITH))).code == "AA"
+        feed.sent += 2
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # both routed to the (paused) mpi queue
+            with Session(feed.store) as session:
+                if session.scalar(select(func.count(Delivery.id))) == 2:
+                    break
+            time.sleep(0.02)
+        with feed.store.begin() as connection:  # E1's batch "committed" before the answer
+            first = connection.execute(
+                select(func.min(Delivery.id)).where(Delivery.destination == "mpi")
+            ).scalar()
+            connection.execute(
+                update(Delivery)
+                .where(Delivery.id == first)
+                .values(state=DeliveryState.DELIVERED, ack=b"MPI: created patient 1")
+            )
+        set_control(feed.store, "mpi", paused=False, reason="")
+        feed.send()
+        with Session(feed.store) as session:
+            deliveries = session.scalars(
+                select(Delivery).where(Delivery.destination == "mpi").order_by(Delivery.id)
+            ).all()
+            events = session.scalars(select(PatientEvent.message_id)).all()
+    assert deliveries[0].ack == b"MPI: created patient 1", "left as it was"
+    assert deliveries[0].message_id not in events
+    assert deliveries[1].message_id in events

@@ -94,6 +94,11 @@ def test_an_export_creates_patients_with_their_identifiers(db_url: str, tmp_path
         ("1,GENHOSP,X,Y,,2999-01-01,,,,,,", "birth_date: '2999-01-01' is out of range"),
         ("1,GENHOSP,X,Y,,,Q,,,,,", "sex: 'Q' is not a sex code"),
         ("1,GENHOSP," + "X" * 101 + ",Y,,,,,,,,", "family_name: longer than 100 characters"),
+        ("7" * 101 + ",GENHOSP,X,Y,,,,,,,,", "mrn: longer than 100 characters"),
+        ("1," + "H" * 101 + ",X,Y,,,,,,,,", "issuer: longer than 100 characters"),
+        ("1\x00,GENHOSP,X,Y,,,,,,,,", "mrn: holds a NUL character (0x00)"),
+        ("1,GENHOSP,SM\x00ITH,Y,,,,,,,,", "family_name: holds a NUL character (0x00)"),
+        ("1,GENHOSP,X,Y,,,," + "S" * 201 + ",,,,", "street: longer than 200 characters"),
         ("1,GENHOSP,X,Y,,,,,,,,,extra", "13 values for 12 columns"),
     ],
 )
@@ -108,6 +113,17 @@ def test_a_bad_row_is_reported_with_its_line_and_skipped_whole(
         assert session.scalar(select(func.count(Patient.id))) == 2
         assert session.scalar(select(func.count(PatientIdentifier.id))) == 2
     store.dispose()
+
+
+def test_a_long_file_name_is_cut_to_fit_the_history(db_url: str, tmp_path: Path) -> None:
+    """The command recorded in each patient's history is at most 200 characters."""
+    name = "m" * 240 + ".csv"
+    report, problems = run_import(db_url, export(tmp_path, GOOD[0], name=name))
+    assert problems == [] and report.created == 1  # type: ignore[attr-defined]
+    again, _ = run_import(db_url, export(tmp_path, GOOD[0].replace("SMITH", "JONES"), name=name))
+    assert again.updated == 1  # type: ignore[attr-defined]
+    commands = [e.command for e in patient(db_url, "100234").events]
+    assert commands == [f"mpi import {name}"[:200]] * 2
 
 
 def test_a_row_that_is_not_utf8_is_reported_not_the_file(db_url: str, tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ def test_a_routing_bug_in_the_child_errors_that_message_only(tmp_path: Path) -> 
     assert [m.status for m in result.routed] == ["routed", "errored", "routed"]
     assert result.routed[1].reason == "routing failed: KeyError: 'bug'"
     ((message_id, trace),) = result.failures
-    assert message_id == 2 and "KeyError: 'bug'" in trace
+    assert message_id == 2 and trace.endswith("\nKeyError")  # its text stays out of the log
 
 
 def test_the_child_holds_no_port_and_dies_with_the_engine(tmp_path: Path) -> None:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from engine.config.loader import load_config
+from engine.config.source import ConfigError
+from engine.hl7v2.ack import read_ack
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.message import Message
 from engine.router import Router
-from tests.support import config_folder
+from engine.store.database import open_store
+from engine.testing import Peer
+from tests.support import Pipeline, config_folder, stored_messages
 
 ADT = (
     "MSH|^~\\&|EPIC|GENHOSP|PACS|RAD|20261123||ADT^A08^ADT_A01|C1|P|2.5.1\r"
@@ -290,3 +295,110 @@ def test_a_value_the_charset_cannot_hold_errors_the_message(tmp_path: Path) -> N
     routing = Router(config).route(ascii_message.encode(), "ASCII", "ehr")
     assert routing.status == "errored"
     assert "cannot be written in the message's character set" in routing.reason
+
+
+SECRET = "code,value\nX,TOPSECRET\n"
+
+
+def secret_outside_the_mappings(tmp_path: Path) -> Path:
+    """A CSV file next to (not in) the mappings folder, and the folder itself."""
+    (tmp_path / "mappings").mkdir(exist_ok=True)
+    secret = tmp_path / "secret.csv"
+    secret.write_text(SECRET, encoding="utf-8")
+    return secret
+
+
+@pytest.mark.parametrize(
+    ("table", "shown"),
+    [
+        ("ABSOLUTE", "'/"),  # a long name is shortened in the reason
+        ("'../secret'", "'../secret'"),
+        ("'../secret.csv'", "'../secret.csv'"),
+        ("'sub/procedures'", "'sub/procedures'"),
+        ("'.hidden'", "'.hidden'"),
+        ("field('PID-3.1')", "'../secret'"),  # a name read from the message
+    ],
+    ids=["absolute", "parent", "parent-csv", "subfolder", "leading-dot", "from-the-message"],
+)
+def test_lookup_reads_only_tables_of_the_mappings_folder(
+    tmp_path: Path, table: str, shown: str
+) -> None:
+    secret = secret_outside_the_mappings(tmp_path)
+    table = table.replace("ABSOLUTE", repr(str(secret)))
+    template = f"{{{{ lookup({table}, 'code', 'X', 'value') }}}}"
+    message = ADT.replace("100234^^^GH^MR", "../secret^^^GH^MR")
+    routing = run(tmp_path, f'- set: {{field: PV1-3, template: "{template}"}}', message)
+    assert routing.status == "errored" and not routing.outbound
+    assert f"table {shown}" in routing.reason and "not a table name" in routing.reason
+    assert "TOPSECRET" not in routing.reason
+
+
+def test_a_table_that_links_outside_the_mappings_folder_is_refused(tmp_path: Path) -> None:
+    secret = secret_outside_the_mappings(tmp_path)
+    (tmp_path / "mappings" / "leak.csv").symlink_to(secret)
+    (tmp_path / "mappings" / "alias.csv").symlink_to("procedures.csv")  # inside: fine
+    template = "{{ lookup('leak', 'code', 'X', 'value') }}"
+    reason = error(tmp_path, f'- set: {{field: PV1-3, template: "{template}"}}')
+    assert "table 'leak': its file is a link to outside the mappings folder" in reason
+    assert str(secret) not in reason and "TOPSECRET" not in reason
+    template = "{{ lookup('alias', 'code', 'CTCHEST', 'modality') }}"
+    out = output(tmp_path, f'- set: {{field: PV1-3, template: "{template}"}}')
+    assert value(out, "PV1-3") == "CT"
+
+
+@pytest.mark.parametrize("table", ["procedures", "procedures.csv"])
+def test_lookup_by_a_plain_name_still_works(tmp_path: Path, table: str) -> None:
+    template = f"{{{{ lookup('{table}', 'code', field('OBR-4.1'), 'modality') }}}}"
+    out = output(tmp_path, f'- set: {{field: PV1-3, template: "{template}"}}')
+    assert value(out, "PV1-3") == "CT"
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "- map: {field: OBR-4.1, table: ../secret, key: code, value: value}",
+        "- identifiers: {field: PID-3, rewrite_authority:"
+        " {table: ../secret, key: code, value: value}}",
+    ],
+    ids=["map", "identifiers"],
+)
+def test_a_step_naming_a_table_outside_the_folder_fails_the_check(
+    tmp_path: Path, step: str
+) -> None:
+    secret_outside_the_mappings(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        run(tmp_path, step)
+    assert "table '../secret': not a table name" in str(caught.value)
+
+
+def test_the_engine_errors_such_a_message_and_goes_on(db_url: str, tmp_path: Path) -> None:
+    """Through a running engine: the message naming a table outside the folder is errored with
+    the reason, the engine keeps routing."""
+    secret_outside_the_mappings(tmp_path)
+    template = "{{ lookup(field('PID-3.1'), 'code', 'X', 'modality', 'none') }}"
+    routes = (
+        "routes:\n  r:\n    source: ehr\n    steps:\n"
+        f'      - set: {{field: PV1-3, template: "{template}"}}\n'
+        "    destinations: [pacs]\n"
+    )
+    engine = Pipeline(db_url, config_folder(tmp_path, routes, mappings=TABLES))
+    engine.start()
+    try:
+        peer = Peer(engine.port())
+        bad = ADT.replace("100234^^^GH^MR", "../secret^^^GH^MR")
+        good = ADT.replace("|C1|", "|C2|").replace("100234^^^GH^MR", "procedures^^^GH^MR")
+        for payload in (bad, good):
+            assert read_ack(peer.exchange(payload.encode())).code == "AA"
+        peer.close()
+        store = open_store(db_url)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            stored = stored_messages(store)
+            if [m.status for m in stored] == ["errored", "routed"]:
+                break
+            time.sleep(0.05)
+        assert [m.status for m in stored] == ["errored", "routed"]
+        assert "table '../secret': not a table name" in stored[0].status_reason
+        store.dispose()
+    finally:
+        engine.stop()

@@ -95,6 +95,15 @@ def test_stored_times_are_utc_and_filter_by_time(store) -> None:  # type: ignore
     )
 
 
+async def receive(intake: Intake, control_ids: list[str]) -> list[bytes]:
+    """Hand ``control_ids`` to intake in one pass of the loop (one commit); their ACKs."""
+    loop = asyncio.get_running_loop()
+    answers = [loop.create_future() for _ in control_ids]
+    for control_id, answer in zip(control_ids, answers, strict=True):
+        intake.on_frame(adt(control_id), "test", answer.set_result)
+    return [(await answer)[0] for answer in answers]
+
+
 @pytest.mark.parametrize("threaded", [False, True])
 def test_messages_committed_together_find_their_copies(  # type: ignore[no-untyped-def]
     store, threaded: bool, caplog: pytest.LogCaptureFixture
@@ -105,13 +114,6 @@ def test_messages_committed_together_find_their_copies(  # type: ignore[no-untyp
     from sqlalchemy import update
 
     from engine.store.schema import Message
-
-    async def receive(intake: Intake, control_ids: list[str]) -> list[bytes]:
-        loop = asyncio.get_running_loop()
-        answers = [loop.create_future() for _ in control_ids]
-        for control_id, answer in zip(control_ids, answers, strict=True):
-            intake.on_frame(adt(control_id), "test", answer.set_result)  # one commit
-        return [(await answer)[0] for answer in answers]
 
     async def scenario() -> tuple[list[bytes], list[bytes], StoreWriter]:
         writer = StoreWriter(store, threaded=threaded)
@@ -154,3 +156,112 @@ def test_messages_committed_together_find_their_copies(  # type: ignore[no-untyp
     if not threaded:
         assert writer.batches == 3  # each group in one commit
     assert "committing them one by one" not in caplog.text
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_control_ids_are_stored_and_compared_whole(store, threaded: bool) -> None:  # type: ignore[no-untyped-def]
+    """MSH-10s that share their first 199 characters belong to different messages; a copy of
+    one, in a later commit or the same one, is a duplicate; a 5,000-character MSH-10 is stored
+    whole (PostgreSQL's B-tree indexes would refuse it)."""
+    long_a, long_b, long_c = ("L" * 199 + end for end in "ABC")
+    huge = "Z" * 5000
+
+    async def scenario() -> list[bytes]:
+        writer = StoreWriter(store, threaded=threaded)
+        writer.start()
+        intake = Intake(writer, ListenerSettings(name="t", duplicate_window=3600))
+        acks = await receive(intake, [long_a, huge])
+        acks += await receive(intake, [long_b, long_a, long_c, huge])
+        await writer.close()
+        return acks
+
+    acks = asyncio.run(scenario())
+    assert all(b"MSA|AA|" in ack for ack in acks)
+    rows = sorted(find_messages(store, MessageFilter(), limit=100), key=lambda r: r.id)
+    assert [(r.control_id, r.status) for r in rows] == [
+        (long_a, "received"),
+        (huge, "received"),
+        (long_b, "received"),
+        (long_a, "duplicate"),
+        (long_c, "received"),
+        (huge, "duplicate"),
+    ]
+    assert [r.id for r in find_messages(store, MessageFilter(control_id=huge))] == [
+        rows[5].id,
+        rows[1].id,
+    ]
+
+
+def test_migration_0006_keys_stored_messages_as_intake_does(db_url: str) -> None:
+    """A store written before 0006 gets the same duplicate key for each message as intake
+    computes (SQL on PostgreSQL, Python on SQLite), so copies across the upgrade are found."""
+    from alembic import command
+    from sqlalchemy import select
+
+    from engine.store.database import alembic_config, open_engine
+    from engine.store.operations import duplicate_key
+    from engine.store.schema import Message
+
+    engine = open_engine(db_url)
+    config = alembic_config(db_url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0005")
+        for n, (app, facility, control) in enumerate(
+            [
+                ("EPIC", "GENHOSP", "1"),
+                ("", "", ""),
+                ("RIS", "Zürich ü", "x|y^z"),
+                ("A", "B", "C" * 150),
+            ]
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO messages (received_at, listener, peer, raw, size, charset,"
+                    " sending_application, sending_facility, receiving_application,"
+                    " receiving_facility, message_datetime, message_type, message_code,"
+                    " trigger_event, control_id, processing_id, version_id, status,"
+                    " status_reason, ack_code, ack) VALUES (:at, 't', 'p', :raw, 1, 'UTF-8',"
+                    " :app, :facility, '', '', '', '', '', '', :control, '', '', 'received',"
+                    " '', 'AA', :raw)"
+                ),
+                {
+                    "at": datetime.now(UTC),
+                    "raw": str(n).encode(),
+                    "app": app,
+                    "facility": facility,
+                    "control": control,
+                },
+            )
+    engine.dispose()
+    engine = open_store(db_url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                Message.sending_application,
+                Message.sending_facility,
+                Message.control_id,
+                Message.dedup_key,
+            )
+        ).all()
+    engine.dispose()
+    assert len(rows) == 4
+    for app, facility, control, key in rows:
+        assert key == duplicate_key(app, facility, control)
+
+
+def test_a_read_of_received_messages_stops_at_its_byte_budget(store) -> None:  # type: ignore[no-untyped-def]
+    from engine.dispatcher import load_received
+
+    async def scenario() -> None:
+        writer = StoreWriter(store)
+        writer.start()
+        await receive(Intake(writer, ListenerSettings(name="t")), ["R1", "R2", "R3", "R4"])
+        await writer.close()
+
+    asyncio.run(scenario())
+    size = len(adt("R1"))
+    assert [m.raw for m in load_received(store, 0)] == [adt(f"R{n}") for n in range(1, 5)]
+    assert len(load_received(store, 0, max_bytes=2 * size)) == 2
+    assert len(load_received(store, 0, max_bytes=1)) == 1, "at least one"
+    assert len(load_received(store, 0, limit=3)) == 3

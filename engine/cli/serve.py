@@ -15,8 +15,9 @@ from engine import logs
 from engine.cli.common import DbOption, fail, load_config_or_fail
 from engine.config.model import EngineConfig
 from engine.routing_process import DEFAULT_TIMEOUT
-from engine.server import Server, event_loop_factory
+from engine.server import SHUTDOWN_TIMEOUT, Server, event_loop_factory
 from engine.store.database import StoreError
+from engine.store.writer import COMMIT_TIMEOUT
 
 DEFAULT_CONFIG = Path("routes")
 
@@ -56,6 +57,22 @@ def serve(
             " the message that hangs it is recorded as errored.",
         ),
     ] = DEFAULT_TIMEOUT,
+    commit_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            help="PostgreSQL: seconds a commit may take before the senders waiting on it are"
+            " answered AE (not stored; send again) and the connection is replaced.",
+        ),
+    ] = COMMIT_TIMEOUT,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="Seconds from SIGTERM/SIGINT to exit: received messages are answered, and"
+            " what is left to route is routed first at the next start.",
+        ),
+    ] = SHUTDOWN_TIMEOUT,
 ) -> None:
     """Run the engine: listeners, store and routes, until SIGTERM or SIGINT."""
     logs.configure(log_level)
@@ -77,6 +94,8 @@ def serve(
                 reload_interval=float(os.environ.get("CROSSWALK_RELOAD_INTERVAL", "1")),
                 route_in_process=not routing_process,
                 routing_timeout=routing_timeout,
+                commit_timeout=commit_timeout,
+                shutdown_timeout=shutdown_timeout,
             )
             runner.run(server.run())
     except StoreError as error:

@@ -24,7 +24,9 @@ from engine.hl7v2.header import (
     Delimiters,
     Header,
     HeaderError,
+    parse_header,
     read_delimiters,
+    segment_end,
     strip_preamble,
     version_tuple,
 )
@@ -176,6 +178,9 @@ class AckReply:
     control_id: str
     text: str
     error: str
+    """The ERR condition in words, with the receiver's text (which may quote patient data)."""
+    error_code: str = ""
+    """The ERR condition's code and location only (``101 at PID-3``): what a log may say."""
 
     @property
     def positive(self) -> bool:
@@ -199,14 +204,28 @@ def read_ack(payload: bytes) -> AckReply:
         elif fields[0] == "ERR" and not err:
             err = fields
     error = _describe_err(err, delimiters) if err else ""
+    error_code = _describe_err(err, delimiters, with_text=False) if err else ""
     if not msa:
-        return AckReply("", "", "no MSA segment in the answer", error)
+        return AckReply("", "", "no MSA segment in the answer", error, error_code)
     msa += [""] * (4 - len(msa))
-    return AckReply(msa[1], msa[2], unescape(msa[3], delimiters), error)
+    return AckReply(msa[1], msa[2], unescape(msa[3], delimiters), error, error_code)
 
 
-def _describe_err(fields: list[str], d: Delimiters) -> str:
-    """An ERR segment in words: ``101 Required field missing at MSH-10``."""
+def sent_control_id(payload: bytes) -> str:
+    """MSH-10 of an outgoing message as its ACK's MSA-2 echoes it: as written (escapes kept),
+    decoded as :func:`read_ack` decodes answers, so equal text means the same bytes."""
+    body = strip_preamble(payload)
+    try:
+        delimiters = read_delimiters(body)
+    except HeaderError:
+        return ""
+    msh = body[: segment_end(body)].decode("utf-8", "replace")
+    return parse_header(msh, delimiters).control_id
+
+
+def _describe_err(fields: list[str], d: Delimiters, *, with_text: bool = True) -> str:
+    """An ERR segment in words: ``101 Required field missing at MSH-10`` (``101 at MSH-10``
+    without the text)."""
     fields = fields + [""] * (4 - len(fields))
     if fields[3]:  # v2.5+: ERR-2 location, ERR-3 condition
         location = fields[2].split(d.repetition)[0].split(d.component)
@@ -215,7 +234,7 @@ def _describe_err(fields: list[str], d: Delimiters) -> str:
         parts = fields[1].split(d.repetition)[0].split(d.component)
         location = parts[:3]
         condition = (parts[3] if len(parts) > 3 else "").split(d.subcomponent)
-    words = " ".join(unescape(part, d) for part in condition[:2] if part)
+    words = " ".join(unescape(part, d) for part in condition[: 2 if with_text else 1] if part)
     segment = location[0] if location else ""
     if segment:
         where = segment

@@ -49,6 +49,19 @@ def examine(
     header = parse_header(msh.decode("latin-1"), delimiters)
     charset = header.charset or default_charset
 
+    nul = msh.find(b"\x00")
+    if nul >= 0:
+        # No store can keep NUL in the header columns (PostgreSQL refuses it in text): the
+        # message is refused alike on every store, its bytes kept as received.
+        where = locate_offset(body, nul, delimiters.field.encode("ascii"))
+        problem = Problem(
+            ErrorCode.DATA_TYPE,
+            "the MSH segment holds a NUL byte (0x00)",
+            Location("MSH", field=where.field),
+            reject=True,
+        )
+        return Examination(header, charset, codec_for(charset), problem)
+
     if strict_segments and b"\n" in body:
         end = body.index(b"\n")
         if body[end - 1 : end] == b"\r":

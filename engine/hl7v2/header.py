@@ -184,7 +184,7 @@ def read_delimiters(payload: bytes) -> Delimiters:
             )
         )
     separator = payload[3:4]
-    if separator.isalnum() or separator in (b"\r", b"\n", b" ") or not separator.isascii():
+    if separator.isalnum() or separator in (b"\r", b"\n", b" ", b"\x00") or not separator.isascii():
         raise HeaderError(
             Problem(
                 ErrorCode.DATA_TYPE,
@@ -224,6 +224,8 @@ def _encoding_problem(encoding: bytes, separator: bytes) -> str:
         return f"must be 4 characters (5 from v2.7), found {len(encoding)}"
     if not encoding.isascii():
         return "must be ASCII"
+    if b"\x00" in encoding:
+        return "must not hold a NUL byte (0x00)"
     if len(set(encoding)) != len(encoding) or separator[0] in encoding:
         return "must all differ from each other and from MSH-1"
     if any(chr(c).isalnum() or chr(c).isspace() for c in encoding):

@@ -15,6 +15,8 @@ from engine.csv_rows import RowError
 from engine.hl7v2.escaping import unescape
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.message import Message, Segment
+from engine.mpi import bounds
+from engine.mpi.bounds import fit
 
 NAME_KINDS = {
     "A": "alias",
@@ -88,26 +90,50 @@ class Demographics:
         }
 
 
+def _label(segment: Segment, position: int, repetition: int, component: int) -> str:
+    """The field a value came from, as analysts write it: PID-3.1, PID-3[2].4."""
+    index = f"[{repetition}]" if repetition > 1 else ""
+    return f"{segment.id}-{position}{index}.{component}"
+
+
 def identifiers(message: Message, segment: Segment, position: int) -> tuple[Identifier, ...]:
-    """The CX repetitions of ``segment``-``position`` (PID-3, MRG-1 …), empty ones dropped."""
+    """The CX repetitions of ``segment``-``position`` (PID-3, MRG-1 …), empty ones dropped.
+
+    Bounded for the MPI (:mod:`engine.mpi.bounds`): an over-long value or authority, or NUL,
+    is refused; an over-long type code is cut."""
     d = message.delimiters
     found = []
-    for repetition in segment.field(position).split(d.repetition):
+    for number, repetition in enumerate(segment.field(position).split(d.repetition), start=1):
         components = repetition.split(d.component)
         value = unescape(components[0], d).strip()
         if not value:
             continue
         authority = components[3].split(d.subcomponent)[0] if len(components) > 3 else ""
         type_code = components[4] if len(components) > 4 else ""
-        found.append(Identifier(value, unescape(authority, d).strip(), unescape(type_code, d)))
+        found.append(
+            Identifier(
+                fit(value, bounds.identifiers.value, _label(segment, position, number, 1)),
+                fit(
+                    unescape(authority, d).strip(),
+                    bounds.identifiers.authority,
+                    _label(segment, position, number, 4),
+                ),
+                fit(
+                    unescape(type_code, d),
+                    bounds.identifiers.type_code,
+                    _label(segment, position, number, 5),
+                ),
+            )
+        )
     return tuple(found)
 
 
-def _names(message: Message, raw: str) -> tuple[Name, tuple[Name, ...]]:
+def _names(message: Message, segment: Segment) -> tuple[Name, tuple[Name, ...]]:
+    """The current name and the other names of PID-5, bounded for the MPI (cut to fit)."""
     d = message.delimiters
     current = Name()
     others: list[Name] = []
-    for index, repetition in enumerate(raw.split(d.repetition)):
+    for index, repetition in enumerate(segment.field(5).split(d.repetition)):
         components = [unescape(c, d).strip() for c in repetition.split(d.component)]
         components += [""] * (7 - len(components))
         type_code = components[6].upper()
@@ -119,12 +145,20 @@ def _names(message: Message, raw: str) -> tuple[Name, tuple[Name, ...]]:
         )
         if name.empty:
             continue
-        if current.empty and (type_code in ("", "L") or index == 0):
-            current = Name(name.family, name.given, name.middle, "")
-        else:
-            others.append(
-                name if name.kind else Name(name.family, name.given, name.middle, "alias")
+        current_name = current.empty and (type_code in ("", "L") or index == 0)
+        columns = bounds.patients if current_name else bounds.names
+        family, given, middle = (
+            fit(part, columns[column], _label(segment, 5, index + 1, component))
+            for part, column, component in (
+                (name.family, "family_name", 1),
+                (name.given, "given_name", 2),
+                (name.middle, "middle_name", 3),
             )
+        )
+        if current_name:
+            current = Name(family, given, middle, "")
+        else:
+            others.append(Name(family, given, middle, name.kind or "alias"))
     return current, tuple(others)
 
 
@@ -151,25 +185,26 @@ def _phone(message: Message, raw: str) -> str:
 
 
 def from_pid(message: Message, segment: Segment) -> Demographics:
-    """Demographics from one PID segment."""
+    """Demographics from one PID segment, bounded for the MPI (:mod:`engine.mpi.bounds`)."""
     d = message.delimiters
-    name, others = _names(message, segment.field(5))
+    name, others = _names(message, segment)
     address = [
         unescape(c, d).strip() for c in segment.field(11).split(d.repetition)[0].split(d.component)
     ]
     address += [""] * (5 - len(address))
     sex = unescape(segment.field(8), d).strip()[:1].upper()
+    columns = bounds.patients
     return Demographics(
         identifiers=identifiers(message, segment, 3),
         name=name,
         other_names=others,
         birth_date=normal_date(unescape(segment.field(7), d)),
         sex=sex if sex in SEXES else "",
-        street=address[0].split(d.subcomponent)[0],
-        city=address[2],
-        state=address[3],
-        postal_code=address[4],
-        phone=_phone(message, segment.field(13)),
+        street=fit(address[0].split(d.subcomponent)[0], columns.street, f"{segment.id}-11.1"),
+        city=fit(address[2], columns.city, f"{segment.id}-11.3"),
+        state=fit(address[3], columns.state, f"{segment.id}-11.4"),
+        postal_code=fit(address[4], columns.postal_code, f"{segment.id}-11.5"),
+        phone=fit(_phone(message, segment.field(13)), columns.phone, f"{segment.id}-13"),
     )
 
 
@@ -206,17 +241,17 @@ def event_time(message: Message) -> str:
 
 
 _SEX_WORDS = {"MALE": "M", "FEMALE": "F", "OTHER": "O", "UNKNOWN": "U"}
-_LENGTHS = {
-    "family_name": 100,
-    "given_name": 100,
-    "middle_name": 100,
-    "street": 200,
-    "city": 100,
-    "state": 50,
-    "postal_code": 20,
-    "phone": 50,
-}
-DEMOGRAPHIC_CSV_COLUMNS = (*_LENGTHS, "birth_date", "sex")
+_TEXT_COLUMNS = (
+    "family_name",
+    "given_name",
+    "middle_name",
+    "street",
+    "city",
+    "state",
+    "postal_code",
+    "phone",
+)
+DEMOGRAPHIC_CSV_COLUMNS = (*_TEXT_COLUMNS, "birth_date", "sex")
 """Demographic columns an export may carry (MPI and study imports alike)."""
 
 
@@ -243,10 +278,11 @@ def date_column(row: dict[str, str], column: str, latest: date | None = None) ->
 def clean_demographics(row: dict[str, str], latest_birth: date | None = None) -> dict[str, str]:
     """The demographic columns of a CSV row, checked and normalised; else :class:`RowError`."""
     values = {}
-    for column, limit in _LENGTHS.items():
+    for column in _TEXT_COLUMNS:  # refused whole rather than cut: the row is reported
         value = row.get(column, "")
-        if len(value) > limit:
-            raise RowError(column, f"longer than {limit} characters")
+        problem = bounds.problem(value, bounds.patients[column])
+        if problem:
+            raise RowError(column, problem)
         values[column] = value
     values["birth_date"] = date_column(row, "birth_date", latest_birth)
     sex = row.get("sex", "").upper()

@@ -10,8 +10,9 @@
 Updates are ordered by event time (EVN-2, else MSH-7), ties by message id: an update older than
 what a patient already reflects is recorded as stale and not applied, so the MPI ends the same
 whatever order the messages arrive in. What cannot be applied — a merge into an unknown patient,
-a circular merge, an identifier change onto an identifier in use — raises :class:`MpiRefusal`
-with the reason; the message is then kept as errored for the MPI, as dcm4chee-arc does.
+a circular merge, an identifier change onto an identifier in use, a value that does not fit
+its column (:mod:`engine.mpi.bounds`) — raises :class:`MpiRefusal` with the reason; the message
+is then kept as errored for the MPI, as dcm4chee-arc does.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ from dataclasses import dataclass
 
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.message import Message
+from engine.mpi import bounds
+from engine.mpi.bounds import MpiRefusal, fit
 from engine.mpi.demographics import Demographics, Identifier, event_time, from_pid, identifiers
 from engine.mpi.records import MpiRecords, PatientRow
-
-
-class MpiRefusal(ValueError):
-    """The MPI cannot apply this message; the text says why (kept as the delivery's error)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +40,7 @@ class Applied:
 def apply_message(records: MpiRecords, message: Message, message_id: int | None) -> Applied:
     """Apply one ADT or order message to the MPI, in the caller's transaction."""
     code, trigger, _ = message.type_parts()
+    trigger = bounds.without_nul(trigger, "MSH-9.2")  # it goes into the patient's history
     when = event_time(message)
     if code == "ADT":
         if trigger == "A40":
@@ -336,19 +336,28 @@ def _order(records: MpiRecords, message: Message, message_id: int | None, when: 
     else:
         patient_id = records.survivor(patient_id)
     assert patient_id is not None
+    columns = bounds.orders
     if code == "OMI":
-        accession = message.value(FieldPath("IPC", 1, component=1))
+        accession = fit(
+            message.value(FieldPath("IPC", 1, component=1)), columns.accession, "IPC-1.1"
+        )
     else:
-        accession = message.value(FieldPath("OBR", 18))
+        accession = fit(message.value(FieldPath("OBR", 18)), columns.accession, "OBR-18")
     if not accession:
         raise MpiRefusal("the order has no accession number")
     values = {
         "patient_id": patient_id,
-        "accession": accession[:64],
-        "placer_number": message.value(FieldPath("ORC", 2, component=1))[:64],
-        "filler_number": message.value(FieldPath("ORC", 3, component=1))[:64],
-        "procedure_code": message.value(FieldPath("OBR", 4, component=1))[:64],
-        "order_control": message.value(FieldPath("ORC", 1))[:4],
+        "accession": accession,
+        "placer_number": fit(
+            message.value(FieldPath("ORC", 2, component=1)), columns.placer_number, "ORC-2.1"
+        ),
+        "filler_number": fit(
+            message.value(FieldPath("ORC", 3, component=1)), columns.filler_number, "ORC-3.1"
+        ),
+        "procedure_code": fit(
+            message.value(FieldPath("OBR", 4, component=1)), columns.procedure_code, "OBR-4.1"
+        ),
+        "order_control": fit(message.value(FieldPath("ORC", 1)), columns.order_control, "ORC-1"),
         "event_time": when,
         "message_id": message_id,
     }

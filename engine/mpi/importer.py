@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from engine.csv_import import CsvImport, ImportReport
 from engine.csv_rows import RowError, RowProblem
+from engine.mpi import bounds
 from engine.mpi.demographics import (
     DEMOGRAPHIC_CSV_COLUMNS,
     Demographics,
@@ -80,7 +81,9 @@ class MpiImport(CsvImport[_Row]):
         self.store = store
         self.as_of = as_of or export_time(path)
         self.issuer = issuer
-        self.command = command or f"mpi import {path.name}"
+        self.command = bounds.fit(
+            command or f"mpi import {path.name}", bounds.events.command, "the command"
+        )
         self.statements = Statements(store)
         self.latest_birth = date.today() + timedelta(days=1)
 
@@ -88,11 +91,15 @@ class MpiImport(CsvImport[_Row]):
         mrn = values["mrn"]
         if not mrn:
             raise RowError("mrn", "empty; every row needs the patient's identifier")
-        if len(mrn) > 100:
-            raise RowError("mrn", "longer than 100 characters")
         issuer = values.get("issuer") or self.issuer
-        if len(issuer) > 100:
-            raise RowError("issuer", "longer than 100 characters")
+        # Identifiers are never cut (cut, one could name another patient): refused whole.
+        for column, value, target in (
+            ("mrn", mrn, bounds.identifiers.value),
+            ("issuer", issuer, bounds.identifiers.authority),
+        ):
+            problem = bounds.problem(value, target)
+            if problem:
+                raise RowError(column, problem)
         return _Row(line, mrn, issuer, clean_demographics(values, self.latest_birth))
 
     def write(self, batch: list[_Row], report: ImportReport) -> None:

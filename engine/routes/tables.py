@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,16 +94,50 @@ def load_table(path: Path) -> Table:
     return Table(path.stem, path, header, rows)
 
 
+_TABLE_NAME = re.compile(r"[\w-](?:[\w.-]*[\w-])?")
+"""A plain file name: letters, digits, ``_``, ``-``, and ``.`` inside (never first or last)."""
+
+
+def _shown(name: str) -> str:
+    """A table name as given, for an error (it may come from a message: shortened)."""
+    return repr(name if len(name) <= 60 else name[:60] + "…")
+
+
 class Tables:
-    """The tables of a mappings folder, loaded on first use."""
+    """The tables of a mappings folder, loaded on first use.
+
+    A table is named by its file name (``procedure_codes``, or ``procedure_codes.csv``) and is a
+    CSV file directly in the folder: a name with a path (``/etc/x``, ``../x``, ``sub/x``), a
+    leading dot, or a file that is a link to somewhere outside the folder is a
+    :class:`TableError`, whoever gives the name (a step, a template's ``lookup()``, a value read
+    from a message), so nothing but the mapping tables can be read.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._loaded: dict[str, Table] = {}
 
     def path_of(self, name: str) -> Path:
-        file = name if name.endswith(".csv") else f"{name}.csv"
-        return self.folder / file
+        """The file of table ``name``, directly in the folder; else :class:`TableError`."""
+        stem = name[: -len(".csv")] if name.endswith(".csv") else name
+        if not _TABLE_NAME.fullmatch(stem):
+            raise TableError(
+                f"table {_shown(name)}: not a table name; a table is named by its file in the"
+                " mappings folder (letters, digits, _, - and . inside, optionally .csv), with"
+                " no path"
+            )
+        path = self.folder / f"{stem}.csv"
+        try:
+            folder = self.folder.resolve()
+            resolved = path.resolve()
+        except (OSError, RuntimeError):  # a loop of links
+            raise TableError(f"table {_shown(name)}: its file is a loop of links") from None
+        if resolved.parent != folder:
+            raise TableError(
+                f"table {_shown(name)}: its file is a link to outside the mappings folder;"
+                " a table must lie in the folder itself"
+            )
+        return path
 
     def get(self, name: str) -> Table:
         table = self._loaded.get(name)

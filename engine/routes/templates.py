@@ -6,7 +6,8 @@ reach Python internals, and a misspelt name is an error, never a silent empty st
 - ``field('PID-3.1')`` — a value (escape sequences resolved), ``fields('OBX[*]-5')`` — all of them;
 - ``raw('PID-5')`` — a field as written, to copy structure into a message template;
 - ``lookup('procedure_codes', 'code', OBR_4_1, 'modality')`` — a value from a mapping table
-  (an error if the key is missing, unless a fifth argument gives a default);
+  (an error if the key is missing, unless a fifth argument gives a default); only the tables of
+  the mappings folder, by name (:class:`engine.routes.tables.Tables`);
 - ``now()`` — the current time as an HL7 timestamp, ``now('%Y%m%d')`` in another format;
 - ``new_control_id()`` — a fresh MSH-10.
 
@@ -91,7 +92,7 @@ def context(message: Message, tables: Tables) -> dict[str, Any]:
         table: str, key_column: str, key: Any, value_column: str, default: Any = _MISSING
     ) -> str:
         try:
-            found = tables.get(table).lookup(key_column, value_column, str(key))
+            found = tables.get(str(table)).lookup(key_column, value_column, str(key))
         except TableError as error:
             raise TemplateError(str(error)) from None
         if found is None:

@@ -20,6 +20,8 @@ DEFAULT_URL = "sqlite:///crosswalk.db"
 ENV_VAR = "CROSSWALK_DB"
 IMMEDIATE = "crosswalk_sqlite_immediate"
 """Execution option: begin this SQLite transaction with BEGIN IMMEDIATE (take the write lock)."""
+CONNECT_TIMEOUT = 5
+"""Seconds to reach a server database (libpq's ``connect_timeout``; at least 2)."""
 BULK_CACHE_KIB = 256 * 1024
 """SQLite page cache of bulk loads (the default 2 MiB makes index inserts read the disk)."""
 
@@ -62,6 +64,10 @@ def open_engine(url: str, **kwargs: Any) -> Engine:
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # A server that does not answer must not hold a connection attempt (and the engine's
+    # writer, and so every ACK) for ever: libpq gives up after this many seconds.
+    if "connect_timeout" not in parsed.query:
+        kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", CONNECT_TIMEOUT)
     return create_engine(url, **kwargs)
 
 

@@ -7,15 +7,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 
 from engine.store.fastsql import Statements
 from engine.store.schema import Delivery, DeliveryState, Message, MessageStatus
+
+if TYPE_CHECKING:
+    from engine.store.writer import Chain
 
 _messages = Message.__table__
 _deliveries = Delivery.__table__
@@ -43,13 +47,27 @@ class StoredMessage:
     duplicate_of: int | None
 
 
+def duplicate_key(sending_application: str, sending_facility: str, control_id: str) -> str:
+    """The digest of MSH-3, MSH-4 and MSH-10 (whole values) the duplicate check compares.
+
+    Each value is prefixed by its length, so no two different triples share a text. The
+    definition is stored in every row: never change it (migration 0006 computes it in SQL too).
+
+    >>> duplicate_key("RIS", "HOSP", "1")
+    '86f7753f870c770410ea0b463f0f2b60'
+    """
+    text = (
+        f"{len(sending_application)}:{sending_application}"
+        f"{len(sending_facility)}:{sending_facility}{control_id}"
+    )
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def _find_copy() -> tuple[Any, list[str]]:
     statement = (
         select(_messages.c.id)
         .where(
-            _messages.c.control_id == bindparam("control_id"),
-            _messages.c.sending_application == bindparam("sending_application"),
-            _messages.c.sending_facility == bindparam("sending_facility"),
+            _messages.c.dedup_key == bindparam("dedup_key"),
             _messages.c.received_at >= bindparam("since", type_=_messages.c.received_at.type),
             _messages.c.status != MessageStatus.REJECTED,
             _messages.c.status != MessageStatus.DUPLICATE,
@@ -57,7 +75,7 @@ def _find_copy() -> tuple[Any, list[str]]:
         .order_by(_messages.c.id)
         .limit(1)
     )
-    return statement, ["control_id", "sending_application", "sending_facility", "since"]
+    return statement, ["dedup_key", "since"]
 
 
 def _add_message() -> tuple[Any, list[str]]:
@@ -83,13 +101,7 @@ class NewMessage:
         row = self.row
         if self.duplicate_since is not None:
             statements.get("find_copy", _find_copy).run(
-                cursor,
-                {
-                    "control_id": row["control_id"],
-                    "sending_application": row["sending_application"],
-                    "sending_facility": row["sending_facility"],
-                    "since": self.duplicate_since,
-                },
+                cursor, {"dedup_key": row["dedup_key"], "since": self.duplicate_since}
             )
             found = cursor.fetchone()
             copy_id = found[0] if found else None
@@ -113,21 +125,18 @@ class NewMessage:
     ) -> list[StoredMessage]:
         """Store several messages in two round trips to a server database instead of two each:
         one query finds every earlier copy, one pipelined insert stores them all."""
-        keys = [_key(op.row) for op in ops]
+        keys = [op.row["dedup_key"] for op in ops]
         checked = [key for key, op in zip(keys, ops, strict=True) if op.duplicate_since]
         if len(ops) == 1 or len(set(keys)) < len(keys):
             # One message, or the same one twice in this group: one by one, in order, so the
             # second finds the first.
             return [op.write(cursor, statements) for op in ops]
-        copies: dict[tuple[str, str, str], list[tuple[int, datetime]]] = {}
+        copies: dict[str, list[tuple[int, datetime]]] = {}
         if checked:
-            controls, applications, facilities = (
-                list(column) for column in zip(*checked, strict=True)
-            )
             since = min(op.duplicate_since for op in ops if op.duplicate_since is not None)
-            cursor.execute(_FIND_COPIES, (controls, applications, facilities, since))
-            for copy_id, received_at, *key in cursor.fetchall():
-                copies.setdefault(tuple(key), []).append((copy_id, received_at))  # type: ignore[arg-type]
+            cursor.execute(_FIND_COPIES, (checked, since))
+            for copy_id, received_at, key in cursor.fetchall():
+                copies.setdefault(key, []).append((copy_id, received_at))
         settled: list[tuple[Settled, int | None]] = []
         for op, key in zip(ops, keys, strict=True):
             since = op.duplicate_since
@@ -143,18 +152,11 @@ class NewMessage:
         ]
 
 
-def _key(row: dict[str, Any]) -> tuple[str, str, str]:
-    return (row["control_id"], row["sending_application"], row["sending_facility"])
-
-
 _FIND_COPIES = f"""
-SELECT m.id, m.received_at, m.control_id, m.sending_application, m.sending_facility
+SELECT m.id, m.received_at, m.dedup_key
 FROM messages AS m
-JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k (control_id, application, facility)
-  ON m.control_id = k.control_id
- AND m.sending_application = k.application
- AND m.sending_facility = k.facility
-WHERE m.received_at >= %s
+WHERE m.dedup_key = ANY(%s::text[])
+  AND m.received_at >= %s
   AND m.status NOT IN ('{MessageStatus.REJECTED}', '{MessageStatus.DUPLICATE}')
 ORDER BY m.id
 """
@@ -187,6 +189,8 @@ class RoutedMessage:
     reason: str
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     """Column values: route, destination, partition, payload, control_id."""
+    summary: str = ""
+    """The reason without field values (PHI): what the log may say."""
 
 
 def _set_message_status() -> tuple[Any, list[str]]:
@@ -281,6 +285,8 @@ class DeliveryUpdate:
     ack: bytes | None
     done: Callable[[Any], None] = lambda result: None
     urgent: bool = False
+    chain: Chain | None = None
+    """The worker's results this one must follow (:class:`~engine.store.writer.Chain`)."""
 
     def write(self, cursor: Any, statements: Statements) -> None:
         statements.get("update_delivery", _update_delivery).run(

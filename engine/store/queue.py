@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.store.database import for_writing
+from engine.store.limits import READ_BYTES, READ_ROWS, fitting
 from engine.store.operations import QueuedDelivery, queued_delivery
 from engine.store.schema import (
     Delivery,
@@ -27,27 +28,42 @@ from engine.store.schema import (
 
 
 def load_queued(
-    engine: Engine, destination: str, partition: int, after_id: int, limit: int = 500
+    engine: Engine,
+    destination: str,
+    partition: int,
+    after_id: int,
+    limit: int = READ_ROWS,
+    max_bytes: int = READ_BYTES,
 ) -> list[QueuedDelivery]:
-    """Queued deliveries of one partition with ids above ``after_id``, oldest first."""
-    query = (
-        select(
-            Delivery.id,
-            Delivery.payload,
-            Delivery.control_id,
-            Delivery.attempts,
-            Delivery.message_id,
-        )
-        .where(
-            Delivery.destination == destination,
-            Delivery.state == DeliveryState.QUEUED,
-            Delivery.partition == partition,
-            Delivery.id > after_id,
-        )
+    """Queued deliveries of one partition with ids above ``after_id``, oldest first: at most
+    ``limit`` of them and ``max_bytes`` of payload (at least one)."""
+    queued = (
+        Delivery.destination == destination,
+        Delivery.state == DeliveryState.QUEUED,
+        Delivery.partition == partition,
+    )
+    sizes = (
+        select(Delivery.id, func.length(Delivery.payload))
+        .where(*queued, Delivery.id > after_id)
         .order_by(Delivery.id)
         .limit(limit)
     )
     with engine.connect() as connection:
+        heads = connection.execute(sizes).all()
+        taken = fitting((size or 0 for _, size in heads), limit, max_bytes)
+        if not taken:
+            return []
+        query = (
+            select(
+                Delivery.id,
+                Delivery.payload,
+                Delivery.control_id,
+                Delivery.attempts,
+                Delivery.message_id,
+            )
+            .where(*queued, Delivery.id > after_id, Delivery.id <= heads[taken - 1][0])
+            .order_by(Delivery.id)
+        )
         rows = connection.execute(query).all()
     return [
         QueuedDelivery(

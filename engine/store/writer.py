@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
+import socket
 import threading
+import time
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
@@ -45,9 +48,42 @@ class WriterClosed(RuntimeError):
     """The writer is shut down; nothing more can be stored."""
 
 
+class Chain:
+    """Operations that must be committed in the order submitted, none after one that failed.
+
+    A destination worker's results form one: if "delivered" cannot be committed for a message,
+    the results of the messages sent after it must not be committed either, or a restart would
+    send the old message again after newer ones (an old A08 over newer demographics). An
+    operation joins a chain through its ``chain`` attribute.
+    """
+
+    __slots__ = ("broken",)
+
+    def __init__(self) -> None:
+        self.broken: BaseException | None = None
+        """The failure that broke the chain; later operations of it are refused."""
+
+
+class ChainBroken(RuntimeError):
+    """Not written: an earlier operation of the same chain could not be committed."""
+
+
+def _chain_of(op: WriteOp) -> Chain | None:
+    return getattr(op, "chain", None)
+
+
 _STOP = object()
 LINGER = 0.005
 """Seconds a non-urgent operation may wait for company before it is committed on its own."""
+COMMIT_TIMEOUT = 5.0
+"""Seconds a server database may take over a commit before its operations are answered with
+:class:`CommitTimeout` (a sender gets AE) and the connection is cut (a frozen server)."""
+WATCH_INTERVAL = 0.25
+_NO_ANSWER = "the database did not answer in time"
+
+
+class CommitTimeout(TimeoutError):
+    """The database did not answer in time; the operation may or may not have been committed."""
 
 
 class StoreWriter:
@@ -60,9 +96,15 @@ class StoreWriter:
     """
 
     def __init__(
-        self, engine: Engine, *, max_batch: int = 256, threaded: bool | None = None
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = 256,
+        threaded: bool | None = None,
+        commit_timeout: float = COMMIT_TIMEOUT,
     ) -> None:
         self._engine = engine
+        self.commit_timeout = commit_timeout
         self._max_batch = max_batch
         self._sqlite = engine.dialect.name == "sqlite"
         self.threaded = not self._sqlite if threaded is None else threaded
@@ -75,6 +117,11 @@ class StoreWriter:
         self._closed = False
         self.statements = Statements(engine)
         self._connection: Any = None  # the writer's own DBAPI connection
+        self._in_flight: tuple[float, list[WriteOp]] | None = None
+        """Threaded: since when the thread has been committing which batch."""
+        self._abandoned: list[WriteOp] | None = None
+        """Threaded: the batch answered with CommitTimeout while the thread still held it."""
+        self._watch: asyncio.Task[None] | None = None
         self.batches = 0
         self.stored = 0
 
@@ -84,6 +131,7 @@ class StoreWriter:
         if self.threaded:
             self._thread = threading.Thread(target=self._run, name="crosswalk-writer", daemon=True)
             self._thread.start()
+            self._watch = self._loop.create_task(self._watch_commits(), name="commit watch")
 
     def submit(self, op: WriteOp) -> None:
         """Queue ``op`` for the next commit; ``op.done`` reports the outcome."""
@@ -91,7 +139,7 @@ class StoreWriter:
             op.done(WriterClosed("the store is closed"))
             return
         if self.threaded:
-            self._queue.put(op)
+            self._queue.put((time.monotonic(), op))
             return
         self._pending.append(op)
         if op.urgent:
@@ -135,8 +183,10 @@ class StoreWriter:
             return
         self._closed = True
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._queue.put((0.0, _STOP))
             await asyncio.to_thread(self._thread.join, timeout)
+            if self._watch is not None:
+                self._watch.cancel()
         else:
             self._flush()
             self._release_connection()
@@ -155,25 +205,66 @@ class StoreWriter:
         assert self._loop is not None
         stopping = False
         while not stopping:
+            batch: list[WriteOp] = []
+            late: list[WriteOp] = []
             item = self._queue.get()
-            if item is _STOP:
-                break
-            batch: list[WriteOp] = [item]
-            while len(batch) < self._max_batch:
+            while True:
+                submitted, op = item
+                if op is _STOP:
+                    stopping = True
+                    break
+                if time.monotonic() - submitted > self.commit_timeout:
+                    late.append(op)  # waited behind a stuck commit: answer, do not write
+                else:
+                    batch.append(op)
+                if len(batch) >= self._max_batch:
+                    break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
+            if late:
+                self._answer(late, [_failed(op, CommitTimeout(_NO_ANSWER)) for op in late])
+            if not batch:
+                continue
+            self._in_flight = (time.monotonic(), batch)
             results = self._write_batch(batch)
-            try:
-                self._loop.call_soon_threadsafe(_deliver, batch, results)
-            except RuntimeError:
-                log.warning("event loop closed before %d stored messages were answered", len(batch))
+            self._in_flight = None
+            if batch is self._abandoned:
+                self._abandoned = None  # answered already, by the watch
+                continue
+            self._answer(batch, results)
         self._release_connection()
+
+    def _answer(self, batch: list[WriteOp], results: list[Any]) -> None:
+        """Hand results to the event loop (from the writer thread)."""
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(_deliver, batch, results)
+        except RuntimeError:
+            log.warning("event loop closed before %d stored operations were answered", len(batch))
+
+    async def _watch_commits(self) -> None:
+        """Threaded: a commit that outlasts ``commit_timeout`` (a frozen or unreachable server)
+        is answered with :class:`CommitTimeout` at once, and its connection is cut so that the
+        thread moves on; operations that waited behind it are answered the same way."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            flight = self._in_flight
+            if flight is None or flight[1] is self._abandoned:
+                continue
+            started, batch = flight
+            if time.monotonic() - started <= self.commit_timeout:
+                continue
+            self._abandoned = batch
+            log.error(
+                "the database did not answer a commit of %d operation(s) within %.0fs;"
+                " answering them as not stored and reconnecting",
+                len(batch),
+                self.commit_timeout,
+            )
+            _deliver(batch, [CommitTimeout(_NO_ANSWER)] * len(batch))
+            _cut(self._connection)
 
     def _release_connection(self) -> None:
         if self._connection is not None:
@@ -181,29 +272,40 @@ class StoreWriter:
             self._connection = None
 
     def _write_batch(self, batch: list[WriteOp]) -> list[Any]:
-        try:
-            results: list[Any] = list(self._commit(batch))
-        except Exception as error:
-            if len(batch) == 1:
-                results = [error]
-            else:
-                # One bad row must not fail its neighbours: retry each on its own.
-                log.warning(
-                    "a commit of %d operations failed (%s); committing them one by one",
-                    len(batch),
-                    type(error).__name__,
-                )
-                results = []
-                for op in batch:
-                    try:
-                        results.extend(self._commit([op]))
-                    except Exception as single_error:
-                        results.append(single_error)
+        results: list[Any]
+        if any(_broken(op) for op in batch):  # after a failed commit only
+            results = self._write_one_by_one(batch)
+        else:
+            try:
+                results = list(self._commit(batch))
+            except Exception as error:
+                if len(batch) == 1:
+                    results = [_failed(batch[0], error)]
+                else:
+                    # One bad row must not fail its neighbours: retry each on its own.
+                    log.warning(
+                        "a commit of %d operations failed (%s); committing them one by one",
+                        len(batch),
+                        type(error).__name__,
+                    )
+                    results = self._write_one_by_one(batch)
         for result in results:
-            if isinstance(result, BaseException):
+            if isinstance(result, BaseException) and not isinstance(result, ChainBroken):
                 log.error("store write failed: %s", type(result).__name__)
         self.batches += 1
         self.stored += sum(1 for r in results if not isinstance(r, BaseException))
+        return results
+
+    def _write_one_by_one(self, batch: list[WriteOp]) -> list[Any]:
+        results: list[Any] = []
+        for op in batch:
+            if _broken(op):
+                results.append(ChainBroken("an earlier result of its queue was not stored"))
+                continue
+            try:
+                results.extend(self._commit([op]))
+            except Exception as error:
+                results.append(_failed(op, error))
         return results
 
     def _commit(self, batch: list[WriteOp]) -> list[Any]:
@@ -259,6 +361,30 @@ class StoreWriter:
                 step()
             except Exception:
                 log.debug("while discarding the writer connection", exc_info=True)
+
+
+def _cut(connection: Any) -> None:
+    """Shut a DBAPI connection's socket down under the thread blocked on it, which then fails
+    and discards it (closing it from this thread would race the thread's use of it)."""
+    try:
+        fd = connection.driver_connection.pgconn.socket
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except Exception:
+        log.debug("could not cut the database connection", exc_info=True)
+
+
+def _broken(op: WriteOp) -> bool:
+    chain = _chain_of(op)
+    return chain is not None and chain.broken is not None
+
+
+def _failed(op: WriteOp, error: Exception) -> Exception:
+    """Record that ``op`` was not committed: its chain, if any, refuses what follows."""
+    chain = _chain_of(op)
+    if chain is not None and chain.broken is None:
+        chain.broken = error
+    return error
 
 
 def _deliver(batch: list[WriteOp], results: list[Any]) -> None:

@@ -1,0 +1,99 @@
+"""What the MPI may write: every value fits its column, on SQLite as on PostgreSQL.
+
+The limits are the lengths of the MPI's table columns (:mod:`engine.mpi.tables`), read from the
+tables themselves, and the rules are the same for every value the MPI writes:
+
+- free text (names, address, phone, codes) longer than its column is cut to fit;
+- an identifier (an identifier's value or assigning authority, an order's accession, placer or
+  filler number) longer than its column is refused: cut, it could name another patient;
+- a value holding NUL (0x00) is refused: PostgreSQL cannot store it in text, and SQLite does
+  not either, so the two stores keep the same MPI.
+
+A refusal is an :class:`MpiRefusal` naming the field (``PID-5.1 is longer than 100 characters``),
+never the value: values are patient data, and the reason is stored and shown to operators.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Column, String
+
+from engine.mpi.tables import Order, Patient, PatientEvent, PatientIdentifier, PatientName
+
+NUL = "\x00"
+
+patients = Patient.__table__.c
+identifiers = PatientIdentifier.__table__.c
+names = PatientName.__table__.c
+events = PatientEvent.__table__.c
+orders = Order.__table__.c
+
+
+class MpiRefusal(ValueError):
+    """The MPI cannot apply this message; the text says why (kept as the delivery's error)."""
+
+
+def _key(column: Column[Any]) -> str:
+    return f"{column.table.name}.{column.name}"
+
+
+IDENTIFIER_COLUMNS = frozenset(
+    _key(column)
+    for column in (
+        identifiers.value,
+        identifiers.authority,
+        orders.accession,
+        orders.placer_number,
+        orders.filler_number,
+    )
+)
+"""Columns that hold identifiers: never cut, an over-long value is refused."""
+
+LIMITS: dict[str, int] = {
+    _key(column): column.type.length
+    for table in (patients, identifiers, names, events, orders)
+    for column in table
+    if isinstance(column.type, String) and column.type.length
+}
+"""``table.column`` → the most characters it holds (text columns without a length: none)."""
+
+
+def limit(column: Column[Any]) -> int | None:
+    """The most characters ``column`` holds; None when it has no limit."""
+    return LIMITS.get(_key(column))
+
+
+def fit(value: str, column: Column[Any], field: str) -> str:
+    """``value`` as the MPI may write it to ``column``: free text cut to fit; an over-long
+    identifier, or any value holding NUL, refused with :class:`MpiRefusal` naming ``field``."""
+    if NUL in value:
+        raise MpiRefusal(f"{field} holds a NUL character (0x00)")
+    key = _key(column)
+    length = LIMITS.get(key)
+    if length is None or len(value) <= length:
+        return value
+    if key in IDENTIFIER_COLUMNS:
+        raise MpiRefusal(f"{field} is longer than {length} characters")
+    return value[:length]
+
+
+def without_nul(value: str, field: str) -> str:
+    """``value`` (for a column without a length, such as an event's detail); refused if it
+    holds NUL."""
+    if NUL in value:
+        raise MpiRefusal(f"{field} holds a NUL character (0x00)")
+    return value
+
+
+def problem(value: str, column: Column[Any]) -> str | None:
+    """Why ``value`` cannot be written to ``column`` as it is (NUL, too long), or None.
+
+    For exports (``mpi import``), where a row that does not fit is reported and skipped whole
+    rather than cut."""
+    if NUL in value:
+        return "holds a NUL character (0x00)"
+    length = LIMITS.get(_key(column))
+    if length is not None and len(value) > length:
+        return f"longer than {length} characters"
+    return None
