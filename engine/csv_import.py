@@ -29,6 +29,10 @@ class ImportReport:
     stale: int = 0
     """Rows older than what the store already had (MPI: from the ADT feed): not applied."""
     skipped: int = 0
+    flagged: int = 0
+    """Rows kept with values flagged as implausible (studies: :mod:`engine.studies.flags`)."""
+    flags: dict[str, int] = field(default_factory=dict)
+    """How many of them were flagged for each field (``birth date``: 4)."""
     unknown_columns: list[str] = field(default_factory=list)
 
     def count(self, action: str, how_many: int = 1) -> None:

@@ -488,3 +488,85 @@ def test_a_slip_of_the_first_letter_is_a_similar_name_and_swapped_names_count_on
         _frequency_bonus(right_levels, right, parameters, frequencies),
     )
     assert weights[2, :2].sum() == pytest.approx(exact[0, :2].sum())
+
+
+IMPLAUSIBLE_MPI = [
+    *MPI,
+    "200001,GENHOSP,HALVORSEN,INGRID,,1940-04-27,F,,",
+    "200002,GENHOSP,PETROVIC,MILAN,,1945-10-22,M,,",
+    "200003,GENHOSP,ABERNATHY,CLARA,,1945-04-03,F,,",
+    "200004,GENHOSP,FITZGERALD,OWEN,,1995-10-22,M,,",
+    "200005,GENHOSP,PETROVIC,MILAN,,1975-03-02,M,,",  # a namesake
+    "200006,GENHOSP,HALVORSEN,INGRID,,1962-11-05,F,,",  # another namesake
+]
+
+
+def test_an_implausible_birth_date_is_compared_digit_by_digit(
+    store: Engine, tmp_path: Path
+) -> None:
+    load(
+        store,
+        tmp_path,
+        [
+            study("10.1", "X1", "HALVORSEN^INGRID", "19402704", "F"),  # day and month swapped
+            study("10.2", "X2", "PETROVIC^MILAN", "20451022", "M"),  # century slip
+            study("10.3", "X3", "ABERNATHY^CLARA", "1945-04-93", "F"),  # one digit
+            study("10.4", "X4", "FITZGERALD^OWEN", "20951022", "M"),  # century slip
+            # Only the year taken back a century finds him (given name an initial).
+            study("10.5", "X5", "PETROVIC^M", "20451022", "M"),
+        ],
+        IMPLAUSIBLE_MPI,
+    )
+    report = reconcile(store, SETTINGS)
+    assert (report.scored, report.flagged) == (5, 5)
+    best = {uid: mrn for uid, mrn, _b, _p, rank, _s in proposals(store) if rank == 1}
+    assert best == {
+        "10.1": "200001",
+        "10.2": "200002",
+        "10.3": "200003",
+        "10.4": "200004",
+        "10.5": "200002",
+    }
+    levels = {}
+    with store.connect() as connection:
+        for uid, evidence in connection.execute(
+            select(Proposal.study_uid, Proposal.evidence).where(Proposal.rank == 1)
+        ):
+            levels[uid] = {e["field"]: e["level"] for e in json.loads(evidence)}["birth_date"]
+    assert levels == {
+        "10.1": "day_month_swapped",
+        "10.2": "one_digit",
+        "10.3": "one_digit",
+        "10.4": "one_digit",
+        "10.5": "one_digit",
+    }
+
+
+def test_impossible_dates_are_never_exact_unless_every_digit_is() -> None:
+    size = 6
+    studies = _records([""] * size, [""] * size)
+    patients = _records([""] * size, [""] * size)
+    studies.birth = ["19402704", "20451022", "19450493", "19450493", "20951022", "19402704"]
+    patients.birth = ["19400427", "19451022", "19450403", "19450493", "19950101", "19410101"]
+    levels = compare(Pairs(studies, patients, np.arange(size), np.arange(size)))
+    birth = [c.name for c in COMPARISONS].index("birth_date")
+    named = [COMPARISONS[birth].levels[level] for level in levels[:, birth]]
+    assert named == [
+        "day_month_swapped",
+        "one_digit",  # the century 19/20 slipped
+        "one_digit",
+        "exact",  # the same digits, whatever they are
+        "different",
+        "different",
+    ]
+
+
+def test_a_study_born_in_the_future_is_also_blocked_a_century_earlier() -> None:
+    studies = _records(["PETROVIC"], ["M"])
+    studies.birth = ["20451022"]
+    family = blocking.family_key("PETROVIC")
+    keys = blocking.record_keys(studies, 0, study=True)
+    assert {f"F{family}2045", f"F{family}1945"} <= keys
+    studies.birth = ["19450493"]  # impossible, but its year is a key as it is
+    keys = blocking.record_keys(studies, 0, study=True)
+    assert f"F{family}1945" in keys and f"F{family}2045" not in keys

@@ -401,6 +401,21 @@ def test_list_filters_and_formats(store: Engine, db_url: str, tmp_path: Path) ->
     assert run("review", "show", "999", *db_args(db_url, config)).returncode == 1
 
 
+def test_show_tells_the_reviewer_what_the_pacs_recorded_wrong(
+    store: Engine, db_url: str, tmp_path: Path
+) -> None:
+    # Day and month swapped into a date that cannot be: kept, flagged, and still matched.
+    prepared(store, tmp_path, [study("1.9", "X90", "SMITH^WILLIAM", "1958-14-03", "W")])
+    config = folder(tmp_path)
+    shown = run("review", "show", str(proposal_of(store, "1.9")), *db_args(db_url, config))
+    assert shown.returncode == 0, shown.stderr
+    words = " ".join(shown.stdout.split())
+    assert "flag birth date 19581403 is not a calendar date" in words
+    assert "flag sex W is not a sex code (M, F, O, U, A, N, X)" in words
+    assert "birth_date (day_month_swapped)" in words
+    assert "1958-14-03" in words  # as the PACS recorded it, beside the MPI's 1958-03-14
+
+
 def test_defer_takes_a_proposal_out_of_the_queue(store: Engine, tmp_path: Path) -> None:
     prepared(store, tmp_path)
     chosen = proposal_of(store, "1.2")

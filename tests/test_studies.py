@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from engine.csv_rows import RowProblem
@@ -72,13 +74,12 @@ def test_importing_studies_keeps_what_the_pacs_recorded(db_url: str, tmp_path: P
         study("1", "100234", "GENHOSP", "SMITH^JOHN", "1980-03-04", "M"),  # the same UID again
     ]
     problems = load(db_url, tmp_path, rows)
-    assert [(p.line, p.reason.split(":")[0]) for p in problems] == [
-        (3, "study_uid"),
-        (4, "study_date"),
-    ]
+    # Only the row without a Study Instance UID is skipped; an impossible study date is kept.
+    assert [(p.line, p.reason.split(":")[0]) for p in problems] == [(3, "study_uid")]
     store = open_store(db_url)
     with Session(store) as session:
-        (saved,) = session.scalars(select(Study)).all()
+        saved, kept = session.scalars(select(Study).order_by(Study.study_uid)).all()
+    assert (kept.study_uid, kept.study_date) == ("1.2.840.2", "20261301")
     assert (saved.study_uid, saved.accession, saved.patient_id, saved.issuer) == (
         "1.2.840.1",
         "ACC1",
@@ -96,7 +97,7 @@ def test_importing_studies_keeps_what_the_pacs_recorded(db_url: str, tmp_path: P
     again = StudyImport(store, write(tmp_path, "again.csv", STUDY_HEADER, rows[:1])).run()
     assert (again.updated, again.created) == (1, 0)  # the name's case changed back
     with Session(store) as session:
-        (saved,) = session.scalars(select(Study)).all()
+        saved = session.scalars(select(Study).where(Study.study_uid == "1.2.840.1")).one()
     assert saved.first_seen == first_seen and saved.last_seen > first_seen
     store.dispose()
 
@@ -252,3 +253,161 @@ def test_the_sample_exports_show_typical_orphans_and_wrong_patients(
         "ACC2025003300": ["birth_date"],  # father and son, both WILLIAM HENRY DAVIS
         "ACC2025004133": ["sex"],
     }
+
+
+# The issue's examples: recorded birth dates a PACS holds that are out of range or no
+# calendar date, a sex code and names that cannot be right, and one row without a UID.
+IMPLAUSIBLE = [
+    study("11", "OS1", "OTHERSITE", "SMITH^JOHN", "20951022", "M"),  # in the future
+    study("12", "OS2", "OTHERSITE", "GARCIA^ANA", "1945-04-93", "F"),  # no 93rd of April
+    study("13", "OS3", "OTHERSITE", "NGUYEN^LINH", "19402704", "W"),  # no 27th month
+    study("14", "TR1", "GENHOSP", "DOE^JOHN", "1900-01-01", "M"),  # placeholders
+    study("15", "OS5", "OTHERSITE", "LEE^KIM", "18400101", "male"),  # before 1850
+    ",A16,OS6,OTHERSITE,PARK,MIN,,19610303,F,20261001,CT,HEAD",  # no Study Instance UID
+]
+FLAGS = {
+    "1.2.840.11": ["birth date 20951022 is in the future"],
+    "1.2.840.12": ["birth date 19450493 is not a calendar date"],
+    "1.2.840.13": [
+        "birth date 19402704 is not a calendar date",
+        "sex W is not a sex code (M, F, O, U, A, N, X)",
+    ],
+    "1.2.840.14": ["family name DOE is a placeholder", "birth date 19000101 is a placeholder"],
+    "1.2.840.15": ["birth date 18400101 is before 1850"],
+}
+
+
+def test_implausible_values_are_kept_as_recorded_and_flagged(db_url: str, tmp_path: Path) -> None:
+    problems = load(db_url, tmp_path, IMPLAUSIBLE)
+    assert [p.reason for p in problems] == [
+        "study_uid: empty; every row needs the Study Instance UID"
+    ]
+    assert problems[0].describe(Path("s.csv")).startswith("s.csv:7: study_uid:")
+    store = open_store(db_url)
+    with Session(store) as session:
+        saved = {s.study_uid: s for s in session.scalars(select(Study))}
+    assert {uid: (s.birth_date, s.sex) for uid, s in saved.items()} == {
+        "1.2.840.11": ("20951022", "M"),
+        "1.2.840.12": ("19450493", "F"),  # only the separators dropped
+        "1.2.840.13": ("19402704", "W"),
+        "1.2.840.14": ("19000101", "M"),
+        "1.2.840.15": ("18400101", "M"),
+    }
+    found = list(classify(store))
+    store.dispose()
+    assert all(isinstance(o, Orphan) for o in found)
+    assert {o.study.study_uid: [str(f) for f in o.flags] for o in found} == FLAGS
+
+
+def test_what_the_index_cannot_hold_is_left_out_with_a_note(store: Engine, tmp_path: Path) -> None:
+    """Dates and sexes in other forms are kept as recorded (and flagged); only what no column
+    can hold (over-long text, NUL) is cut or left out, with a note."""
+    notes: list[RowProblem] = []
+    rows = [
+        "1.2.840.21,A21,OS1,OTHERSITE,SMITH,JOHN,,04/27/1940,female,2026-10-01T10:15:00,CT,",
+        f"1.2.840.22,A22,OS2,OTHERSITE,{'X' * 120},ANA,,1945.04.03,Frau,20261001,CT,",
+        "1.2.840.23,A23,OS3,OTHERSITE,SM\x00ITH,ANA,,19450403,F,20261001,CT,",  # PostgreSQL
+        f"1.2.840.24,A24,OS4,OTHERSITE,DOE,ANA,,{'9' * 70},{'Q' * 20},20261001,CT,",
+    ]
+    path = write(tmp_path, "s.csv", STUDY_HEADER, rows)
+    job = StudyImport(store, path, on_note=notes.append)
+    assert job.check() is None  # --strict: nothing to refuse, and notes wait for the import
+    assert notes == []
+    report = job.run()
+    assert (report.created, report.skipped) == (4, 0)
+    assert [n.describe(path).split(": ", 1)[1] for n in notes] == [
+        "family_name: longer than 100 characters; the first 100 are kept",
+        "family_name: holds a NUL character (0x00), which is left out",
+        "birth_date: longer than 64 characters and no date; the study is kept without it",
+        "sex: longer than 16 characters and no sex code; the study is kept without it",
+    ]
+    with Session(store) as session:
+        saved = {s.study_uid: s for s in session.scalars(select(Study))}
+    first, second = saved["1.2.840.21"], saved["1.2.840.22"]
+    assert (first.birth_date, first.sex, first.study_date) == ("04/27/1940", "F", "20261001")
+    assert (second.birth_date, second.sex, len(second.family_name)) == ("19450403", "Frau", 100)
+    assert saved["1.2.840.23"].family_name == "SMITH"
+    assert (saved["1.2.840.24"].birth_date, saved["1.2.840.24"].sex) == ("", "")
+
+
+def test_flags_say_why_a_value_cannot_be_right() -> None:
+    from datetime import date
+
+    from engine.reconcile.settings import ReconcilerSettings
+    from engine.studies.flags import Recorded, recorded_date, recorded_sex, study_flags
+
+    today = date(2026, 12, 4)
+
+    def flags(settings: ReconcilerSettings | None = None, **values: str) -> list[str]:
+        return [str(f) for f in study_flags(Recorded(**values), settings, today=today)]
+
+    assert flags(birth_date="20261205", sex="U", study_date="20261204") == []  # a day's grace
+    assert flags(birth_date="20261206") == ["birth date 20261206 is in the future"]
+    assert flags(birth_date="1945") == ["birth date 1945 is not a date (YYYYMMDD)"]
+    assert flags(study_date="20240230") == ["study date 20240230 is not a calendar date"]
+    assert flags(family_name="Trauma Alpha", given_name="Baby") == [
+        "family name 'Trauma Alpha' is a placeholder",
+        "given name Baby is a placeholder",
+    ]
+    # The placeholders are the reconciler's settings, not a list of their own.
+    mine = ReconcilerSettings(placeholder_names=["NEMO"], placeholder_birth_dates=["19700101"])
+    assert flags(mine, family_name="DOE", birth_date="19700101") == [
+        "birth date 19700101 is a placeholder"
+    ]
+    assert flags(mine, family_name="Nemo") == ["family name Nemo is a placeholder"]
+    assert [recorded_date(t) for t in ("19450493", " 1945-04-93 ", "1945/04/03", "")] == [
+        "19450493",
+        "19450493",
+        "19450403",
+        "",
+    ]
+    assert recorded_date("27.04.1940") == "27.04.1940"  # which is the day? not guessed: kept
+    assert flags(birth_date="27.04.1940") == ["birth date '27.04.1940' is not a date (YYYYMMDD)"]
+    assert recorded_date("9" * 65) is None  # more than the index holds
+    assert [recorded_sex(t) for t in ("m", "Female", "w", "")] == ["M", "F", "W", ""]
+    assert recorded_sex("Frau") == "Frau"
+    assert recorded_sex("Q" * 17) is None
+
+
+def test_birth_dates_agree_across_a_century_slip() -> None:
+    assert birth_dates_agree("20451022", "19451022")
+    assert birth_dates_agree("19402704", "19400427")  # day and month swapped, impossible
+    assert birth_dates_agree("19450493", "19450403")  # one digit
+    assert not birth_dates_agree("21451022", "19451022")
+    assert birth_dates_agree("UNKNOWN", "19451022")  # no date at all: no evidence
+    assert birth_dates_agree("27/04/1940", "19400427")
+
+
+def test_the_cli_keeps_flagged_rows_and_fails_only_for_rows_it_could_not_take(
+    db_url: str, tmp_path: Path
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_crosswalk(*args, "--db", db_url)
+
+    flagged = write(tmp_path, "flagged.csv", STUDY_HEADER, IMPLAUSIBLE[:5])
+    imported = run("studies", "import", str(flagged))
+    assert imported.returncode == 0, imported.stderr
+    assert (
+        "5 row(s) imported: 5 created, 0 updated, 0 unchanged; 5 kept with flags"
+        " (birth date: 5, family name: 1, sex: 1); 0 bad row(s) skipped"
+    ) in " ".join(imported.stdout.split())
+    with_bad = write(tmp_path, "bad.csv", STUDY_HEADER, IMPLAUSIBLE)
+    again = run("studies", "import", str(with_bad))
+    assert again.returncode == 1
+    assert f"{with_bad}:7: study_uid: empty" in again.stderr
+    assert "0 created, 0 updated, 5 unchanged" in again.stdout
+    assert "1 bad row(s) skipped" in " ".join(again.stdout.split())
+
+    listed = run("studies", "orphans", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    shown = {o["study_uid"]: o["flags"] for o in json.loads(listed.stdout)["orphans"]}
+    assert shown == FLAGS
+    as_csv = run("studies", "orphans", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert rows[1]["flags"] == "birth date 19450493 is not a calendar date"
+    assert rows[2]["flags"] == FLAGS["1.2.840.13"][0] + "; " + FLAGS["1.2.840.13"][1]
+    table = run("studies", "orphans")
+    assert "orphaned studies: 5" in table.stdout
+    assert "1945-04-93" in table.stdout  # as recorded
+    words = " ".join(table.stdout.split())
+    assert "flags" in words and "is not a calendar" in words

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import typer
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import Engine, select
 from typer.testing import CliRunner
@@ -461,3 +462,105 @@ def test_names_addresses_and_windows() -> None:
         ("20240108", "20240114"),
         ("20240115", ""),
     ]
+
+
+# The examples as a PACS holds them: (instance arguments, what the index keeps).
+IMPLAUSIBLE = [
+    (
+        {"patient_id": "OS1", "patient_name": "Fitzgerald^Owen", "birth_date": "20951022"},
+        {"birth_date": "20951022", "sex": "M"},
+        "birth date 20951022 is in the future",
+    ),
+    (
+        {"patient_id": "OS2", "patient_name": "Abernathy^Clara", "birth_date": "19450493"},
+        {"birth_date": "19450493", "sex": "F"},
+        "birth date 19450493 is not a calendar date",
+    ),
+    (
+        {"patient_id": "OS3", "patient_name": "Halvorsen^Ingrid", "birth_date": "19402704"},
+        {"birth_date": "19402704", "sex": "F"},
+        "birth date 19402704 is not a calendar date",
+    ),
+]
+IMPLAUSIBLE_MPI = (
+    "mrn,issuer,family_name,given_name,birth_date,sex\n"
+    "200001,GENHOSP,HALVORSEN,INGRID,1940-04-27,F\n"
+    "200003,GENHOSP,ABERNATHY,CLARA,1945-04-03,F\n"
+    "200004,GENHOSP,FITZGERALD,OWEN,1995-10-22,M\n"
+    "200005,GENHOSP,FITZGERALD,OWEN,1971-06-14,M\n"
+)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")  # making them
+def test_studies_with_implausible_birth_dates_are_pulled_flagged_and_reconciled(
+    engine: Engine, orthanc: Orthanc, tmp_path: Path
+) -> None:
+    from engine.mpi.importer import MpiImport
+    from engine.reconcile.run import reconcile
+    from engine.reconcile.settings import ReconcilerSettings
+    from engine.studies.orphans import Orphan, classify
+
+    uids = [generate_uid() for _ in IMPLAUSIBLE]
+    added = [
+        orthanc.upload(
+            study_instance(
+                study_uid=uid, study_date="20250301", sex=kept["sex"], issuer="OTHER", **instance
+            )
+        )
+        for uid, (instance, kept, _) in zip(uids, IMPLAUSIBLE, strict=True)
+    ]
+    try:
+        archive = archive_for(orthanc)
+        by_dicom = pull_studies(engine, archive, "dicom", since="20250301")
+        by_web = pull_studies(engine, archive, "dicomweb", since="20250301")
+    finally:
+        for orthanc_id in added:
+            orthanc.delete_study(orthanc_id)
+    assert (by_dicom.counts.created, by_dicom.flagged, by_dicom.skipped) == (3, 3, 0)
+    assert (by_web.counts.unchanged, by_web.flagged, by_web.skipped) == (3, 3, 0)
+    rows = index_rows(engine)
+    for uid, (_, kept, _) in zip(uids, IMPLAUSIBLE, strict=True):
+        assert {k: rows[uid][k] for k in kept} == kept
+    orphans = {o.study.study_uid: o for o in classify(engine) if isinstance(o, Orphan)}
+    assert [[str(f) for f in orphans[uid].flags] for uid in uids] == [
+        [flag] for _, _, flag in IMPLAUSIBLE
+    ]
+    mpi = tmp_path / "mpi.csv"
+    mpi.write_text(IMPLAUSIBLE_MPI, encoding="utf-8")
+    MpiImport(engine, mpi).run()
+    reconcile(engine, ReconcilerSettings(min_em_pairs=10**9))
+    from engine.mpi.tables import PatientIdentifier
+    from engine.reconcile.tables import Proposal
+
+    with engine.connect() as connection:
+        best = dict(
+            connection.execute(
+                select(Proposal.study_uid, PatientIdentifier.value)
+                .join(PatientIdentifier, PatientIdentifier.patient_id == Proposal.patient_id)
+                .where(Proposal.rank == 1)
+            ).all()
+        )
+    assert [best.get(uid) for uid in uids] == ["200004", "200003", "200001"]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")  # making them
+def test_an_answer_is_converted_as_the_pacs_recorded_it() -> None:
+    from engine.studies.pull import dataset_values, json_values, make_record
+
+    dataset = Dataset()
+    dataset.StudyInstanceUID = "1.2.3"
+    dataset.PatientBirthDate = "1945.04.93"  # the old ACR-NEMA form, and no calendar date
+    dataset.PatientSex = "W"
+    dataset.StudyDate = "20240230"
+    record = make_record(dataset_values(dataset), "HOSP")
+    assert record is not None
+    assert (record.birth_date, record.sex, record.study_date) == ("19450493", "W", "20240230")
+    answer = {
+        "0020000D": {"vr": "UI", "Value": ["1.2.4"]},
+        "00100030": {"vr": "DA", "Value": ["20951022"]},
+        "00100040": {"vr": "CS", "Value": ["u"]},
+    }
+    record = make_record(json_values(answer), "")
+    assert record is not None and (record.birth_date, record.sex) == ("20951022", "U")
+    no_uid = {"00100030": {"vr": "DA", "Value": ["19450403"]}}
+    assert make_record(json_values(no_uid), "") is None  # the only answer not taken

@@ -174,11 +174,17 @@ def run_import(job: CsvImport, file: Path, strict: bool, encoding: str) -> Impor
 
 
 def print_report(file: Path, report: ImportReport) -> None:
-    """One line: how many rows did what; exit 1 when some were skipped."""
+    """One line: how many rows did what; exit 1 when some were skipped (a row kept with
+    flagged values is no error)."""
+    flagged = ""
+    if report.flagged:
+        fields = ", ".join(f"{name}: {count}" for name, count in sorted(report.flags.items()))
+        flagged = f"; {report.flagged} kept with flags ({fields})"
     console.print(
         f"{file}: {report.rows} row(s) imported: {report.created} created,"
         f" {report.updated} updated, {report.unchanged} unchanged"
         + (f", {report.stale} older than the MPI's data (not applied)" if report.stale else "")
+        + flagged
         + f"; {report.skipped} bad row(s) skipped"
     )
     if report.skipped:

@@ -53,6 +53,8 @@ def _summary(result: PullResult) -> str:
         text += f"; study date {shown_date(result.oldest, '')}"
     elif result.oldest:
         text += f"; study dates {shown_date(result.oldest, '')} to {shown_date(result.newest, '')}"
+    if result.flagged:
+        text += f"; {result.flagged} with flagged values (kept)"
     if result.skipped:
         text += f"; {result.skipped} answer(s) skipped"
     if result.last_study_date:
@@ -107,7 +109,8 @@ def pull(
         start = parse_study_date(since)
         if start is None:
             fail(f"--since {since!r} is not a date (YYYY-MM-DD)")
-    settings = _choose(load_config_or_fail(config).archives, archive, config)
+    engine_config = load_config_or_fail(config)
+    settings = _choose(engine_config.archives, archive, config)
     configured = settings.protocols
     wanted = configured if protocol in (None, ProtocolChoice.both) else (protocol.value,)
     if protocol is ProtocolChoice.both:
@@ -127,7 +130,14 @@ def pull(
     try:
         for name in protocols:
             try:
-                result = pull_studies(engine, settings, name, since=start, full=full)
+                result = pull_studies(
+                    engine,
+                    settings,
+                    name,
+                    since=start,
+                    full=full,
+                    reconciler=engine_config.reconciler,
+                )
             except PullError as error:
                 errors.print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
                 failed += 1

@@ -90,9 +90,10 @@ def run(
 
         report = reconcile(store, settings, since=day, rebuild_keys=rebuild_keys, progress=progress)
     written = report.written
+    flagged = f" ({report.flagged:,} with flagged values)" if report.flagged else ""
     console.print(
-        f"run {report.run_id}: {report.orphans:,} orphaned studies, {report.scored:,} scored,"
-        f" {report.pairs:,} candidate pairs"
+        f"run {report.run_id}: {report.orphans:,} orphaned studies, {report.scored:,} scored"
+        f"{flagged}, {report.pairs:,} candidate pairs"
     )
     bands = ", ".join(f"{count:,} {band}" for band, count in sorted(written.bands.items()))
     console.print(

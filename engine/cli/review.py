@@ -258,8 +258,8 @@ def _item(store: Engine, proposal_id: int, mrn_authority: str) -> ReviewItem | N
         return item(connection, proposal_id, mrn_authority)
 
 
-def _show(store: Engine, found: ReviewItem) -> None:
-    print_screen(console, found, view(store, found.row.patient_id))
+def _show(store: Engine, found: ReviewItem, config: EngineConfig) -> None:
+    print_screen(console, found, view(store, found.row.patient_id), config.reconciler)
 
 
 @app.command("show")
@@ -278,7 +278,7 @@ def show(
     found = _item(store, proposal_id, engine_config.review.mrn_authority)
     if found is None:
         fail(f"no proposal {proposal_id}", 1)
-    _show(store, found)
+    _show(store, found, engine_config)
 
 
 def _words(decided: Decided) -> str:
@@ -467,7 +467,7 @@ def next_proposal(
         if current is None or current.row.status not in statuses:
             continue  # decided elsewhere meanwhile
         console.rule(f"{position} of {len(queue)}")
-        _show(store, current)
+        _show(store, current, engine_config)
         action = _ask(store, engine_config, proposal_id, who)
         if action == "quit":
             break

@@ -16,7 +16,9 @@ from rich.text import Text
 
 from engine.cli.common import local_time, shown_date
 from engine.mpi.queries import PatientView
+from engine.reconcile.settings import ReconcilerSettings
 from engine.review.worklist import ReviewItem, ReviewRow
+from engine.studies.flags import Flag, Recorded, study_flags
 
 SAME, DIFFERENT, MISSING = "green", "bold yellow", "dim"
 
@@ -122,7 +124,16 @@ def waterfall(row: ReviewRow) -> Table:
     return table
 
 
-def study_context(row: ReviewRow) -> Table:
+def flags_of(row: ReviewRow, settings: ReconcilerSettings | None = None) -> tuple[Flag, ...]:
+    """The implausible values of the proposal's study, as the PACS recorded them."""
+    person = row.study.person
+    recorded = Recorded(
+        person.family_name, person.given_name, person.birth_date, person.sex, row.study.study_date
+    )
+    return study_flags(recorded, settings)
+
+
+def study_context(row: ReviewRow, flags: tuple[Flag, ...] = ()) -> Table:
     table = Table.grid(padding=(0, 2))
     study = row.study
     for label, value in (
@@ -134,6 +145,8 @@ def study_context(row: ReviewRow) -> Table:
         ("from", study.source),
     ):
         table.add_row(Text(label, style="bold"), value or "—")
+    for flag in flags:
+        table.add_row(Text("flag", style=DIFFERENT), Text(str(flag), style=DIFFERENT))
     if not study.known:
         table.add_row(Text("note", style="bold red"), "no longer in the study index")
     return table
@@ -220,11 +233,14 @@ def headline(row: ReviewRow) -> Text:
     return text
 
 
-def screen(item: ReviewItem, patient: PatientView | None) -> RenderableType:
-    """Everything a reviewer needs to decide one proposal."""
+def screen(
+    item: ReviewItem, patient: PatientView | None, settings: ReconcilerSettings | None = None
+) -> RenderableType:
+    """Everything a reviewer needs to decide one proposal (``settings``: the reconciler's, for
+    the study's flags)."""
     parts: list[RenderableType] = [
         headline(item.row),
-        study_context(item.row),
+        study_context(item.row, flags_of(item.row, settings)),
         side_by_side(item.row),
         waterfall(item.row),
     ]
@@ -232,5 +248,10 @@ def screen(item: ReviewItem, patient: PatientView | None) -> RenderableType:
     return Group(*parts)
 
 
-def print_screen(console: Console, item: ReviewItem, patient: PatientView | None) -> None:
-    console.print(screen(item, patient))
+def print_screen(
+    console: Console,
+    item: ReviewItem,
+    patient: PatientView | None,
+    settings: ReconcilerSettings | None = None,
+) -> None:
+    console.print(screen(item, patient, settings))

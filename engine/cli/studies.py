@@ -21,18 +21,38 @@ from engine.cli.common import (
     Issuer,
     Strict,
     console,
+    errors,
+    load_config_or_fail,
     open_store_or_fail,
     print_report,
     run_import,
     shown_date,
 )
 from engine.cli.pull import pull
+from engine.config.model import EngineConfig
+from engine.csv_rows import RowProblem
+from engine.reconcile.settings import ReconcilerSettings
+from engine.studies.flags import Flag
 from engine.studies.importer import StudyImport
 from engine.studies.orphans import NAME_SIMILARITY, Orphan, StudySummary, WrongPatient, classify
 
 app = typer.Typer(
     help="The index of the PACS' studies: import, pull, orphans.", no_args_is_help=True
 )
+DEFAULT_CONFIG = Path("routes")
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        help="Configuration folder (its `reconciler:` section names the placeholder names and"
+        " birth dates that are flagged; defaults when the folder does not exist)."
+    ),
+]
+
+
+def _reconciler(config: Path) -> ReconcilerSettings:
+    if config == DEFAULT_CONFIG and not config.exists():
+        return EngineConfig.default().reconciler
+    return load_config_or_fail(config).reconciler
 
 
 @app.command("import")
@@ -41,15 +61,24 @@ def import_studies(
     strict: Strict = False,
     issuer: Issuer = "",
     encoding: Encoding = "utf-8",
+    config: ConfigOption = DEFAULT_CONFIG,
     db: DbOption = None,
 ) -> None:
     """Load a list of the PACS' studies (CSV) into the index: upserted by study_uid.
 
-    The patient data stays as the PACS recorded it. A bad row is reported with its line and
+    The patient data stays as the PACS recorded it: an implausible value (a birth date that is
+    no calendar date, a placeholder name) is kept, flagged and counted, not refused. Only a row
+    without a Study Instance UID, or one that cannot be read, is reported with its line and
     reason and skipped; the exit code is then 1.
     """
+    settings = _reconciler(config)
     store = open_store_or_fail(db)
-    job = StudyImport(store, file, issuer=issuer, encoding=encoding)
+
+    def note(found: RowProblem) -> None:
+        errors.print(f"{found.describe(file)} (kept)", markup=False, soft_wrap=True)
+
+    job = StudyImport(store, file, issuer=issuer, encoding=encoding, settings=settings)
+    job.on_note = note
     print_report(file, run_import(job, file, strict, encoding))
 
 
@@ -63,6 +92,10 @@ def _who(study: StudySummary) -> str:
 
 def _ident(study: StudySummary) -> str:
     return f"{study.patient_id}^^^{study.issuer}" if study.issuer else study.patient_id or "-"
+
+
+def _flags(flags: tuple[Flag, ...]) -> list[str]:
+    return [str(flag) for flag in flags]
 
 
 @app.command("orphans")
@@ -91,18 +124,23 @@ def orphans(
         Literal["table", "csv", "json"], typer.Option("--format", help="Output format.")
     ] = "table",
     limit: Annotated[int, typer.Option(help="At most this many of each list (0: all).")] = 0,
+    config: ConfigOption = DEFAULT_CONFIG,
     db: DbOption = None,
 ) -> None:
     """Orphaned studies, and (listed separately) possible wrong-patient studies.
 
     Orphans: the patient id is no live MPI identifier. Wrong-patient: the id is live, but the
-    name, birth date or sex the PACS recorded conflict with that patient.
+    name, birth date or sex the PACS recorded conflict with that patient. Each study shows its
+    flags: the values the PACS recorded that cannot be right.
     """
+    settings = _reconciler(config)
     store = open_store_or_fail(db)
     found_orphans: list[Orphan] = []
     wrong: list[WrongPatient] = []
     counts = {"orphans": 0, "wrong-patient": 0}
-    for item in classify(store, assume_issuer=assume_issuer, name_similarity=name_similarity):
+    for item in classify(
+        store, assume_issuer=assume_issuer, name_similarity=name_similarity, settings=settings
+    ):
         kind = "orphans" if isinstance(item, Orphan) else "wrong-patient"
         counts[kind] += 1
         if show in ("all", kind) and (not limit or counts[kind] <= limit):
@@ -112,7 +150,12 @@ def orphans(
             json.dumps(
                 {
                     "orphans": [
-                        dict(asdict(o.study), reason=o.reason, survivor=o.survivor)
+                        dict(
+                            asdict(o.study),
+                            reason=o.reason,
+                            survivor=o.survivor,
+                            flags=_flags(o.flags),
+                        )
                         for o in found_orphans
                     ],
                     "wrong_patient": [
@@ -120,6 +163,7 @@ def orphans(
                             asdict(w.study),
                             mpi_patient=w.patient_id,
                             conflicts=[asdict(c) for c in w.conflicts],
+                            flags=_flags(w.flags),
                         )
                         for w in wrong
                     ],
@@ -129,18 +173,26 @@ def orphans(
         return
     if output == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["list", *StudySummary.__slots__, "reason", "mpi_patient"])  # type: ignore[attr-defined]
+        header = ["list", *StudySummary.__slots__, "reason", "mpi_patient", "flags"]  # type: ignore[attr-defined]
+        writer.writerow(header)
         for o in found_orphans:
-            writer.writerow(["orphan", *asdict(o.study).values(), o.reason, o.survivor or ""])
+            flags = "; ".join(_flags(o.flags))
+            writer.writerow(
+                ["orphan", *asdict(o.study).values(), o.reason, o.survivor or "", flags]
+            )
         for w in wrong:
             reason = "; ".join(f"{c.field}: PACS {c.pacs!r}, MPI {c.mpi!r}" for c in w.conflicts)
-            writer.writerow(["wrong-patient", *asdict(w.study).values(), reason, w.patient_id])
+            flags = "; ".join(_flags(w.flags))
+            writer.writerow(
+                ["wrong-patient", *asdict(w.study).values(), reason, w.patient_id, flags]
+            )
         return
     if show in ("all", "orphans"):
         table = Table(
             title=f"orphaned studies: {counts['orphans']}", title_justify="left", show_edge=False
         )
-        for column in ("study date", "modality", "accession", "patient id", "as recorded", "why"):
+        columns = ("study date", "modality", "accession", "patient id", "as recorded", "why")
+        for column in (*columns, "flags"):
             table.add_column(column, overflow="fold")
         for o in found_orphans:
             why = o.reason + (f" (now patient {o.survivor})" if o.survivor else "")
@@ -151,6 +203,7 @@ def orphans(
                 _ident(o.study),
                 _who(o.study),
                 why,
+                "\n".join(_flags(o.flags)),
             )
         console.print(table)
     if show in ("all", "wrong-patient"):
@@ -166,6 +219,7 @@ def orphans(
             "patient id",
             "MPI patient",
             "conflicts",
+            "flags",
         ):
             table.add_column(column, overflow="fold")
         for w in wrong:
@@ -176,6 +230,7 @@ def orphans(
                 _ident(w.study),
                 str(w.patient_id),
                 "\n".join(f"{c.field}: PACS {c.pacs!r} ≠ MPI {c.mpi!r}" for c in w.conflicts),
+                "\n".join(_flags(w.flags)),
             )
         console.print(table)
     shown = sum(len(x) for x in (found_orphans, wrong))

@@ -45,6 +45,7 @@ _events = PatientEvent.__table__
 _identifiers = PatientIdentifier.__table__
 
 Progress = Callable[[int], None]
+_THIS_YEAR = str(date.today().year)
 
 
 def _valid_date(text: str) -> bool:
@@ -57,9 +58,10 @@ def _valid_date(text: str) -> bool:
 
 def record_keys(records: Records, row: int, *, study: bool = False) -> set[str]:
     """The blocking keys of one record. A study gets more (the variants its errors suggest):
-    its given name as a family name (swapped names), its day and month swapped. A patient's
-    identifiers are keys only where the key is not the value stored (``keyed_identifiers``):
-    the others are found in ``patient_identifiers`` itself."""
+    its given name as a family name (swapped names), its day and month swapped, a birth year
+    in the future taken back a century (2045 for 1945). A patient's identifiers are keys only
+    where the key is not the value stored (``keyed_identifiers``): the others are found in
+    ``patient_identifiers`` itself."""
     family, given, birth = records.family[row], records.given[row], records.birth[row]
     identifiers = records.identifiers[row] if study else records.keyed_identifiers[row]
     keys = {f"I{value}" for value in identifiers}
@@ -71,6 +73,8 @@ def record_keys(records: Records, row: int, *, study: bool = False) -> set[str]:
     if len(birth) == 8:
         year = birth[:4]
         keys.update(f"F{family_key(name)}{year}" for name, _ in names)
+        if study and year[:2] == "20" and year > _THIS_YEAR:  # 20451022 for 19451022
+            keys.update(f"F{family_key(name)}19{year[2:]}" for name, _ in names)
         if study and given and not family:
             keys.add(f"F{family_key(given)}{year}")
         if given:

@@ -56,15 +56,25 @@ class Records:
         return len(self.family)
 
 
+CENTURY_SLIPS = {"19": "20", "20": "19"}
+
+
+def _other_century(value: str) -> str:
+    """A date with its century 19 and 20 swapped (20451022 for 19451022); others as they are."""
+    century = CENTURY_SLIPS.get(value[:2])
+    return century + value[2:] if century else value
+
+
 DERIVED: dict[str, Callable[[str], str]] = {
     "": lambda value: value,
     "phonetic": phonetic,
     "year": lambda value: value[:4],
     "transposed": lambda value: value[:4] + value[6:8] + value[4:6],
+    "century": _other_century,
     "first": lambda value: value[:1],
 }
 """What a value can be coded as: itself, its Metaphone code, a date's year, a date with day
-and month swapped, its first letter."""
+and month swapped, a date in the other century (19, 20), its first letter."""
 
 
 @dataclass(slots=True)
@@ -315,15 +325,20 @@ def given_name(pairs: Pairs) -> np.ndarray:
 
 
 def birth_date(pairs: Pairs) -> np.ndarray:
+    """Birth dates compared as their eight digits, whether or not the study's is a calendar
+    date (the PACS may have recorded 19402704 or 20451022): ``exact`` only when every digit is
+    the same; ``one_digit`` also takes the century 19/20 slipped (one slip of the hand, like a
+    digit: a level of its own would be too rare for EM to learn)."""
     a, b = ("s", "birth"), ("p", "birth")
     null = pairs.empty(*a) | pairs.empty(*b)
     exact = pairs.codes(*a) == pairs.codes(*b)
     transposed = pairs.codes(*a, "transposed") == pairs.codes(*b)
+    century = pairs.codes(*a, "century") == pairs.codes(*b)
     typo = np.zeros(len(pairs), dtype=bool)
-    rows = np.flatnonzero(~(null | exact | transposed))
+    rows = np.flatnonzero(~(null | exact | transposed | century))
     typo[rows] = pairs.one_edit(a, b, rows)
     year = pairs.codes(*a, "year") == pairs.codes(*b, "year")
-    return _levels(len(pairs), [exact, transposed, typo, year], null)
+    return _levels(len(pairs), [exact, transposed, typo | century, year], null)
 
 
 def sex(pairs: Pairs) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -12,6 +13,7 @@ from engine.reconcile.comparisons import Records
 from engine.reconcile.names import identifier_key, name_words, phone_key
 from engine.reconcile.settings import ReconcilerSettings
 from engine.store.fastsql import chunks, in_values
+from engine.studies.flags import study_flags
 from engine.studies.orphans import StudySummary
 from engine.studies.tables import Study
 
@@ -169,8 +171,10 @@ def survivors(connection: Connection, ids: set[int]) -> dict[int, int]:
 def load_studies(
     connection: Connection, studies: list[StudySummary], settings: ReconcilerSettings
 ) -> Records:
-    """The orphaned studies, their values cleared where they are placeholders, and linked
-    through their accession numbers to the patients whose orders carry them."""
+    """The orphaned studies, their values cleared where they are no evidence (placeholders, a
+    birth date that is no date at all: the study's flags say), and linked through their
+    accession numbers to the patients whose orders carry them. An implausible birth date
+    (19450493, 20951022) is kept: it is compared digit by digit."""
     extra: dict[str, tuple[str, str, str]] = {}
     uids = [s.study_uid for s in studies]
     for chunk in chunks(uids):
@@ -188,20 +192,17 @@ def load_studies(
         for number, patient_id in connection.execute(query):
             ordered.setdefault(number, set()).add(patient_id)
     current = survivors(connection, {p for ids in ordered.values() for p in ids})
-    dates = set(settings.placeholder_birth_dates)
     records = Records()
+    today = date.today()
     for study in studies:
         street, postal, phone = extra.get(study.study_uid, ("", "", ""))
-        placeholder = settings.placeholder_name(study.family_name) or settings.placeholder_name(
-            name_words(study.family_name)
-        )
-        given = (
-            "" if placeholder or settings.placeholder_name(study.given_name) else study.given_name
-        )
+        unused = {f.field for f in study_flags(study, settings, today=today) if not f.compared}
+        placeholder = "family_name" in unused  # DOE^JOHN: the given name is no evidence either
+        given = "" if placeholder or "given_name" in unused else study.given_name
         records.family.append("" if placeholder else name_words(study.family_name))
         records.given.append(name_words(given))
         records.middle.append("" if placeholder else name_words(study.middle_name))
-        records.birth.append("" if study.birth_date in dates else study.birth_date)
+        records.birth.append("" if "birth_date" in unused else study.birth_date)
         records.sex.append(_sex(study.sex))
         records.postal.append(postal[:5])
         records.street.append(_street(street))

@@ -50,6 +50,8 @@ class RunReport:
     scored: int = 0
     pairs: int = 0
     keys_refreshed: int = 0
+    flagged: int = 0
+    """Studies scored with implausible values (a birth date that is no calendar date …)."""
     written: WriteCounts = field(default_factory=WriteCounts)
     parameters: model.Parameters | None = None
 
@@ -354,7 +356,7 @@ def _reconcile(
             update(_runs).where(_runs.c.id == report.run_id).values(keys_watermark=new_watermark)
         )
     progress("orphans", 0, None)
-    orphans = [o for o in classify(store) if isinstance(o, Orphan)]
+    orphans = [o for o in classify(store, settings=settings) if isinstance(o, Orphan)]
     report.orphans = len(orphans)
     with store.connect() as connection:
         approved, rejected = decided(connection)
@@ -364,6 +366,7 @@ def _reconcile(
             if o.study.study_uid not in approved and (not since or o.study.study_date >= since)
         ]
         report.scored = len(chosen)
+        report.flagged = sum(1 for o in chosen if o.flags)
         progress("orphans", len(chosen), len(chosen))
         uids = [o.study.study_uid for o in chosen]
         studies = load_studies(connection, [o.study for o in chosen], settings)

@@ -6,8 +6,12 @@
 - **Possible wrong-patient studies**: the identifier is live, but the name, birth date or sex
   the PACS recorded conflicts with that patient beyond a tolerance: a family name that matches
   neither the patient's name nor any earlier name or alias, a given name that is neither
-  similar nor an initial, a birth date that differs by more than one typo (one digit, or day
-  and month swapped), a different sex (M against F; unknown never conflicts).
+  similar nor an initial, a birth date that differs by more than one typo (one digit, day
+  and month swapped, or the century 19/20 slipped), a different sex (M against F; unknown
+  never conflicts).
+
+Each study comes with its flags (:func:`engine.studies.flags.study_flags`): the values the PACS
+recorded that cannot be right (a birth date that is no calendar date, a placeholder name …).
 
 The reconciler (next) proposes patients for orphans; wrong-patient studies need a human look.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
@@ -23,7 +28,9 @@ from sqlalchemy import Engine, and_, or_, select
 
 from engine.mpi.demographics import plain_name
 from engine.mpi.tables import Patient, PatientIdentifier, PatientName
+from engine.reconcile.settings import ReconcilerSettings
 from engine.store.fastsql import chunks, in_values
+from engine.studies.flags import Flag, study_flags
 from engine.studies.tables import Study
 
 NAME_SIMILARITY = 0.85
@@ -75,6 +82,8 @@ class Orphan:
     reason: str
     survivor: int | None = None
     """For the identifier of a merged patient: the patient it belongs to now."""
+    flags: tuple[Flag, ...] = ()
+    """The study's implausible values."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,8 @@ class WrongPatient:
     study: StudySummary
     patient_id: int
     conflicts: tuple[FieldConflict, ...]
+    flags: tuple[Flag, ...] = ()
+    """The study's implausible values."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +148,16 @@ def _given_agrees(
 
 
 def birth_dates_agree(pacs: str, mpi: str) -> bool:
-    """Equal, or one typo apart: one digit, or day and month swapped (YYYYMMDD)."""
+    """Equal, or one typo apart (YYYYMMDD, compared digit by digit, whether or not the PACS's
+    is a calendar date): one digit, day and month swapped, or the century 19/20 slipped. Text
+    that is no date at all (``UNKNOWN``, ``27/04/1940``) is no evidence either way."""
     if not pacs or not mpi or pacs == mpi:
         return True
+    if not (len(pacs) == len(mpi) == 8 and pacs.isdigit() and mpi.isdigit()):
+        return True
     if pacs[:4] == mpi[:4] and pacs[4:6] == mpi[6:8] and pacs[6:8] == mpi[4:6]:
+        return True
+    if {pacs[:2], mpi[:2]} == {"19", "20"} and pacs[2:] == mpi[2:]:
         return True
     return DamerauLevenshtein.distance(pacs, mpi) <= 1
 
@@ -276,14 +293,20 @@ def classify(
     assume_issuer: str = "",
     name_similarity: float = NAME_SIMILARITY,
     study_uids: list[str] | None = None,
+    settings: ReconcilerSettings | None = None,
 ) -> Iterator[Orphan | WrongPatient]:
     """Every orphan and possible wrong-patient study of the index (of ``study_uids`` only, when
-    given), in index order.
+    given), in index order, each with its flags (``settings``: the reconciler's, which name
+    the placeholders).
 
     ``assume_issuer``: the authority of studies whose PACS recorded no issuer; without it,
     such a study matches its id under any authority when exactly one patient holds it.
     """
     pending: list[tuple[StudySummary, IdentifierHolder]] = []
+    today = date.today()
+
+    def orphan(study: StudySummary, reason: str, survivor: int | None = None) -> Orphan:
+        return Orphan(study, reason, survivor, study_flags(study, settings, today=today))
 
     def judge() -> Iterator[WrongPatient]:
         names = _other_families(store, {c.patient_id for _, c in pending})
@@ -292,25 +315,26 @@ def classify(
                 study, candidate, names.get(candidate.patient_id, set()), name_similarity
             )
             if found:
-                yield WrongPatient(study, candidate.patient_id, found)
+                flags = study_flags(study, settings, today=today)
+                yield WrongPatient(study, candidate.patient_id, found, flags)
         pending.clear()
 
     for study, candidates in _grouped(store, assume_issuer, study_uids):
         if not study.patient_id:
-            yield Orphan(study, "no patient id")
+            yield orphan(study, "no patient id")
             continue
         if not candidates:
-            yield Orphan(study, "unknown identifier")
+            yield orphan(study, "unknown identifier")
             continue
         if len({c.patient_id for c in candidates}) > 1:
-            yield Orphan(
+            yield orphan(
                 study,
                 f"ambiguous: {len(candidates)} patients hold this id under different issuers",
             )
             continue
         candidate = candidates[0]
         if candidate.merged_from is not None or candidate.merged_into is not None:
-            yield Orphan(
+            yield orphan(
                 study,
                 "identifier of a merged patient",
                 candidate.patient_id if candidate.merged_into is None else candidate.merged_into,

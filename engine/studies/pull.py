@@ -30,7 +30,15 @@ from pydicom.multival import MultiValue
 from sqlalchemy import Engine, select
 
 from engine.config.model import ArchiveSettings
+from engine.reconcile.settings import ReconcilerSettings
 from engine.store.database import for_writing
+from engine.studies.flags import (
+    IN_THE_FUTURE,
+    date_problem,
+    recorded_date,
+    recorded_sex,
+    study_flags,
+)
 from engine.studies.index import SaveCounts, StudyRecord, save_studies
 from engine.studies.tables import PullState, Study
 
@@ -81,6 +89,8 @@ class PullResult:
     """Oldest and newest study dates among the studies received ('' if none had one)."""
     skipped: int = 0
     """Answers without a usable Study Instance UID, or with values that could not be read."""
+    flagged: int = 0
+    """Studies received with implausible values (kept, flagged: :mod:`engine.studies.flags`)."""
     last_study_date: str = ""
     """Where the next incremental pull starts."""
 
@@ -102,13 +112,10 @@ def split_person_name(text: str) -> tuple[str, str, str]:
 
 
 def normalise_date(text: str) -> str:
-    """A DA value as YYYYMMDD (accepting the old ``YYYY.MM.DD``); '' when not a date."""
-    compact = text.strip().replace(".", "").replace("-", "")
-    try:
-        datetime.strptime(compact, "%Y%m%d")
-    except ValueError:
-        return ""
-    return compact
+    """A DA value as the index keeps it: YYYYMMDD (from the old ``YYYY.MM.DD`` too), calendar
+    date or not (``19450493`` is kept, and flagged); other short text as recorded; '' when
+    empty or too long for the index (:func:`engine.studies.flags.recorded_date`)."""
+    return recorded_date(text) or ""
 
 
 def split_address(text: str) -> tuple[str, str, str, str]:
@@ -129,14 +136,14 @@ def make_record(values: Callable[[str], list[str]], default_issuer: str) -> Stud
 
     def first(keyword: str) -> str:
         found = values(keyword)
-        return found[0].strip() if found else ""
+        return found[0].replace("\x00", "").strip() if found else ""  # no store keeps NUL
 
     uid = first("StudyInstanceUID")
     if not uid or len(uid) > _LENGTHS["study_uid"]:
         return None
     family, given, middle = split_person_name(first("PatientName"))
     street, city, state, postal_code = split_address(first("PatientAddress"))
-    sex = first("PatientSex").upper()
+    sex = recorded_sex(first("PatientSex")) or ""
     record = {
         "study_uid": uid,
         "accession": first("AccessionNumber"),
@@ -146,7 +153,7 @@ def make_record(values: Callable[[str], list[str]], default_issuer: str) -> Stud
         "given_name": given,
         "middle_name": middle,
         "birth_date": normalise_date(first("PatientBirthDate")),
-        "sex": sex[:1] if sex[:1] in ("M", "F", "O") else "",
+        "sex": sex,
         "street": street,
         "city": city,
         "state": state,
@@ -482,11 +489,14 @@ def pull_studies(
     full: bool = False,
     today: date | None = None,
     batch_size: int = 500,
+    reconciler: ReconcilerSettings | None = None,
 ) -> PullResult:
     """Copy ``archive``'s studies into the index by ``protocol``; raise :class:`PullError`.
 
     The first study date asked for is ``since`` (YYYYMMDD) if given; else, unless ``full``,
     the newest study date the previous pull saw; else the archive's ``first_study_date``.
+    Studies with implausible values are kept and counted (``reconciler``: its settings name
+    the placeholders flagged).
     """
     day = today or date.today()
     previous = read_pull_state(engine, archive.name, protocol)
@@ -503,7 +513,10 @@ def pull_studies(
 
     def tracked(records: Iterator[StudyRecord]) -> Iterator[StudyRecord]:
         for record in records:
-            if record.study_date:
+            if study_flags(record, reconciler, today=day):
+                result.flagged += 1
+            # Only a calendar date can say where the next pull starts (a future one: today).
+            if record.study_date and date_problem(record.study_date, day) in ("", IN_THE_FUTURE):
                 result.oldest = min(result.oldest or record.study_date, record.study_date)
                 result.newest = max(result.newest, record.study_date)
             yield record
@@ -530,11 +543,12 @@ def pull_studies(
             result.skipped,
         )
     log.info(
-        "archive %s (%s): %d created, %d updated, %d unchanged",
+        "archive %s (%s): %d created, %d updated, %d unchanged; %d with flagged values",
         archive.name,
         protocol,
         result.counts.created,
         result.counts.updated,
         result.counts.unchanged,
+        result.flagged,
     )
     return result

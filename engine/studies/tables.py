@@ -10,6 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from engine.mpi.tables import DemographicColumns
 from engine.store.schema import Base, Id, UTCDateTime
 
+RECORDED_DATE = 64
+"""Characters a study's dates hold: a date's digits, or the text a PACS recorded instead."""
+RECORDED_SEX = 16
+
 
 class Study(DemographicColumns, Base):
     """One study as the PACS (or an export of it) describes it."""
@@ -23,7 +27,11 @@ class Study(DemographicColumns, Base):
     """The patient id as recorded in the PACS (0010,0020)."""
     issuer: Mapped[str] = mapped_column(String(100), default="")
     """Its issuer (0010,0021), '' when the PACS does not record one."""
-    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_date: Mapped[str] = mapped_column(String(RECORDED_DATE), default="")
+    """YYYYMMDD, or what the PACS recorded when it is no date (flagged when read)."""
+    # Wider than the MPI's: a PACS's value is kept as recorded, however wrong (27/04/1940, Frau).
+    birth_date: Mapped[str] = mapped_column(String(RECORDED_DATE), default="")
+    sex: Mapped[str] = mapped_column(String(RECORDED_SEX), default="")
     modality: Mapped[str] = mapped_column(String(32), default="")
     description: Mapped[str] = mapped_column(String(200), default="")
     source: Mapped[str] = mapped_column(String(200), default="")
