@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mllp_load import RunResult, adt_message, run_load_blocking
 
 from engine.config.loader import load_config
-from engine.router import Router
+from engine.routes.router import Router
 from engine.testing import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from engine.config.model import EngineConfig, ListenerSettings
-from engine.server import Server
+from engine.config.model import EngineConfig
+from engine.pipeline.server import Server
+from engine.pipeline.settings import ListenerSettings
 from engine.store.schema import Message
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config.binding import ByteSize, Duration
 from engine.config.loader import load_config
-from engine.config.source import ConfigError
+from engine.settings import ByteSize, ConfigError, Duration
 from tests.support import ROOT
 
 

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from engine.hl7v2.ack import read_ack
 from engine.hl7v2.fieldpath import FieldPath
-from engine.mpi import worker
 from engine.mpi.queries import patients_with_identifier, search, view
 from engine.mpi.tables import Order, Patient
+from engine.pipeline import mpi_destination as worker
 from engine.store.database import open_store
 from engine.store.queue import set_control
 from engine.store.schema import Delivery, DeliveryState

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from engine.csv_rows import CsvError, RowProblem
+from engine.csv_import.rows import CsvError, RowProblem
 from engine.mpi.importer import MpiImport, event_time_of
 from engine.mpi.queries import patients_with_identifier, view
 from engine.mpi.tables import Patient, PatientIdentifier

@@ -14,15 +14,16 @@ import pytest
 from sqlalchemy import Engine, insert, select, update
 
 from engine.config.loader import load_config
-from engine.config.source import ConfigError
 from engine.mpi.importer import MpiImport
 from engine.mpi.tables import Order, PatientIdentifier
-from engine.reconcile import blocking, model
+from engine.reconcile import blocking
+from engine.reconcile import estimation as model
 from engine.reconcile.comparisons import COMPARISONS, Pairs, Records, compare
 from engine.reconcile.names import identifier_key, name_words, same_person_names
 from engine.reconcile.run import _frequency_bonus, reconcile
 from engine.reconcile.settings import ReconcilerSettings
 from engine.reconcile.tables import PatientKey, Proposal, ProposalStatus, ReconcileRun
+from engine.settings import ConfigError
 from engine.studies.importer import StudyImport
 from tests.support import config_folder, run_crosswalk
 

@@ -20,7 +20,6 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine.config.loader import load_config
-from engine.config.source import ConfigError
 from engine.hl7v2.message import Message
 from engine.mpi.tables import Order, Patient, PatientIdentifier
 from engine.reconcile.run import reconcile
@@ -32,6 +31,7 @@ from engine.review.settings import ReviewSettings
 from engine.review.tables import Action, ReviewDecision
 from engine.review.upkeep import refresh
 from engine.review.worklist import ReviewFilter, decision_views, rows
+from engine.settings import ConfigError
 from engine.store.schema import Delivery, DeliveryState
 from engine.testing import FakeReceiver, free_port
 from tests.support import Pipeline, cli_env, config_folder, crosswalk, destination_yaml

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.config.loader import load_config
-from engine.config.source import ConfigError
+from engine.settings import ConfigError
 from tests.support import ROOT, config_folder
 
 

@@ -15,7 +15,7 @@ from engine.hl7v2.charset import codec_for
 from engine.hl7v2.check import examine
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.message_file import read_message_file
-from engine.router import Router
+from engine.routes.router import Router
 from tests.support import ROOT, cli_env, config_folder, crosswalk
 
 

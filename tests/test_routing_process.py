@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 
 from engine.config.loader import load_config
-from engine.router import Router
-from engine.routing_process import AcceptedMessage, ForkedRouting, InlineRouting, RoutedBatch
+from engine.pipeline.routing_process import (
+    AcceptedMessage,
+    ForkedRouting,
+    InlineRouting,
+    RoutedBatch,
+)
+from engine.routes.router import Router
 from engine.testing import Peer, free_port, wait_for_port
 from tests.support import adt, cli_env, config_folder, crosswalk, destination_yaml
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from engine.config.loader import load_config
-from engine.config.source import ConfigError
 from engine.hl7v2.ack import read_ack
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.message import Message
-from engine.router import Router
+from engine.routes.router import Router
+from engine.settings import ConfigError
 from engine.store.database import open_store
 from engine.testing import Peer
 from tests.support import Pipeline, config_folder, stored_messages

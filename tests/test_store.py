@@ -11,9 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from engine.config.model import ListenerSettings
-from engine.intake import Intake
 from engine.mpi import tables as _mpi_tables  # noqa: F401  (the metadata compared is complete)
+from engine.pipeline.intake import Intake
+from engine.pipeline.settings import ListenerSettings
 from engine.reconcile import tables as _reconcile_tables  # noqa: F401
 from engine.review import tables as _review_tables  # noqa: F401
 from engine.store.database import StoreError, open_store, resolve_url
@@ -251,7 +251,7 @@ def test_migration_0006_keys_stored_messages_as_intake_does(db_url: str) -> None
 
 
 def test_a_read_of_received_messages_stops_at_its_byte_budget(store) -> None:  # type: ignore[no-untyped-def]
-    from engine.dispatcher import load_received
+    from engine.pipeline.dispatcher import load_received
 
     async def scenario() -> None:
         writer = StoreWriter(store)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
-from engine.config.model import ListenerSettings
 from engine.hl7v2.ack import read_ack
+from engine.pipeline.settings import ListenerSettings
 from engine.store.database import open_store
 from engine.testing import Peer
 from tests.postgres_cluster import throwaway_postgres

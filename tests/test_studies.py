@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from engine.csv_rows import RowProblem
+from engine.csv_import.rows import RowProblem
 from engine.mpi.importer import MpiImport
 from engine.store.database import open_store
 from engine.studies.importer import StudyImport

@@ -17,8 +17,7 @@ from typer.testing import CliRunner
 
 from engine.cli.pull import pull
 from engine.config.loader import load_config
-from engine.config.model import ArchiveSettings
-from engine.config.source import ConfigError
+from engine.settings import ConfigError
 from engine.store.database import open_store
 from engine.studies.index import RECORD_COLUMNS
 from engine.studies.pull import (
@@ -30,6 +29,7 @@ from engine.studies.pull import (
     split_address,
     split_person_name,
 )
+from engine.studies.settings import ArchiveSettings
 from engine.studies.tables import PullState, Study
 from engine.testing import free_port
 from tests.orthanc import Orthanc, running_orthanc, study_instance

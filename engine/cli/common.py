@@ -23,13 +23,12 @@ from rich.progress import (
 )
 from sqlalchemy import Engine
 
-from engine.config.binding import Duration
 from engine.config.loader import load_config
 from engine.config.model import EngineConfig
-from engine.config.source import ConfigError
-from engine.csv_import import CsvImport, ImportReport
-from engine.csv_rows import CsvError, RowProblem
+from engine.csv_import.importer import CsvImport, ImportReport
+from engine.csv_import.rows import CsvError, RowProblem
 from engine.hl7v2.message_file import MessageFile, read_message_file
+from engine.settings import ConfigError, Duration
 from engine.store.database import StoreError, open_store
 
 console = Console(highlight=False)

@@ -26,7 +26,7 @@ from engine.hl7v2.ack import read_ack
 from engine.hl7v2.charset import codec_for
 from engine.hl7v2.header import HeaderError
 from engine.hl7v2.paths import flatten
-from engine.router import Router
+from engine.routes.router import Router
 from engine.store.messages import STATUSES, MessageFilter, find_messages, get_message
 from engine.store.queue import deliveries_of, record_resend, set_control
 from engine.store.schema import DeliveryState, Message, MessageStatus

@@ -28,7 +28,7 @@ from engine.cli.common import (
     run_import,
     shown_date,
 )
-from engine.csv_rows import RowError
+from engine.csv_import.rows import RowError
 from engine.mpi.demographics import date_column
 from engine.mpi.importer import MpiImport, event_time_of
 from engine.mpi.queries import PatientView, identifiers_of, patients_with_identifier, search, view

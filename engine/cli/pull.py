@@ -18,8 +18,8 @@ from engine.cli.common import (
     open_store_or_fail,
     shown_date,
 )
-from engine.config.model import ArchiveSettings, parse_study_date
 from engine.studies.pull import PROTOCOLS, PullError, PullResult, pull_studies
+from engine.studies.settings import ArchiveSettings, parse_study_date
 
 
 class ProtocolChoice(StrEnum):

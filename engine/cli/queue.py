@@ -16,7 +16,7 @@ from rich.text import Text
 
 from engine.cli.common import DbOption, console, open_store_or_fail
 from engine.config.loader import load_config
-from engine.config.source import ConfigError
+from engine.settings import ConfigError
 from engine.store.queue import requeue_errored, routing_backlog, set_control, summarize
 
 app = typer.Typer(help="Delivery queues: status, pause, resume, retry.", no_args_is_help=True)

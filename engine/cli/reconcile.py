@@ -24,11 +24,12 @@ from engine.cli.common import (
     open_store_or_fail,
     write_records,
 )
-from engine.config.model import EngineConfig, parse_study_date
+from engine.config.model import EngineConfig
 from engine.reconcile.comparisons import COMPARISONS
 from engine.reconcile.proposals import EXPORT_COLUMNS, export_rows
 from engine.reconcile.run import latest_parameters, reconcile
 from engine.review.upkeep import auto_approve
+from engine.studies.settings import parse_study_date
 
 DEFAULT_CONFIG = Path("routes")
 app = typer.Typer(

@@ -29,7 +29,7 @@ from engine.cli.common import (
 )
 from engine.cli.keys import read_key
 from engine.cli.review_screen import headline, print_screen
-from engine.config.model import EngineConfig, parse_study_date
+from engine.config.model import EngineConfig
 from engine.mpi.queries import view
 from engine.reconcile.tables import ProposalStatus
 from engine.review.decisions import Decided, ReviewError, approve, defer, reject
@@ -45,6 +45,7 @@ from engine.review.worklist import (
     rows,
     was_is_rows,
 )
+from engine.studies.settings import parse_study_date
 
 DEFAULT_CONFIG = Path("routes")
 app = typer.Typer(

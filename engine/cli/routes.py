@@ -15,12 +15,12 @@ from engine.cli.common import (
     load_config_or_fail,
     read_message_files_or_fail,
 )
+from engine.config.schema import config_schema
 from engine.hl7v2.charset import codec_for
 from engine.hl7v2.check import examine
 from engine.hl7v2.diff import field_changes
 from engine.hl7v2.message import Message
-from engine.router import Router
-from engine.routes.schema import config_schema
+from engine.routes.router import Router
 
 app = typer.Typer(help="Check, describe and test route configurations.", no_args_is_help=True)
 

@@ -14,8 +14,8 @@ import typer
 from engine import logs
 from engine.cli.common import DbOption, fail, load_config_or_fail
 from engine.config.model import EngineConfig
-from engine.routing_process import DEFAULT_TIMEOUT
-from engine.server import SHUTDOWN_TIMEOUT, Server, event_loop_factory
+from engine.pipeline.routing_process import DEFAULT_TIMEOUT
+from engine.pipeline.server import SHUTDOWN_TIMEOUT, Server, event_loop_factory
 from engine.store.database import StoreError
 from engine.store.writer import COMMIT_TIMEOUT
 

@@ -30,7 +30,7 @@ from engine.cli.common import (
 )
 from engine.cli.pull import pull
 from engine.config.model import EngineConfig
-from engine.csv_rows import RowProblem
+from engine.csv_import.rows import RowProblem
 from engine.reconcile.settings import ReconcilerSettings
 from engine.studies.flags import Flag
 from engine.studies.importer import StudyImport

@@ -9,7 +9,6 @@ from typing import Any
 
 import yaml
 
-from engine.config.binding import INVALID, Binder
 from engine.config.model import (
     BUILT_IN_DESTINATIONS,
     BUILT_IN_SOURCES,
@@ -18,12 +17,12 @@ from engine.config.model import (
     EngineConfig,
     ListenerSettings,
 )
-from engine.config.source import ConfigError, Mark, Problem, compose_file
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.settings import ReviewSettings
 from engine.routes import syntax as _syntax  # noqa: F401  (registers the route converters)
+from engine.routes.mappings import MappingError, Mappings
 from engine.routes.model import RouteSettings
-from engine.routes.tables import TableError, Tables
+from engine.settings import INVALID, Binder, ConfigError, Mark, Problem, compose_file
 
 SECTIONS: dict[str, Any] = {
     "listeners": ListenerSettings,
@@ -114,7 +113,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
     destinations: dict[str, DestinationSettings] = merged["destinations"]
     routes: dict[str, RouteSettings] = merged["routes"]
     archives: dict[str, ArchiveSettings] = merged["archives"]
-    tables = Tables(mappings_folder(folder, env))
+    tables = Mappings(mappings_folder(folder, env))
     problems.extend(_check_ports(listeners, origins))
     for section, reserved, built_in in (
         ("destinations", destinations, BUILT_IN_DESTINATIONS),
@@ -176,7 +175,7 @@ def _check_routes(
     routes: dict[str, RouteSettings],
     listeners: dict[str, ListenerSettings],
     destinations: dict[str, DestinationSettings],
-    tables: Tables,
+    tables: Mappings,
     origins: dict[tuple[str, str], Mark],
     marks: dict[int, Mark],
 ) -> list[Problem]:
@@ -211,7 +210,7 @@ def _check_routes(
                 continue
             try:
                 validate(tables)
-            except TableError as error:
+            except MappingError as error:
                 problems.append(Problem(marks.get(id(step), where), f"route {name!r}: {error}"))
     return problems
 

@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.config.binding import ByteSize, Duration, yaml_key
-from engine.config.model import ArchiveSettings, DestinationSettings, ListenerSettings
+from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.settings import ReviewSettings
 from engine.routes.conditions import OPERATORS
 from engine.routes.model import RouteSettings, RouteTarget
 from engine.routes.steps import STEPS
+from engine.settings import ByteSize, Duration, yaml_key
+from engine.studies.settings import ArchiveSettings
 
 
 def _default(field: dataclasses.Field[Any]) -> str:

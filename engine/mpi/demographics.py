@@ -10,8 +10,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
-from engine.csv_rows import RowError
+from engine.csv_import.rows import RowError
 from engine.hl7v2.escaping import unescape
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.message import Message, Segment
@@ -318,3 +319,18 @@ def plain_name(text: str) -> str:
     """
     decomposed = unicodedata.normalize("NFKD", text.upper())
     return "".join(c for c in decomposed if c.isalpha() and not unicodedata.combining(c))
+
+
+_SUFFIXES = {"JR", "SR", "II", "III", "IV"}
+
+
+@lru_cache(maxsize=1 << 18)
+def name_words(name: str) -> str:
+    """A name for comparison: plain letters, its parts (hyphen, space) kept apart by a space;
+    generational suffixes dropped (they are compared through the birth date).
+
+    >>> name_words("García-López Jr.")
+    'GARCIA LOPEZ'
+    """
+    words = (plain_name(part) for part in name.replace("-", " ").replace(",", " ").split())
+    return " ".join(w for w in words if w and w not in _SUFFIXES)

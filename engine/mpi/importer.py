@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from engine.csv_import import CsvImport, ImportReport
-from engine.csv_rows import RowError, RowProblem
+from engine.csv_import.importer import CsvImport, ImportReport
+from engine.csv_import.rows import RowError, RowProblem
 from engine.mpi import bounds
 from engine.mpi.demographics import (
     DEMOGRAPHIC_CSV_COLUMNS,

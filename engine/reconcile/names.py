@@ -8,22 +8,19 @@ from functools import cache, lru_cache
 import jellyfish
 from nicknames import NickNamer
 
-from engine.mpi.demographics import plain_name
+from engine.mpi.demographics import name_words, plain_name
+
+__all__ = [
+    "family_key",
+    "identifier_key",
+    "name_words",
+    "phone_key",
+    "phonetic",
+    "plain_name",
+    "same_person_names",
+]
 
 _DIGITS = re.compile(r"\D+")
-_SUFFIXES = {"JR", "SR", "II", "III", "IV"}
-
-
-@lru_cache(maxsize=1 << 18)
-def name_words(name: str) -> str:
-    """A name for comparison: plain letters, its parts (hyphen, space) kept apart by a space;
-    generational suffixes dropped (they are compared through the birth date).
-
-    >>> name_words("García-López Jr.")
-    'GARCIA LOPEZ'
-    """
-    words = (plain_name(part) for part in name.replace("-", " ").replace(",", " ").split())
-    return " ".join(w for w in words if w and w not in _SUFFIXES)
 
 
 @cache

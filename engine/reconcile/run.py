@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from engine.mpi.tables import Patient
-from engine.reconcile import model
+from engine.reconcile import estimation
 from engine.reconcile.blocking import KEYS_VERSION, candidates, refresh_keys
 from engine.reconcile.comparisons import COMPARISONS, Pairs, Records, compare
 from engine.reconcile.names import name_words
@@ -53,10 +53,10 @@ class RunReport:
     flagged: int = 0
     """Studies scored with implausible values (a birth date that is no calendar date …)."""
     written: WriteCounts = field(default_factory=WriteCounts)
-    parameters: model.Parameters | None = None
+    parameters: estimation.Parameters | None = None
 
 
-def _previous(connection: Connection) -> tuple[int | None, model.Parameters | None]:
+def _previous(connection: Connection) -> tuple[int | None, estimation.Parameters | None]:
     watermark = connection.execute(select(func.max(_runs.c.keys_watermark))).scalar()
     latest = latest_parameters(connection)
     return watermark, latest[2] if latest is not None else None
@@ -97,8 +97,8 @@ def scan_mpi(connection: Connection, wanted: set[tuple[str, str]]) -> MpiScan:
     finally:
         cursor.close()
     frequencies = {
-        "family": model.term_frequencies(family),
-        "given": model.term_frequencies(given),
+        "family": estimation.term_frequencies(family),
+        "given": estimation.term_frequencies(given),
     }
     return MpiScan(np.sort(np.asarray(ids, dtype=np.int64)), frequencies, found)
 
@@ -161,23 +161,23 @@ def estimate(
     candidate_levels: np.ndarray,
     name_levels: np.ndarray,
     random_levels: np.ndarray,
-    previous: model.Parameters | None,
+    previous: estimation.Parameters | None,
     settings: ReconcilerSettings,
     patients: int,
-) -> model.Parameters:
+) -> estimation.Parameters:
     """u from the random pairs; m by EM (sessions: the candidates with the same birth date;
     pairs with the same name) when there are enough pairs, else the previous run's values."""
-    u = model.estimate_u(random_levels)
-    start = previous.m if previous is not None else model.starting_m()
+    u = estimation.estimate_u(random_levels)
+    start = previous.m if previous is not None else estimation.starting_m()
     rate = previous.match_rate if previous is not None else DEFAULT_MATCH_RATE
     pairs = len(candidate_levels)
     if pairs < settings.min_em_pairs:
-        return model.Parameters(rate, patients, start, u, pairs, len(random_levels))
+        return estimation.Parameters(rate, patients, start, u, pairs, len(random_levels))
     birth = [c.name for c in COMPARISONS].index("birth_date")
     same_birth = candidate_levels[candidate_levels[:, birth] == 1]
     sessions = [(same_birth, ("birth_date",)), (name_levels, ("family_name", "given_name"))]
-    m, iterations, converged = model.estimate_m(sessions, u, start, settings.em_iterations)
-    return model.Parameters(
+    m, iterations, converged = estimation.estimate_m(sessions, u, start, settings.em_iterations)
+    return estimation.Parameters(
         rate, patients, m, u, pairs, len(random_levels), iterations, converged, estimated_m=True
     )
 
@@ -197,7 +197,7 @@ def _term_bonus(
 def _frequency_bonus(
     levels: np.ndarray,
     pairs: Pairs,
-    parameters: model.Parameters,
+    parameters: estimation.Parameters,
     frequencies: dict[str, dict[str, float]],
 ) -> dict[str, np.ndarray]:
     """Per pair, log2(u_exact / tf(value)) where the level is ``exact``: rare names weigh
@@ -251,7 +251,7 @@ def _evidence(levels: np.ndarray, weights: np.ndarray, prior: float) -> str:
 def score(
     levels: np.ndarray,
     pairs: Pairs,
-    parameters: model.Parameters,
+    parameters: estimation.Parameters,
     frequencies: dict[str, dict[str, float]],
     settings: ReconcilerSettings,
     study_uids: list[str],
@@ -262,15 +262,15 @@ def score(
         if settings.term_frequencies
         else None
     )
-    weights = model.match_weights(levels, parameters, adjustments)
+    weights = estimation.match_weights(levels, parameters, adjustments)
     bayes = weights.sum(axis=1)
     if parameters.estimated_m:
-        parameters.match_rate = model.estimate_match_rate(
+        parameters.match_rate = estimation.estimate_match_rate(
             pairs.study_rows, bayes, len(study_uids), parameters.patients, parameters.match_rate
         )
-    prior = model.prior_log2_odds(parameters.match_rate, parameters.patients)
+    prior = estimation.prior_log2_odds(parameters.match_rate, parameters.patients)
     total = bayes + prior
-    probability = model.exclusive_probabilities(pairs.study_rows, total, len(study_uids))
+    probability = estimation.exclusive_probabilities(pairs.study_rows, total, len(study_uids))
     keep = np.flatnonzero(probability >= settings.possible)
     given = [c.name for c in COMPARISONS].index("given_name")
     different = COMPARISONS[given].levels.index("different")
@@ -336,7 +336,7 @@ def _reconcile(
     since: str,
     rebuild_keys: bool,
     watermark: int | None,
-    previous: model.Parameters | None,
+    previous: estimation.Parameters | None,
     report: RunReport,
     progress: Progress,
 ) -> None:
@@ -424,7 +424,7 @@ def _reconcile(
     )
 
 
-def latest_parameters(connection: Connection) -> tuple[int, datetime, model.Parameters] | None:
+def latest_parameters(connection: Connection) -> tuple[int, datetime, estimation.Parameters] | None:
     """The parameters of the newest finished run: (run id, finished at, parameters)."""
     row = connection.execute(
         select(_runs.c.id, _runs.c.finished_at, _runs.c.parameters)
@@ -432,7 +432,7 @@ def latest_parameters(connection: Connection) -> tuple[int, datetime, model.Para
         .order_by(_runs.c.id.desc())
         .limit(1)
     ).first()
-    parameters = model.Parameters.from_json(row.parameters) if row is not None else None
+    parameters = estimation.Parameters.from_json(row.parameters) if row is not None else None
     if row is None or parameters is None:
         return None
     return row.id, row.finished_at, parameters

@@ -5,39 +5,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from fnmatch import translate
 
-from engine.config.binding import setting
-
-PLACEHOLDER_NAMES = (
-    "DOE",
-    "UNKNOWN*",
-    "UNK",
-    "UNIDENTIFIED*",
-    "TRAUMA*",
-    "NONAME",
-    "NO NAME",
-    "NN",
-    "PATIENT",
-    "TEST*",
-    "ANONYMOUS",
-    "ZZ*",
-    "XX*",
-    "ALPHA",
-    "BRAVO",
-    "BABY",
-    "BABYBOY",
-    "BABYGIRL",
-    "MALE",
-    "FEMALE",
+from engine.settings import Issue, setting
+from engine.studies.placeholders import (
+    PLACEHOLDER_DATES,
+    PLACEHOLDER_IDS,
+    PLACEHOLDER_NAMES,
+    glob_patterns,
 )
-PLACEHOLDER_DATES = ("19000101", "18000101", "18991231", "19010101", "00000000", "99999999")
-PLACEHOLDER_IDS = ("0", "00000000", "UNKNOWN*", "TRAUMA*", "TEMP*", "TR*", "NONE", "NA", "N/A")
-
-
-def _patterns(values: list[str]) -> re.Pattern[str]:
-    """One regular expression for glob patterns (``TRAUMA*``), compared in upper case."""
-    return re.compile("|".join(translate(v.upper()) for v in values) or "(?!)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,20 +73,20 @@ class ReconcilerSettings:
     _ids: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_names", _patterns(self.placeholder_names))
-        object.__setattr__(self, "_ids", _patterns(self.placeholder_ids))
+        object.__setattr__(self, "_names", glob_patterns(self.placeholder_names))
+        object.__setattr__(self, "_ids", glob_patterns(self.placeholder_ids))
 
-    def check(self) -> list[tuple[str, str | None]]:
+    def check(self) -> list[Issue]:
         """Problems with these values, as (message, hint) pairs."""
-        problems: list[tuple[str, str | None]] = []
+        problems: list[Issue] = []
         if not 0 < self.possible <= self.strong < 1:
-            problems.append(("thresholds must satisfy 0 < possible <= strong < 1", None))
+            problems.append(Issue("thresholds must satisfy 0 < possible <= strong < 1", None))
         if self.max_candidates < 1 or self.max_block_size < 1:
-            problems.append(("max_candidates and max_block_size must be at least 1", None))
+            problems.append(Issue("max_candidates and max_block_size must be at least 1", None))
         if self.random_pairs < 1000:
-            problems.append(("random_pairs must be at least 1000", "the default is 300000"))
+            problems.append(Issue("random_pairs must be at least 1000", "the default is 300000"))
         if any(len(d) != 8 or not d.isdigit() for d in self.placeholder_birth_dates):
-            problems.append(("placeholder_birth_dates must be YYYYMMDD", "e.g. 19000101"))
+            problems.append(Issue("placeholder_birth_dates must be YYYYMMDD", "e.g. 19000101"))
         return problems
 
     def placeholder_name(self, name: str) -> bool:

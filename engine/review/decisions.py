@@ -23,14 +23,14 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.config.model import EngineConfig
 from engine.hl7v2.check import examine
-from engine.intake import message_row
 from engine.mpi.tables import Order
+from engine.pipeline.intake import message_row
 from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.review.merge_message import MergeMessage, StudyOrder, build_merge
 from engine.review.settings import SOURCE
 from engine.review.tables import Action, ReviewDecision
 from engine.review.worklist import ReviewFilter, ReviewRow, row, rows
-from engine.router import Router, Routing
+from engine.routes.router import Router, Routing
 from engine.store.database import for_writing
 from engine.store.operations import queued_delivery
 from engine.store.queue import touch_destinations

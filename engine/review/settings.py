@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from engine.config.binding import setting
+from engine.settings import Issue, setting
 
 SOURCE = "review"
 """The built-in source of merge messages: routes with ``source: review`` carry approvals."""
@@ -48,18 +48,20 @@ class ReviewSettings:
         "… and only those with at least this match probability.", default=0.999
     )
 
-    def check(self) -> list[tuple[str, str | None]]:
+    def check(self) -> list[Issue]:
         """Problems with these values, as (message, hint) pairs."""
-        problems: list[tuple[str, str | None]] = []
+        problems: list[Issue] = []
         if self.auto_approve_band not in ("", "strong", "possible"):
             problems.append(
-                (f"auto_approve_band {self.auto_approve_band!r} is not a band", "strong or empty")
+                Issue(
+                    f"auto_approve_band {self.auto_approve_band!r} is not a band", "strong or empty"
+                )
             )
         if not 0.5 <= self.auto_approve_min_probability <= 1:
-            problems.append(("auto_approve_min_probability must be between 0.5 and 1", None))
+            problems.append(Issue("auto_approve_min_probability must be between 0.5 and 1", None))
         if not self.version.replace(".", "").isdigit():
-            problems.append((f"version {self.version!r} is not an HL7 version", "e.g. 2.5.1"))
+            problems.append(Issue(f"version {self.version!r} is not an HL7 version", "e.g. 2.5.1"))
         for key in ("sending_application", "receiving_application"):
             if not getattr(self, key):
-                problems.append((f"{key} must not be empty", None))
+                problems.append(Issue(f"{key} must not be empty", None))
         return problems

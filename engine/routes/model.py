@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config.binding import setting
 from engine.routes.conditions import Condition
 from engine.routes.steps import Step
+from engine.settings import Issue, setting
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,12 @@ class RouteSettings:
         example="[pacs]",
     )
 
-    def check(self) -> list[tuple[str, str | None]]:
+    def check(self) -> list[Issue]:
         if not self.destinations:
-            return [("a route needs at least one destination", "use `drop` to discard on purpose")]
+            return [
+                Issue("a route needs at least one destination", "use `drop` to discard on purpose")
+            ]
         names = [t.destination for t in self.destinations]
         if len(set(names)) != len(names):
-            return [("a destination is listed twice", None)]
+            return [Issue("a destination is listed twice", None)]
         return []

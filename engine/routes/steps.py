@@ -19,13 +19,13 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import jinja2
 
-from engine.config.binding import setting
 from engine.hl7v2.escaping import escape
 from engine.hl7v2.fieldpath import ALL, FieldPath
 from engine.hl7v2.message import Message, MessageError
 from engine.routes.conditions import Condition
-from engine.routes.tables import TableError, Tables
+from engine.routes.mappings import MappingError, Mappings
 from engine.routes.templates import TemplateError, compile_template, render
+from engine.settings import Issue, setting
 
 
 class StepError(ValueError):
@@ -60,7 +60,7 @@ class MessageTemplate:
 class StepContext:
     """What steps can use while they run."""
 
-    tables: Tables
+    tables: Mappings
 
 
 class Step(Protocol):
@@ -124,9 +124,9 @@ class SetStep:
     )
     when: Condition | None = setting("Apply only when this condition holds.", default=None)
 
-    def check(self) -> list[tuple[str, str | None]]:
+    def check(self) -> list[Issue]:
         if (self.value is None) == (self.template is None):
-            return [("set needs exactly one of value or template", None)]
+            return [Issue("set needs exactly one of value or template", None)]
         return []
 
     def apply(self, message: Message, ctx: StepContext) -> None:
@@ -231,17 +231,19 @@ class InsertSegmentStep:
     )
     when: Condition | None = setting("Apply only when this condition holds.", default=None)
 
-    def check(self) -> list[tuple[str, str | None]]:
-        problems: list[tuple[str, str | None]] = []
+    def check(self) -> list[Issue]:
+        problems: list[Issue] = []
         if self.after and self.before:
-            problems.append(("insert_segment takes after or before, not both", None))
+            problems.append(Issue("insert_segment takes after or before, not both", None))
         for position, text in self.values.items():
             if not re.fullmatch(r"\d+(\.\d+){0,2}", position):
-                problems.append((f"{position!r} is not a field position", "write 1, 1.2 or 1.2.1"))
+                problems.append(
+                    Issue(f"{position!r} is not a field position", "write 1, 1.2 or 1.2.1")
+                )
             try:
                 compile_template(text)
             except TemplateError as error:
-                problems.append((f"value of {position}: {error}", None))
+                problems.append(Issue(f"value of {position}: {error}", None))
         return problems
 
     def apply(self, message: Message, ctx: StepContext) -> None:
@@ -303,13 +305,13 @@ class MapStep:
     ignore_case: bool = setting("Compare keys without regard to case.", default=False)
     when: Condition | None = setting("Apply only when this condition holds.", default=None)
 
-    def validate(self, tables: Tables) -> None:
+    def validate(self, tables: Mappings) -> None:
         tables.get(self.table).index(self.key, self.value, self.ignore_case)
 
     def apply(self, message: Message, ctx: StepContext) -> None:
         try:
             mapping = ctx.tables.get(self.table).index(self.key, self.value, self.ignore_case)
-        except TableError as error:
+        except MappingError as error:
             raise StepError(str(error)) from None
         sources = _expand(message, self.field)
         targets = _expand(message, self.to) if self.to else sources
@@ -400,9 +402,9 @@ class NormaliseStep:
     date_output: str = setting("Format of normalised dates.", default="%Y%m%d")
     when: Condition | None = setting("Apply only when this condition holds.", default=None)
 
-    def check(self) -> list[tuple[str, str | None]]:
+    def check(self) -> list[Issue]:
         if self.style == "date" and not self.date_formats:
-            return [("normalise to: date needs date_formats", "e.g. ['%d/%m/%Y']")]
+            return [Issue("normalise to: date needs date_formats", "e.g. ['%d/%m/%Y']")]
         return []
 
     def apply(self, message: Message, ctx: StepContext) -> None:
@@ -472,7 +474,7 @@ class IdentifiersStep:
     )
     when: Condition | None = setting("Apply only when this condition holds.", default=None)
 
-    def validate(self, tables: Tables) -> None:
+    def validate(self, tables: Mappings) -> None:
         if self.rewrite_authority:
             ref = self.rewrite_authority
             tables.get(ref.table).index(ref.key, ref.value)
@@ -487,7 +489,7 @@ class IdentifiersStep:
             ref = self.rewrite_authority
             try:
                 mapping = ctx.tables.get(ref.table).index(ref.key, ref.value)
-            except TableError as error:
+            except MappingError as error:
                 raise StepError(str(error)) from None
         kept = []
         for repetition in repetitions:
@@ -525,9 +527,9 @@ class MessageTemplateStep:
     text: MessageTemplate | None = setting("The template written inline.", default=None)
     when: Condition | None = setting("Apply only when this condition holds.", default=None)
 
-    def check(self) -> list[tuple[str, str | None]]:
+    def check(self) -> list[Issue]:
         if (self.file is None) == (self.text is None):
-            return [("message_template needs exactly one of file or text", None)]
+            return [Issue("message_template needs exactly one of file or text", None)]
         return []
 
     def apply(self, message: Message, ctx: StepContext) -> None:

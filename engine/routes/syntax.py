@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-from engine.config.binding import INVALID, Binder, closest, converter
 from engine.hl7v2.fieldpath import FieldPath, PathError
 from engine.routes import conditions as c
 from engine.routes.model import RouteTarget
@@ -23,6 +22,7 @@ from engine.routes.steps import (
     Step,
 )
 from engine.routes.templates import TemplateError, compile_template
+from engine.settings import INVALID, Binder, closest, converter
 
 _SEGMENT = re.compile(r"[A-Z][A-Z0-9]{2}")
 

@@ -7,7 +7,7 @@ reach Python internals, and a misspelt name is an error, never a silent empty st
 - ``raw('PID-5')`` — a field as written, to copy structure into a message template;
 - ``lookup('procedure_codes', 'code', OBR_4_1, 'modality')`` — a value from a mapping table
   (an error if the key is missing, unless a fifth argument gives a default); only the tables of
-  the mappings folder, by name (:class:`engine.routes.tables.Tables`);
+  the mappings folder, by name (:class:`engine.routes.tables.Mappings`);
 - ``now()`` — the current time as an HL7 timestamp, ``now('%Y%m%d')`` in another format;
 - ``new_control_id()`` — a fresh MSH-10.
 
@@ -29,7 +29,7 @@ from engine.hl7v2.escaping import escape
 from engine.hl7v2.fieldpath import FieldPath, PathError
 from engine.hl7v2.header import Delimiters
 from engine.hl7v2.message import Message
-from engine.routes.tables import TableError, Tables
+from engine.routes.mappings import MappingError, Mappings
 
 
 class TemplateError(ValueError):
@@ -79,7 +79,7 @@ def _finalize_escaped(context: jinja2.runtime.Context, value: Any) -> Any:
 MESSAGE_ENVIRONMENT = _environment(_finalize_escaped)
 
 
-def context(message: Message, tables: Tables) -> dict[str, Any]:
+def context(message: Message, tables: Mappings) -> dict[str, Any]:
     """The names a template can use for ``message``."""
 
     def path(text: str) -> FieldPath:
@@ -93,7 +93,7 @@ def context(message: Message, tables: Tables) -> dict[str, Any]:
     ) -> str:
         try:
             found = tables.get(str(table)).lookup(key_column, value_column, str(key))
-        except TableError as error:
+        except MappingError as error:
             raise TemplateError(str(error)) from None
         if found is None:
             if default is _MISSING:
@@ -115,7 +115,7 @@ def context(message: Message, tables: Tables) -> dict[str, Any]:
     }
 
 
-def render(template: jinja2.Template, message: Message, tables: Tables) -> str:
+def render(template: jinja2.Template, message: Message, tables: Mappings) -> str:
     """Render ``template`` for ``message``; errors become :class:`TemplateError`."""
     try:
         return template.render(context(message, tables))

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Protocol
 
-from engine.mpi.demographics import SEXES
-from engine.reconcile.names import name_words
-from engine.reconcile.settings import ReconcilerSettings
+from engine.mpi.demographics import SEXES, name_words
+from engine.studies.placeholders import DEFAULTS, Placeholders
 from engine.studies.tables import RECORDED_DATE, RECORDED_SEX
 
 EARLIEST_YEAR = 1850
@@ -151,21 +150,21 @@ def date_problem(value: str, today: date | None = None) -> str:
     return ""
 
 
-def is_placeholder_name(name: str, settings: ReconcilerSettings) -> bool:
+def is_placeholder_name(name: str, settings: Placeholders) -> bool:
     """Whether ``name`` is one of the reconciler's ``placeholder_names`` (DOE, TRAUMA*, …), as
     recorded or as compared (``Doe.`` is DOE)."""
     return settings.placeholder_name(name) or settings.placeholder_name(name_words(name))
 
 
 def study_flags(
-    study: StudyValues, settings: ReconcilerSettings | None = None, *, today: date | None = None
+    study: StudyValues, settings: Placeholders | None = None, *, today: date | None = None
 ) -> tuple[Flag, ...]:
     """The implausible values of ``study``, each with its reason, in the order of ``LABELS``:
     a placeholder family or given name (the reconciler's ``placeholder_names``); a birth date
     that is a placeholder (``placeholder_birth_dates``), no date, not a calendar date, before
     1850 or in the future; a sex that is not a DICOM or HL7 code; a study date that is no
     date, not a calendar date, before 1850 or in the future. Empty values are never flagged."""
-    rules = settings or _DEFAULTS
+    rules = settings or DEFAULTS
     found: list[Flag] = []
     for field in ("family_name", "given_name"):
         name = getattr(study, field)
@@ -182,6 +181,3 @@ def study_flags(
     if study.study_date and (problem := date_problem(study.study_date, today)):
         found.append(Flag("study_date", study.study_date, problem))
     return tuple(found)
-
-
-_DEFAULTS = ReconcilerSettings()

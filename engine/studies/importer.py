@@ -16,10 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from engine.csv_import import CsvImport, ImportReport
-from engine.csv_rows import RowError, RowProblem
+from engine.csv_import.importer import CsvImport, ImportReport
+from engine.csv_import.rows import RowError, RowProblem
 from engine.mpi.demographics import DEMOGRAPHIC_CSV_COLUMNS
-from engine.reconcile.settings import ReconcilerSettings
 from engine.studies.flags import (
     LABELS,
     recorded_date,
@@ -27,6 +26,7 @@ from engine.studies.flags import (
     study_flags,
 )
 from engine.studies.index import StudyRecord, save_batch
+from engine.studies.placeholders import Placeholders
 from engine.studies.tables import RECORDED_DATE, RECORDED_SEX, Study
 
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -81,7 +81,7 @@ class StudyImport(CsvImport[CheckedStudy]):
         *,
         issuer: str = "",
         encoding: str = "utf-8",
-        settings: ReconcilerSettings | None = None,
+        settings: Placeholders | None = None,
         on_problem: Callable[[RowProblem], None] = lambda problem: None,
         on_note: Callable[[RowProblem], None] = lambda note: None,
         on_progress: Callable[[int], None] = lambda bytes_read: None,

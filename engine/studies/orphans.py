@@ -28,9 +28,9 @@ from sqlalchemy import Engine, and_, or_, select
 
 from engine.mpi.demographics import plain_name
 from engine.mpi.tables import Patient, PatientIdentifier, PatientName
-from engine.reconcile.settings import ReconcilerSettings
 from engine.store.fastsql import chunks, in_values
 from engine.studies.flags import Flag, study_flags
+from engine.studies.placeholders import Placeholders
 from engine.studies.tables import Study
 
 NAME_SIMILARITY = 0.85
@@ -293,7 +293,7 @@ def classify(
     assume_issuer: str = "",
     name_similarity: float = NAME_SIMILARITY,
     study_uids: list[str] | None = None,
-    settings: ReconcilerSettings | None = None,
+    settings: Placeholders | None = None,
 ) -> Iterator[Orphan | WrongPatient]:
     """Every orphan and possible wrong-patient study of the index (of ``study_uids`` only, when
     given), in index order, each with its flags (``settings``: the reconciler's, which name

@@ -29,8 +29,6 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from sqlalchemy import Engine, select
 
-from engine.config.model import ArchiveSettings
-from engine.reconcile.settings import ReconcilerSettings
 from engine.store.database import for_writing
 from engine.studies.flags import (
     IN_THE_FUTURE,
@@ -40,6 +38,8 @@ from engine.studies.flags import (
     study_flags,
 )
 from engine.studies.index import SaveCounts, StudyRecord, save_studies
+from engine.studies.placeholders import Placeholders
+from engine.studies.settings import ArchiveSettings
 from engine.studies.tables import PullState, Study
 
 log = logging.getLogger(__name__)
@@ -489,7 +489,7 @@ def pull_studies(
     full: bool = False,
     today: date | None = None,
     batch_size: int = 500,
-    reconciler: ReconcilerSettings | None = None,
+    reconciler: Placeholders | None = None,
 ) -> PullResult:
     """Copy ``archive``'s studies into the index by ``protocol``; raise :class:`PullError`.
 

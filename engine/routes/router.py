@@ -19,9 +19,9 @@ from engine.hl7v2.charset import codec_for
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.header import HeaderError
 from engine.hl7v2.message import Message
+from engine.routes.mappings import Mappings
 from engine.routes.model import RouteSettings
 from engine.routes.steps import StepContext, StepError, run_steps
-from engine.routes.tables import Tables
 from engine.store.schema import MessageStatus
 
 DROP = "drop"
@@ -103,7 +103,7 @@ class Router:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self.tables = config.tables or Tables(config.mappings)
+        self.tables = config.tables or Mappings(config.mappings)
         self.context = StepContext(self.tables)
         self._by_listener: dict[str, list[RouteSettings]] = {}
         for route in config.routes.values():

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from engine.router import Router
+from engine.routes.router import Router
 from engine.store.operations import RoutedMessage
 from engine.store.schema import MessageStatus
 

@@ -11,14 +11,15 @@ import types
 import typing
 from typing import Any, Literal, get_args, get_origin
 
-from engine.config.binding import ByteSize, Duration, yaml_key
-from engine.config.model import ArchiveSettings, DestinationSettings, ListenerSettings
 from engine.hl7v2.fieldpath import FieldPath
+from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.settings import ReviewSettings
 from engine.routes.conditions import OPERATORS, Condition
 from engine.routes.model import RouteSettings, RouteTarget
 from engine.routes.steps import STEPS, FieldTemplate, MessageTemplate, SegmentId, Step
+from engine.settings import ByteSize, Duration, yaml_key
+from engine.studies.settings import ArchiveSettings
 
 PATH_PATTERN = r"^[A-Z][A-Z0-9]{2}(\[(\d+|\*)\])?-\d+(\[(\d+|\*)\])?(\.\d+(\.\d+)?)?$"
 _INTERPOLATED = {"type": "string", "pattern": r"\$\{"}

@@ -18,15 +18,16 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from engine.config.model import EngineConfig, ListenerSettings
-from engine.delivery import DeliveryService
-from engine.dispatcher import Dispatcher
-from engine.intake import Intake
+from engine.config.model import EngineConfig
 from engine.mllp.listener import ListenerLimits, MLLPListener
-from engine.mpi.worker import MpiWorker
-from engine.reload import ConfigWatcher
-from engine.router import Router
-from engine.routing_process import DEFAULT_TIMEOUT, make_routing
+from engine.pipeline.delivery import DeliveryService
+from engine.pipeline.dispatcher import Dispatcher
+from engine.pipeline.intake import Intake
+from engine.pipeline.mpi_destination import MpiWorker
+from engine.pipeline.reload import ConfigWatcher
+from engine.pipeline.routing_process import DEFAULT_TIMEOUT, make_routing
+from engine.pipeline.settings import ListenerSettings
+from engine.routes.router import Router
 from engine.store.database import open_store, redact, resolve_url
 from engine.store.writer import COMMIT_TIMEOUT, StoreWriter
 

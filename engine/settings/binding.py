@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from engine.config.source import Mark, Problem, interpolate
+from engine.settings.source import Mark, Problem, interpolate
 
 
 class Duration(float):

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 from sqlalchemy import Engine
 
-from engine.config.model import DestinationSettings
 from engine.hl7v2.ack import AckReply, read_ack, sent_control_id
 from engine.mllp.client import MLLPClient, MLLPError
+from engine.pipeline.settings import DestinationSettings
 from engine.store.limits import WINDOW_BYTES, WINDOW_DELIVERIES
 from engine.store.operations import DeliveryUpdate, QueuedDelivery
 from engine.store.queue import Control, load_queued, queued_partitions, read_controls, set_control

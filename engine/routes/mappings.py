@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-class TableError(ValueError):
+class MappingError(ValueError):
     """A mapping table cannot be used; the text names the file (and line) and the problem."""
 
 
 @dataclass
-class Table:
+class Mapping:
     """One CSV table: its columns and rows, with key indexes built on first use."""
 
     name: str
@@ -32,7 +32,7 @@ class Table:
     def require(self, *columns: str) -> None:
         missing = [c for c in columns if c not in self.columns]
         if missing:
-            raise TableError(
+            raise MappingError(
                 f"{self.path}: no column {', '.join(repr(c) for c in missing)};"
                 f" the columns are {', '.join(self.columns)}"
             )
@@ -48,7 +48,7 @@ class Table:
         for line, row in self.rows:
             k = row[key].upper() if ignore_case else row[key]
             if k in mapping and mapping[k] != row[value]:
-                raise TableError(
+                raise MappingError(
                     f"{self.path}:{line}: {key} {row[key]!r} maps to {row[value]!r}"
                     f" here and to {mapping[k]!r} at line {lines[k]}"
                 )
@@ -62,36 +62,38 @@ class Table:
         return mapping.get(wanted.upper() if ignore_case else wanted)
 
 
-def load_table(path: Path) -> Table:
+def load_table(path: Path) -> Mapping:
     """Read a CSV table (UTF-8, a byte-order mark allowed, ``#`` lines are comments)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise TableError(f"{path}: no such mapping file") from None
+        raise MappingError(f"{path}: no such mapping file") from None
     except UnicodeDecodeError as error:
-        raise TableError(f"{path}: not UTF-8 text ({error.reason})") from None
+        raise MappingError(f"{path}: not UTF-8 text ({error.reason})") from None
     except OSError as error:
-        raise TableError(f"{path}: cannot read: {error.strerror}") from None
+        raise MappingError(f"{path}: cannot read: {error.strerror}") from None
     lines = [
         (number, line)
         for number, line in enumerate(text.splitlines(), start=1)
         if line.strip() and not line.lstrip().startswith("#")
     ]
     if not lines:
-        raise TableError(f"{path}: empty; a mapping table needs a header row")
+        raise MappingError(f"{path}: empty; a mapping table needs a header row")
     reader = csv.reader(io.StringIO("\n".join(line for _, line in lines)))
     parsed = list(reader)
     header = [cell.strip() for cell in parsed[0]]
     if any(not h for h in header) or len(set(header)) != len(header):
-        raise TableError(f"{path}:{lines[0][0]}: the header must name every column once: {header}")
+        raise MappingError(
+            f"{path}:{lines[0][0]}: the header must name every column once: {header}"
+        )
     rows: list[tuple[int, dict[str, str]]] = []
     for (number, _), cells in zip(lines[1:], parsed[1:], strict=True):
         if len(cells) != len(header):
-            raise TableError(
+            raise MappingError(
                 f"{path}:{number}: {len(cells)} cells where the header has {len(header)}"
             )
         rows.append((number, {h: c.strip() for h, c in zip(header, cells, strict=True)}))
-    return Table(path.stem, path, header, rows)
+    return Mapping(path.stem, path, header, rows)
 
 
 _TABLE_NAME = re.compile(r"[\w-](?:[\w.-]*[\w-])?")
@@ -103,25 +105,25 @@ def _shown(name: str) -> str:
     return repr(name if len(name) <= 60 else name[:60] + "…")
 
 
-class Tables:
+class Mappings:
     """The tables of a mappings folder, loaded on first use.
 
     A table is named by its file name (``procedure_codes``, or ``procedure_codes.csv``) and is a
     CSV file directly in the folder: a name with a path (``/etc/x``, ``../x``, ``sub/x``), a
     leading dot, or a file that is a link to somewhere outside the folder is a
-    :class:`TableError`, whoever gives the name (a step, a template's ``lookup()``, a value read
+    :class:`MappingError`, whoever gives the name (a step, a template's ``lookup()``, a value read
     from a message), so nothing but the mapping tables can be read.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._loaded: dict[str, Table] = {}
+        self._loaded: dict[str, Mapping] = {}
 
     def path_of(self, name: str) -> Path:
-        """The file of table ``name``, directly in the folder; else :class:`TableError`."""
+        """The file of table ``name``, directly in the folder; else :class:`MappingError`."""
         stem = name[: -len(".csv")] if name.endswith(".csv") else name
         if not _TABLE_NAME.fullmatch(stem):
-            raise TableError(
+            raise MappingError(
                 f"table {_shown(name)}: not a table name; a table is named by its file in the"
                 " mappings folder (letters, digits, _, - and . inside, optionally .csv), with"
                 " no path"
@@ -131,15 +133,15 @@ class Tables:
             folder = self.folder.resolve()
             resolved = path.resolve()
         except (OSError, RuntimeError):  # a loop of links
-            raise TableError(f"table {_shown(name)}: its file is a loop of links") from None
+            raise MappingError(f"table {_shown(name)}: its file is a loop of links") from None
         if resolved.parent != folder:
-            raise TableError(
+            raise MappingError(
                 f"table {_shown(name)}: its file is a link to outside the mappings folder;"
                 " a table must lie in the folder itself"
             )
         return path
 
-    def get(self, name: str) -> Table:
+    def get(self, name: str) -> Mapping:
         table = self._loaded.get(name)
         if table is None:
             table = load_table(self.path_of(name))

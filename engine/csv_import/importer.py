@@ -1,7 +1,7 @@
 """What the CSV imports share: check each row, skip bad ones with their reason, write in batches.
 
 A subclass names its columns, turns a row into what it stores (:meth:`CsvImport.check_row`,
-raising :class:`~engine.csv_rows.RowError`) and writes a batch in one transaction
+raising :class:`~engine.csv_import.rows.RowError`) and writes a batch in one transaction
 (:meth:`CsvImport.write`). A row is imported whole or not at all; committed batches stay when
 an import is interrupted, and running it again is harmless (imports are upserts).
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from engine.csv_rows import CsvRows, RowError, RowProblem
+from engine.csv_import.rows import CsvRows, RowError, RowProblem
 
 RowT = TypeVar("RowT")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.config.loader import load_config
 from engine.config.model import EngineConfig
-from engine.config.source import ConfigError
+from engine.settings import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The dispatcher: routes each accepted message, records its fate, queues its deliveries.
 
 Messages arrive from intake right after their commit, in commit order. The dispatcher routes
-them in batches (in the routing process, or on the event loop: :mod:`engine.routing_process`),
-commits each batch's status changes and queued deliveries in one write, and hands the
-deliveries to their workers once committed.
+them in batches (in the routing process, or on the event loop:
+:mod:`engine.pipeline.routing_process`), commits each batch's status changes and queued
+deliveries in one write, and hands the deliveries to their workers once committed.
 
 It waits for each batch's commit before routing the next: if a commit fails, nothing later has
 been recorded, the messages stay ``received`` in the store, and the dispatcher reads them back
@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, select
 
-from engine.router import Router
-from engine.routing_process import AcceptedMessage, InlineRouting
+from engine.pipeline.routing_process import AcceptedMessage, InlineRouting
+from engine.routes.router import Router
 from engine.store.limits import (
     BATCH_BYTES,
     PENDING_BYTES,

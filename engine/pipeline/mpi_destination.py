@@ -18,13 +18,13 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError, StatementError
 
-from engine.delivery import QueueWorker
 from engine.hl7v2.charset import codec_for
 from engine.hl7v2.fieldpath import PathError
 from engine.hl7v2.header import HeaderError
 from engine.hl7v2.message import Message, MessageError
 from engine.mpi.feed import MpiRefusal, apply_message
 from engine.mpi.records import MpiRecords
+from engine.pipeline.delivery import QueueWorker
 from engine.store.fastsql import Statements
 from engine.store.limits import BATCH_BYTES, fitting
 from engine.store.operations import DeliveryUpdate, QueuedDelivery

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.config.model import ListenerSettings
 from engine.hl7v2.ack import POSITIVE_CODES, Outcome, ack_codes, build_ack
 from engine.hl7v2.check import Examination, examine
 from engine.hl7v2.errors import ErrorCode, Location, Problem
 from engine.mllp.listener import Reply
-from engine.routing_process import AcceptedMessage
+from engine.pipeline.routing_process import AcceptedMessage
+from engine.pipeline.settings import ListenerSettings
 from engine.store.operations import NewMessage, Settled, StoredMessage, duplicate_key
 from engine.store.schema import MessageStatus
 from engine.store.writer import StoreWriter

@@ -1,0 +1,122 @@
+"""The settings of the running engine's ends: listeners (MLLP in) and destinations (MLLP out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
+from engine.hl7v2.fieldpath import FieldPath
+from engine.settings import ByteSize, Duration, Issue, setting
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    """An MLLP port the engine accepts HL7 messages on."""
+
+    name: str = setting("The listener's name, from its key under `listeners:`.", default="")
+    host: str = setting(
+        "Address to bind; 0.0.0.0 accepts connections from other machines.",
+        default="127.0.0.1",
+        example="0.0.0.0",
+    )
+    port: int = setting("TCP port.", default=2575, example="${CROSSWALK_PORT:-2575}")
+    charset: str = setting(
+        "Character set of messages whose MSH-18 is empty (HL7 table 0211 name or codec name).",
+        default=DEFAULT_CHARSET,
+        example="8859/1",
+    )
+    strict_segments: bool = setting(
+        "Reject messages whose segments end with LF or CRLF instead of normalising them.",
+        default=False,
+    )
+    max_message_size: ByteSize = setting(
+        "Largest message accepted; a larger one is refused with a NAK naming the limit.",
+        default=ByteSize(1024 * 1024),
+        example="4MiB",
+    )
+    idle_timeout: Duration = setting(
+        "Close a connection that sends nothing for this long (0: never).",
+        default=Duration(3600),
+        example="10m",
+    )
+    read_timeout: Duration = setting(
+        "Drop a peer that stalls this long in the middle of a message.",
+        default=Duration(30),
+        example="30s",
+    )
+    duplicate_window: Duration = setting(
+        "A message with the same MSH-3, MSH-4 and MSH-10 as one accepted within this window is"
+        " answered AA, kept as a duplicate and not processed again (0: off).",
+        default=Duration(86400),
+        example="24h",
+    )
+
+    def check(self) -> list[Issue]:
+        """Problems with these values, as (message, hint) pairs."""
+        problems: list[Issue] = []
+        if not 0 <= self.port <= 65535:
+            problems.append(Issue(f"port {self.port} is outside 0-65535", None))
+        if codec_for(self.charset) is None:
+            problems.append(
+                Issue(f"charset {self.charset!r} is unknown", "use an HL7 name such as 8859/1")
+            )
+        if self.max_message_size < 1024:
+            problems.append(Issue("max_message_size must be at least 1KiB", None))
+        if self.read_timeout <= 0:
+            problems.append(Issue("read_timeout must be more than 0", None))
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class DestinationSettings:
+    """An MLLP receiver (the PACS) that routes send messages to, through a durable queue."""
+
+    name: str = setting("The destination's name, from its key under `destinations:`.", default="")
+    host: str = setting("Address of the receiver.", example="${PACS_HOST:-127.0.0.1}")
+    port: int = setting("Its MLLP port.", example="${PACS_PORT:-2576}")
+    connect_timeout: Duration = setting(
+        "Give up a connection attempt after this long (then retry).", default=Duration(10)
+    )
+    ack_timeout: Duration = setting(
+        "Wait this long for the ACK of a message sent (then reconnect and resend it).",
+        default=Duration(30),
+    )
+    retry_initial: Duration = setting(
+        "First wait after a connection error or a missing ACK; doubles on each failure.",
+        default=Duration(1),
+    )
+    retry_max: Duration = setting(
+        "The longest wait between retries.", default=Duration(300), example="5m"
+    )
+    nak_retries: int = setting(
+        "How many times to resend a message the receiver answered AE or AR.", default=3
+    )
+    on_nak: Literal["stop", "set_aside"] = setting(
+        "After the retries: stop the queue until an operator acts (safe for ADT: nothing"
+        " later overtakes it), or set the message aside as errored and go on.",
+        default="stop",
+    )
+    partition_by: FieldPath | None = setting(
+        "Send in parallel over several connections, keeping the order of messages with the"
+        " same value of this field (e.g. the patient's MRN).",
+        default=None,
+        example="PID-3.1",
+    )
+    partitions: int = setting("Parallel connections when partition_by is set.", default=4)
+
+    def check(self) -> list[Issue]:
+        problems: list[Issue] = []
+        if not 1 <= self.port <= 65535:
+            problems.append(Issue(f"port {self.port} is outside 1-65535", None))
+        if self.nak_retries < 0:
+            problems.append(Issue("nak_retries cannot be negative", None))
+        if not 1 <= self.partitions <= 64:
+            problems.append(Issue("partitions must be between 1 and 64", None))
+        if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
+            problems.append(Issue("retry_initial must be > 0 and at most retry_max", None))
+        return problems
+
+    @property
+    def worker_count(self) -> int:
+        return self.partitions if self.partition_by is not None else 1
