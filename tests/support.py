@@ -180,7 +180,9 @@ class Pipeline(EngineThread):
 
         config = load_config(folder, {})
         self.config = config
-        self.server = Server(config, db_url, config_folder=folder, reload_interval=reload_interval)
+        self.server = Server(
+            config, db_url, config_folder=folder, load=load_config, reload_interval=reload_interval
+        )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 

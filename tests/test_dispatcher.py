@@ -107,7 +107,8 @@ routes:
 
 
 def test_a_routing_bug_is_logged_with_its_frames_not_its_text() -> None:
-    from engine.pipeline.routing_process import AcceptedMessage, route_batch
+    from engine.pipeline.routing_process import route_batch
+    from engine.store.received import AcceptedMessage
 
     class Broken:
         def route(self, raw: bytes, charset: str | None, listener: str) -> Routing:
@@ -131,7 +132,7 @@ def test_a_message_the_database_kept_without_saying_so_is_routed_after_a_recheck
     from sqlalchemy import insert
 
     from engine.hl7v2.check import examine
-    from engine.pipeline.intake import message_row
+    from engine.store.received import message_row
     from engine.store.schema import Message
 
     pacs = FakeReceiver()

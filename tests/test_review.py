@@ -20,17 +20,20 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine.config.loader import load_config
+from engine.config.model import EngineConfig
 from engine.hl7v2.message import Message
 from engine.mpi.tables import Order, Patient, PatientIdentifier
 from engine.reconcile.run import reconcile
 from engine.reconcile.settings import ReconcilerSettings
 from engine.reconcile.tables import Proposal, ProposalStatus
-from engine.review.decisions import ReviewError, approve, defer, reject
+from engine.review import decisions
+from engine.review.decisions import Decided, ReviewError, defer, reject
 from engine.review.merge_message import Person, build_merge
 from engine.review.settings import ReviewSettings
 from engine.review.tables import Action, ReviewDecision
 from engine.review.upkeep import refresh
 from engine.review.worklist import ReviewFilter, decision_views, rows
+from engine.routes.router import Router
 from engine.settings import ConfigError
 from engine.store.schema import Delivery, DeliveryState
 from engine.testing import FakeReceiver, free_port
@@ -52,6 +55,11 @@ STUDIES = [
     study("1.3", "X79", "BRENNAN^PATRICK", "1949-02-27", "M"),
 ]
 NOW = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
+
+
+def approve(store: Engine, config: EngineConfig, proposal_id: int, who: str) -> Decided:
+    """Approve as the CLI does: the review routes through the configured router."""
+    return decisions.approve(store, config.review, Router(config).route, proposal_id, who)
 
 
 def folder(tmp_path: Path, pacs_port: int = 9, routes: str = MERGES, review: str = REVIEW) -> Path:

@@ -14,13 +14,9 @@ from pathlib import Path
 import pytest
 
 from engine.config.loader import load_config
-from engine.pipeline.routing_process import (
-    AcceptedMessage,
-    ForkedRouting,
-    InlineRouting,
-    RoutedBatch,
-)
+from engine.pipeline.routing_process import ForkedRouting, InlineRouting, RoutedBatch
 from engine.routes.router import Router
+from engine.store.received import AcceptedMessage
 from engine.testing import Peer, free_port, wait_for_port
 from tests.support import adt, cli_env, config_folder, crosswalk, destination_yaml
 

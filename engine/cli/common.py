@@ -147,7 +147,7 @@ Issuer = Annotated[
 ]
 
 
-def run_import(job: CsvImport, file: Path, strict: bool, encoding: str) -> ImportReport:  # type: ignore[type-arg]
+def run_import(job: CsvImport[Any], file: Path, strict: bool, encoding: str) -> ImportReport:
     """Run a CSV import with progress and problems on the terminal (``--strict`` first checks)."""
 
     def problem(found: RowProblem) -> None:

@@ -29,6 +29,7 @@ from engine.reconcile.comparisons import COMPARISONS
 from engine.reconcile.proposals import EXPORT_COLUMNS, export_rows
 from engine.reconcile.run import latest_parameters, reconcile
 from engine.review.upkeep import auto_approve
+from engine.routes.router import Router
 from engine.studies.settings import parse_study_date
 
 DEFAULT_CONFIG = Path("routes")
@@ -103,7 +104,7 @@ def run(
     )
     review = engine_config.review
     if review.auto_approve_band:
-        automatic = auto_approve(store, engine_config)
+        automatic = auto_approve(store, review, Router(engine_config).route)
         console.print(
             f"approved automatically (band {review.auto_approve_band}, probability >="
             f" {review.auto_approve_min_probability}): {len(automatic.approved):,};"

@@ -45,6 +45,7 @@ from engine.review.worklist import (
     rows,
     was_is_rows,
 )
+from engine.routes.router import Router
 from engine.studies.settings import parse_study_date
 
 DEFAULT_CONFIG = Path("routes")
@@ -306,7 +307,8 @@ def _attempt(decision: Callable[[], Decided]) -> bool:
 def _approve_one(
     store: Engine, config: EngineConfig, proposal_id: int, who: str, reason: str
 ) -> bool:
-    return _attempt(lambda: approve(store, config, proposal_id, who, reason=reason))
+    route = Router(config).route
+    return _attempt(lambda: approve(store, config.review, route, proposal_id, who, reason=reason))
 
 
 @app.command("approve")

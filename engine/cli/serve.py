@@ -13,6 +13,7 @@ import typer
 
 from engine import logs
 from engine.cli.common import DbOption, fail, load_config_or_fail
+from engine.config.loader import load_config
 from engine.config.model import EngineConfig
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT
 from engine.pipeline.server import SHUTDOWN_TIMEOUT, Server, event_loop_factory
@@ -81,16 +82,18 @@ def serve(
         if len(engine_config.listeners) != 1:
             fail("--host and --port need exactly one listener; set the others in the configuration")
         ((name, listener),) = engine_config.listeners.items()
-        changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-        engine_config = dataclasses.replace(
-            engine_config, listeners={name: dataclasses.replace(listener, **changes)}
-        )
+        if host is not None:
+            listener = dataclasses.replace(listener, host=host)
+        if port is not None:
+            listener = dataclasses.replace(listener, port=port)
+        engine_config = dataclasses.replace(engine_config, listeners={name: listener})
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             server = Server(
                 engine_config,
                 db,
                 config_folder=folder,
+                load=load_config,
                 reload_interval=float(os.environ.get("CROSSWALK_RELOAD_INTERVAL", "1")),
                 route_in_process=not routing_process,
                 routing_timeout=routing_timeout,

@@ -173,7 +173,7 @@ def orphans(
         return
     if output == "csv":
         writer = csv.writer(sys.stdout)
-        header = ["list", *StudySummary.__slots__, "reason", "mpi_patient", "flags"]  # type: ignore[attr-defined]
+        header = ["list", *StudySummary.__slots__, "reason", "mpi_patient", "flags"]
         writer.writerow(header)
         for o in found_orphans:
             flags = "; ".join(_flags(o.flags))

@@ -16,14 +16,16 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO
 
+from engine.errors import CrosswalkError
+
 csv.field_size_limit(1 << 20)
 
 
-class CsvError(ValueError):
+class CsvError(CrosswalkError, ValueError):
     """The file cannot be read as the expected CSV at all (no header, a required column missing)."""
 
 
-class RowError(ValueError):
+class RowError(CrosswalkError, ValueError):
     """One row is not valid; the message names the column and the reason."""
 
     def __init__(self, column: str, reason: str) -> None:

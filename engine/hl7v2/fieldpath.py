@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from engine.errors import CrosswalkError
+
 ALL = 0
 """Marks ``[*]``: every occurrence or every repetition."""
 
@@ -23,7 +25,7 @@ _PATH = re.compile(
 )
 
 
-class PathError(ValueError):
+class PathError(CrosswalkError, ValueError):
     """A field path that cannot be read; the text says what is wrong and shows the form."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.errors import CrosswalkError
 from engine.hl7v2.errors import ErrorCode, Location, Problem
 
 BOM = b"\xef\xbb\xbf"
@@ -16,7 +17,7 @@ _PREAMBLE = b"\r\n\t "
 _SEGMENT_ENDS = b"\r\n"
 
 
-class HeaderError(ValueError):
+class HeaderError(CrosswalkError, ValueError):
     """The MSH segment cannot be read; ``problem`` says why and where."""
 
     def __init__(self, problem: Problem) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from engine.errors import CrosswalkError
 from engine.hl7v2.escaping import escape, unescape
 from engine.hl7v2.fieldpath import ALL, FieldPath
 from engine.hl7v2.header import Delimiters, read_delimiters, strip_preamble
@@ -21,7 +22,7 @@ from engine.hl7v2.header import Delimiters, read_delimiters, strip_preamble
 _SEGMENT_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-class MessageError(ValueError):
+class MessageError(CrosswalkError, ValueError):
     """An operation the message cannot support (missing segment, writing a delimiter field)."""
 
 

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 from collections import deque
 
+from engine.errors import CrosswalkError
 from engine.mllp.framing import Frame, FrameDecoder, OversizeFrame, encode_frame
 
 
-class MLLPError(ConnectionError):
+class MLLPError(CrosswalkError, ConnectionError):
     """The peer could not be reached, closed the connection, or did not answer in time."""
 
 

@@ -19,18 +19,20 @@ from typing import Any
 
 from sqlalchemy import Column, String
 
+from engine.errors import CrosswalkError
 from engine.mpi.tables import Order, Patient, PatientEvent, PatientIdentifier, PatientName
+from engine.store.schema import table_of
 
 NUL = "\x00"
 
-patients = Patient.__table__.c
-identifiers = PatientIdentifier.__table__.c
-names = PatientName.__table__.c
-events = PatientEvent.__table__.c
-orders = Order.__table__.c
+patients = table_of(Patient).c
+identifiers = table_of(PatientIdentifier).c
+names = table_of(PatientName).c
+events = table_of(PatientEvent).c
+orders = table_of(Order).c
 
 
-class MpiRefusal(ValueError):
+class MpiRefusal(CrosswalkError, ValueError):
     """The MPI cannot apply this message; the text says why (kept as the delivery's error)."""
 
 

@@ -361,7 +361,7 @@ def _order(records: MpiRecords, message: Message, message_id: int | None, when: 
         "event_time": when,
         "message_id": message_id,
     }
-    records.save_order(records.order_by_accession(values["accession"]), values)
+    records.save_order(records.order_by_accession(accession), values)
     records.add_event(
         patient_id,
         "order",

@@ -146,8 +146,7 @@ class MpiImport(CsvImport[_Row]):
         patients = []
         identifiers = []
         for pid, row in zip(ids, rows, strict=True):
-            row.columns["id"] = pid
-            patients.append(row.columns)
+            patients.append({**row.columns, "id": pid})
             identifiers.append({"patient_id": pid, "value": row.mrn, "authority": row.issuer})
         records.add_patients(patients, self.as_of)
         records.add_identifiers(

@@ -15,12 +15,13 @@ from sqlalchemy import and_, bindparam, insert, select, update
 
 from engine.mpi.tables import Order, Patient, PatientEvent, PatientIdentifier, PatientName
 from engine.store.fastsql import Statements
+from engine.store.schema import table_of
 
-_patients = Patient.__table__
-_identifiers = PatientIdentifier.__table__
-_names = PatientName.__table__
-_events = PatientEvent.__table__
-_orders = Order.__table__
+_patients = table_of(Patient)
+_identifiers = table_of(PatientIdentifier)
+_names = table_of(PatientName)
+_events = table_of(PatientEvent)
+_orders = table_of(Order)
 
 DEMOGRAPHIC_COLUMNS = (
     "family_name",
@@ -331,7 +332,7 @@ class MpiRecords:
             ),
             {"patient_id": patient_id},
         ).fetchall()
-        return {tuple(row) for row in rows}  # type: ignore[misc]
+        return {(row[0], row[1], row[2], row[3]) for row in rows}
 
     def add_name(self, patient_id: int, kind: str, family: str, given: str, middle: str) -> None:
         self._run(

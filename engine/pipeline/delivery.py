@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from sqlalchemy import Engine
 
@@ -461,7 +461,7 @@ class DeliveryService:
     """Every destination's workers, and the operators' controls applied to them."""
 
     def __init__(
-        self, destinations: dict[str, DestinationSettings], writer: StoreWriter, store: Engine
+        self, destinations: Mapping[str, DestinationSettings], writer: StoreWriter, store: Engine
     ) -> None:
         self.destinations = destinations
         self.writer = writer
@@ -509,7 +509,7 @@ class DeliveryService:
                 continue
             worker.push(delivery)
 
-    async def update(self, destinations: dict[str, DestinationSettings]) -> None:
+    async def update(self, destinations: Mapping[str, DestinationSettings]) -> None:
         """Apply a reloaded configuration: new destinations start, changed ones take the new
         settings at their next connection, removed ones stop (their queues stay stored)."""
         self.destinations = destinations

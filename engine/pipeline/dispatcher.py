@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, select
 
-from engine.pipeline.routing_process import AcceptedMessage, InlineRouting
+from engine.pipeline.routing_process import InlineRouting
 from engine.routes.router import Router
 from engine.store.limits import (
     BATCH_BYTES,
@@ -32,6 +32,7 @@ from engine.store.limits import (
     fitting,
 )
 from engine.store.operations import QueuedDelivery, RoutingRecord
+from engine.store.received import AcceptedMessage
 from engine.store.schema import Message, MessageStatus
 from engine.store.writer import StoreWriter
 

@@ -14,8 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from engine.config.loader import load_config
-from engine.config.model import EngineConfig
+from engine.pipeline.settings import LoadConfig, PipelineConfig
 from engine.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -43,10 +42,12 @@ class ConfigWatcher:
         self,
         folder: Path,
         mappings: Path,
-        apply: Callable[[EngineConfig], Awaitable[None]],
+        apply: Callable[[PipelineConfig], Awaitable[None]],
+        load: LoadConfig,
         interval: float = 1.0,
     ) -> None:
         self.folder = folder
+        self.load = load
         self.mappings = mappings
         self.apply = apply
         self.interval = interval
@@ -83,7 +84,7 @@ class ConfigWatcher:
     async def reload(self) -> bool:
         """Load, check and (if sound) apply the configuration; True when it was applied."""
         try:
-            config = await asyncio.to_thread(load_config, self.folder)
+            config = await asyncio.to_thread(self.load, self.folder)
         except ConfigError as error:
             self.failures += 1
             log.error(

@@ -29,26 +29,17 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
+from engine.errors import CrosswalkError
 from engine.routes.router import Router
 from engine.store.operations import RoutedMessage
+from engine.store.received import AcceptedMessage
 from engine.store.schema import MessageStatus
 
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct("!I")
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptedMessage:
-    """A stored message waiting to be routed: what the router needs of it."""
-
-    id: int
-    raw: bytes
-    charset: str | None
-    listener: str
 
 
 class RoutedBatch(NamedTuple):
@@ -110,7 +101,7 @@ class InlineRouting:
         return None
 
 
-class ChildGone(RuntimeError):
+class ChildGone(CrosswalkError, RuntimeError):
     """The routing child exited or broke the protocol."""
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from engine.config.model import EngineConfig
 from engine.mllp.listener import ListenerLimits, MLLPListener
 from engine.pipeline.delivery import DeliveryService
 from engine.pipeline.dispatcher import Dispatcher
@@ -26,7 +25,7 @@ from engine.pipeline.intake import Intake
 from engine.pipeline.mpi_destination import MpiWorker
 from engine.pipeline.reload import ConfigWatcher
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT, make_routing
-from engine.pipeline.settings import ListenerSettings
+from engine.pipeline.settings import ListenerSettings, LoadConfig, PipelineConfig
 from engine.routes.router import Router
 from engine.store.database import open_store, redact, resolve_url
 from engine.store.writer import COMMIT_TIMEOUT, StoreWriter
@@ -66,10 +65,11 @@ class Server:
 
     def __init__(
         self,
-        config: EngineConfig,
+        config: PipelineConfig,
         db_url: str | None = None,
         *,
         config_folder: Path | None = None,
+        load: LoadConfig | None = None,
         reload_interval: float = 1.0,
         route_in_process: bool = False,
         routing_timeout: float = DEFAULT_TIMEOUT,
@@ -79,6 +79,8 @@ class Server:
         self.config = config
         self.db_url = resolve_url(db_url)
         self.config_folder = config_folder
+        self.load = load
+        """Reads the configuration folder again on a change or SIGHUP (hot reload)."""
         self.reload_interval = reload_interval
         self.route_in_process = route_in_process
         """Route on the event loop even where a routing process is possible."""
@@ -132,13 +134,17 @@ class Server:
             await self.stop()
             raise RuntimeError(f"cannot listen: {error.strerror or error}") from error
         self._report_unread_listeners()
-        if self.config_folder is not None:
+        if self.config_folder is not None and self.load is not None:
             self.watcher = ConfigWatcher(
-                self.config_folder, self.config.mappings, self.apply, self.reload_interval
+                self.config_folder,
+                self.config.mappings,
+                self.apply,
+                self.load,
+                self.reload_interval,
             )
             self.watcher.start()
 
-    async def apply(self, config: EngineConfig) -> None:
+    async def apply(self, config: PipelineConfig) -> None:
         """Swap in a checked configuration without touching connections or queues."""
         assert self.dispatcher is not None and self.delivery is not None
         self.dispatcher.swap(Router(config))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol
 
 from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
 from engine.hl7v2.fieldpath import FieldPath
+from engine.routes.router import RoutingConfig
 from engine.settings import ByteSize, Duration, Issue, setting
 
 
@@ -120,3 +123,20 @@ class DestinationSettings:
     @property
     def worker_count(self) -> int:
         return self.partitions if self.partition_by is not None else 1
+
+
+class PipelineConfig(RoutingConfig, Protocol):
+    """What the running engine needs of the configuration: its listeners and destinations, and
+    what the router needs. The assembled :class:`engine.config.model.EngineConfig` is one; the
+    engine is given it (and a way to load a new one), it never assembles one itself."""
+
+    @property
+    def listeners(self) -> Mapping[str, ListenerSettings]: ...
+
+    @property
+    def destinations(self) -> Mapping[str, DestinationSettings]: ...
+
+
+LoadConfig = Callable[[Path], PipelineConfig]
+"""Reads and checks a configuration folder (``engine.config.loader.load_config``); raises
+``ConfigError`` listing every problem."""

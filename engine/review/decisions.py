@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,32 +22,32 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine.config.model import EngineConfig
+from engine.errors import CrosswalkError
 from engine.hl7v2.check import examine
 from engine.mpi.tables import Order
-from engine.pipeline.intake import message_row
 from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.review.merge_message import MergeMessage, StudyOrder, build_merge
-from engine.review.settings import SOURCE
+from engine.review.settings import SOURCE, ReviewSettings
 from engine.review.tables import Action, ReviewDecision
 from engine.review.worklist import ReviewFilter, ReviewRow, row, rows
-from engine.routes.router import Router, Routing
+from engine.routes.router import Routing
 from engine.store.database import for_writing
 from engine.store.operations import queued_delivery
 from engine.store.queue import touch_destinations
-from engine.store.schema import Delivery, Message, MessageStatus
+from engine.store.received import message_row
+from engine.store.schema import Delivery, Message, MessageStatus, table_of
 
-_proposals = Proposal.__table__
-_decisions = ReviewDecision.__table__
-_messages = Message.__table__
-_deliveries = Delivery.__table__
-_orders = Order.__table__
+_proposals = table_of(Proposal)
+_decisions = table_of(ReviewDecision)
+_messages = table_of(Message)
+_deliveries = table_of(Delivery)
+_orders = table_of(Order)
 
 AUTOMATIC_REVIEWER = "crosswalk (auto)"
 ENGINE_REVIEWER = "crosswalk"
 
 
-class ReviewError(Exception):
+class ReviewError(CrosswalkError):
     """A decision that cannot be made, with the reason in words for the reviewer."""
 
 
@@ -161,9 +162,14 @@ def _refuse_decided(connection: Connection, item: ReviewRow, allowed: tuple[str,
     raise ReviewError(f"proposal {item.proposal_id} is {item.status}{by}{why}")
 
 
+RouteMerge = Callable[[bytes, str | None, str], Routing]
+"""Routes a merge message (raw, charset, source): the engine's router, given by the caller."""
+
+
 def approve(
     store: Engine,
-    config: EngineConfig,
+    settings: ReviewSettings,
+    route: RouteMerge,
     proposal_id: int,
     reviewer: str,
     *,
@@ -172,8 +178,10 @@ def approve(
     now: datetime | None = None,
 ) -> Decided:
     """Approve a proposal: build its merge message, route it (source ``review``), queue it for
-    the PACS, close the study's other proposals, audit it — all in one transaction."""
-    settings = config.review
+    the PACS, close the study's other proposals, audit it — all in one transaction.
+
+    ``route`` is the configured router's (``Router(config).route``): the review routes its
+    message the way the engine would, without building the engine."""
     now = now or datetime.now(UTC)
     try:
         with for_writing(store).begin() as connection:
@@ -182,7 +190,7 @@ def approve(
             _refuse_second_approval(connection, item)
             if not item.study.known:
                 raise ReviewError(f"study {item.study_uid} is no longer in the study index")
-            message, routing = _merge_for(connection, config, item, reviewer, now)
+            message, routing = _merge_for(connection, settings, route, item, reviewer, now)
             message_id = _store_message(connection, message.raw, message.charset, routing, now)
             deliveries = [
                 queued_delivery(values, message_id, now) for values in routing.delivery_rows()
@@ -246,11 +254,16 @@ def _study_order(connection: Connection, item: ReviewRow) -> StudyOrder:
 
 
 def _merge_for(
-    connection: Connection, config: EngineConfig, item: ReviewRow, reviewer: str, now: datetime
+    connection: Connection,
+    settings: ReviewSettings,
+    route: RouteMerge,
+    item: ReviewRow,
+    reviewer: str,
+    now: datetime,
 ) -> tuple[MergeMessage, Routing]:
     try:
         message = build_merge(
-            config.review,
+            settings,
             orphan_id=item.study.patient_id,
             orphan_issuer=item.study.issuer,
             orphan=item.study.person,
@@ -259,11 +272,11 @@ def _merge_for(
             patient=item.patient,
             reviewer=reviewer,
             now=now,
-            order=_study_order(connection, item) if config.review.merge_message == "O01" else None,
+            order=_study_order(connection, item) if settings.merge_message == "O01" else None,
         )
     except ValueError as error:
         raise ReviewError(f"proposal {item.proposal_id}: {error}") from None
-    routing = Router(config).route(message.raw, message.charset, SOURCE)
+    routing = route(message.raw, message.charset, SOURCE)
     if routing.status != MessageStatus.ROUTED or not routing.outbound:
         raise ReviewError(
             f"proposal {item.proposal_id}: the merge message would not reach the PACS"

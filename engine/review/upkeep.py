@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, and_, or_, select, update
 
-from engine.config.model import EngineConfig
 from engine.mpi.tables import Patient, PatientIdentifier
 from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.review.decisions import (
@@ -22,21 +21,24 @@ from engine.review.decisions import (
     ENGINE_REVIEWER,
     Decided,
     ReviewError,
+    RouteMerge,
     approve,
     close,
     record,
 )
+from engine.review.settings import ReviewSettings
 from engine.review.tables import Action
 from engine.review.worklist import ReviewFilter, ReviewRow, rows
 from engine.store.database import for_writing
 from engine.store.fastsql import chunks, in_values
+from engine.store.schema import table_of
 from engine.studies.orphans import Orphan, classify
 from engine.studies.tables import Study
 
-_proposals = Proposal.__table__
-_patients = Patient.__table__
-_identifiers = PatientIdentifier.__table__
-_studies = Study.__table__
+_proposals = table_of(Proposal)
+_patients = table_of(Patient)
+_identifiers = table_of(PatientIdentifier)
+_studies = table_of(Study)
 
 
 @dataclass(slots=True)
@@ -182,10 +184,10 @@ class AutoApproved:
     refused: list[str] = field(default_factory=list)
 
 
-def auto_approve(store: Engine, config: EngineConfig) -> AutoApproved:
+def auto_approve(store: Engine, settings: ReviewSettings, route: RouteMerge) -> AutoApproved:
     """Approve the pending proposals of the operator's automatic band (``review:
-    auto_approve_band``), one per study; nothing when no band is configured."""
-    settings = config.review
+    auto_approve_band``), one per study; nothing when no band is configured. ``route`` routes
+    each merge message (see :func:`~engine.review.decisions.approve`)."""
     result = AutoApproved()
     if not settings.auto_approve_band:
         return result
@@ -204,7 +206,8 @@ def auto_approve(store: Engine, config: EngineConfig) -> AutoApproved:
             result.approved.append(
                 approve(
                     store,
-                    config,
+                    settings,
+                    route,
                     item.proposal_id,
                     AUTOMATIC_REVIEWER,
                     reason=reason,

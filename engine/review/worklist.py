@@ -16,15 +16,15 @@ from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.review.merge_message import Person
 from engine.review.tables import Action, ReviewDecision
 from engine.store.fastsql import chunks, in_values
-from engine.store.schema import Delivery, DeliveryState, Message
+from engine.store.schema import Delivery, DeliveryState, Message, table_of
 from engine.studies.tables import Study
 
-_proposals = Proposal.__table__
-_studies = Study.__table__
-_patients = Patient.__table__
-_decisions = ReviewDecision.__table__
-_deliveries = Delivery.__table__
-_messages = Message.__table__
+_proposals = table_of(Proposal)
+_studies = table_of(Study)
+_patients = table_of(Patient)
+_decisions = table_of(ReviewDecision)
+_deliveries = table_of(Delivery)
+_messages = table_of(Message)
 
 PERSON_FIELDS = tuple(Person.__dataclass_fields__)
 

@@ -13,8 +13,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.errors import CrosswalkError
 
-class MappingError(ValueError):
+
+class MappingError(CrosswalkError, ValueError):
     """A mapping table cannot be used; the text names the file (and line) and the problem."""
 
 

@@ -10,11 +10,11 @@ configuration, so ``crosswalk routes test`` runs exactly what the engine runs.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol
 
-from engine.config.model import DestinationSettings, EngineConfig
 from engine.hl7v2.charset import codec_for
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.header import HeaderError
@@ -98,10 +98,36 @@ class Routing:
         ]
 
 
+class Partitioned(Protocol):
+    """What the router needs of a destination: how its queue is split (DestinationSettings)."""
+
+    @property
+    def partition_by(self) -> FieldPath | None: ...
+
+    @property
+    def worker_count(self) -> int: ...
+
+
+class RoutingConfig(Protocol):
+    """What the router needs of the configuration (the assembled EngineConfig is one)."""
+
+    @property
+    def routes(self) -> Mapping[str, RouteSettings]: ...
+
+    @property
+    def destinations(self) -> Mapping[str, Partitioned]: ...
+
+    @property
+    def mappings(self) -> Path: ...
+
+    @property
+    def tables(self) -> Mappings | None: ...
+
+
 class Router:
     """Routes messages with one configuration; build a new Router to change configuration."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: RoutingConfig) -> None:
         self.config = config
         self.tables = config.tables or Mappings(config.mappings)
         self.context = StepContext(self.tables)
@@ -193,7 +219,7 @@ class Router:
             outcomes.append(RouteOutcome(route.name, "routed", "", target.destination))
 
 
-def partition_of(message: Message, settings: DestinationSettings | None) -> int:
+def partition_of(message: Message, settings: Partitioned | None) -> int:
     """Which of the destination's parallel queues the message joins (stable across restarts)."""
     if settings is None or settings.partition_by is None or settings.worker_count <= 1:
         return 0

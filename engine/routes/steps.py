@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import jinja2
 
+from engine.errors import CrosswalkError
 from engine.hl7v2.escaping import escape
 from engine.hl7v2.fieldpath import ALL, FieldPath
 from engine.hl7v2.message import Message, MessageError
@@ -28,7 +29,7 @@ from engine.routes.templates import TemplateError, compile_template, render
 from engine.settings import Issue, setting
 
 
-class StepError(ValueError):
+class StepError(CrosswalkError, ValueError):
     """A step could not be applied; the text says why, in an analyst's words."""
 
 

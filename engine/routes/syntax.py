@@ -58,7 +58,7 @@ def _bind_list_of(item: Any) -> Any:
 
 
 for _item in (str, FieldPath, SegmentId):
-    converter(list[_item])(_bind_list_of(_item))  # a single value is a list of one
+    converter(list[_item])(_bind_list_of(_item))  # type: ignore[valid-type]  # a single value is a list of one
 
 
 @converter(FieldTemplate)
@@ -98,7 +98,7 @@ def _line_within(node: yaml.Node, line: int | None) -> yaml.Node:
     if not line or line <= 1 or not isinstance(node, yaml.ScalarNode) or node.style in (None, ""):
         return node
     mark = node.start_mark
-    moved = yaml.Mark(mark.name, mark.index, mark.line + line, mark.column, None, None)
+    moved = yaml.Mark(mark.name, mark.index, mark.line + line, mark.column, None, None)  # type: ignore[arg-type]  # no buffer: PyYAML's own marks allow None
     return yaml.ScalarNode(node.tag, node.value, moved, node.end_mark, node.style)
 
 

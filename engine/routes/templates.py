@@ -24,6 +24,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from engine.errors import CrosswalkError
 from engine.hl7v2.ack import new_control_id
 from engine.hl7v2.escaping import escape
 from engine.hl7v2.fieldpath import FieldPath, PathError
@@ -32,7 +33,7 @@ from engine.hl7v2.message import Message
 from engine.routes.mappings import MappingError, Mappings
 
 
-class TemplateError(ValueError):
+class TemplateError(CrosswalkError, ValueError):
     """A template failed to compile or to render; ``line`` is its line (1-based) if known."""
 
     def __init__(self, message: str, line: int | None = None) -> None:

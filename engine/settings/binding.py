@@ -186,8 +186,10 @@ class Binder:
                 ok = False
                 continue
             value = self.bind(value_node, value_type, f"{what} {key!r}")
-            if dataclasses.is_dataclass(value) and any(
-                f.name == "name" for f in dataclasses.fields(value)
+            if (
+                dataclasses.is_dataclass(value)
+                and not isinstance(value, type)
+                and any(f.name == "name" for f in dataclasses.fields(value))
             ):
                 value = dataclasses.replace(value, name=key)
                 self.marks[id(value)] = self.mark(key_node)
@@ -200,11 +202,11 @@ class Binder:
         if not isinstance(node, yaml.MappingNode):
             if primary is not None and not _is_null(node):
                 # Shorthand: `delete_segments: [NK1, AL1]` is `{segments: [NK1, AL1]}`.
-                key = yaml.ScalarNode(
+                primary_key = yaml.ScalarNode(
                     "tag:yaml.org,2002:str", primary, node.start_mark, node.end_mark
                 )
                 node = yaml.MappingNode(
-                    "tag:yaml.org,2002:map", [(key, node)], node.start_mark, node.end_mark
+                    "tag:yaml.org,2002:map", [(primary_key, node)], node.start_mark, node.end_mark
                 )
             elif _is_null(node) and _all_optional(cls):
                 node = yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark, node.end_mark)
@@ -217,23 +219,23 @@ class Binder:
         ok = True
         seen: set[str] = set()
         for key_node, value_node in node.value:
-            key = str(key_node.value)
-            field = settable.get(key)
+            name = str(key_node.value)
+            field = settable.get(name)
             if field is None:
                 self.problem(
                     key_node,
-                    f"unknown key {key!r} in {what}",
-                    key,
-                    closest(key, list(settable)) or f"allowed keys: {', '.join(settable)}",
+                    f"unknown key {name!r} in {what}",
+                    name,
+                    closest(name, list(settable)) or f"allowed keys: {', '.join(settable)}",
                 )
                 ok = False
                 continue
-            if key in seen:
-                self.problem(key_node, f"key {key!r} appears twice in {what}", key)
+            if name in seen:
+                self.problem(key_node, f"key {name!r} appears twice in {what}", name)
                 ok = False
                 continue
-            seen.add(key)
-            value = self.bind(value_node, hints[field.name], f"{what}: {key}")
+            seen.add(name)
+            value = self.bind(value_node, hints[field.name], f"{what}: {name}")
             ok = ok and value is not INVALID
             values[field.name] = value
         for key, field in settable.items():

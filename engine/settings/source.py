@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from engine.errors import CrosswalkError
+
 
 @dataclass(frozen=True, slots=True)
 class Mark:
@@ -45,7 +47,7 @@ class Problem:
         return text
 
 
-class ConfigError(Exception):
+class ConfigError(CrosswalkError):
     """The configuration has problems; every one found is listed."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -14,6 +14,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from engine.errors import CrosswalkError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///crosswalk.db"
@@ -26,7 +28,7 @@ BULK_CACHE_KIB = 256 * 1024
 """SQLite page cache of bulk loads (the default 2 MiB makes index inserts read the disk)."""
 
 
-class StoreError(RuntimeError):
+class StoreError(CrosswalkError, RuntimeError):
     """The store cannot be opened or migrated; the text says what to do."""
 
 

@@ -71,7 +71,7 @@ def _status_condition(status: str) -> Any:
     return Message.status == status
 
 
-def build_query(criteria: MessageFilter, dialect: str = "sqlite") -> Select[tuple[Message]]:
+def build_query(criteria: MessageFilter, dialect: str = "sqlite") -> Select[Message]:
     query = select(Message)
     c = criteria
     if c.since:

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, insert, select, update
 
 from engine.store.fastsql import Statements
-from engine.store.schema import Delivery, DeliveryState, Message, MessageStatus
+from engine.store.schema import Delivery, DeliveryState, Message, MessageStatus, table_of
 
 if TYPE_CHECKING:
     from engine.store.writer import Chain
 
-_messages = Message.__table__
-_deliveries = Delivery.__table__
+_messages = table_of(Message)
+_deliveries = table_of(Delivery)
 _MESSAGE_COLUMNS = [c.name for c in _messages.columns if c.name != "id"]
 _DELIVERY_COLUMNS = [c.name for c in _deliveries.columns if c.name != "id"]
 
@@ -133,14 +133,14 @@ class NewMessage:
             return [op.write(cursor, statements) for op in ops]
         copies: dict[str, list[tuple[int, datetime]]] = {}
         if checked:
-            since = min(op.duplicate_since for op in ops if op.duplicate_since is not None)
-            cursor.execute(_FIND_COPIES, (checked, since))
+            earliest = min(op.duplicate_since for op in ops if op.duplicate_since is not None)
+            cursor.execute(_FIND_COPIES, (checked, earliest))
             for copy_id, received_at, key in cursor.fetchall():
                 copies.setdefault(key, []).append((copy_id, received_at))
         settled: list[tuple[Settled, int | None]] = []
         for op, key in zip(ops, keys, strict=True):
             since = op.duplicate_since
-            found = [i for i, at in copies.get(key, ()) if since is not None and at >= since]
+            found = [i for i, when in copies.get(key, ()) if since is not None and when >= since]
             copy_id = found[0] if found else None
             settled.append((op._settle(copy_id), copy_id))
         new_ids = statements.get("add_message", _add_message).insert_many(

@@ -24,6 +24,7 @@ from engine.store.schema import (
     DestinationState,
     Message,
     MessageStatus,
+    table_of,
 )
 
 
@@ -126,7 +127,7 @@ def set_control(
     re-read the queue, which picks up deliveries queued or re-queued behind their back.
     """
     changes = {k: v for k, v in (("paused", paused), ("reason", reason)) if v is not None}
-    state = DestinationState.__table__
+    state = table_of(DestinationState)
     with for_writing(engine).begin() as connection:
         touch_destinations(connection, [destination], datetime.now(UTC), **changes)
         row = connection.execute(
@@ -142,7 +143,7 @@ def touch_destinations(
 ) -> None:
     """Raise the generation of these destinations (and apply ``changes`` to their controls)
     inside the caller's transaction, so running engines re-read their queues."""
-    state = DestinationState.__table__
+    state = table_of(DestinationState)
     for name in sorted(set(names)):
         bumped = connection.execute(
             update(state)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from engine.errors import CrosswalkError
 from engine.store.fastsql import Statements
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class WriteOp(Protocol):
         ...
 
 
-class WriterClosed(RuntimeError):
+class WriterClosed(CrosswalkError, RuntimeError):
     """The writer is shut down; nothing more can be stored."""
 
 
@@ -64,7 +65,7 @@ class Chain:
         """The failure that broke the chain; later operations of it are refused."""
 
 
-class ChainBroken(RuntimeError):
+class ChainBroken(CrosswalkError, RuntimeError):
     """Not written: an earlier operation of the same chain could not be committed."""
 
 
@@ -82,7 +83,7 @@ WATCH_INTERVAL = 0.25
 _NO_ANSWER = "the database did not answer in time"
 
 
-class CommitTimeout(TimeoutError):
+class CommitTimeout(CrosswalkError, TimeoutError):
     """The database did not answer in time; the operation may or may not have been committed."""
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from engine.csv_import.importer import CsvImport, ImportReport
 from engine.csv_import.rows import RowError, RowProblem
 from engine.mpi.demographics import DEMOGRAPHIC_CSV_COLUMNS
+from engine.store.schema import table_of
 from engine.studies.flags import (
     LABELS,
     recorded_date,
@@ -32,7 +33,7 @@ from engine.studies.tables import RECORDED_DATE, RECORDED_SEX, Study
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TEXT = ("accession", "patient_id", "issuer", *DEMOGRAPHIC_CSV_COLUMNS, "modality", "description")
 _LIMITS: dict[str, int] = {
-    f.name: Study.__table__.c[f.name].type.length  # type: ignore[attr-defined]
+    f.name: table_of(Study).c[f.name].type.length  # type: ignore[attr-defined]
     for f in fields(StudyRecord)
 }
 _DATES = ("birth_date", "study_date")

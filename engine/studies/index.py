@@ -16,9 +16,10 @@ from sqlalchemy import Engine, bindparam, insert, select, update
 
 from engine.store.database import for_writing
 from engine.store.fastsql import in_values
+from engine.store.schema import table_of
 from engine.studies.tables import Study
 
-_studies = Study.__table__
+_studies = table_of(Study)
 
 
 @dataclass(frozen=True, slots=True)

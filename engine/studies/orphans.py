@@ -29,6 +29,7 @@ from sqlalchemy import Engine, and_, or_, select
 from engine.mpi.demographics import plain_name
 from engine.mpi.tables import Patient, PatientIdentifier, PatientName
 from engine.store.fastsql import chunks, in_values
+from engine.store.schema import table_of
 from engine.studies.flags import Flag, study_flags
 from engine.studies.placeholders import Placeholders
 from engine.studies.tables import Study
@@ -37,10 +38,10 @@ NAME_SIMILARITY = 0.85
 """Jaro-Winkler similarity at or above which two names are taken as the same name."""
 CHUNK = 5000
 
-_studies = Study.__table__
-_identifiers = PatientIdentifier.__table__
-_patients = Patient.__table__
-_names = PatientName.__table__
+_studies = table_of(Study)
+_identifiers = table_of(PatientIdentifier)
+_patients = table_of(Patient)
+_names = table_of(PatientName)
 
 STUDY_COLUMNS = (
     "study_uid",

@@ -56,9 +56,9 @@ def upgrade() -> None:
     if postgres:
         op.execute(f"UPDATE messages SET dedup_key = {_POSTGRES_KEY}")
     else:
-        bind.connection.driver_connection.create_function(
-            "crosswalk_duplicate_key", 3, duplicate_key, deterministic=True
-        )
+        sqlite = bind.connection.driver_connection
+        assert sqlite is not None
+        sqlite.create_function("crosswalk_duplicate_key", 3, duplicate_key, deterministic=True)
         op.execute(
             "UPDATE messages SET dedup_key ="
             " crosswalk_duplicate_key(sending_application, sending_facility, control_id)"
