@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -37,8 +38,19 @@ def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float = 30
 class Peer:
     """A blocking MLLP connection for tests: send bytes, read frames, with timeouts."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        timeout: float = 10.0,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        plain = socket.create_connection((host, port), timeout=timeout)
+        self.sock: socket.socket = (
+            tls.wrap_socket(plain, server_hostname=server_name or host) if tls else plain
+        )
         self.decoder = FrameDecoder(1 << 26)
         self.frames: list[bytes] = []
         self.timeout = timeout
@@ -104,12 +116,15 @@ class FakeReceiver:
     ``stop()`` closes the port, so the next connection is refused.
     """
 
-    def __init__(self, port: int = 0, mode: str = "ack") -> None:
+    def __init__(self, port: int = 0, mode: str = "ack", tls: ssl.SSLContext | None = None) -> None:
         self.mode = mode
+        self.tls = tls
+        """Accept TLS connections with this (server) context."""
         self.reject: set[str] = set()
         """Control ids answered AR whatever the mode."""
         self.received: list[bytes] = []
         self.connections = 0
+        self.tls_failures = 0
         self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", port), reuse_port=False)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -158,10 +173,18 @@ class FakeReceiver:
             except (TimeoutError, OSError):
                 continue
             self.connections += 1
-            self._clients.append(client)
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        if self.tls is not None:
+            try:
+                client.settimeout(5)
+                client = self.tls.wrap_socket(client, server_side=True)
+            except (OSError, ssl.SSLError):
+                self.tls_failures += 1
+                client.close()
+                return
+        self._clients.append(client)
         decoder = FrameDecoder(1 << 24)
         client.settimeout(0.2)
         with client:

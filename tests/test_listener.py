@@ -324,3 +324,34 @@ def test_a_listener_no_route_reads_is_reported_once_not_per_message(
         " filtered"
     ]
     assert not any("NR" in r.message for r in caplog.records if r.levelno >= logging.INFO)
+
+
+def test_an_address_not_allowed_is_closed_at_once_and_logged_once_a_minute(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running_engine(db_url, allow=["10.0.0.0/8", "fd00::/8"]) as engine:
+        for _ in range(3):
+            with Peer(engine.port(), timeout=5) as peer:
+                assert peer.closed_by_peer(), "a stranger was let in"
+        assert engine.stats().refused == 3 and engine.stats().frames == 0
+    refusals = [r for r in caplog.records if "refused: its address is not in" in r.getMessage()]
+    assert len(refusals) == 1, "one log line per address per minute"
+    with running_engine(db_url, allow=["127.0.0.0/8"]) as engine, Peer(engine.port()) as peer:
+        assert read_ack(peer.exchange(adt("ALLOWED"))).code == "AA"
+
+
+def test_connections_over_max_connections_are_closed_and_the_others_keep_working(
+    db_url: str,
+) -> None:
+    with running_engine(db_url, max_connections=2) as engine:
+        first, second = Peer(engine.port()), Peer(engine.port())
+        try:
+            assert read_ack(first.exchange(adt("C1"))).code == "AA"
+            assert read_ack(second.exchange(adt("C2"))).code == "AA"
+            with Peer(engine.port(), timeout=5) as third:
+                assert third.closed_by_peer()
+            assert read_ack(first.exchange(adt("C3"))).code == "AA"
+        finally:
+            first.close()
+            second.close()
+        assert engine.stats().refused == 1

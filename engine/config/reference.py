@@ -12,7 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.pipeline.settings import DestinationSettings, ListenerSettings
+from engine.pipeline.settings import (
+    DestinationSettings,
+    DestinationTLS,
+    ListenerSettings,
+    ListenerTLS,
+)
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.settings import ReviewSettings
 from engine.routes.conditions import OPERATORS
@@ -87,6 +92,8 @@ def operators_table() -> str:
 BLOCKS: dict[str, Any] = {
     "listener-settings": lambda: settings_table(ListenerSettings),
     "destination-settings": lambda: settings_table(DestinationSettings),
+    "listener-tls-settings": lambda: settings_table(ListenerTLS),
+    "destination-tls-settings": lambda: settings_table(DestinationTLS),
     "archive-settings": lambda: settings_table(ArchiveSettings),
     "reconciler-settings": lambda: settings_table(ReconcilerSettings),
     "review-settings": lambda: settings_table(ReviewSettings),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from engine.hl7v2.fieldpath import FieldPath
@@ -60,7 +61,7 @@ def _type_schema(annotation: Any) -> dict[str, Any]:
         return {"anyOf": [{"type": "integer"}, _INTERPOLATED]}
     if annotation is float:
         return {"anyOf": [{"type": "number"}, _INTERPOLATED]}
-    if annotation is str:
+    if annotation is str or annotation is Path:
         return {"type": "string"}
     origin = get_origin(annotation)
     if origin in (typing.Union, types.UnionType):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import deque
 
 from engine.errors import CrosswalkError
@@ -25,8 +26,14 @@ class MLLPClient:
         connect_timeout: float = 10.0,
         ack_timeout: float = 30.0,
         max_message_size: int = 16 * 1024 * 1024,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
+        """Speak TLS from the first byte with this context (None: plain TCP)."""
+        self.server_name = server_name
+        """The name the server's certificate must carry (default: ``host``)."""
         self.port = port
         self.connect_timeout = connect_timeout
         self.ack_timeout = ack_timeout
@@ -42,11 +49,24 @@ class MLLPClient:
     async def connect(self) -> None:
         try:
             async with asyncio.timeout(self.connect_timeout):
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                self._reader, self._writer = await asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=(self.server_name or self.host) if self.tls else None,
+                    ssl_handshake_timeout=self.connect_timeout if self.tls else None,
+                )
         except TimeoutError:
             raise MLLPError(
                 f"no connection to {self.address} within {self.connect_timeout:g}s"
             ) from None
+        except ssl.SSLCertVerificationError as error:
+            raise MLLPError(
+                f"TLS with {self.address} refused: its certificate is not accepted"
+                f" ({error.verify_message})"
+            ) from None
+        except ssl.SSLError as error:
+            raise MLLPError(f"TLS with {self.address} failed: {error.reason or error}") from None
         except OSError as error:
             raise MLLPError(
                 f"cannot connect to {self.address}: {error.strerror or error}"

@@ -11,7 +11,9 @@ everything the listener itself does, and the ACK path is the engine's hottest.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import ssl
 import typing
 from collections import deque
 from collections.abc import Callable
@@ -19,8 +21,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from engine.mllp.framing import Event, Frame, FrameDecoder, Garbage, OversizeFrame, encode_frame
+from engine.mllp.tls import ServerTLS, peer_names, subject_allowed
 
 log = logging.getLogger(__name__)
+
+REFUSAL_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about refused connections from one address."""
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MAX_PENDING = 64
 """Decoded frames a connection may queue before it stops reading from the socket."""
@@ -47,6 +54,12 @@ class ListenerLimits:
     max_message_size: int = 1024 * 1024
     idle_timeout: float = 3600.0
     read_timeout: float = 30.0
+    tls: ServerTLS | None = None
+    """Speak TLS from the first byte (None: plain TCP)."""
+    allow: tuple[IPNetwork, ...] = ()
+    """Addresses that may connect (empty: any)."""
+    max_connections: int = 64
+    """Connections open at once; a connection beyond it is closed at once."""
 
 
 @dataclass(slots=True)
@@ -63,6 +76,10 @@ class ListenerStats:
     idle_timeouts: int = 0
     unanswered: int = 0
     """Messages stored after their sender had gone (their ACK could not be written)."""
+    tls_refused: int = 0
+    """Connections whose TLS handshake failed, or whose certificate's subject is not allowed."""
+    refused: int = 0
+    """Connections closed at once: from an address not allowed, or over max_connections."""
 
 
 class MLLPListener:
@@ -74,6 +91,36 @@ class MLLPListener:
         self.stats = ListenerStats()
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._refusals_logged: dict[str, float] = {}
+
+    def refuse(self, address: str) -> str | None:
+        """Why a connection from ``address`` is refused, or None: not in ``allow``, or the
+        listener is at ``max_connections``."""
+        limits = self.limits
+        if limits.allow:
+            try:
+                ip = ipaddress.ip_address(address.split("%", 1)[0])
+            except ValueError:
+                return "its address cannot be read"
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            if not any(ip in network for network in limits.allow):
+                return "its address is not in this listener's allow list"
+        if len(self._connections) >= limits.max_connections:
+            return f"the listener is at max_connections ({limits.max_connections})"
+        return None
+
+    def log_refusal(self, address: str, reason: str, now: float) -> None:
+        """Logged once per address per minute: a flood must not flood the log."""
+        self.stats.refused += 1
+        if now - self._refusals_logged.get(address, -REFUSAL_LOG_INTERVAL) < REFUSAL_LOG_INTERVAL:
+            return
+        if len(self._refusals_logged) > 10_000:
+            self._refusals_logged.clear()
+        self._refusals_logged[address] = now
+        log.warning(
+            "listener %s: connection from %s refused: %s", self.limits.name, address, reason
+        )
 
     @property
     def port(self) -> int:
@@ -135,6 +182,8 @@ class _Connection(asyncio.Protocol):
         self._last_activity = self._loop.time()
         self._last_read = self._last_activity
         self._timer: asyncio.TimerHandle | None = None
+        self._handshake: asyncio.Task[None] | None = None
+        self._refused = False
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------------
 
@@ -142,14 +191,67 @@ class _Connection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = typing.cast(asyncio.Transport, transport)
         address = transport.get_extra_info("peername")
+        host = ""
         if isinstance(address, tuple):
-            self.peer = f"{address[0]}:{address[1]}"
+            host = str(address[0])
+            self.peer = f"{host}:{address[1]}"
+        refusal = self.listener.refuse(host)
+        if refusal is not None:
+            self._refused = self._lost = self._ending = True
+            self.drained.set_result(None)
+            self.listener.log_refusal(host, refusal, self._loop.time())
+            self.transport.abort()
+            return
         stats = self.listener.stats
         stats.connections += 1
         stats.open_connections += 1
         self.listener._connections.add(self)
         log.info("listener %s: connection from %s", self.limits.name, self.peer)
         self._arm_timer()
+        tls = self.limits.tls
+        if tls is not None:
+            # Nothing is read until the handshake is done; then the TLS transport replaces this
+            # one and the connection goes on as on plain TCP.
+            self.transport.pause_reading()
+            self._handshake = self._loop.create_task(self._start_tls(tls))
+
+    async def _start_tls(self, tls: ServerTLS) -> None:
+        plain = self.transport
+        assert plain is not None
+        try:
+            secured = await self._loop.start_tls(
+                plain,
+                self,
+                tls.context,
+                server_side=True,
+                ssl_handshake_timeout=tls.handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as error:
+            self._refuse_tls(_handshake_failure(error))
+            plain.abort()
+            return
+        if secured is None:  # closed during the handshake
+            return
+        self.transport = typing.cast(asyncio.Transport, secured)
+        names = peer_names(secured.get_extra_info("peercert"))
+        if not subject_allowed(names, tls.allowed_subjects):
+            self._refuse_tls(
+                "certificate subject not allowed"
+                + (f" ({', '.join(names)})" if names else " (no certificate)")
+            )
+            secured.abort()
+            return
+        log.info(
+            "listener %s: TLS with %s (%s%s)",
+            self.limits.name,
+            self.peer,
+            secured.get_extra_info("ssl_object").version(),
+            f", {names[0]}" if names else "",
+        )
+
+    def _refuse_tls(self, reason: str) -> None:
+        self.listener.stats.tls_refused += 1
+        log.warning("listener %s: TLS refused to %s: %s", self.limits.name, self.peer, reason)
 
     def data_received(self, data: bytes) -> None:
         self._last_read = self._last_activity = self._loop.time()
@@ -169,6 +271,8 @@ class _Connection(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
         self._lost = True
         self._ending = True
         if self._timer is not None:
@@ -312,3 +416,14 @@ class _Connection(asyncio.Protocol):
             self.finish()
             return
         self._arm_timer()
+
+
+def _handshake_failure(error: BaseException) -> str:
+    """Why a TLS handshake failed, in words for the log (no PHI can be in it)."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"certificate not accepted: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return error.reason or str(error)
+    if isinstance(error, TimeoutError):
+        return "no TLS handshake in time"
+    return f"connection lost during the TLS handshake ({type(error).__name__})"

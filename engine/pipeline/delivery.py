@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -27,6 +28,7 @@ from sqlalchemy import Engine
 
 from engine.hl7v2.ack import AckReply, read_ack, sent_control_id
 from engine.mllp.client import MLLPClient, MLLPError
+from engine.mllp.tls import client_context
 from engine.pipeline.settings import DestinationSettings
 from engine.store.limits import WINDOW_BYTES, WINDOW_DELIVERIES
 from engine.store.operations import DeliveryUpdate, QueuedDelivery
@@ -241,6 +243,7 @@ class DestinationWorker(QueueWorker):
             stopped=stopped,
         )
         self.settings = settings
+        _warn_insecure(settings)
         self._client: MLLPClient | None = None
         self._answered: deque[str] = deque(maxlen=ANSWERED_KEPT)
         """MSH-10s this connection's last settled messages were sent with."""
@@ -251,6 +254,7 @@ class DestinationWorker(QueueWorker):
 
     def update_settings(self, settings: DestinationSettings) -> None:
         self.settings = settings
+        _warn_insecure(settings)
 
     async def stop(self) -> None:
         await super().stop()
@@ -388,6 +392,8 @@ class DestinationWorker(QueueWorker):
                 settings.port,
                 connect_timeout=float(settings.connect_timeout),
                 ack_timeout=float(settings.ack_timeout),
+                tls=_tls_context(settings),
+                server_name=settings.tls.server_name if settings.tls else None,
             )
             await client.connect()
             self._client = client
@@ -442,6 +448,27 @@ class DestinationWorker(QueueWorker):
         if self._careful:
             await committed
             self._careful = chain.broken is not None
+
+
+def _tls_context(settings: DestinationSettings) -> ssl.SSLContext | None:
+    """A new connection's TLS context, its files read now (renewed files are picked up)."""
+    if settings.tls is None:
+        return None
+    try:
+        return client_context(settings.tls)
+    except (OSError, ssl.SSLError, ValueError) as error:
+        raise MLLPError(f"its TLS files cannot be used: {error}") from None
+
+
+def _warn_insecure(settings: DestinationSettings) -> None:
+    if settings.tls is not None and settings.tls.insecure_skip_verify:
+        log.error(
+            "destination %s: TLS certificate verification is OFF (insecure_skip_verify): anyone"
+            " between Crosswalk and %s:%d can read and change the messages",
+            settings.name,
+            settings.host,
+            settings.port,
+        )
 
 
 def _shown(control_id: str, limit: int = 40) -> str:

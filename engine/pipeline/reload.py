@@ -85,6 +85,7 @@ class ConfigWatcher:
         """Load, check and (if sound) apply the configuration; True when it was applied."""
         try:
             config = await asyncio.to_thread(self.load, self.folder)
+            await self.apply(config)
         except ConfigError as error:
             self.failures += 1
             log.error(
@@ -94,7 +95,6 @@ class ConfigWatcher:
             for problem in error.problems:
                 log.error("  %s", problem)
             return False
-        await self.apply(config)
         self.reloads += 1
         log.info(
             "configuration reloaded: %d route(s), %d destination(s)",

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from engine.mllp.listener import ListenerLimits, MLLPListener
+from engine.mllp.tls import ServerTLS
+from engine.pipeline.certificates import check_daily, warn_expiring_certificates
 from engine.pipeline.delivery import DeliveryService
 from engine.pipeline.dispatcher import Dispatcher
 from engine.pipeline.intake import Intake
@@ -27,6 +31,7 @@ from engine.pipeline.reload import ConfigWatcher
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT, make_routing
 from engine.pipeline.settings import ListenerSettings, LoadConfig, PipelineConfig
 from engine.routes.router import Router
+from engine.settings import ConfigError, Problem
 from engine.store.database import open_store, redact, resolve_url
 from engine.store.writer import COMMIT_TIMEOUT, StoreWriter
 
@@ -50,6 +55,16 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def listener_limits(settings: ListenerSettings) -> ListenerLimits:
+    """A listener's socket settings, its TLS files read now (``ConfigError`` if they cannot be
+    used: they changed since the configuration was checked)."""
+    tls = None
+    if settings.tls is not None:
+        try:
+            tls = ServerTLS.of(settings.tls)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            raise ConfigError(
+                [Problem(None, f"listener {settings.name}: its TLS files cannot be used: {error}")]
+            ) from None
     return ListenerLimits(
         name=settings.name,
         host=settings.host,
@@ -57,6 +72,9 @@ def listener_limits(settings: ListenerSettings) -> ListenerLimits:
         max_message_size=int(settings.max_message_size),
         idle_timeout=float(settings.idle_timeout),
         read_timeout=float(settings.read_timeout),
+        tls=tls,
+        allow=tuple(ipaddress.ip_network(entry, strict=False) for entry in settings.allow),
+        max_connections=settings.max_connections,
     )
 
 
@@ -98,6 +116,7 @@ class Server:
         self.listeners: dict[str, MLLPListener] = {}
         self.intakes: dict[str, Intake] = {}
         self._stopping = asyncio.Event()
+        self._daily: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         log.info("opening store %s", redact(self.db_url))
@@ -134,6 +153,10 @@ class Server:
             await self.stop()
             raise RuntimeError(f"cannot listen: {error.strerror or error}") from error
         self._report_unread_listeners()
+        warn_expiring_certificates(self.config)
+        self._daily = asyncio.get_running_loop().create_task(
+            check_daily(lambda: self.config), name="certificate check"
+        )
         if self.config_folder is not None and self.load is not None:
             self.watcher = ConfigWatcher(
                 self.config_folder,
@@ -145,8 +168,14 @@ class Server:
             self.watcher.start()
 
     async def apply(self, config: PipelineConfig) -> None:
-        """Swap in a checked configuration without touching connections or queues."""
+        """Swap in a checked configuration without touching connections or queues: new
+        connections get the new settings (and TLS certificates), established ones keep theirs."""
         assert self.dispatcher is not None and self.delivery is not None
+        limits = {  # first, so that unusable TLS files leave the running configuration alone
+            name: listener_limits(config.listeners[name])
+            for name in self.listeners
+            if name in config.listeners
+        }
         self.dispatcher.swap(Router(config))
         await self.delivery.update(config.destinations)
         for name, listener in self.listeners.items():
@@ -165,12 +194,14 @@ class Server:
                     old.port,
                 )
                 settings = dataclasses.replace(settings, host=old.host, port=old.port)
+                limits[name] = dataclasses.replace(limits[name], host=old.host, port=old.port)
             self.intakes[name].listener = settings
-            listener.limits = listener_limits(settings)
+            listener.limits = limits[name]
         for name in config.listeners.keys() - self.listeners.keys():
             log.warning("listener %s is new; it opens at the next restart", name)
         self.config = config
         self._report_unread_listeners()
+        warn_expiring_certificates(config)
 
     def _report_unread_listeners(self) -> None:
         """Once per configuration, not per message: a listener no route reads."""
@@ -192,6 +223,8 @@ class Server:
         grace = self.shutdown_timeout if grace is None else grace
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        if self._daily is not None:
+            self._daily.cancel()
         if self.watcher is not None:
             await self.watcher.stop()
         # Messages already received are answered first: half the time at most (their commits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +10,92 @@ from typing import Literal, Protocol
 
 from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
 from engine.hl7v2.fieldpath import FieldPath
+from engine.mllp.tls import certificate_problems
 from engine.routes.router import RoutingConfig
 from engine.settings import ByteSize, Duration, Issue, setting
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenerTLS:
+    """TLS on a listener: its certificate, and which clients may connect."""
+
+    cert: Path = setting(
+        "The listener's certificate (PEM; the chain after it), relative to this file.",
+        example="tls/crosswalk.crt",
+    )
+    key: Path = setting("Its private key (PEM, unencrypted).", example="tls/crosswalk.key")
+    client_ca: Path | None = setting(
+        "CA certificate(s) (PEM) that client certificates must chain to; without it clients"
+        " are not asked for one.",
+        default=None,
+        example="tls/clients-ca.crt",
+    )
+    require_client_cert: bool = setting(
+        "With `client_ca`: refuse a client that presents no certificate (mutual TLS); false"
+        " asks for one but accepts a client without.",
+        default=True,
+    )
+    allowed_subjects: list[str] = setting(
+        "Accept only clients whose certificate's common name or subject alternative name"
+        " matches one of these (glob patterns, any case); empty: any the CA vouches for.",
+        default_factory=list,
+        example="[ris.hospital.org, '*.radiology.hospital.org']",
+    )
+    min_version: Literal["1.2", "1.3"] = setting(
+        "The lowest TLS version accepted.", default="1.2", example='"1.3"'
+    )
+
+    def check(self) -> list[Issue]:
+        problems = [
+            Issue(text) for text in certificate_problems(self.cert, self.key, self.client_ca)
+        ]
+        if self.allowed_subjects and self.client_ca is None:
+            problems.append(
+                Issue(
+                    "allowed_subjects needs client_ca",
+                    "the CA that issues the senders' certificates",
+                )
+            )
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class DestinationTLS:
+    """TLS to a destination: whom to trust, and the certificate to show when asked."""
+
+    ca: Path | None = setting(
+        "CA certificate(s) (PEM) the destination's certificate must chain to; default: the"
+        " system's trusted CAs.",
+        default=None,
+        example="tls/pacs-ca.crt",
+    )
+    cert: Path | None = setting(
+        "Crosswalk's client certificate, for a destination that asks for one (mutual TLS).",
+        default=None,
+        example="tls/crosswalk-client.crt",
+    )
+    key: Path | None = setting("Its private key (PEM, unencrypted).", default=None)
+    server_name: str | None = setting(
+        "The name the destination's certificate must carry; default: its `host`.",
+        default=None,
+        example="pacs.hospital.org",
+    )
+    min_version: Literal["1.2", "1.3"] = setting(
+        "The lowest TLS version accepted.", default="1.2", example='"1.3"'
+    )
+    insecure_skip_verify: bool = setting(
+        "Do not verify the destination's certificate or name (tests only: anyone in the"
+        " network path could read and change the messages). Logged as an ERROR.",
+        default=False,
+    )
+
+    def check(self) -> list[Issue]:
+        problems = [
+            Issue(text) for text in certificate_problems(self.cert, self.key, self.ca, server=False)
+        ]
+        if (self.cert is None) != (self.key is None):
+            problems.append(Issue("cert and key go together"))
+        return problems
 
 
 @dataclass(frozen=True)
@@ -54,9 +139,23 @@ class ListenerSettings:
         default=Duration(86400),
         example="24h",
     )
+    tls: ListenerTLS | None = setting(
+        "Speak TLS (MLLP over TLS, from the first byte); see docs/security.md.", default=None
+    )
+    allow: list[str] = setting(
+        "Addresses that may connect (IPv4 and IPv6 addresses or CIDR networks); anyone else is"
+        " closed at once, logged once a minute per address. Empty: any address.",
+        default_factory=list,
+        example="[10.20.0.0/16, 10.30.4.17, 'fd00:20::/64']",
+    )
+    max_connections: int = setting(
+        "Connections open at once; one more is closed at once (with `allow`, strangers never"
+        " take the senders' places; idle and stalled peers are closed by the timeouts).",
+        default=64,
+    )
 
     def check(self) -> list[Issue]:
-        """Problems with these values, as (message, hint) pairs."""
+        """Problems with these values."""
         problems: list[Issue] = []
         if not 0 <= self.port <= 65535:
             problems.append(Issue(f"port {self.port} is outside 0-65535", None))
@@ -68,6 +167,14 @@ class ListenerSettings:
             problems.append(Issue("max_message_size must be at least 1KiB", None))
         if self.read_timeout <= 0:
             problems.append(Issue("read_timeout must be more than 0", None))
+        if self.max_connections < 1:
+            problems.append(Issue("max_connections must be at least 1"))
+        for entry in self.allow:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                hint = "an address (10.0.0.5) or a network (10.0.0.0/24)"
+                problems.append(Issue(f"allow: {entry!r} is not an address or a network", hint))
         return problems
 
 
@@ -107,6 +214,10 @@ class DestinationSettings:
         example="PID-3.1",
     )
     partitions: int = setting("Parallel connections when partition_by is set.", default=4)
+    tls: DestinationTLS | None = setting(
+        "Speak TLS to the destination, verifying its certificate and name; see docs/security.md.",
+        default=None,
+    )
 
     def check(self) -> list[Issue]:
         problems: list[Issue] = []

@@ -77,7 +77,7 @@ class ReconcilerSettings:
         object.__setattr__(self, "_ids", glob_patterns(self.placeholder_ids))
 
     def check(self) -> list[Issue]:
-        """Problems with these values, as (message, hint) pairs."""
+        """Problems with these values."""
         problems: list[Issue] = []
         if not 0 < self.possible <= self.strong < 1:
             problems.append(Issue("thresholds must satisfy 0 < possible <= strong < 1", None))

@@ -49,7 +49,7 @@ class ReviewSettings:
     )
 
     def check(self) -> list[Issue]:
-        """Problems with these values, as (message, hint) pairs."""
+        """Problems with these values."""
         problems: list[Issue] = []
         if self.auto_approve_band not in ("", "strong", "possible"):
             problems.append(

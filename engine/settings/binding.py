@@ -12,6 +12,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
@@ -290,6 +291,10 @@ class Binder:
                 return float(text.strip())
             if annotation is str:
                 return text
+            if annotation is Path:
+                # Relative to the file that names it, as a route's template file is.
+                path = Path(text.strip()).expanduser()
+                return path if path.is_absolute() else Path(self.file).parent / path
         except ValueError as error:
             message = str(error)
             if annotation in (int, float):

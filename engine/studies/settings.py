@@ -80,7 +80,7 @@ class ArchiveSettings:
     )
 
     def check(self) -> list[Issue]:
-        """Problems with these values, as (message, hint) pairs."""
+        """Problems with these values."""
         problems: list[Issue] = []
         if not self.dicom_host and not self.dicomweb_url:
             problems.append(
