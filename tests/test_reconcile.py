@@ -18,7 +18,8 @@ from engine.mpi.importer import MpiImport
 from engine.mpi.tables import Order, PatientIdentifier
 from engine.reconcile import blocking
 from engine.reconcile import estimation as model
-from engine.reconcile.comparisons import COMPARISONS, Pairs, Records, compare
+from engine.reconcile.comparisons import COMPARISONS, compare
+from engine.reconcile.kernel import Pairs, Records
 from engine.reconcile.names import identifier_key, name_words, same_person_names
 from engine.reconcile.run import _frequency_bonus, reconcile
 from engine.reconcile.settings import ReconcilerSettings
@@ -109,7 +110,9 @@ def test_comparison_levels_say_how_two_records_agree() -> None:
     )
     rows = np.arange(4)
     levels = compare(Pairs(studies, patients, rows, rows))
-    named = [{c.name: c.levels[levels[i, j]] for j, c in enumerate(COMPARISONS)} for i in range(4)]
+    named = [
+        {c.name: c.levels[levels[i, j]].name for j, c in enumerate(COMPARISONS)} for i in range(4)
+    ]
     assert named[0]["family_name"] == "similar"
     assert named[0]["given_name"] == "nickname"
     assert named[0]["birth_date"] == "day_month_swapped"
@@ -326,7 +329,7 @@ def test_the_model_is_estimated_from_the_data(store: Engine, tmp_path: Path) -> 
 
 def test_term_frequency_makes_rare_names_count_more() -> None:
     parameters = model.Parameters(
-        0.9, 1000, model.starting_m(), {c.name: [0.0, *c.start_m] for c in COMPARISONS}
+        0.9, 1000, model.starting_m(), {c.name: c.starting_m for c in COMPARISONS}
     )
     assert parameters.weights()[0][1] == pytest.approx(0.0)
     tf = model.term_frequencies({"SMITH": 990, "ZBYSZKO": 10})
@@ -426,7 +429,7 @@ def test_a_common_name_counts_less_than_a_rare_one() -> None:
     pairs = Pairs(records, records, np.arange(2), np.arange(2))
     levels = compare(pairs)
     u = model.estimate_u(np.zeros((0, len(COMPARISONS)), dtype=np.int8))
-    u["family_name"][COMPARISONS[0].levels.index("swapped")] = 1e-7
+    u["family_name"][COMPARISONS[0].code_of("swapped")] = 1e-7
     parameters = model.Parameters(0.9, 1000, model.starting_m(), u)
     frequencies = {"family": {"SMITH": 0.05, "ZBYSZKO": 1e-6}, "given": {"ANNA": 0.01}}
     bonus = _frequency_bonus(levels, pairs, parameters, frequencies)["family_name"]
@@ -471,9 +474,9 @@ def test_a_slip_of_the_first_letter_is_a_similar_name_and_swapped_names_count_on
     pairs = Pairs(studies, patients, np.arange(3), np.arange(3))
     levels = compare(pairs)
     family, given = COMPARISONS[0], COMPARISONS[1]
-    assert given.levels[levels[0, 1]] == "similar"  # KAMES ~ JAMES: Jaro-Winkler 0.87
-    assert family.levels[levels[1, 0]] != "similar"  # LEE, LEO: too short for a slip
-    assert family.levels[levels[2, 0]] == given.levels[levels[2, 1]] == "swapped"
+    assert given.levels[levels[0, 1]].name == "similar"  # KAMES ~ JAMES: Jaro-Winkler 0.87
+    assert family.levels[levels[1, 0]].name != "similar"  # LEE, LEO: too short for a slip
+    assert family.levels[levels[2, 0]].name == given.levels[levels[2, 1]].name == "swapped"
     u = model.estimate_u(np.zeros((0, len(COMPARISONS)), dtype=np.int8))
     parameters = model.Parameters(0.9, 1000, model.starting_m(), u)
     frequencies = {"family": {"OKAFOR": 1e-4}, "given": {"ANNA": 1e-2}}
@@ -482,7 +485,9 @@ def test_a_slip_of_the_first_letter_is_a_similar_name_and_swapped_names_count_on
     )
     right = Pairs(_records(["OKAFOR"], ["ANNA"]), patients, np.array([0]), np.array([2]))
     right_levels = compare(right)
-    assert family.levels[right_levels[0, 0]] == given.levels[right_levels[0, 1]] == "exact"
+    assert (
+        family.levels[right_levels[0, 0]].name == given.levels[right_levels[0, 1]].name == "exact"
+    )
     exact = model.match_weights(
         right_levels,
         parameters,
@@ -551,7 +556,7 @@ def test_impossible_dates_are_never_exact_unless_every_digit_is() -> None:
     patients.birth = ["19400427", "19451022", "19450403", "19450493", "19950101", "19410101"]
     levels = compare(Pairs(studies, patients, np.arange(size), np.arange(size)))
     birth = [c.name for c in COMPARISONS].index("birth_date")
-    named = [COMPARISONS[birth].levels[level] for level in levels[:, birth]]
+    named = [COMPARISONS[birth].levels[level].name for level in levels[:, birth]]
     assert named == [
         "day_month_swapped",
         "one_digit",  # the century 19/20 slipped

@@ -19,16 +19,11 @@ from engine.cli.pull import pull
 from engine.config.loader import load_config
 from engine.settings import ConfigError
 from engine.store.database import open_store
+from engine.studies.cfind import DicomQuery
 from engine.studies.index import RECORD_COLUMNS
-from engine.studies.pull import (
-    DicomQuery,
-    PullError,
-    QidoQuery,
-    date_windows,
-    pull_studies,
-    split_address,
-    split_person_name,
-)
+from engine.studies.pull import date_windows, pull_studies
+from engine.studies.qido import QidoQuery
+from engine.studies.query import PullError, split_address, split_person_name
 from engine.studies.settings import ArchiveSettings
 from engine.studies.tables import PullState, Study
 from engine.testing import free_port
@@ -545,7 +540,9 @@ def test_studies_with_implausible_birth_dates_are_pulled_flagged_and_reconciled(
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DA")  # making them
 def test_an_answer_is_converted_as_the_pacs_recorded_it() -> None:
-    from engine.studies.pull import dataset_values, json_values, make_record
+    from engine.studies.cfind import dataset_values
+    from engine.studies.qido import json_values
+    from engine.studies.query import make_record
 
     dataset = Dataset()
     dataset.StudyInstanceUID = "1.2.3"

@@ -18,7 +18,8 @@ from engine.cli.common import (
     open_store_or_fail,
     shown_date,
 )
-from engine.studies.pull import PROTOCOLS, PullError, PullResult, pull_studies
+from engine.studies.pull import PullResult, pull_studies
+from engine.studies.query import PROTOCOLS, PullError
 from engine.studies.settings import ArchiveSettings, parse_study_date
 
 

@@ -148,7 +148,7 @@ def params(
     table = Table("comparison", "level", "m", "u", "weight (bits)")
     weights = parameters.weights()
     for index, comparison in enumerate(COMPARISONS):
-        for level, name in enumerate(comparison.levels):
+        for level, name in enumerate(comparison.names):
             if level == 0:
                 continue
             table.add_row(

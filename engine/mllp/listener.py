@@ -232,7 +232,7 @@ class _Connection(asyncio.Protocol):
             return
         if secured is None:  # closed during the handshake
             return
-        self.transport = typing.cast(asyncio.Transport, secured)
+        self.transport = secured
         names = peer_names(secured.get_extra_info("peercert"))
         if not subject_allowed(names, tls.allowed_subjects):
             self._refuse_tls(

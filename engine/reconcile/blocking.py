@@ -21,12 +21,13 @@ import numpy as np
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from engine.mpi.tables import Patient, PatientEvent, PatientIdentifier
-from engine.reconcile.comparisons import Records
+from engine.reconcile.kernel import Records
 from engine.reconcile.names import family_key
 from engine.reconcile.records import load_patients, raw_rows
 from engine.reconcile.tables import PatientKey
 from engine.store.database import open_engine
 from engine.store.fastsql import chunks, in_values
+from engine.store.schema import table_of
 
 WATERMARK_MARGIN = 25_000
 """On PostgreSQL, changes this far below the last watermark are looked at again: a transaction
@@ -39,10 +40,10 @@ KEYS_VERSION = 2
 """What the keys of ``record_keys`` are; a store keyed by another version is re-keyed in full.
 2: family name + given-name prefix keys; identifiers keyed only when their key differs from
 the value stored."""
-_keys = PatientKey.__table__
-_patients = Patient.__table__
-_events = PatientEvent.__table__
-_identifiers = PatientIdentifier.__table__
+_keys = table_of(PatientKey)
+_patients = table_of(Patient)
+_events = table_of(PatientEvent)
+_identifiers = table_of(PatientIdentifier)
 
 Progress = Callable[[int], None]
 _THIS_YEAR = str(date.today().year)

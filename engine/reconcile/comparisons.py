@@ -1,25 +1,54 @@
-"""Field comparisons of (study, patient) pairs, as comparison levels, computed column-wise.
+"""Field comparisons of (study, patient) pairs: each one an ordered list of levels.
 
-Each comparison sorts a pair into one of its levels, the first that applies in the order
-listed; level 0, ``null``, means "no evidence" (a value missing or a placeholder) and weighs
-nothing. The model (``model.py``) learns how likely each level is for matches and non-matches.
+A :class:`Comparison` sorts a pair into the first of its levels (:class:`Level`) that
+applies, in the order listed (as Splink composes a comparison of comparison levels). Its first
+level, ``null``, means "no evidence" (a value missing or a placeholder) and weighs nothing; its
+last (``different`` …) takes every pair no other level took. Each level carries what the model
+starts from: its m probability (EM refines it) and the u probability random pairs are smoothed
+towards (``estimation.py``).
 
-Values are coded once per record (one integer per distinct value, shared by both sides and all
-fields), so equality, phonetic agreement and set membership are numpy operations over the
-pairs; string similarities run in rapidfuzz (C, every core), only where the level is still
-open; and only pairs with a multi-word name are looked at one by one.
+The masks are column-wise, built on the pair-coding kernel (``kernel.py``); a mask is asked only
+about the pairs no earlier level took, so the costly ones (string similarities) run only there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
-from rapidfuzz import process
-from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 
+from engine.reconcile.kernel import Field, Pairs, equal_values, filled, first_level
 from engine.reconcile.names import phonetic, same_person_names
+
+__all__ = [
+    "ACCESSION",
+    "ADDRESS",
+    "BIRTH_DATE",
+    "COLUMNS",
+    "COMPARISONS",
+    "FAMILY_NAME",
+    "GIVEN_NAME",
+    "IDENTIFIER",
+    "ONE_SLIP_LENGTH",
+    "PHONE",
+    "SEX",
+    "SIMILAR",
+    "Comparison",
+    "Level",
+    "Mask",
+    "compare",
+    "day_month_swapped",
+    "either_empty",
+    "first_letter",
+    "other_century",
+    "same",
+    "similar_name",
+    "study_turned",
+    "swapped",
+    "year",
+]
 
 SIMILAR = 0.92
 """Jaro-Winkler similarity from which two names count as one name misspelt."""
@@ -27,498 +56,505 @@ ONE_SLIP_LENGTH = 4
 """Names at least this long (both) also count as one name misspelt when one edit apart (a
 letter wrong, dropped or two swapped): Jaro-Winkler forgives little in the first letters."""
 
+Mask = Callable[[Pairs, np.ndarray], np.ndarray]
+"""Which pairs a level takes: ``mask(pairs, where)``, one bool per pair, read only ``where``
+(the pairs still open: not null, no earlier level took them), so it may compute only there."""
 
-@dataclass(slots=True)
-class Records:
-    """Studies or patients, one list per field, index-aligned (values prepared by ``records``)."""
 
-    family: list[str] = field(default_factory=list)
-    given: list[str] = field(default_factory=list)
-    middle: list[str] = field(default_factory=list)
-    birth: list[str] = field(default_factory=list)
-    sex: list[str] = field(default_factory=list)
-    postal: list[str] = field(default_factory=list)
-    street: list[str] = field(default_factory=list)
-    phone: list[str] = field(default_factory=list)
-    identifiers: list[frozenset[str]] = field(default_factory=list)
-    other_families: list[frozenset[str]] = field(default_factory=list)
-    """Patients: earlier names, aliases, maiden names (family part)."""
-    linked: list[frozenset[int]] = field(default_factory=list)
-    """Studies: the MPI patients whose orders carry the study's accession number."""
-    keys: list[int] = field(default_factory=list)
-    """Patients: MPI patient id."""
-    keyed_identifiers: list[frozenset[str]] = field(default_factory=list)
-    """Patients, as loaded for blocking keys only: the identifiers whose key differs from the
-    value stored (MRN-0012345 is 12345), blocked through ``patient_keys``; the others are
-    found in ``patient_identifiers`` by value."""
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One level of a comparison: its name, which pairs it takes, its starting m and u."""
 
-    def __len__(self) -> int:
-        return len(self.family)
+    name: str
+    mask: Mask | None
+    """None: every pair still open (the last level, as Splink's ``ElseLevel``)."""
+    m: float = 0.0
+    """Starting m probability: how often a true match shows this level (EM refines it)."""
+    u: float = 0.0
+    """Prior u probability: what random pairs are smoothed towards (it counts for
+    ``estimation.PRIOR_PAIRS`` pairs: 0.001 is one pair in a thousand)."""
 
+    @classmethod
+    def null(cls, mask: Mask) -> Level:
+        """The first level: no evidence either way (weight 0; m and u unused)."""
+        return cls("null", mask)
+
+    @classmethod
+    def otherwise(cls, name: str, m: float, u: float) -> Level:
+        """The last level: every pair no earlier level took."""
+        return cls(name, None, m, u)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One field's comparison: an ordered list of levels, the first that applies wins.
+
+    A pair's level code is its level's position in ``levels`` (0: ``null``); m and u
+    probabilities, stored parameters and evidence are indexed by it."""
+
+    name: str
+    levels: tuple[Level, ...]
+    frequency_field: str = ""
+    """The ``Records`` field whose term frequency adjusts the weight of the ``exact`` level."""
+    spellings: tuple[str, ...] = ()
+    """Levels that are the same value spelt otherwise: however common the value, ``exact``
+    never weighs less than they do (NANCY = NANCY is better evidence than NANCY ~ NANCIE)."""
+
+    def __post_init__(self) -> None:
+        first, *middle, last = self.levels
+        if first.name != "null" or first.mask is None:
+            raise ValueError(f"{self.name}: the first level is Level.null(...)")
+        if last.mask is not None or any(level.mask is None for level in middle):
+            raise ValueError(f"{self.name}: only the last level is Level.otherwise(...)")
+        if len(set(self.names)) != len(self.levels) or len(self.levels) > 127:
+            raise ValueError(f"{self.name}: level names must be unique (at most 127 levels)")
+        if not set(self.spellings) <= set(self.names):
+            raise ValueError(f"{self.name}: spellings must name levels")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The level names, by code."""
+        return tuple(level.name for level in self.levels)
+
+    def code_of(self, level: str) -> int:
+        """The code of the level named ``level``."""
+        return self.names.index(level)
+
+    @property
+    def starting_m(self) -> list[float]:
+        """m of each level, by code, as EM starts from them (0 for null)."""
+        return [level.m for level in self.levels]
+
+    @property
+    def prior_u(self) -> list[float]:
+        """u of each level, by code, as random pairs are smoothed towards (0 for null)."""
+        return [level.u for level in self.levels]
+
+    def compare(self, pairs: Pairs) -> np.ndarray:
+        """Per pair, the code of its level (int8)."""
+        everything = np.ones(len(pairs), dtype=bool)
+        null_mask = self.levels[0].mask
+        assert null_mask is not None  # checked in __post_init__
+        masks = [partial(level.mask, pairs) for level in self.levels[1:-1] if level.mask]
+        return first_level(null_mask(pairs, everything), masks)
+
+
+# --- what values are coded as ---------------------------------------------------------------
 
 CENTURY_SLIPS = {"19": "20", "20": "19"}
 
 
-def _other_century(value: str) -> str:
+def other_century(value: str) -> str:
     """A date with its century 19 and 20 swapped (20451022 for 19451022); others as they are."""
     century = CENTURY_SLIPS.get(value[:2])
     return century + value[2:] if century else value
 
 
-DERIVED: dict[str, Callable[[str], str]] = {
-    "": lambda value: value,
-    "phonetic": phonetic,
-    "year": lambda value: value[:4],
-    "transposed": lambda value: value[:4] + value[6:8] + value[4:6],
-    "century": _other_century,
-    "first": lambda value: value[:1],
-}
-"""What a value can be coded as: itself, its Metaphone code, a date's year, a date with day
-and month swapped, a date in the other century (19, 20), its first letter."""
+def year(value: str) -> str:
+    return value[:4]
 
 
-@dataclass(slots=True)
-class Pairs:
-    """Candidate (or random) pairs: row numbers into a study and a patient ``Records``."""
-
-    studies: Records
-    patients: Records
-    study_rows: np.ndarray
-    patient_rows: np.ndarray
-    _cache: dict[tuple[str, ...], object] = field(default_factory=dict)
-    _vocabulary: dict[object, int] = field(default_factory=lambda: {"": 0})
-
-    def __len__(self) -> int:
-        return len(self.study_rows)
-
-    def _side(self, side: str) -> tuple[Records, np.ndarray]:
-        if side == "s":
-            return self.studies, self.study_rows
-        return self.patients, self.patient_rows
-
-    def _cached(self, key: tuple[str, ...], build: Callable[[], object]) -> object:
-        found = self._cache.get(key)
-        if found is None:
-            found = self._cache[key] = build()
-        return found
-
-    def column(self, side: str, name: str) -> list:  # type: ignore[type-arg]
-        """A field of one side, repeated per pair."""
-
-        def build() -> list[object]:
-            records, rows = self._side(side)
-            values = getattr(records, name)
-            return [values[i] for i in rows.tolist()]
-
-        return self._cached(("column", side, name), build)  # type: ignore[return-value]
-
-    def record_codes(self, side: str, name: str, derive: str = "") -> np.ndarray:
-        """Per record of one side, the code of a field's value (as ``derive`` turns it): two
-        codes are equal when the values are; 0 is the empty value."""
-
-        def build() -> np.ndarray:
-            records, _ = self._side(side)
-            vocabulary, turn = self._vocabulary, DERIVED[derive]
-            values = getattr(records, name)
-            return np.fromiter(
-                (vocabulary.setdefault(turn(v) if v else "", len(vocabulary)) for v in values),
-                dtype=np.int64,
-                count=len(values),
-            )
-
-        return self._cached(("record_codes", side, name, derive), build)  # type: ignore[return-value]
-
-    def codes(self, side: str, name: str, derive: str = "") -> np.ndarray:
-        """Per pair, the code of one side's value (see ``record_codes``)."""
-
-        def build() -> np.ndarray:
-            _, rows = self._side(side)
-            return self.record_codes(side, name, derive)[rows]
-
-        return self._cached(("codes", side, name, derive), build)  # type: ignore[return-value]
-
-    def lengths(self, side: str, name: str) -> np.ndarray:
-        """Per pair, the length of one side's value."""
-
-        def build() -> np.ndarray:
-            records, rows = self._side(side)
-            values = getattr(records, name)
-            return np.fromiter(map(len, values), dtype=np.int64, count=len(values))[rows]
-
-        return self._cached(("lengths", side, name), build)  # type: ignore[return-value]
-
-    def member(self, side: str, name: str, values: np.ndarray) -> np.ndarray:
-        """Per pair, whether ``values`` (codes, one per pair) is in the set-valued field
-        ``name`` of ``side``."""
-        records, rows = self._side(side)
-        vocabulary = self._vocabulary
-        owners: list[int] = []
-        elements: list[int] = []
-        for row, found in enumerate(getattr(records, name)):
-            for element in found:
-                owners.append(row)
-                elements.append(vocabulary.setdefault(element, len(vocabulary)))
-        size = len(vocabulary) + 1
-        known = np.asarray(owners, dtype=np.int64) * size + np.asarray(elements, dtype=np.int64)
-        return np.isin(rows * size + values, known) & (values != 0)
-
-    def empty(self, side: str, name: str) -> np.ndarray:
-        return self.codes(side, name) == 0
-
-    def similarity_at_least(
-        self, a: tuple[str, str], b: tuple[str, str], where: np.ndarray, cutoff: float = SIMILAR
-    ) -> np.ndarray:
-        """Per pair, Jaro-Winkler(a, b) ≥ ``cutoff`` ((side, field) each), computed only
-        ``where`` (False elsewhere)."""
-        out = np.zeros(len(self), dtype=bool)
-        rows = np.flatnonzero(where)
-        if len(rows):
-            left, right = self._values(*a, rows), self._values(*b, rows)
-            scores = process.cpdist(left, right, scorer=JaroWinkler.similarity, workers=-1)
-            out[rows] = scores >= cutoff
-        return out
-
-    def similar_name(self, a: tuple[str, str], b: tuple[str, str], where: np.ndarray) -> np.ndarray:
-        """Per pair, whether two names are one name misspelt: Jaro-Winkler ≥ ``SIMILAR``, or
-        one edit apart when both have ``ONE_SLIP_LENGTH`` letters; only ``where``."""
-        similar = self.similarity_at_least(a, b, where)
-        long_enough = (self.lengths(*a) >= ONE_SLIP_LENGTH) & (self.lengths(*b) >= ONE_SLIP_LENGTH)
-        rows = np.flatnonzero(where & long_enough & ~similar)
-        similar[rows] = self.one_edit(a, b, rows)
-        return similar
-
-    def one_edit(self, a: tuple[str, str], b: tuple[str, str], rows: np.ndarray) -> np.ndarray:
-        """For the pairs ``rows``: whether the values are at most one edit apart (a character
-        wrong, missing or extra, or two swapped)."""
-        if not len(rows):
-            return np.zeros(0, dtype=bool)
-        distance = process.cpdist(
-            self._values(*a, rows),
-            self._values(*b, rows),
-            scorer=DamerauLevenshtein.distance,
-            score_cutoff=1,
-            workers=-1,
-        )
-        return np.asarray(distance <= 1)
-
-    def _values(self, side: str, name: str, pair_rows: np.ndarray) -> list[str]:
-        records, rows = self._side(side)
-        values = getattr(records, name)
-        return [values[i] for i in rows[pair_rows].tolist()]
-
-    def test(
-        self,
-        a: tuple[str, str],
-        b: tuple[str, str],
-        where: np.ndarray,
-        check: Callable[[str, str], bool],
-    ) -> np.ndarray:
-        """Per pair, ``check(a, b)`` in Python, only ``where`` (few pairs; False elsewhere)."""
-        out = np.zeros(len(self), dtype=bool)
-        rows = np.flatnonzero(where)
-        if len(rows):
-            checks = map(check, self._values(*a, rows), self._values(*b, rows))
-            out[rows] = np.fromiter(checks, dtype=bool, count=len(rows))
-        return out
+def day_month_swapped(value: str) -> str:
+    return value[:4] + value[6:8] + value[4:6]
 
 
-def _levels(size: int, ordered: list[np.ndarray], null: np.ndarray) -> np.ndarray:
-    """Level per pair: the first mask (level 1, 2, …) that holds; the last level otherwise."""
-    levels = np.full(size, len(ordered) + 1, dtype=np.int8)
-    for index in range(len(ordered), 0, -1):
-        levels[ordered[index - 1]] = index
-    levels[null] = 0
-    return levels
+def first_letter(value: str) -> str:
+    return value[:1]
 
 
-def _words(pairs: Pairs, side: str, name: str) -> np.ndarray:
-    """Per pair, whether one side's value has several words (DE LA CRUZ, HERNANDEZ LOPEZ)."""
+# --- shared masks ---------------------------------------------------------------------------
 
-    def build() -> np.ndarray:
-        records, rows = pairs._side(side)
-        values = getattr(records, name)
-        several = np.fromiter((" " in v for v in values), dtype=bool, count=len(values))
-        return several[rows]
+FAMILY_S: Field = ("s", "family")
+FAMILY_P: Field = ("p", "family")
+GIVEN_S: Field = ("s", "given")
+GIVEN_P: Field = ("p", "given")
 
-    return pairs._cached(("words", side, name), build)  # type: ignore[return-value]
+
+def either_empty(a: Field, b: Field) -> Mask:
+    """The null mask of one field compared on both sides: a value missing on either."""
+
+    def mask(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+        return pairs.empty(*a) | pairs.empty(*b)
+
+    return mask
+
+
+def same(a: Field, b: Field, derive: Callable[[str], str] | None = None) -> Mask:
+    """The same value on both sides (with ``derive``: both values turned by it, as a name's
+    Metaphone code or a date's year)."""
+
+    def mask(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+        return pairs.codes(*a, derive) == pairs.codes(*b, derive)
+
+    return mask
+
+
+def study_turned(a: Field, b: Field, derive: Callable[[str], str]) -> Mask:
+    """The study's value turned by ``derive`` is the patient's as it is (a date with day and
+    month swapped, or its century slipped)."""
+
+    def mask(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+        return pairs.codes(*a, derive) == pairs.codes(*b)
+
+    return mask
+
+
+def similar_name(pairs: Pairs, a: Field, b: Field, where: np.ndarray) -> np.ndarray:
+    """Per pair, whether two names are one name misspelt: Jaro-Winkler ≥ ``SIMILAR``, or one
+    edit apart when both have ``ONE_SLIP_LENGTH`` letters; only ``where``."""
+    similar = pairs.similarity_at_least(a, b, where, SIMILAR)
+    long_enough = (pairs.lengths(*a) >= ONE_SLIP_LENGTH) & (pairs.lengths(*b) >= ONE_SLIP_LENGTH)
+    rows = np.flatnonzero(where & long_enough & ~similar)
+    similar[rows] = pairs.one_edit(a, b, rows)
+    return similar
 
 
 def _share_word(a: str, b: str) -> bool:
     return bool(a) and bool(b) and not set(a.split()).isdisjoint(b.split())
 
 
-def _overlap(pairs: Pairs, a: tuple[str, str], b: tuple[str, str]) -> np.ndarray:
+def _overlap(pairs: Pairs, a: Field, b: Field) -> np.ndarray:
     """Per pair, whether the two names share a word (equal single words included)."""
-    same = pairs.codes(*a) == pairs.codes(*b)
-    same &= pairs.codes(*a) != 0
-    several = _words(pairs, *a) | _words(pairs, *b)
-    return same | pairs.test(a, b, several & ~same, _share_word)
+    equal = pairs.codes(*a) == pairs.codes(*b)
+    equal &= pairs.codes(*a) != 0
+    several = pairs.several_words(*a) | pairs.several_words(*b)
+    return equal | pairs.test(a, b, several & ~equal, _share_word)
 
 
 def swapped(pairs: Pairs) -> np.ndarray:
-    """Family and given name recorded the other way round (NGUYEN^THI LAN as LAN^NGUYEN THI)."""
+    """Family and given name recorded the other way round (NGUYEN^THI LAN as LAN^NGUYEN THI);
+    made once per pair set, for both name comparisons."""
 
     def build() -> np.ndarray:
-        fam_s, giv_s, fam_p, giv_p = (
-            ("s", "family"),
-            ("s", "given"),
-            ("p", "family"),
-            ("p", "given"),
+        crossed = _overlap(pairs, FAMILY_S, GIVEN_P) & _overlap(pairs, GIVEN_S, FAMILY_P)
+        filled_all = ~(
+            pairs.empty(*FAMILY_S)
+            | pairs.empty(*GIVEN_S)
+            | pairs.empty(*FAMILY_P)
+            | pairs.empty(*GIVEN_P)
         )
-        crossed = _overlap(pairs, fam_s, giv_p) & _overlap(pairs, giv_s, fam_p)
-        filled = ~(
-            pairs.empty(*fam_s) | pairs.empty(*giv_s) | pairs.empty(*fam_p) | pairs.empty(*giv_p)
-        )
-        first = pairs.similarity_at_least(fam_s, giv_p, filled & ~crossed)
-        return crossed | pairs.similarity_at_least(giv_s, fam_p, first)
+        first = pairs.similarity_at_least(FAMILY_S, GIVEN_P, filled_all & ~crossed, SIMILAR)
+        return crossed | pairs.similarity_at_least(GIVEN_S, FAMILY_P, first, SIMILAR)
 
-    return pairs._cached(("swapped",), build)  # type: ignore[return-value]
+    return pairs.cached(("swapped",), build)
 
 
-def family_name(pairs: Pairs) -> np.ndarray:
-    a, b = ("s", "family"), ("p", "family")
-    null = pairs.empty(*a) | pairs.empty(*b)
-    exact = pairs.codes(*a) == pairs.codes(*b)
-    other = pairs.member("p", "other_families", pairs.codes(*a))
-    similar = pairs.similar_name(a, b, ~(null | exact | other))
-    one_part = pairs.test(a, b, (_words(pairs, *a) | _words(pairs, *b)) & ~null, _share_word)
-    sound = pairs.codes(*a, "phonetic") == pairs.codes(*b, "phonetic")
-    return _levels(len(pairs), [exact, other, similar, one_part, swapped(pairs), sound], null)
+def _swapped(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    return swapped(pairs)
 
 
-def _nicknames(pairs: Pairs) -> np.ndarray:
-    """Per pair, whether the patient's given name is a nickname or formal form of the
-    study's (BILL, WILLIAM)."""
-    studies = pairs.record_codes("s", "given")
-    pairs.record_codes("p", "given")  # every patient's name in the vocabulary
-    vocabulary = pairs._vocabulary
-    size = len(vocabulary) + 1
-    allowed: list[int] = []
-    for value, code in zip(pairs.studies.given, studies.tolist(), strict=True):
-        for name in same_person_names(value):
-            other = vocabulary.get(name)
-            if other is not None:
-                allowed.append(code * size + other)
-    keys = pairs.codes("s", "given") * size + pairs.codes("p", "given")
-    return np.isin(keys, np.unique(np.asarray(allowed, dtype=np.int64)))
+# --- family name ----------------------------------------------------------------------------
 
 
-def given_name(pairs: Pairs) -> np.ndarray:
-    a, b = ("s", "given"), ("p", "given")
-    null = pairs.empty(*a) | pairs.empty(*b)
-    code_a, code_b = pairs.codes(*a), pairs.codes(*b)
-    full = (pairs.lengths(*a) > 1) & (pairs.lengths(*b) > 1)
-    exact = code_a == code_b
-    nickname = full & _nicknames(pairs)
-    similar = pairs.similar_name(a, b, full & ~(null | exact | nickname))
-    initial = ((pairs.lengths(*a) == 1) | (pairs.lengths(*b) == 1)) & (
-        pairs.codes(*a, "first") == pairs.codes(*b, "first")
-    )
+def _other_family_name(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    """An earlier name, alias or maiden name of the patient."""
+    return pairs.member("p", "other_families", pairs.codes(*FAMILY_S))
+
+
+def _similar_family_name(pairs: Pairs, where: np.ndarray) -> np.ndarray:
+    return similar_name(pairs, FAMILY_S, FAMILY_P, where)
+
+
+def _one_part(pairs: Pairs, where: np.ndarray) -> np.ndarray:
+    """One part of a double or hyphenated name (HERNANDEZ LOPEZ, LOPEZ)."""
+    several = pairs.several_words(*FAMILY_S) | pairs.several_words(*FAMILY_P)
+    return pairs.test(FAMILY_S, FAMILY_P, several & where, _share_word)
+
+
+FAMILY_NAME = Comparison(
+    "family_name",
+    (
+        Level.null(either_empty(FAMILY_S, FAMILY_P)),
+        Level("exact", same(FAMILY_S, FAMILY_P), m=0.82, u=0.003),
+        Level("other_name", _other_family_name, m=0.02, u=0.0005),
+        Level("similar", _similar_family_name, m=0.05, u=0.002),
+        Level("one_part", _one_part, m=0.02, u=0.0005),
+        Level("swapped", _swapped, m=0.01, u=0.0001),
+        Level("phonetic", same(FAMILY_S, FAMILY_P, phonetic), m=0.02, u=0.004),
+        Level.otherwise("different", m=0.06, u=0.9899),
+    ),
+    frequency_field="family",
+    spellings=("similar", "phonetic"),
+)
+
+
+# --- given name -----------------------------------------------------------------------------
+
+
+def _full(pairs: Pairs) -> np.ndarray:
+    """Both given names more than an initial."""
+
+    def build() -> np.ndarray:
+        return (pairs.lengths(*GIVEN_S) > 1) & (pairs.lengths(*GIVEN_P) > 1)
+
+    return pairs.cached(("full given names",), build)
+
+
+def _nickname(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    """The patient's given name is a nickname or formal form of the study's (BILL, WILLIAM)."""
+    return _full(pairs) & pairs.related(GIVEN_S, GIVEN_P, same_person_names)
+
+
+def _similar_given_name(pairs: Pairs, where: np.ndarray) -> np.ndarray:
+    return similar_name(pairs, GIVEN_S, GIVEN_P, _full(pairs) & where)
+
+
+def _initial(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    """One of them an initial, the other starting with it."""
+    one_letter = (pairs.lengths(*GIVEN_S) == 1) | (pairs.lengths(*GIVEN_P) == 1)
+    return one_letter & (pairs.codes(*GIVEN_S, first_letter) == pairs.codes(*GIVEN_P, first_letter))
+
+
+def _middle_swapped(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    """One side's given name is the other's middle name."""
+    given_s, given_p = pairs.codes(*GIVEN_S), pairs.codes(*GIVEN_P)
     middle_s, middle_p = pairs.codes("s", "middle"), pairs.codes("p", "middle")
-    middle_swap = ((code_a == middle_p) & (code_a != 0)) | ((middle_s == code_b) & (middle_s != 0))
-    sound = pairs.codes(*a, "phonetic") == pairs.codes(*b, "phonetic")
-    return _levels(
-        len(pairs),
-        [exact, nickname, similar, initial, full & middle_swap, swapped(pairs), full & sound],
-        null,
-    )
+    crossed = ((given_s == middle_p) & (given_s != 0)) | ((middle_s == given_p) & (middle_s != 0))
+    return _full(pairs) & crossed
 
 
-def birth_date(pairs: Pairs) -> np.ndarray:
-    """Birth dates compared as their eight digits, whether or not the study's is a calendar
-    date (the PACS may have recorded 19402704 or 20451022): ``exact`` only when every digit is
-    the same; ``one_digit`` also takes the century 19/20 slipped (one slip of the hand, like a
-    digit: a level of its own would be too rare for EM to learn)."""
-    a, b = ("s", "birth"), ("p", "birth")
-    null = pairs.empty(*a) | pairs.empty(*b)
-    exact = pairs.codes(*a) == pairs.codes(*b)
-    transposed = pairs.codes(*a, "transposed") == pairs.codes(*b)
-    century = pairs.codes(*a, "century") == pairs.codes(*b)
+def _phonetic_given_name(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    sound = pairs.codes(*GIVEN_S, phonetic) == pairs.codes(*GIVEN_P, phonetic)
+    return _full(pairs) & sound
+
+
+GIVEN_NAME = Comparison(
+    "given_name",
+    (
+        Level.null(either_empty(GIVEN_S, GIVEN_P)),
+        Level("exact", same(GIVEN_S, GIVEN_P), m=0.84, u=0.01),
+        Level("nickname", _nickname, m=0.04, u=0.002),
+        Level("similar", _similar_given_name, m=0.04, u=0.005),
+        Level("initial", _initial, m=0.02, u=0.005),
+        Level("middle_swapped", _middle_swapped, m=0.01, u=0.001),
+        Level("swapped", _swapped, m=0.01, u=0.0001),
+        Level("phonetic", _phonetic_given_name, m=0.01, u=0.004),
+        Level.otherwise("different", m=0.03, u=0.9729),
+    ),
+    frequency_field="given",
+    spellings=("similar", "phonetic"),
+)
+
+
+# --- birth date -----------------------------------------------------------------------------
+
+BIRTH_S: Field = ("s", "birth")
+BIRTH_P: Field = ("p", "birth")
+
+
+def _one_digit(pairs: Pairs, where: np.ndarray) -> np.ndarray:
+    """One digit wrong, two transposed, or the century 19/20 slipped."""
+    century = study_turned(BIRTH_S, BIRTH_P, other_century)(pairs, where)
     typo = np.zeros(len(pairs), dtype=bool)
-    rows = np.flatnonzero(~(null | exact | transposed | century))
-    typo[rows] = pairs.one_edit(a, b, rows)
-    year = pairs.codes(*a, "year") == pairs.codes(*b, "year")
-    return _levels(len(pairs), [exact, transposed, typo | century, year], null)
+    rows = np.flatnonzero(where & ~century)
+    typo[rows] = pairs.one_edit(BIRTH_S, BIRTH_P, rows)
+    return typo | century
 
 
-def sex(pairs: Pairs) -> np.ndarray:
-    a, b = pairs.codes("s", "sex"), pairs.codes("p", "sex")
-    return _levels(len(pairs), [a == b], (a == 0) | (b == 0))
+BIRTH_DATE = Comparison(
+    "birth_date",
+    (
+        Level.null(either_empty(BIRTH_S, BIRTH_P)),
+        Level("exact", same(BIRTH_S, BIRTH_P), m=0.9, u=0.00003),
+        Level(
+            "day_month_swapped",
+            study_turned(BIRTH_S, BIRTH_P, day_month_swapped),
+            m=0.02,
+            u=0.00001,
+        ),
+        Level("one_digit", _one_digit, m=0.04, u=0.0003),
+        Level("same_year", same(BIRTH_S, BIRTH_P, year), m=0.01, u=0.01),
+        Level.otherwise("different", m=0.03, u=0.98966),
+    ),
+)
+"""Birth dates compared as their eight digits, whether or not the study's is a calendar date
+(the PACS may have recorded 19402704 or 20451022): ``exact`` only when every digit is the
+same; ``one_digit`` also takes the century 19/20 slipped (one slip of the hand, like a digit:
+a level of its own would be too rare for EM to learn)."""
 
 
-def _one_edit(pairs: Pairs, values: list[str], where: np.ndarray) -> np.ndarray:
-    """Per pair (``where``), whether the study's id is one edit from one of the patient's."""
+# --- sex ------------------------------------------------------------------------------------
+
+SEX_S: Field = ("s", "sex")
+SEX_P: Field = ("p", "sex")
+
+SEX = Comparison(
+    "sex",
+    (
+        Level.null(either_empty(SEX_S, SEX_P)),
+        Level("same", same(SEX_S, SEX_P), m=0.98, u=0.5),
+        Level.otherwise("different", m=0.02, u=0.5),
+    ),
+)
+
+
+# --- identifier -----------------------------------------------------------------------------
+
+
+def _study_ids(pairs: Pairs) -> list[str]:
+    """Per study record, its patient id ('' for none)."""
+    return [next(iter(ids), "") for ids in pairs.studies.identifiers]
+
+
+def _study_id_codes(pairs: Pairs) -> np.ndarray:
+    """Per pair, the code of the study's patient id."""
+
+    def build() -> np.ndarray:
+        values = _study_ids(pairs)
+        return pairs.encode(values, len(values))[pairs.study_rows]
+
+    return pairs.cached(("study id",), build)
+
+
+def _no_identifier(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    no_ids = np.fromiter(
+        (not ids for ids in pairs.patients.identifiers), dtype=bool, count=len(pairs.patients)
+    )
+    return (_study_id_codes(pairs) == 0) | no_ids[pairs.patient_rows]
+
+
+def _same_identifier(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    return pairs.member("p", "identifiers", _study_id_codes(pairs))
+
+
+def _identifier_one_edit(pairs: Pairs, where: np.ndarray) -> np.ndarray:
+    """One edit from one of the patient's identifiers, for ids of 5 characters or more."""
+    values = _study_ids(pairs)
+    long_enough = np.fromiter(map(len, values), dtype=np.int64, count=len(values)) >= 5
+    return pairs.one_edit_from_member(values, "identifiers", long_enough[pairs.study_rows] & where)
+
+
+IDENTIFIER = Comparison(
+    "identifier",
+    (
+        Level.null(_no_identifier),
+        Level("same_value", _same_identifier, m=0.2, u=0.001),
+        Level("one_edit", _identifier_one_edit, m=0.05, u=0.005),
+        Level.otherwise("different", m=0.75, u=0.994),
+    ),
+)
+"""The study's patient id against the patient's identifiers, under any issuer."""
+
+
+# --- address --------------------------------------------------------------------------------
+
+
+def _no_address(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    """No address on either side; only pairs whose study has one are looked at (PACS seldom
+    record one), the others are null without coding every patient's address."""
+    null = np.ones(len(pairs), dtype=bool)
+    rows = np.flatnonzero((pairs.codes("s", "postal") != 0) | (pairs.codes("s", "street") != 0))
+    if len(rows):
+        patient = filled(pairs.values("p", "postal", rows)) | filled(
+            pairs.values("p", "street", rows)
+        )
+        null[rows] = ~patient
+    return null
+
+
+def _same_postal(pairs: Pairs, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the pairs ``rows``: whether the study has a postal code, and the same one."""
+    postal_s = pairs.values("s", "postal", rows)
+    has_postal = filled(postal_s)
+    return has_postal, has_postal & equal_values(postal_s, pairs.values("p", "postal", rows))
+
+
+def _same_address(pairs: Pairs, where: np.ndarray) -> np.ndarray:
+    """The same street (Jaro-Winkler ≥ ``SIMILAR``), and postal code if the study has one."""
     out = np.zeros(len(pairs), dtype=bool)
     rows = np.flatnonzero(where)
-    if not len(rows):
-        return out
-    known = [sorted(ids) for ids in pairs.patients.identifiers]
-    counts = np.fromiter(map(len, known), dtype=np.int64, count=len(known))
-    starts = np.concatenate(([0], np.cumsum(counts)))
-    flat = [value for ids in known for value in ids]
-    patient_rows = pairs.patient_rows[rows]
-    per_pair = counts[patient_rows]
-    owner = np.repeat(np.arange(len(rows)), per_pair)
-    offset = np.arange(len(owner)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
-    index = starts[patient_rows][owner] + offset
-    study_values = [values[i] for i in pairs.study_rows[rows][owner].tolist()]
-    distance = process.cpdist(
-        study_values,
-        [flat[i] for i in index.tolist()],
-        scorer=DamerauLevenshtein.distance,
-        score_cutoff=1,
-        workers=-1,
-    )
-    close = np.bincount(owner, weights=distance <= 1, minlength=len(rows)) > 0
-    out[rows] = close
+    if len(rows):
+        street = filled(pairs.values("s", "street", rows))
+        street &= pairs.similarity_at_least(("s", "street"), ("p", "street"), where, SIMILAR)[rows]
+        has_postal, postal = _same_postal(pairs, rows)
+        out[rows] = street & (postal | ~has_postal)
     return out
 
 
-def identifier(pairs: Pairs) -> np.ndarray:
-    """The study's patient id against the patient's identifiers, under any issuer."""
-    values = [next(iter(ids), "") for ids in pairs.studies.identifiers]
-    vocabulary = pairs._vocabulary
-    study_codes = np.fromiter(
-        (vocabulary.setdefault(v, len(vocabulary)) for v in values),
-        dtype=np.int64,
-        count=len(values),
-    )
-    codes = study_codes[pairs.study_rows]
-    no_ids = np.fromiter(
-        (not ids for ids in pairs.patients.identifiers),
-        dtype=bool,
-        count=len(pairs.patients),
-    )[pairs.patient_rows]
-    null = (codes == 0) | no_ids
-    same = pairs.member("p", "identifiers", codes)
-    long_enough = np.fromiter(map(len, values), dtype=np.int64, count=len(values)) >= 5
-    one_edit = _one_edit(pairs, values, long_enough[pairs.study_rows] & ~(null | same))
-    return _levels(len(pairs), [same, one_edit], null)
+def _same_postal_code(pairs: Pairs, where: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(pairs), dtype=bool)
+    rows = np.flatnonzero(where)
+    if len(rows):
+        out[rows] = _same_postal(pairs, rows)[1]
+    return out
 
 
-def _filled(values: list[str]) -> np.ndarray:
-    return np.fromiter(map(bool, values), dtype=bool, count=len(values))
+ADDRESS = Comparison(
+    "address",
+    (
+        Level.null(_no_address),
+        Level("same", _same_address, m=0.8, u=0.0005),
+        Level("same_postal_code", _same_postal_code, m=0.1, u=0.02),
+        Level.otherwise("different", m=0.1, u=0.9795),
+    ),
+)
+"""Street and postal code."""
 
 
-def address(pairs: Pairs) -> np.ndarray:
-    """Street and postal code; only pairs whose study has an address are looked at (PACS
-    seldom record one), the others are ``null`` without coding every patient's address."""
-    levels = np.zeros(len(pairs), dtype=np.int8)
-    rows = np.flatnonzero((pairs.codes("s", "postal") != 0) | (pairs.codes("s", "street") != 0))
-    if not len(rows):
-        return levels
-    postal_s, postal_p = pairs._values("s", "postal", rows), pairs._values("p", "postal", rows)
-    street_s, street_p = pairs._values("s", "street", rows), pairs._values("p", "street", rows)
-    has_street = _filled(street_s)
-    similar = process.cpdist(street_s, street_p, scorer=JaroWinkler.similarity, workers=-1)
-    street = has_street & (similar >= SIMILAR)
-    postal = _filled(postal_s) & np.fromiter(
-        map(str.__eq__, postal_s, postal_p), dtype=bool, count=len(rows)
-    )
-    null = ~(_filled(postal_p) | _filled(street_p))
-    levels[rows] = _levels(len(rows), [street & (postal | ~_filled(postal_s)), postal], null)
-    return levels
+# --- phone ----------------------------------------------------------------------------------
 
 
-def phone(pairs: Pairs) -> np.ndarray:
-    """The last seven digits; only pairs whose study has a phone number are looked at."""
-    levels = np.zeros(len(pairs), dtype=np.int8)
+def _no_phone(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    """No phone number on either side; only pairs whose study has one are looked at."""
+    null = np.ones(len(pairs), dtype=bool)
     rows = np.flatnonzero(pairs.codes("s", "phone") != 0)
     if len(rows):
-        a, b = pairs._values("s", "phone", rows), pairs._values("p", "phone", rows)
-        same = np.fromiter(map(str.__eq__, a, b), dtype=bool, count=len(rows))
-        levels[rows] = _levels(len(rows), [same], ~_filled(b))
-    return levels
+        null[rows] = ~filled(pairs.values("p", "phone", rows))
+    return null
 
 
-def accession(pairs: Pairs) -> np.ndarray:
-    """An order with the study's accession number: of this patient, or of another one."""
-    linked = pairs.member("s", "linked", pairs.codes("p", "keys"))
+def _same_phone(pairs: Pairs, where: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(pairs), dtype=bool)
+    rows = np.flatnonzero(where)
+    if len(rows):
+        out[rows] = equal_values(pairs.values("s", "phone", rows), pairs.values("p", "phone", rows))
+    return out
+
+
+PHONE = Comparison(
+    "phone",
+    (
+        Level.null(_no_phone),
+        Level("same", _same_phone, m=0.8, u=0.00001),
+        Level.otherwise("different", m=0.2, u=0.99999),
+    ),
+)
+"""The last seven digits."""
+
+
+# --- accession ------------------------------------------------------------------------------
+
+
+def _no_order(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
     no_order = np.fromiter(
         (not ids for ids in pairs.studies.linked), dtype=bool, count=len(pairs.studies)
     )
-    return _levels(len(pairs), [linked], no_order[pairs.study_rows])
+    return no_order[pairs.study_rows]
 
 
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    name: str
-    levels: tuple[str, ...]
-    """Level names; the first is always ``null``."""
-    compare: Callable[[Pairs], np.ndarray]
-    start_m: tuple[float, ...]
-    """Starting m probabilities of the non-null levels (EM refines them)."""
-    start_u: tuple[float, ...]
-    """Prior u probabilities, what random pairs are smoothed towards (they count for
-    ``model.PRIOR_PAIRS`` pairs: 0.001 is one pair in a thousand)."""
-    frequency_field: str = ""
-    """The field whose term frequency adjusts the weight of the ``exact`` level."""
-    spellings: tuple[str, ...] = ()
-    """Levels that are the same value spelt otherwise: however common the value, ``exact``
-    never weighs less than they do (NANCY = NANCY is better evidence than NANCY ~ NANCIE)."""
+def _order_of_patient(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    return pairs.member("s", "linked", pairs.codes("p", "keys"))
 
 
-COMPARISONS = (
-    Comparison(
-        "family_name",
-        ("null", "exact", "other_name", "similar", "one_part", "swapped", "phonetic", "different"),
-        family_name,
-        (0.82, 0.02, 0.05, 0.02, 0.01, 0.02, 0.06),
-        (0.003, 0.0005, 0.002, 0.0005, 0.0001, 0.004, 0.9899),
-        "family",
-        ("similar", "phonetic"),
-    ),
-    Comparison(
-        "given_name",
-        (
-            "null",
-            "exact",
-            "nickname",
-            "similar",
-            "initial",
-            "middle_swapped",
-            "swapped",
-            "phonetic",
-            "different",
-        ),
-        given_name,
-        (0.84, 0.04, 0.04, 0.02, 0.01, 0.01, 0.01, 0.03),
-        (0.01, 0.002, 0.005, 0.005, 0.001, 0.0001, 0.004, 0.9729),
-        "given",
-        ("similar", "phonetic"),
-    ),
-    Comparison(
-        "birth_date",
-        ("null", "exact", "day_month_swapped", "one_digit", "same_year", "different"),
-        birth_date,
-        (0.9, 0.02, 0.04, 0.01, 0.03),
-        (0.00003, 0.00001, 0.0003, 0.01, 0.98966),
-    ),
-    Comparison("sex", ("null", "same", "different"), sex, (0.98, 0.02), (0.5, 0.5)),
-    Comparison(
-        "identifier",
-        ("null", "same_value", "one_edit", "different"),
-        identifier,
-        (0.2, 0.05, 0.75),
-        (0.001, 0.005, 0.994),
-    ),
-    Comparison(
-        "address",
-        ("null", "same", "same_postal_code", "different"),
-        address,
-        (0.8, 0.1, 0.1),
-        (0.0005, 0.02, 0.9795),
-    ),
-    Comparison("phone", ("null", "same", "different"), phone, (0.8, 0.2), (0.00001, 0.99999)),
-    Comparison(
-        "accession",
-        ("null", "order_of_patient", "order_of_another"),
-        accession,
-        (0.95, 0.05),
-        (0.000001, 0.999999),
+ACCESSION = Comparison(
+    "accession",
+    (
+        Level.null(_no_order),
+        Level("order_of_patient", _order_of_patient, m=0.95, u=0.000001),
+        Level.otherwise("order_of_another", m=0.05, u=0.999999),
     ),
 )
-"""Every comparison the model weighs, in the order evidence is listed."""
+"""An order with the study's accession number: of this patient, or of another one."""
+
+
+COMPARISONS = (FAMILY_NAME, GIVEN_NAME, BIRTH_DATE, SEX, IDENTIFIER, ADDRESS, PHONE, ACCESSION)
+"""Every comparison the model weighs, in the order evidence is listed (the columns of the
+level matrix)."""
+COLUMNS = {comparison.name: column for column, comparison in enumerate(COMPARISONS)}
+"""A comparison's column in the level matrix, by name."""
 
 
 def compare(pairs: Pairs) -> np.ndarray:

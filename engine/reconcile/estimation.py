@@ -22,7 +22,9 @@ PRIOR_PAIRS = 1000.0
 
 @dataclass
 class Parameters:
-    """What the model learnt: per comparison, m and u of each level (index 0, null, unused)."""
+    """What the model learnt: per comparison, m and u of each level by level code (the level's
+    position in ``Comparison.levels``; 0, null, unused). Saved as JSON in ``reconcile_runs``
+    and exported by ``reconcile params --format json`` in this form."""
 
     match_rate: float
     """π: the share of orphaned studies whose patient is in the MPI (estimated)."""
@@ -65,7 +67,8 @@ class Parameters:
 
 
 def starting_m() -> dict[str, list[float]]:
-    return {c.name: [0.0, *c.start_m] for c in COMPARISONS}
+    """Each comparison's levels' starting m, by level code (0 for null)."""
+    return {c.name: c.starting_m for c in COMPARISONS}
 
 
 def _normalised(counts: np.ndarray) -> list[float]:
@@ -87,7 +90,7 @@ def estimate_u(levels: np.ndarray, weight: float = PRIOR_PAIRS) -> dict[str, lis
     for column, comparison in enumerate(COMPARISONS):
         counts = np.bincount(levels[:, column], minlength=len(comparison.levels)).astype(float)
         counts[0] = 0.0
-        counts[1:] += weight * np.asarray(comparison.start_u)
+        counts[1:] += weight * np.asarray(comparison.prior_u[1:])
         u[comparison.name] = _normalised(counts)
     return u
 

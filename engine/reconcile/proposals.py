@@ -12,11 +12,12 @@ from sqlalchemy import Connection, Select, bindparam, insert, select, update
 from engine.mpi.tables import PatientIdentifier
 from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.store.fastsql import chunks, in_values
+from engine.store.schema import table_of
 from engine.studies.tables import Study
 
-_proposals = Proposal.__table__
-_identifiers = PatientIdentifier.__table__
-_studies = Study.__table__
+_proposals = table_of(Proposal)
+_identifiers = table_of(PatientIdentifier)
+_studies = table_of(Study)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +131,10 @@ def write(
     ]
     counts.new, counts.refreshed = len(new_rows), len(refreshed)
     counts.withdrawn = _set_status(connection, stale, ProposalStatus.WITHDRAWN, now)
-    query = select(_proposals.c.id, _proposals.c.study_uid).where(
+    still_open = select(_proposals.c.id, _proposals.c.study_uid).where(
         _proposals.c.status.in_(ProposalStatus.OPEN)
     )
-    resolved = [pid for pid, uid in connection.execute(query) if uid not in orphans]
+    resolved = [pid for pid, uid in connection.execute(still_open) if uid not in orphans]
     counts.closed = _set_status(connection, resolved, ProposalStatus.CLOSED, now)
     return counts
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -9,19 +10,20 @@ from sqlalchemy import Connection, select
 
 from engine.mpi.records import DEMOGRAPHIC_COLUMNS
 from engine.mpi.tables import Order, Patient, PatientIdentifier, PatientName
-from engine.reconcile.comparisons import Records
+from engine.reconcile.kernel import Records
 from engine.reconcile.names import identifier_key, name_words, phone_key
 from engine.reconcile.settings import ReconcilerSettings
 from engine.store.fastsql import chunks, in_values
+from engine.store.schema import table_of
 from engine.studies.flags import study_flags
 from engine.studies.orphans import StudySummary
 from engine.studies.tables import Study
 
-_patients = Patient.__table__
-_identifiers = PatientIdentifier.__table__
-_names = PatientName.__table__
-_orders = Order.__table__
-_studies = Study.__table__
+_patients = table_of(Patient)
+_identifiers = table_of(PatientIdentifier)
+_names = table_of(PatientName)
+_orders = table_of(Order)
+_studies = table_of(Study)
 
 
 def _sex(value: str) -> str:
@@ -56,7 +58,7 @@ def _ids_filter(column: str, ids: list[int]) -> str:
     return f"{column} IN ({','.join(str(int(i)) for i in ids)})"
 
 
-def raw_rows(connection: Connection, sql: str) -> list[tuple[Any, ...]]:
+def raw_rows(connection: Connection, sql: str) -> Sequence[tuple[Any, ...]]:
     """Rows as plain tuples from the DBAPI cursor (SQLAlchemy's row objects and literal IN
     lists cost several times the query itself when a million patients are read)."""
     cursor = connection.connection.cursor()
@@ -186,10 +188,10 @@ def load_studies(
     accessions = sorted({s.accession for s in studies if s.accession})
     ordered: dict[str, set[int]] = {}
     for chunk in chunks(accessions):
-        query = select(_orders.c.accession, _orders.c.patient_id).where(
+        orders = select(_orders.c.accession, _orders.c.patient_id).where(
             in_values(_orders.c.accession, chunk)
         )
-        for number, patient_id in connection.execute(query):
+        for number, patient_id in connection.execute(orders):
             ordered.setdefault(number, set()).add(patient_id)
     current = survivors(connection, {p for ids in ordered.values() for p in ids})
     records = Records()

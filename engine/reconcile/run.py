@@ -15,12 +15,22 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from engine.mpi.tables import Patient
 from engine.reconcile import estimation
 from engine.reconcile.blocking import KEYS_VERSION, candidates, refresh_keys
-from engine.reconcile.comparisons import COMPARISONS, Pairs, Records, compare
+from engine.reconcile.comparisons import (
+    ACCESSION,
+    BIRTH_DATE,
+    COLUMNS,
+    COMPARISONS,
+    GIVEN_NAME,
+    IDENTIFIER,
+    compare,
+)
+from engine.reconcile.kernel import Pairs, Records
 from engine.reconcile.names import name_words
 from engine.reconcile.proposals import Scored, WriteCounts, decided, write
 from engine.reconcile.records import load_patients, load_studies
 from engine.reconcile.settings import ReconcilerSettings
 from engine.reconcile.tables import ReconcileRun
+from engine.store.schema import table_of
 from engine.studies.orphans import Orphan, classify
 
 log = logging.getLogger(__name__)
@@ -36,8 +46,8 @@ MAX_FREQUENCY_BONUS = 6.0
 seen once in the MPI is not a million-to-one coincidence between relatives."""
 SWAPPED_FIELDS = {"family": "given", "given": "family"}
 """Where a swapped name is found in the study: the patient's family name in its given name."""
-_runs = ReconcileRun.__table__
-_patients = Patient.__table__
+_runs = table_of(ReconcileRun)
+_patients = table_of(Patient)
 
 Progress = Callable[[str, int, int | None], None]
 """(phase, done so far, total or None)."""
@@ -121,9 +131,8 @@ def _random_pairs(
     levels = compare(pairs)
     # A random pair that an order or the very same identifier links is one of the few random
     # pairs that match: counted as a non-match it would make that proof look like chance.
-    names = [c.name for c in COMPARISONS]
-    linked = levels[:, names.index("accession")] == 1
-    same_id = levels[:, names.index("identifier")] == 1
+    linked = levels[:, COLUMNS["accession"]] == ACCESSION.code_of("order_of_patient")
+    same_id = levels[:, COLUMNS["identifier"]] == IDENTIFIER.code_of("same_value")
     return levels[~(linked | same_id)]
 
 
@@ -173,8 +182,8 @@ def estimate(
     pairs = len(candidate_levels)
     if pairs < settings.min_em_pairs:
         return estimation.Parameters(rate, patients, start, u, pairs, len(random_levels))
-    birth = [c.name for c in COMPARISONS].index("birth_date")
-    same_birth = candidate_levels[candidate_levels[:, birth] == 1]
+    birth = COLUMNS["birth_date"]
+    same_birth = candidate_levels[candidate_levels[:, birth] == BIRTH_DATE.code_of("exact")]
     sessions = [(same_birth, ("birth_date",)), (name_levels, ("family_name", "given_name"))]
     m, iterations, converged = estimation.estimate_m(sessions, u, start, settings.em_iterations)
     return estimation.Parameters(
@@ -212,17 +221,17 @@ def _frequency_bonus(
         if not comparison.frequency_field:
             continue
         table = frequencies[comparison.frequency_field]
-        exact = comparison.levels.index("exact")
+        exact = comparison.code_of("exact")
         u_exact = parameters.u[comparison.name][exact]
-        spellings = [comparison.levels.index(level) for level in comparison.spellings]
+        spellings = [comparison.code_of(level) for level in comparison.spellings]
         lowest = float(weights[column][spellings].max() - weights[column][exact])
         level = levels[:, column]
         studies = pairs.studies
         values = getattr(studies, comparison.frequency_field)
         by_study = _term_bonus(values, table, u_exact, lowest)
         bonus = np.where(level == exact, by_study[pairs.study_rows], 0.0)
-        if "swapped" in comparison.levels:
-            swapped = comparison.levels.index("swapped")
+        if "swapped" in comparison.names:
+            swapped = comparison.code_of("swapped")
             crossed = getattr(studies, SWAPPED_FIELDS[comparison.frequency_field])
             as_exact = (
                 weights[column][exact]
@@ -241,7 +250,7 @@ def _evidence(levels: np.ndarray, weights: np.ndarray, prior: float) -> str:
         items.append(
             {
                 "field": comparison.name,
-                "level": comparison.levels[level],
+                "level": comparison.levels[level].name,
                 "weight": round(float(weights[column]), 3),
             }
         )
@@ -272,8 +281,8 @@ def score(
     total = bayes + prior
     probability = estimation.exclusive_probabilities(pairs.study_rows, total, len(study_uids))
     keep = np.flatnonzero(probability >= settings.possible)
-    given = [c.name for c in COMPARISONS].index("given_name")
-    different = COMPARISONS[given].levels.index("different")
+    given = COLUMNS["given_name"]
+    different = GIVEN_NAME.code_of("different")
     order = keep[np.lexsort((-probability[keep], pairs.study_rows[keep]))]
     scored: list[Scored] = []
     rank = 0
@@ -311,9 +320,11 @@ def reconcile(
     report_progress: Progress = progress or (lambda _phase, _done, _total: None)
     with store.begin() as connection:
         watermark, previous = _previous(connection)
-        run_id = connection.execute(
+        key = connection.execute(
             insert(_runs).values(started_at=datetime.now(UTC), status="running", since=since)
-        ).inserted_primary_key[0]
+        ).inserted_primary_key
+        assert key is not None  # a single-row INSERT always has its key
+        run_id = key[0]
     report = RunReport(run_id)
     try:
         _reconcile(
