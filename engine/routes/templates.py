@@ -48,8 +48,32 @@ class Raw(str):
 _MISSING = object()
 
 
+MAX_OUTPUT = 1024 * 1024
+"""Characters a template may produce (a message is at most a listener's size limit); a template
+that builds more, or a value longer than this, is stopped with a TemplateError."""
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox (no attributes of Python internals, no files, no modules), with
+    ``*`` and ``**`` bounded: ``'x' * 10**9`` would exhaust memory before any check."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int) and abs(right) > 64:
+                raise TemplateError("template failed: an exponent over 64")
+            return left**right
+        if isinstance(left, int) and isinstance(right, str | list | tuple):
+            left, right = right, left
+        sized = isinstance(left, str | list | tuple) and isinstance(right, int)
+        if sized and len(left) * right > MAX_OUTPUT:
+            raise TemplateError(f"template failed: a value over {MAX_OUTPUT} characters")
+        return left * right
+
+
 def _environment(finalize: Callable[..., Any] | None) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    return _Sandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
@@ -117,9 +141,17 @@ def context(message: Message, tables: Mappings) -> dict[str, Any]:
 
 
 def render(template: jinja2.Template, message: Message, tables: Mappings) -> str:
-    """Render ``template`` for ``message``; errors become :class:`TemplateError`."""
+    """Render ``template`` for ``message``; errors become :class:`TemplateError`, and output
+    beyond ``MAX_OUTPUT`` characters stops it."""
     try:
-        return template.render(context(message, tables))
+        parts: list[str] = []
+        size = 0
+        for part in template.generate(context(message, tables)):
+            size += len(part)
+            if size > MAX_OUTPUT:
+                raise TemplateError(f"template failed: its output is over {MAX_OUTPUT} characters")
+            parts.append(part)
+        return "".join(parts)
     except TemplateError:
         raise
     except jinja2.UndefinedError as error:

@@ -122,6 +122,9 @@ class Binder:
             return self.problem(node, f"{what} must be a single value, not a {_kind(node)}")
         text, missing = interpolate(node.value, self.environ)
         for name in missing:
+            if name.startswith("file:"):
+                self.problem(node, f"the file {name[5:]} cannot be read", node.value)
+                continue
             self.problem(
                 node,
                 f"environment variable {name} is not set",

@@ -55,13 +55,16 @@ class ConfigError(CrosswalkError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-_VARIABLE = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_VARIABLE = re.compile(r"\$(\$)|\$\{file:([^}]+)\}|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def interpolate(text: str, environ: Mapping[str, str] | None = None) -> tuple[str, list[str]]:
-    """Replace ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a literal ``$``.
+    """Replace ``${VAR}`` and ``${VAR:-default}``, and ``${file:PATH}`` by the file's content
+    (a secret kept out of the configuration: a password file, one line; its trailing newline
+    dropped); ``$$`` is a literal ``$``.
 
-    Returns the text and the names of variables that are unset and have no default.
+    Returns the text and what could not be replaced: unset variables without a default, and
+    ``file:PATH`` for a file that cannot be read.
 
     >>> interpolate("${NOPE_X:-2575}", {}), interpolate("${HOST}:1", {"HOST": "pacs"})
     (('2575', []), ('pacs:1', []))
@@ -72,7 +75,14 @@ def interpolate(text: str, environ: Mapping[str, str] | None = None) -> tuple[st
     def replace(match: re.Match[str]) -> str:
         if match.group(1):
             return "$"
-        name, default = match.group(2), match.group(3)
+        if match.group(2):
+            secret = Path(match.group(2).strip()).expanduser()
+            try:
+                return secret.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError):
+                missing.append(f"file:{secret}")
+                return ""
+        name, default = match.group(3), match.group(4)
         value = env.get(name)
         if value is None or (value == "" and default is not None):
             if default is None:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from engine.errors import CrosswalkError
+from engine.settings.source import interpolate
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ def resolve_url(url: str | None = None) -> str:
     'sqlite:///data/x.db'
     """
     chosen = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    if "${" in chosen:  # a password from the environment or a file: ${DB_PASSWORD}, ${file:…}
+        chosen, missing = interpolate(chosen)
+        if missing:
+            raise StoreError(
+                "the database URL names what cannot be read: "
+                + ", ".join(m if m.startswith("file:") else f"${{{m}}}" for m in missing)
+            )
     if "://" not in chosen:
         chosen = f"sqlite:///{chosen}"
     return chosen
