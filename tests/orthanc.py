@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -51,7 +52,10 @@ class Orthanc:
 
     AE_TITLE = "ORTHANC"
 
-    def __init__(self, folder: Path, **settings: Any) -> None:
+    def __init__(self, folder: Path, *, tls: ssl.SSLContext | None = None, **settings: Any) -> None:
+        """``tls``: a client context trusting Orthanc's certificate, when ``settings`` turn
+        on its HTTPS (``SslEnabled``); the helper's own requests use it."""
+        self.tls = tls
         binary, plugin = _binary(), _plugin()
         if binary is None:
             pytest.skip("Orthanc is not installed (apt-get install orthanc)")
@@ -93,7 +97,8 @@ class Orthanc:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def dicomweb_url(self) -> str:
@@ -105,7 +110,9 @@ class Orthanc:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Orthanc exited with {self.process.returncode}: {self.log()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/system", timeout=1) as response:
+                with urllib.request.urlopen(
+                    f"{self.url}/system", timeout=1, context=self.tls
+                ) as response:
                     if response.status == 200:
                         # /system answers before the DICOM server is listening.
                         self._wait_dicom(deadline)
@@ -137,7 +144,7 @@ class Orthanc:
             headers={"Content-Type": "application/dicom"},
             method="POST",
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=self.tls) as response:
             answer: dict[str, Any] = json.load(response)
         if answer.get("Status") not in ("Success", "AlreadyStored"):
             raise RuntimeError(f"Orthanc did not store the instance: {answer}")
@@ -146,7 +153,7 @@ class Orthanc:
     def delete_study(self, orthanc_id: str) -> None:
         """Remove a study (by the id :meth:`upload` returned)."""
         request = urllib.request.Request(f"{self.url}/studies/{orthanc_id}", method="DELETE")
-        with urllib.request.urlopen(request, timeout=10):
+        with urllib.request.urlopen(request, timeout=10, context=self.tls):
             pass
 
     def stop(self) -> None:

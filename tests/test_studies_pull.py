@@ -561,3 +561,85 @@ def test_an_answer_is_converted_as_the_pacs_recorded_it() -> None:
     assert record is not None and (record.birth_date, record.sex) == ("20951022", "U")
     no_uid = {"00100030": {"vr": "DA", "Value": ["19450403"]}}
     assert make_record(json_values(no_uid), "") is None  # the only answer not taken
+
+
+def test_a_pull_over_dicom_tls_from_a_real_orthanc(engine: Engine, tmp_path: Path) -> None:
+    """Orthanc with DICOM TLS, client certificates required: the archive's `tls:` pulls by
+    C-FIND over mutual TLS; an archive trusting another CA is refused with a clear error.
+    (Debian's Orthanc 1.10 crashes serving HTTPS, so https QIDO-RS is tested against a
+    loopback server below.)"""
+    from engine.mllp.tls import ClientTLS
+    from tests.certificates import Authority
+
+    ca, other = Authority(tmp_path / "tls"), Authority(tmp_path / "tls", "Another CA")
+    server = ca.issue("localhost", file="orthanc")
+    client = ca.issue("crosswalk.hospital.org", server=False, file="crosswalk")
+    settings = {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(server.cert),
+        "DicomTlsPrivateKey": str(server.key),
+        "DicomTlsTrustedCertificates": str(ca.cert),
+        "DicomTlsRemoteCertificateRequired": True,
+    }
+    (tmp_path / "orthanc").mkdir()
+    with running_orthanc(tmp_path / "orthanc", **settings) as secure:
+        secure.upload(study_instance(**STUDIES[0][0]))
+        tls = ClientTLS(ca=ca.cert, cert=client.cert, key=client.key, server_name="localhost")
+        result = pull_studies(engine, archive_for(secure, tls=tls), "dicom")
+        assert result.counts.created == 1
+        with pytest.raises(PullError, match=r"association aborted|over TLS"):
+            wrong = ClientTLS(ca=other.cert, cert=client.cert, key=client.key)
+            pull_studies(engine, archive_for(secure, tls=wrong), "dicom")
+        with pytest.raises(PullError, match=r"over TLS|aborted"):
+            pull_studies(engine, archive_for(secure), "dicom")  # plain DICOM to a TLS port
+
+
+def test_qido_rs_over_https_verifies_the_archive(engine: Engine, tmp_path: Path) -> None:
+    import http.server
+    import json
+    import ssl
+    import threading
+
+    from engine.mllp.tls import ClientTLS
+    from tests.certificates import Authority
+
+    ca, other = Authority(tmp_path / "tls"), Authority(tmp_path / "tls", "Another CA")
+    server = ca.issue("localhost", file="qido")
+    answer = [
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.2.826.0.1.3680043.10.77.1"]},
+            "00100020": {"vr": "LO", "Value": ["MRN777"]},
+            "00080020": {"vr": "DA", "Value": ["20240105"]},
+        }
+    ]
+
+    class Qido(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Qido)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(server.cert, server.key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"https://localhost:{httpd.server_address[1]}/dicom-web"
+    try:
+        archive = ArchiveSettings(
+            name="pacs", dicomweb_url=url, timeout=10, tls=ClientTLS(ca=ca.cert)
+        )
+        assert pull_studies(engine, archive, "dicomweb").counts.created == 1
+        untrusting = ArchiveSettings(
+            name="pacs", dicomweb_url=url, timeout=10, tls=ClientTLS(ca=other.cert)
+        )
+        with pytest.raises(PullError, match="certificate verify failed"):
+            pull_studies(engine, untrusting, "dicomweb")
+    finally:
+        httpd.shutdown()

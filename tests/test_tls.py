@@ -25,7 +25,8 @@ import pytest
 from engine.hl7v2.ack import read_ack
 from engine.mllp.client import MLLPClient, MLLPError
 from engine.mllp.framing import encode_frame
-from engine.pipeline.settings import ListenerSettings, ListenerTLS
+from engine.mllp.tls import ListenerTLS
+from engine.pipeline.settings import ListenerSettings
 from engine.testing import FakeReceiver, Peer
 from tests.certificates import Authority
 from tests.support import EngineThread, adt, config_folder, running_pipeline

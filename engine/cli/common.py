@@ -28,6 +28,7 @@ from engine.config.model import EngineConfig
 from engine.csv_import.importer import CsvImport, ImportReport
 from engine.csv_import.rows import CsvError, RowProblem
 from engine.hl7v2.message_file import MessageFile, read_message_file
+from engine.mllp.tls import ClientTLS
 from engine.settings import ConfigError, Duration
 from engine.store.database import StoreError, open_store
 
@@ -188,3 +189,54 @@ def print_report(file: Path, report: ImportReport) -> None:
     )
     if report.skipped:
         raise typer.Exit(1)
+
+
+# --- TLS options of the commands that connect out (send, studies pull) -----------------------
+
+TlsCa = Annotated[
+    Path | None,
+    typer.Option(help="CA certificate(s) the server's certificate must chain to (implies TLS)."),
+]
+TlsCert = Annotated[
+    Path | None, typer.Option(help="Client certificate, for mutual TLS (implies TLS).")
+]
+TlsKey = Annotated[Path | None, typer.Option(help="Its private key.")]
+TlsServerName = Annotated[
+    str | None, typer.Option(help="The name the server's certificate must carry.")
+]
+TlsMinVersion = Annotated[str, typer.Option(help="The lowest TLS version accepted: 1.2 or 1.3.")]
+InsecureSkipVerify = Annotated[
+    bool, typer.Option(help="Do not verify the server's certificate (tests only).")
+]
+
+
+def client_tls_or_fail(
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    server_name: str | None,
+    min_version: str,
+    insecure_skip_verify: bool,
+    *,
+    wanted: bool = False,
+) -> ClientTLS | None:
+    """The ``tls:`` a command's options describe (None when none is asked for), checked as the
+    configuration's would be; each problem ends the command with one line."""
+    if not (wanted or ca or cert or server_name or insecure_skip_verify):
+        return None
+    if min_version not in ("1.2", "1.3"):
+        fail(f"--tls-min-version {min_version!r} is not one of 1.2, 1.3")
+    options = ClientTLS(
+        ca=ca,
+        cert=cert,
+        key=key,
+        server_name=server_name,
+        min_version=min_version,  # type: ignore[arg-type]  # checked above
+        insecure_skip_verify=insecure_skip_verify,
+    )
+    problems = options.check()
+    if problems:
+        fail("; ".join(problem.message for problem in problems))
+    if insecure_skip_verify:
+        errors.print("[bold red]warning:[/] the server's certificate is not verified")
+    return options

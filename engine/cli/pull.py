@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from enum import StrEnum
 from pathlib import Path
@@ -11,6 +12,13 @@ import typer
 
 from engine.cli.common import (
     DbOption,
+    InsecureSkipVerify,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    TlsMinVersion,
+    TlsServerName,
+    client_tls_or_fail,
     console,
     errors,
     fail,
@@ -97,6 +105,12 @@ def pull(
             "--full", help="Ask again for every study (from the archive's first_study_date)."
         ),
     ] = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    tls_min_version: TlsMinVersion = "1.2",
+    insecure_skip_verify: InsecureSkipVerify = False,
 ) -> None:
     """Copy the studies of ARCHIVE (a PACS) into the study index, by C-FIND and/or QIDO-RS.
 
@@ -112,6 +126,11 @@ def pull(
             fail(f"--since {since!r} is not a date (YYYY-MM-DD)")
     engine_config = load_config_or_fail(config)
     settings = _choose(engine_config.archives, archive, config)
+    tls = client_tls_or_fail(
+        tls_ca, tls_cert, tls_key, tls_server_name, tls_min_version, insecure_skip_verify
+    )
+    if tls is not None:  # the options stand for the archive's `tls:` section
+        settings = dataclasses.replace(settings, tls=tls)
     configured = settings.protocols
     wanted = configured if protocol in (None, ProtocolChoice.both) else (protocol.value,)
     if protocol is ProtocolChoice.both:

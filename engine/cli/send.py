@@ -4,45 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from engine.cli.common import console, errors, fail, read_message_files_or_fail
+from engine.cli.common import (
+    InsecureSkipVerify,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    TlsMinVersion,
+    TlsServerName,
+    client_tls_or_fail,
+    console,
+    fail,
+    read_message_files_or_fail,
+)
 from engine.hl7v2.ack import AckReply, read_ack
 from engine.hl7v2.check import examine
 from engine.hl7v2.header import Header
 from engine.hl7v2.message_file import FileMessage
 from engine.mllp.client import MLLPClient, MLLPError
-from engine.mllp.tls import MIN_VERSIONS, certificate_problems, client_context
-
-
-@dataclass(frozen=True)
-class SendTLS:
-    """``crosswalk send``'s TLS options, as a destination's ``tls:`` names them."""
-
-    ca: Path | None
-    cert: Path | None
-    key: Path | None
-    server_name: str | None
-    min_version: str
-    insecure_skip_verify: bool
-
-
-def _context_or_fail(options: SendTLS) -> ssl.SSLContext:
-    if options.min_version not in MIN_VERSIONS:
-        fail(f"--tls-min-version {options.min_version!r} is not one of 1.2, 1.3")
-    if (options.cert is None) != (options.key is None):
-        fail("--tls-cert and --tls-key go together")
-    problems = certificate_problems(options.cert, options.key, options.ca, server=False)
-    if problems:
-        fail("; ".join(problems) + "; nothing was sent")
-    if options.insecure_skip_verify:
-        errors.print("[bold red]warning:[/] the receiver's certificate is not verified")
-    return client_context(options)
+from engine.mllp.tls import client_context
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -60,23 +45,12 @@ def send(
     tls: Annotated[
         bool, typer.Option("--tls", help="Speak TLS (the receiver's certificate is verified).")
     ] = False,
-    tls_ca: Annotated[
-        Path | None,
-        typer.Option(help="CA certificate(s) the receiver's must chain to (implies --tls)."),
-    ] = None,
-    tls_cert: Annotated[
-        Path | None, typer.Option(help="Client certificate, for mutual TLS (implies --tls).")
-    ] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="Its private key.")] = None,
-    tls_server_name: Annotated[
-        str | None, typer.Option(help="The name the receiver's certificate must carry.")
-    ] = None,
-    tls_min_version: Annotated[
-        str, typer.Option(help="The lowest TLS version accepted: 1.2 or 1.3.")
-    ] = "1.2",
-    insecure_skip_verify: Annotated[
-        bool, typer.Option(help="Do not verify the receiver's certificate (tests only).")
-    ] = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    tls_min_version: TlsMinVersion = "1.2",
+    insecure_skip_verify: InsecureSkipVerify = False,
 ) -> None:
     """Send the messages of FILES over MLLP, one ACK awaited per message.
 
@@ -87,12 +61,16 @@ def send(
         host, port = parse_address(address)
     except ValueError as error:
         fail(str(error))
-    context = None
-    if tls or tls_ca or tls_cert or insecure_skip_verify:
-        options = SendTLS(
-            tls_ca, tls_cert, tls_key, tls_server_name, tls_min_version, insecure_skip_verify
-        )
-        context = _context_or_fail(options)
+    options = client_tls_or_fail(
+        tls_ca,
+        tls_cert,
+        tls_key,
+        tls_server_name,
+        tls_min_version,
+        insecure_skip_verify,
+        wanted=tls,
+    )
+    context = client_context(options) if options is not None else None
     batches = read_message_files_or_fail(files, "nothing was sent")
     queue = [(batch.path, m) for batch in batches for m in batch.messages]
     failures = asyncio.run(_send_all(host, port, queue, timeout, context, tls_server_name))

@@ -12,12 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.pipeline.settings import (
-    DestinationSettings,
-    DestinationTLS,
-    ListenerSettings,
-    ListenerTLS,
-)
+from engine.mllp.tls import ClientTLS, ListenerTLS
+from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.settings import ReviewSettings
 from engine.routes.conditions import OPERATORS
@@ -93,7 +89,7 @@ BLOCKS: dict[str, Any] = {
     "listener-settings": lambda: settings_table(ListenerSettings),
     "destination-settings": lambda: settings_table(DestinationSettings),
     "listener-tls-settings": lambda: settings_table(ListenerTLS),
-    "destination-tls-settings": lambda: settings_table(DestinationTLS),
+    "destination-tls-settings": lambda: settings_table(ClientTLS),
     "archive-settings": lambda: settings_table(ArchiveSettings),
     "reconciler-settings": lambda: settings_table(ReconcilerSettings),
     "review-settings": lambda: settings_table(ReviewSettings),

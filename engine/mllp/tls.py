@@ -15,16 +15,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from engine.settings import Issue, setting
+
+if TYPE_CHECKING:  # cryptography is imported where certificates are read (costly to import)
+    from cryptography import x509
 
 __all__ = [
     "MIN_VERSIONS",
     "CertificateInfo",
     "ClientOptions",
+    "ClientTLS",
+    "ListenerTLS",
     "ServerOptions",
     "ServerTLS",
     "certificate_problems",
@@ -163,6 +166,8 @@ def certificate_problems(
     """What is wrong with a link's files, in words: missing or unreadable, not PEM, a key that
     does not belong to the certificate, a certificate not yet or no longer valid, a CA file
     without a certificate. Empty when they can be used."""
+    from cryptography.hazmat.primitives import serialization
+
     problems: list[str] = []
     now = datetime.now(UTC)
     certificate = None
@@ -207,6 +212,9 @@ def certificate_problems(
 
 
 def _may_serve(certificate: x509.Certificate) -> bool:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     try:
         usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
@@ -215,6 +223,8 @@ def _may_serve(certificate: x509.Certificate) -> bool:
 
 
 def _public_bytes(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return bytes(
         key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -232,6 +242,8 @@ def _read(path: Path) -> bytes:
 
 
 def _load_certificates(path: Path) -> list[x509.Certificate]:
+    from cryptography import x509
+
     data = _read(path)
     try:
         found = x509.load_pem_x509_certificates(data)
@@ -240,3 +252,90 @@ def _load_certificates(path: Path) -> list[x509.Certificate]:
     if not found:
         raise ValueError(f"{path}: no certificate in it")
     return found
+
+
+# --- settings (the `tls:` sections of listeners, destinations and archives) ----------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenerTLS:
+    """TLS on a listener: its certificate, and which clients may connect."""
+
+    cert: Path = setting(
+        "The listener's certificate (PEM; the chain after it), relative to this file.",
+        example="tls/crosswalk.crt",
+    )
+    key: Path = setting("Its private key (PEM, unencrypted).", example="tls/crosswalk.key")
+    client_ca: Path | None = setting(
+        "CA certificate(s) (PEM) that client certificates must chain to; without it clients"
+        " are not asked for one.",
+        default=None,
+        example="tls/clients-ca.crt",
+    )
+    require_client_cert: bool = setting(
+        "With `client_ca`: refuse a client that presents no certificate (mutual TLS); false"
+        " asks for one but accepts a client without.",
+        default=True,
+    )
+    allowed_subjects: list[str] = setting(
+        "Accept only clients whose certificate's common name or subject alternative name"
+        " matches one of these (glob patterns, any case); empty: any the CA vouches for.",
+        default_factory=list,
+        example="[ris.hospital.org, '*.radiology.hospital.org']",
+    )
+    min_version: Literal["1.2", "1.3"] = setting(
+        "The lowest TLS version accepted.", default="1.2", example='"1.3"'
+    )
+
+    def check(self) -> list[Issue]:
+        problems = [
+            Issue(text) for text in certificate_problems(self.cert, self.key, self.client_ca)
+        ]
+        if self.allowed_subjects and self.client_ca is None:
+            problems.append(
+                Issue(
+                    "allowed_subjects needs client_ca",
+                    "the CA that issues the senders' certificates",
+                )
+            )
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientTLS:
+    """TLS where Crosswalk connects out (a destination, an archive's DICOM or DICOMweb
+    service): whom to trust, and the certificate to show when asked."""
+
+    ca: Path | None = setting(
+        "CA certificate(s) (PEM) the server's certificate must chain to; default: the system's"
+        " trusted CAs.",
+        default=None,
+        example="tls/pacs-ca.crt",
+    )
+    cert: Path | None = setting(
+        "Crosswalk's client certificate, for a server that asks for one (mutual TLS).",
+        default=None,
+        example="tls/crosswalk-client.crt",
+    )
+    key: Path | None = setting("Its private key (PEM, unencrypted).", default=None)
+    server_name: str | None = setting(
+        "The name the server's certificate must carry; default: the host connected to.",
+        default=None,
+        example="pacs.hospital.org",
+    )
+    min_version: Literal["1.2", "1.3"] = setting(
+        "The lowest TLS version accepted.", default="1.2", example='"1.3"'
+    )
+    insecure_skip_verify: bool = setting(
+        "Do not verify the server's certificate or name (tests only: anyone in the network"
+        " path could read and change what is sent). Logged as an ERROR.",
+        default=False,
+    )
+
+    def check(self) -> list[Issue]:
+        problems = [
+            Issue(text) for text in certificate_problems(self.cert, self.key, self.ca, server=False)
+        ]
+        if (self.cert is None) != (self.key is None):
+            problems.append(Issue("cert and key go together"))
+        return problems

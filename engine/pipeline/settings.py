@@ -10,92 +10,9 @@ from typing import Literal, Protocol
 
 from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
 from engine.hl7v2.fieldpath import FieldPath
-from engine.mllp.tls import certificate_problems
+from engine.mllp.tls import ClientTLS, ListenerTLS
 from engine.routes.router import RoutingConfig
 from engine.settings import ByteSize, Duration, Issue, setting
-
-
-@dataclass(frozen=True, kw_only=True)
-class ListenerTLS:
-    """TLS on a listener: its certificate, and which clients may connect."""
-
-    cert: Path = setting(
-        "The listener's certificate (PEM; the chain after it), relative to this file.",
-        example="tls/crosswalk.crt",
-    )
-    key: Path = setting("Its private key (PEM, unencrypted).", example="tls/crosswalk.key")
-    client_ca: Path | None = setting(
-        "CA certificate(s) (PEM) that client certificates must chain to; without it clients"
-        " are not asked for one.",
-        default=None,
-        example="tls/clients-ca.crt",
-    )
-    require_client_cert: bool = setting(
-        "With `client_ca`: refuse a client that presents no certificate (mutual TLS); false"
-        " asks for one but accepts a client without.",
-        default=True,
-    )
-    allowed_subjects: list[str] = setting(
-        "Accept only clients whose certificate's common name or subject alternative name"
-        " matches one of these (glob patterns, any case); empty: any the CA vouches for.",
-        default_factory=list,
-        example="[ris.hospital.org, '*.radiology.hospital.org']",
-    )
-    min_version: Literal["1.2", "1.3"] = setting(
-        "The lowest TLS version accepted.", default="1.2", example='"1.3"'
-    )
-
-    def check(self) -> list[Issue]:
-        problems = [
-            Issue(text) for text in certificate_problems(self.cert, self.key, self.client_ca)
-        ]
-        if self.allowed_subjects and self.client_ca is None:
-            problems.append(
-                Issue(
-                    "allowed_subjects needs client_ca",
-                    "the CA that issues the senders' certificates",
-                )
-            )
-        return problems
-
-
-@dataclass(frozen=True, kw_only=True)
-class DestinationTLS:
-    """TLS to a destination: whom to trust, and the certificate to show when asked."""
-
-    ca: Path | None = setting(
-        "CA certificate(s) (PEM) the destination's certificate must chain to; default: the"
-        " system's trusted CAs.",
-        default=None,
-        example="tls/pacs-ca.crt",
-    )
-    cert: Path | None = setting(
-        "Crosswalk's client certificate, for a destination that asks for one (mutual TLS).",
-        default=None,
-        example="tls/crosswalk-client.crt",
-    )
-    key: Path | None = setting("Its private key (PEM, unencrypted).", default=None)
-    server_name: str | None = setting(
-        "The name the destination's certificate must carry; default: its `host`.",
-        default=None,
-        example="pacs.hospital.org",
-    )
-    min_version: Literal["1.2", "1.3"] = setting(
-        "The lowest TLS version accepted.", default="1.2", example='"1.3"'
-    )
-    insecure_skip_verify: bool = setting(
-        "Do not verify the destination's certificate or name (tests only: anyone in the"
-        " network path could read and change the messages). Logged as an ERROR.",
-        default=False,
-    )
-
-    def check(self) -> list[Issue]:
-        problems = [
-            Issue(text) for text in certificate_problems(self.cert, self.key, self.ca, server=False)
-        ]
-        if (self.cert is None) != (self.key is None):
-            problems.append(Issue("cert and key go together"))
-        return problems
 
 
 @dataclass(frozen=True)
@@ -214,7 +131,7 @@ class DestinationSettings:
         example="PID-3.1",
     )
     partitions: int = setting("Parallel connections when partition_by is set.", default=4)
-    tls: DestinationTLS | None = setting(
+    tls: ClientTLS | None = setting(
         "Speak TLS to the destination, verifying its certificate and name; see docs/security.md.",
         default=None,
     )

@@ -71,11 +71,17 @@ class DicomQuery(StudyQuery):
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
         ae.connection_timeout = timeout
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        try:
+            context = archive.tls_context()
+        except ValueError as error:
+            raise self._fail(str(error)) from None
+        name = (archive.tls.server_name if archive.tls else None) or archive.dicom_host
         self.assoc = ae.associate(
             archive.dicom_host,
             archive.dicom_port,
             ae_title=archive.called_ae.strip(),
             evt_handlers=[(evt.EVT_ACSE_RECV, self._note_rejection)],
+            tls_args=(context, name) if context is not None else None,
         )
         if self.assoc.is_rejected:
             raise self._fail(
@@ -87,6 +93,7 @@ class DicomQuery(StudyQuery):
                 "association aborted by the archive"
                 if self.assoc.is_aborted
                 else f"no answer to the association request within {timeout:g}s"
+                + (" (over TLS: is the archive's certificate, or ours, refused?)" if context else "")
             )
         if not self.assoc.accepted_contexts:
             self.assoc.release()

@@ -59,6 +59,10 @@ class QidoQuery(StudyQuery):
                 netloc += f":{parts.port}"
             parts = parts._replace(netloc=netloc)
         self.base = urllib.parse.urlunsplit(parts)
+        try:
+            self.context = archive.tls_context() if parts.scheme == "https" else None
+        except ValueError as error:
+            raise self._fail(str(error)) from None
 
     def _fail(self, what: str) -> PullError:
         return PullError(f"archive {self.archive.name!r} (DICOMweb {self.base}): {what}")
@@ -88,7 +92,9 @@ class QidoQuery(StudyQuery):
         url = f"{self.base}/studies?{urllib.parse.urlencode(params)}"
         request = urllib.request.Request(url, headers=self.headers)
         try:
-            with urllib.request.urlopen(request, timeout=float(self.archive.timeout)) as response:
+            with urllib.request.urlopen(
+                request, timeout=float(self.archive.timeout), context=self.context
+            ) as response:
                 body = response.read()
         except urllib.error.HTTPError as error:
             raise self._fail(f"QIDO-RS answered HTTP {error.code} {error.reason}") from None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from engine.mllp.tls import ClientTLS, client_context
 from engine.settings import Duration, Issue, setting
 
 _AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
@@ -78,6 +80,21 @@ class ArchiveSettings:
         "Studies per QIDO-RS request (`limit`); the next page is asked for with `offset`.",
         default=500,
     )
+    tls: ClientTLS | None = setting(
+        "DICOM TLS for the C-FIND association, and whom to trust for an https `dicomweb_url`"
+        " (without it, https verifies against the system's CAs); see docs/security.md.",
+        default=None,
+    )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client context for this archive (its files read now), or None; ``ValueError``
+        saying why when its files cannot be used."""
+        if self.tls is None:
+            return None
+        try:
+            return client_context(self.tls)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(f"its TLS files cannot be used: {error}") from None
 
     def check(self) -> list[Issue]:
         """Problems with these values."""
