@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import statistics
 import threading
 import time
@@ -68,11 +69,13 @@ def _connection(
     interval: float | None,
     errors: list[int],
     start_at: float,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     # A blocking socket per sender thread: the least client overhead per message, so the
     # numbers measure the server, and the way most HL7 senders are written.
-    with socket.create_connection((host, port)) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with socket.create_connection((host, port)) as plain:
+        plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = tls.wrap_socket(plain, server_hostname="localhost") if tls else plain
         decoder = FrameDecoder(1 << 24)
         pending: list[bytes] = []
         for index, message in enumerate(messages):
@@ -100,6 +103,7 @@ def run_load_blocking(
     per_connection: int,
     rate: float | None = None,
     prefix: str = "B",
+    tls: ssl.SSLContext | None = None,
 ) -> RunResult:
     """Send ``per_connection`` messages on each of ``connections`` connections, ACK by ACK.
 
@@ -110,11 +114,15 @@ def run_load_blocking(
         [adt_message(c * per_connection + i, f"{prefix}{c}") for i in range(per_connection)]
         for c in range(connections)
     ]
-    return send_blocking(host, port, batches, rate)
+    return send_blocking(host, port, batches, rate, tls)
 
 
 def send_blocking(
-    host: str, port: int, batches: list[list[bytes]], rate: float | None = None
+    host: str,
+    port: int,
+    batches: list[list[bytes]],
+    rate: float | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> RunResult:
     """Send each batch of messages on a connection of its own, ACK by ACK, all at once."""
     latencies: list[float] = []
@@ -124,7 +132,7 @@ def send_blocking(
 
     def worker(batch: list[bytes]) -> None:
         try:
-            _connection(host, port, batch, latencies, interval, errors, start)
+            _connection(host, port, batch, latencies, interval, errors, start, tls)
         except BaseException as error:  # reported after the run
             failures.append(error)
 

@@ -49,10 +49,17 @@ def adt(
 class EngineThread:
     """A :class:`Server` on its own event loop in a background thread."""
 
-    def __init__(self, db_url: str, listeners: dict[str, ListenerSettings]) -> None:
+    def __init__(
+        self, db_url: str, listeners: dict[str, ListenerSettings], *, uvloop: bool = False
+    ) -> None:
         self.config = EngineConfig(listeners=listeners)
         self.server = Server(self.config, db_url)
-        self.loop = asyncio.new_event_loop()
+        if uvloop:  # the loop `crosswalk serve` runs on, where it is installed
+            import uvloop as uv
+
+            self.loop = uv.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def start(self) -> EngineThread:

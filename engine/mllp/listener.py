@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import ssl
 import typing
+from asyncio.sslproto import SSLProtocol
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +111,17 @@ class MLLPListener:
             return f"the listener is at max_connections ({limits.max_connections})"
         return None
 
+    def _accept(self) -> asyncio.BaseProtocol:
+        """The protocol of a new connection: MLLP, behind TLS when the listener has it (the
+        settings of the moment: a reload's new certificate serves the next connection)."""
+        connection = _Connection(self)
+        tls = self.limits.tls
+        return connection if tls is None else _TLSGate(self, connection, tls)
+
+    def refuse_tls(self, peer: str, reason: str) -> None:
+        self.stats.tls_refused += 1
+        log.warning("listener %s: TLS refused to %s: %s", self.limits.name, peer, reason)
+
     def log_refusal(self, address: str, reason: str, now: float) -> None:
         """Logged once per address per minute: a flood must not flood the log."""
         self.stats.refused += 1
@@ -132,7 +144,7 @@ class MLLPListener:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self), self.limits.host, self.limits.port, reuse_address=True
+            self._accept, self.limits.host, self.limits.port, reuse_address=True
         )
         log.info(
             "listener %s accepting MLLP on %s:%d", self.limits.name, self.limits.host, self.port
@@ -182,7 +194,6 @@ class _Connection(asyncio.Protocol):
         self._last_activity = self._loop.time()
         self._last_read = self._last_activity
         self._timer: asyncio.TimerHandle | None = None
-        self._handshake: asyncio.Task[None] | None = None
         self._refused = False
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------------
@@ -208,50 +219,30 @@ class _Connection(asyncio.Protocol):
         self.listener._connections.add(self)
         log.info("listener %s: connection from %s", self.limits.name, self.peer)
         self._arm_timer()
-        tls = self.limits.tls
-        if tls is not None:
-            # Nothing is read until the handshake is done; then the TLS transport replaces this
-            # one and the connection goes on as on plain TCP.
-            self.transport.pause_reading()
-            self._handshake = self._loop.create_task(self._start_tls(tls))
+        if self.limits.tls is not None:
+            self._check_subject(self.limits.tls)
 
-    async def _start_tls(self, tls: ServerTLS) -> None:
-        plain = self.transport
-        assert plain is not None
-        try:
-            secured = await self._loop.start_tls(
-                plain,
-                self,
-                tls.context,
-                server_side=True,
-                ssl_handshake_timeout=tls.handshake_timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as error:
-            self._refuse_tls(_handshake_failure(error))
-            plain.abort()
-            return
-        if secured is None:  # closed during the handshake
-            return
-        self.transport = secured
-        names = peer_names(secured.get_extra_info("peercert"))
+    def _check_subject(self, tls: ServerTLS) -> None:
+        """After the handshake (this transport is the TLS one): the client's certificate must
+        name an allowed subject."""
+        assert self.transport is not None
+        names = peer_names(self.transport.get_extra_info("peercert"))
         if not subject_allowed(names, tls.allowed_subjects):
             self._refuse_tls(
                 "certificate subject not allowed"
                 + (f" ({', '.join(names)})" if names else " (no certificate)")
             )
-            secured.abort()
+            self.transport.abort()
             return
         log.info(
-            "listener %s: TLS with %s (%s%s)",
+            "listener %s: TLS with %s%s",
             self.limits.name,
             self.peer,
-            secured.get_extra_info("ssl_object").version(),
-            f", {names[0]}" if names else "",
+            f" ({names[0]})" if names else "",
         )
 
     def _refuse_tls(self, reason: str) -> None:
-        self.listener.stats.tls_refused += 1
-        log.warning("listener %s: TLS refused to %s: %s", self.limits.name, self.peer, reason)
+        self.listener.refuse_tls(self.peer, reason)
 
     def data_received(self, data: bytes) -> None:
         self._last_read = self._last_activity = self._loop.time()
@@ -427,3 +418,49 @@ def _handshake_failure(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "no TLS handshake in time"
     return f"connection lost during the TLS handshake ({type(error).__name__})"
+
+
+class _TLSGate(SSLProtocol):
+    """asyncio's TLS protocol in front of one MLLP connection, so that the listener refuses a
+    stranger before any TLS work, and sees (logs and counts) every handshake that fails: the
+    event loop's own TLS server would drop them silently. The MLLP connection starts once the
+    handshake is done, on the TLS transport."""
+
+    def __init__(self, listener: MLLPListener, connection: _Connection, tls: ServerTLS) -> None:
+        loop = asyncio.get_running_loop()
+        handshake: asyncio.Future[None] = loop.create_future()
+        super().__init__(
+            loop,
+            connection,
+            tls.context,
+            handshake,
+            server_side=True,
+            ssl_handshake_timeout=tls.handshake_timeout,  # type: ignore[arg-type]  # stub says int
+        )
+        self._listener = listener
+        self._peer = "?"
+        self._refused = False
+        handshake.add_done_callback(self._handshake_done)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        address = transport.get_extra_info("peername")
+        host = str(address[0]) if isinstance(address, tuple) else ""
+        if isinstance(address, tuple):
+            self._peer = f"{host}:{address[1]}"
+        refusal = self._listener.refuse(host)
+        if refusal is not None:
+            self._refused = True
+            self._listener.log_refusal(host, refusal, asyncio.get_running_loop().time())
+            typing.cast(asyncio.Transport, transport).abort()
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._refused:
+            super().connection_lost(exc)
+
+    def _handshake_done(self, handshake: asyncio.Future[None]) -> None:
+        if not handshake.cancelled() and handshake.exception() is not None:
+            error = handshake.exception()
+            assert error is not None
+            self._listener.refuse_tls(self._peer, _handshake_failure(error))
