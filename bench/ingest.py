@@ -7,6 +7,8 @@ Three servers run as subprocesses and one client measures them in the same run:
   storing nothing (the baseline of the issue);
 - durable floor: bench/minimal_durable_server.py, one SQLite commit per message and nothing else
   (what the disk's fsync allows; context for reading the numbers, not a competitor);
+- crosswalk encrypted: the same engine with message content encrypted at rest (AES-256-GCM,
+  CROSSWALK_KEYS), its cost beside the clear store;
 - crosswalk on tmpfs (SQLite default only, where /dev/shm exists): the same engine with its store
   in memory, where fsync costs nothing. NOT durable, never a configuration to run: it shows the
   engine's own cost per message, so the gap to the first line is what the disk's fsync takes.
@@ -32,17 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mllp_load import RunResult, adt_message, run_load_blocking
 
+from engine.store.crypto import new_key_line
 from engine.testing import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PACED_RATE = 500
 MEMORY_FOLDER = Path("/dev/shm")
 ON_TMPFS = "crosswalk on tmpfs"
+ENCRYPTED = "crosswalk encrypted"
 
 
 def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subprocess.Popen[bytes]]]:
     quiet = {"stdout": subprocess.DEVNULL}
-    names = ["crosswalk", "python-hl7", "durable floor"]
+    names = ["crosswalk", ENCRYPTED, "python-hl7", "durable floor"]
     if db is None and MEMORY_FOLDER.is_dir():
         names.append(ON_TMPFS)
     ports = {name: free_port() for name in names}
@@ -68,13 +72,22 @@ def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subproces
             f"{folder}/floor.db",
         ],
     }
+    keys = Path(folder) / "content.keys"
+    keys.write_text(new_key_line() + "\n")
+    commands[ENCRYPTED] = crosswalk(
+        db.replace("crosswalk.db", "encrypted.db")
+        if db and "crosswalk.db" in db
+        else f"sqlite:///{folder}/encrypted.db",
+        ports[ENCRYPTED],
+    )
     if ON_TMPFS in ports:
         memory = Path(tempfile.mkdtemp(dir=MEMORY_FOLDER, prefix="crosswalk-bench-"))
         commands[ON_TMPFS] = crosswalk(f"sqlite:///{memory}/crosswalk.db", ports[ON_TMPFS])
     env = dict(os.environ, CROSSWALK_LOG_LEVEL="WARNING")
     servers = {}
     for name, command in commands.items():
-        process = subprocess.Popen(command, cwd=ROOT, env=env, **quiet)  # type: ignore[call-overload]
+        own = dict(env, CROSSWALK_KEYS=str(keys)) if name == ENCRYPTED else env
+        process = subprocess.Popen(command, cwd=ROOT, env=own, **quiet)  # type: ignore[call-overload]
         wait_for_port(ports[name], process)
         servers[name] = (ports[name], process)
     return servers
@@ -148,6 +161,11 @@ def main() -> None:
             f" {memory / base['1 connection'].rate:.2f}x; the durable commit adds {wait:.0f} µs"
             " a message"
         )
+    sealed = measured[ENCRYPTED]["1 connection"].rate / cw["1 connection"].rate
+    print(
+        f"{ENCRYPTED} / crosswalk, 1 connection: {sealed:.2f}"
+        " (content encrypted at rest; target >= 0.90)"
+    )
     p99 = cw["paced"].percentile(0.99)
     print(f"crosswalk ACK p99 at {PACED_RATE} msg/s: {p99:.2f} ms (target <= 2 ms)")
 

@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
+from engine.audit import tables as _audit_tables  # noqa: F401
 from engine.mpi import tables as _mpi_tables  # noqa: F401  (the metadata compared is complete)
 from engine.pipeline.intake import Intake
 from engine.pipeline.settings import ListenerSettings

@@ -12,6 +12,8 @@ import sys
 
 import typer
 
+from engine.errors import CrosswalkError
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("engine.cli.serve", "serve"),
     "send": ("engine.cli.send", "send"),
@@ -22,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "studies": ("engine.cli.studies", "app"),
     "reconcile": ("engine.cli.reconcile", "app"),
     "review": ("engine.cli.review", "app"),
+    "audit": ("engine.cli.audit", "app"),
+    "keys": ("engine.cli.keys", "app"),
 }
 """Command name → (module, attribute): a command function or a Typer group."""
 
@@ -52,4 +56,11 @@ def build_app(only: str | None = None) -> typer.Typer:
 
 def main() -> None:
     named = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
-    build_app(named if named in COMMANDS else None)()
+    app = build_app(named if named in COMMANDS else None)
+    try:
+        app()
+    except CrosswalkError as error:
+        # An explained failure (encrypted content without its keys, a store that cannot be
+        # opened …) is one line, never a traceback: tracebacks can quote values.
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

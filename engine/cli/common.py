@@ -30,7 +30,9 @@ from engine.csv_import.rows import CsvError, RowProblem
 from engine.hl7v2.message_file import MessageFile, read_message_file
 from engine.mllp.tls import ClientTLS
 from engine.settings import ConfigError, Duration
+from engine.store import crypto
 from engine.store.database import StoreError, open_store
+from engine.store.settings import StoreSettings
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -92,21 +94,34 @@ def local_time(moment: datetime) -> str:
 
 
 def open_store_or_fail(db: str | None) -> Engine:
-    """The store for ``--db``, or exit with the reason it cannot be opened."""
+    """The store for ``--db``, or exit with the reason it cannot be opened. Encrypted content
+    is read (and written) with the keys the configuration or ``$CROSSWALK_KEYS`` names."""
+    if crypto.current_keyring() is None:
+        use_keys(StoreSettings(encrypt_content=True))
     try:
         return open_store(db)
     except StoreError as error:
         fail(str(error))
 
 
+def use_keys(settings: StoreSettings) -> None:
+    """Read and write content with the keys ``settings`` name (none: clear content)."""
+    try:
+        crypto.configure(settings.keyring())
+    except crypto.ContentError as error:
+        fail(str(error))
+
+
 def load_config_or_fail(folder: Path, *, code: int = 2, consequence: str = "") -> EngineConfig:
     """The configuration in ``folder``, or print every problem and exit with ``code``."""
     try:
-        return load_config(folder)
+        config = load_config(folder)
     except ConfigError as error:
         for problem in error.problems:
             errors.print(str(problem), markup=False, soft_wrap=True)
         fail(f"{len(error.problems)} problem(s) in {folder}{consequence}", code)
+    use_keys(config.store)
+    return config
 
 
 def read_message_files_or_fail(paths: list[Path], consequence: str) -> list[MessageFile]:

@@ -5,14 +5,21 @@ These commands display message content (PHI) on purpose; the engine's logs never
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy import Engine
 
+from engine.audit import actions
+from engine.audit.trail import criteria as recorded
+from engine.audit.trail import ref
+from engine.cli.auditing import audited
 from engine.cli.common import (
     DbOption,
     console,
@@ -152,8 +159,17 @@ def list_messages(
     criteria = _filter(
         since, until, message_type, control_id, status, sending_app, sending_facility, listener
     )
+    _list(db, actions.MESSAGES_LIST, criteria, limit, output)
+
+
+def _list(db: str | None, action: str, criteria: MessageFilter, limit: int, output: str) -> None:
+    """Find, record (the filters by name, the text only as given) and print."""
     engine = open_store_or_fail(db)
-    _print_list(list(find_messages(engine, criteria, limit=limit)), output)
+    wanted = recorded(dataclasses.asdict(criteria) | {"limit": limit}, private=("text",))
+    with audited(engine, action, criteria=wanted) as audit:
+        found = list(find_messages(engine, criteria, limit=limit))
+        audit.add("message", *(m.id for m in found))
+        _print_list(found, output)
 
 
 @app.command("search")
@@ -185,8 +201,7 @@ def search_messages(
         listener,
         text,
     )
-    engine = open_store_or_fail(db)
-    _print_list(list(find_messages(engine, criteria, limit=limit)), output)
+    _list(db, actions.MESSAGES_SEARCH, criteria, limit, output)
 
 
 def decode_stored(raw: bytes, charset: str | None) -> str:
@@ -218,8 +233,19 @@ def show_message(
 ) -> None:
     """Print one message segment by segment with field positions, and the ACK sent for it."""
     engine = open_store_or_fail(db)
+    with audited(
+        engine,
+        actions.MESSAGES_SHOW,
+        objects=[ref("message", message_id)],
+        criteria=recorded({"raw": raw}),
+    ) as audit:
+        _show(engine, message_id, raw, audit.refuse)
+
+
+def _show(engine: Engine, message_id: int, raw: bool, refuse: Callable[[str], None]) -> None:
     message = get_message(engine, message_id)
     if message is None:
+        refuse("no such message")
         fail(f"no message with id {message_id}")
     text = decode_stored(message.raw, message.charset)
     console.print(
@@ -288,13 +314,22 @@ def resend(
     """
     engine_config = load_config_or_fail(config)
     engine = open_store_or_fail(db)
-    router = Router(engine_config)
+    with audited(engine, actions.MESSAGES_RESEND, config=engine_config) as audit:
+        audit.add("message", *message_ids)
+        _resend(engine, Router(engine_config), message_ids, audit.refuse)
+
+
+def _resend(
+    engine: Engine, router: Router, message_ids: list[int], refuse: Callable[[str], None]
+) -> None:
     touched: set[str] = set()
     for message_id in message_ids:
         message = get_message(engine, message_id)
         if message is None:
+            refuse(f"no message {message_id}")
             fail(f"no message with id {message_id}")
         if message.status == MessageStatus.REJECTED:
+            refuse(f"message {message_id} was rejected at intake")
             fail(
                 f"message {message_id} was rejected at intake ({message.status_reason});"
                 " it cannot be routed"

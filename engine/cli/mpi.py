@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,7 +15,12 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy import Engine
 
+from engine.audit import actions
+from engine.audit.trail import criteria as recorded
+from engine.audit.trail import ref
+from engine.cli.auditing import audited, imported
 from engine.cli.common import (
     DbOption,
     Encoding,
@@ -32,6 +38,7 @@ from engine.csv_import.rows import RowError
 from engine.mpi.demographics import date_column
 from engine.mpi.importer import MpiImport, event_time_of
 from engine.mpi.queries import PatientView, identifiers_of, patients_with_identifier, search, view
+from engine.mpi.tables import Patient
 
 app = typer.Typer(help="The master patient index: import, show, search.", no_args_is_help=True)
 
@@ -72,7 +79,11 @@ def import_mpi(
         encoding=encoding,
         command=" ".join(["crosswalk", *sys.argv[1:]])[:200],
     )
-    print_report(file, run_import(job, file, strict, encoding))
+    wanted = recorded({"issuer": issuer, "as_of": as_of, "strict": strict, "encoding": encoding})
+    with audited(store, actions.MPI_IMPORT, objects=[ref("file", file)], criteria=wanted) as audit:
+        report = run_import(job, file, strict, encoding)
+        audit.done(imported(report))
+        print_report(file, report)
 
 
 def _view_json(found: PatientView) -> dict[str, object]:
@@ -188,17 +199,22 @@ def show(
 ) -> None:
     """Everything the MPI knows about a patient: identifiers, names, orders, history."""
     store = open_store_or_fail(db)
-    found = [view(store, pid) for pid in patients_with_identifier(store, mrn, issuer)]
-    views = [v for v in found if v is not None]
-    if not views:
-        fail(f"no patient has the identifier {mrn}" + (f" of {issuer}" if issuer else ""), 1)
-    if output == "json":
-        console.print_json(json.dumps([_view_json(v) for v in views]))
-        return
-    for index, one in enumerate(views):
-        if index:
-            console.rule()
-        _print_view(one)
+    # The identifier asked for is PHI: recorded as given; the patients shown are the objects.
+    wanted = recorded({"identifier": mrn, "issuer": issuer}, private=("identifier",))
+    with audited(store, actions.MPI_SHOW, criteria=wanted) as audit:
+        found = [view(store, pid) for pid in patients_with_identifier(store, mrn, issuer)]
+        views = [v for v in found if v is not None]
+        audit.add("patient", *(v.patient.id for v in views))
+        if not views:
+            audit.refuse("no such patient")
+            fail(f"no patient has the identifier {mrn}" + (f" of {issuer}" if issuer else ""), 1)
+        if output == "json":
+            console.print_json(json.dumps([_view_json(v) for v in views]))
+            return
+        for index, one in enumerate(views):
+            if index:
+                console.rule()
+            _print_view(one)
 
 
 def _name_parts(name: str) -> tuple[str, str]:
@@ -237,14 +253,29 @@ def search_patients(
     except RowError as error:
         fail(f"--birth-date {error}".replace("birth_date: ", ""))
     store = open_store_or_fail(db)
-    patients = search(
-        store,
-        family=family or None,
-        given=given or None,
-        birth_date=born or None,
-        include_merged=include_merged,
-        limit=limit,
+    wanted = recorded(
+        {
+            "name": name,
+            "birth_date": birth_date,
+            "include_merged": include_merged,
+            "limit": limit,
+        },
+        private=("name", "birth_date"),
     )
+    with audited(store, actions.MPI_SEARCH, criteria=wanted) as audit:
+        patients = search(
+            store,
+            family=family or None,
+            given=given or None,
+            birth_date=born or None,
+            include_merged=include_merged,
+            limit=limit,
+        )
+        audit.add("patient", *(p.id for p in patients))
+        _print_patients(store, patients, limit, output)
+
+
+def _print_patients(store: Engine, patients: Sequence[Patient], limit: int, output: str) -> None:
     ids = identifiers_of(store, [p.id for p in patients])
     if output == "json":
         console.print_json(

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from engine.audit import actions
+from engine.cli.auditing import audited
 from engine.cli.common import (
     DbOption,
     InsecureSkipVerify,
@@ -147,22 +149,24 @@ def pull(
     # pynetdicom logs each association step; the reason of a failure is in our error message.
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     failed = 0
+    criteria = {"archive": settings.name, "protocol": ",".join(protocols)}
     try:
-        for name in protocols:
-            try:
-                result = pull_studies(
-                    engine,
-                    settings,
-                    name,
-                    since=start,
-                    full=full,
-                    reconciler=engine_config.reconciler,
-                )
-            except PullError as error:
-                errors.print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
-                failed += 1
-                continue
-            console.print(_summary(result), markup=False, soft_wrap=True)
+        with audited(engine, actions.STUDIES_PULL, criteria=criteria, config=engine_config):
+            for name in protocols:
+                try:
+                    result = pull_studies(
+                        engine,
+                        settings,
+                        name,
+                        since=start,
+                        full=full,
+                        reconciler=engine_config.reconciler,
+                    )
+                except PullError as error:
+                    errors.print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
+                    failed += 1
+                    continue
+                console.print(_summary(result), markup=False, soft_wrap=True)
     finally:
         engine.dispose()
     if failed:

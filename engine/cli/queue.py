@@ -14,6 +14,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from engine.audit import actions
+from engine.audit.trail import ref
+from engine.cli.auditing import audited
 from engine.cli.common import DbOption, console, open_store_or_fail
 from engine.config.loader import load_config
 from engine.settings import ConfigError
@@ -105,14 +108,18 @@ def pause(
     db: DbOption = None,
 ) -> None:
     """Stop sending to DESTINATION; messages keep queueing."""
-    set_control(open_store_or_fail(db), destination, paused=True, reason=reason)
+    engine = open_store_or_fail(db)
+    with audited(engine, actions.QUEUE_PAUSE, objects=[ref("destination", destination)]):
+        set_control(engine, destination, paused=True, reason=reason)
     console.print(f"{destination}: paused")
 
 
 @app.command("resume")
 def resume(destination: Destination, db: DbOption = None) -> None:
     """Send again, starting with the message at the head of the queue."""
-    set_control(open_store_or_fail(db), destination, paused=False, reason="")
+    engine = open_store_or_fail(db)
+    with audited(engine, actions.QUEUE_RESUME, objects=[ref("destination", destination)]):
+        set_control(engine, destination, paused=False, reason="")
     console.print(f"{destination}: resumed")
 
 
@@ -120,8 +127,10 @@ def resume(destination: Destination, db: DbOption = None) -> None:
 def retry(destination: Destination, db: DbOption = None) -> None:
     """Put DESTINATION's set-aside (errored) messages back in its queue and resume it."""
     engine = open_store_or_fail(db)
-    count = requeue_errored(engine, destination)
-    set_control(engine, destination, paused=False, reason="")
+    with audited(engine, actions.QUEUE_RETRY, objects=[ref("destination", destination)]) as audit:
+        count = requeue_errored(engine, destination)
+        set_control(engine, destination, paused=False, reason="")
+        audit.done(f"{count} message(s) back in the queue")
     if count == 0:
         console.print(f"{destination}: nothing was set aside; queue resumed")
         return

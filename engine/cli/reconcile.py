@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import Engine
 
+from engine.audit import actions
+from engine.audit.trail import criteria as recorded
+from engine.cli.auditing import Audit, audited
 from engine.cli.common import (
     DbOption,
     console,
@@ -72,8 +76,16 @@ def run(
             fail(f"--since {since!r} is not a date (YYYY-MM-DD)")
         day = parsed
     engine_config = _config(config)
-    settings = engine_config.reconciler
     store = open_store_or_fail(db)
+    wanted = recorded({"since": since, "rebuild_keys": rebuild_keys})
+    with audited(store, actions.RECONCILE_RUN, criteria=wanted, config=engine_config) as audit:
+        _run(store, engine_config, day, rebuild_keys, audit)
+
+
+def _run(
+    store: Engine, engine_config: EngineConfig, day: str, rebuild_keys: bool, audit: Audit
+) -> None:
+    settings = engine_config.reconciler
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"))
     with Progress(
         *columns, TimeElapsedColumn(), console=errors, disable=not errors.is_terminal
@@ -92,6 +104,11 @@ def run(
 
         report = reconcile(store, settings, since=day, rebuild_keys=rebuild_keys, progress=progress)
     written = report.written
+    audit.add("run", report.run_id)
+    audit.detail = (
+        f"{report.orphans} orphaned studies, {written.new} new, {written.refreshed} refreshed,"
+        f" {written.withdrawn} withdrawn, {written.closed} closed proposal(s)"
+    )
     flagged = f" ({report.flagged:,} with flagged values)" if report.flagged else ""
     console.print(
         f"run {report.run_id}: {report.orphans:,} orphaned studies, {report.scored:,} scored"
@@ -105,6 +122,8 @@ def run(
     review = engine_config.review
     if review.auto_approve_band:
         automatic = auto_approve(store, review, Router(engine_config).route)
+        audit.add("proposal", *(decided.proposal_id for decided in automatic.approved))
+        audit.detail += f"; {len(automatic.approved)} approved automatically"
         console.print(
             f"approved automatically (band {review.auto_approve_band}, probability >="
             f" {review.auto_approve_min_probability}): {len(automatic.approved):,};"
@@ -182,8 +201,16 @@ def export(
     status, match_weight, study_date, modality, accession, evidence (JSON).
     """
     store = open_store_or_fail(db)
-    with store.connect() as connection:
-        rows = list(export_rows(connection, status, band))
+    wanted = recorded({"format": output, "status": status, "band": band, "out": out})
+    with audited(store, actions.RECONCILE_EXPORT, criteria=wanted) as audit:
+        with store.connect() as connection:
+            rows = list(export_rows(connection, status, band))
+        audit.add("proposal", *(row["proposal_id"] for row in rows))
+        audit.detail = f"{len(rows)} proposal(s)"
+        _write_export(rows, output, out)
+
+
+def _write_export(rows: list[dict[str, Any]], output: str, out: Path | None) -> None:
     if output == "json":
         for row in rows:
             row["evidence"] = json.loads(row["evidence"])

@@ -16,6 +16,11 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine
 
+from engine.audit import actions
+from engine.audit.tables import Outcome
+from engine.audit.trail import Trail, ref
+from engine.audit.trail import criteria as recorded
+from engine.cli.auditing import audited, command_trail, record
 from engine.cli.common import (
     DbOption,
     console,
@@ -27,7 +32,7 @@ from engine.cli.common import (
     parse_when,
     write_records,
 )
-from engine.cli.keys import read_key
+from engine.cli.keypress import read_key
 from engine.cli.review_screen import headline, print_screen
 from engine.config.model import EngineConfig
 from engine.mpi.queries import view
@@ -37,6 +42,7 @@ from engine.review.tables import Action
 from engine.review.upkeep import one_per_study, refresh
 from engine.review.worklist import (
     WAS_IS_COLUMNS,
+    DecisionView,
     ReviewFilter,
     ReviewItem,
     ReviewRow,
@@ -225,8 +231,27 @@ def list_proposals(
         status, band, min_probability, max_probability, modality, study_from, study_to, limit
     )
     store = _open(db, engine_config)
-    with store.connect() as connection:
-        found = rows(connection, wanted, engine_config.review.mrn_authority)
+    criteria = recorded(
+        {
+            "status": status,
+            "band": band,
+            "min_probability": min_probability,
+            "max_probability": max_probability,
+            "modality": modality,
+            "study_from": study_from,
+            "study_to": study_to,
+            "limit": limit,
+            "format": output,
+        }
+    )
+    with audited(store, actions.REVIEW_LIST, criteria=criteria, config=engine_config) as audit:
+        with store.connect() as connection:
+            found = rows(connection, wanted, engine_config.review.mrn_authority)
+        audit.add("proposal", *(r.proposal_id for r in found))
+        _print_list(found, output, limit)
+
+
+def _print_list(found: list[ReviewRow], output: str, limit: int) -> None:
     if output != "table":
         write_records([_flat(r) for r in found], output, LIST_COLUMNS)
         return
@@ -277,10 +302,14 @@ def show(
     """
     engine_config = _config(config, required=False)
     store = _open(db, engine_config)
-    found = _item(store, proposal_id, engine_config.review.mrn_authority)
-    if found is None:
-        fail(f"no proposal {proposal_id}", 1)
-    _show(store, found, engine_config)
+    with audited(
+        store, actions.REVIEW_SHOW, objects=[ref("proposal", proposal_id)], config=engine_config
+    ) as audit:
+        found = _item(store, proposal_id, engine_config.review.mrn_authority)
+        if found is None:
+            audit.refuse("no such proposal")
+            fail(f"no proposal {proposal_id}", 1)
+        _show(store, found, engine_config)
 
 
 def _words(decided: Decided) -> str:
@@ -293,22 +322,50 @@ def _words(decided: Decided) -> str:
     return words
 
 
-def _attempt(decision: Callable[[], Decided]) -> bool:
-    """Make a decision; print what happened, or why it was refused."""
+DECIDED = {
+    Action.APPROVED: actions.REVIEW_APPROVE,
+    Action.REJECTED: actions.REVIEW_REJECT,
+    Action.DEFERRED: actions.REVIEW_DEFER,
+}
+"""Decision → its action in the audit trail."""
+
+
+def _attempt(trail: Trail, action: str, proposal_id: int, decision: Callable[[], Decided]) -> bool:
+    """Make a decision; record it in the audit trail (done or refused, and why); print what
+    happened, or why it was refused."""
     try:
         decided = decision()
     except ReviewError as error:
+        record(
+            trail,
+            DECIDED[action],
+            objects=[ref("proposal", proposal_id)],
+            outcome=Outcome.REFUSED,
+            detail=error.brief,
+        )
         errors.print(f"[bold red]refused:[/] {error}", soft_wrap=True)
         return False
+    objects = [ref("proposal", proposal_id)]
+    if decided.message_id is not None:
+        objects.append(ref("message", decided.message_id))
+    detail = f"merge {decided.control_id} queued" if decided.control_id else ""
+    if decided.closed:
+        detail += f"; closed proposal(s) {', '.join(map(str, decided.closed))}"
+    record(trail, DECIDED[action], objects=objects, detail=detail.lstrip("; "))
     console.print(_words(decided), soft_wrap=True)
     return True
 
 
 def _approve_one(
-    store: Engine, config: EngineConfig, proposal_id: int, who: str, reason: str
+    trail: Trail, store: Engine, config: EngineConfig, proposal_id: int, who: str, reason: str
 ) -> bool:
     route = Router(config).route
-    return _attempt(lambda: approve(store, config.review, route, proposal_id, who, reason=reason))
+    return _attempt(
+        trail,
+        Action.APPROVED,
+        proposal_id,
+        lambda: approve(store, config.review, route, proposal_id, who, reason=reason),
+    )
 
 
 @app.command("approve")
@@ -351,17 +408,37 @@ def approve_proposals(
     if not proposal_ids and not filters:
         fail("give proposal ids, or filters (--band, --min-probability, …) for a batch")
     store = _open(db, engine_config)
+    trail = command_trail(store, user=who, config=engine_config)
     if proposal_ids:
         if dry_run:
             fail("--dry-run is for batches selected by filters")
         failed = sum(
-            not _approve_one(store, engine_config, pid, who, reason) for pid in proposal_ids
+            not _approve_one(trail, store, engine_config, pid, who, reason) for pid in proposal_ids
         )
         raise typer.Exit(1 if failed else 0)
     wanted = _filter(None, band, min_probability, max_probability, modality, study_from, study_to)
     with store.connect() as connection:
         found = rows(connection, wanted, engine_config.review.mrn_authority)
     chosen = one_per_study(found)
+    # The selection is shown (PHI) before anything is approved.
+    record(
+        trail,
+        actions.REVIEW_LIST,
+        objects=[ref("proposal", one.proposal_id) for one in chosen],
+        criteria=recorded(
+            {
+                "batch_approval": True,
+                "dry_run": dry_run,
+                "band": band,
+                "min_probability": min_probability,
+                "max_probability": max_probability,
+                "modality": modality,
+                "study_from": study_from,
+                "study_to": study_to,
+            }
+        ),
+        detail=f"{len(chosen)} proposal(s) selected",
+    )
     if len(chosen) < len(found):
         errors.print(
             f"{len(found) - len(chosen)} proposal(s) left out: their study has another"
@@ -383,7 +460,8 @@ def approve_proposals(
         raise typer.Exit(1)
     batch_reason = reason or "batch approval by filter"
     failed = sum(
-        not _approve_one(store, engine_config, one.proposal_id, who, batch_reason) for one in chosen
+        not _approve_one(trail, store, engine_config, one.proposal_id, who, batch_reason)
+        for one in chosen
     )
     console.print(f"{len(chosen) - failed} approved, {failed} refused")
     raise typer.Exit(1 if failed else 0)
@@ -399,8 +477,10 @@ def reject_proposal(
 ) -> None:
     """Reject a proposal: remembered as "not a match", never proposed again."""
     engine_config = _config(config, required=False)
+    who = _reviewer(user)
     store = _open(db, engine_config)
-    if not _decide(reject, store, proposal_id, _reviewer(user), reason):
+    trail = command_trail(store, user=who, config=engine_config)
+    if not _decide(trail, Action.REJECTED, store, proposal_id, who, reason):
         raise typer.Exit(1)
 
 
@@ -417,20 +497,25 @@ def defer_proposal(
     It leaves the `review next` queue; `review list --status deferred` finds it.
     """
     engine_config = _config(config, required=False)
+    who = _reviewer(user)
     store = _open(db, engine_config)
-    if not _decide(defer, store, proposal_id, _reviewer(user), reason):
+    trail = command_trail(store, user=who, config=engine_config)
+    if not _decide(trail, Action.DEFERRED, store, proposal_id, who, reason):
         raise typer.Exit(1)
 
 
+_SIMPLE: dict[str, Callable[[Engine, int, str, str], Decided]] = {
+    Action.REJECTED: reject,
+    Action.DEFERRED: defer,
+}
+
+
 def _decide(
-    decision: Callable[[Engine, int, str, str], Decided],
-    store: Engine,
-    proposal_id: int,
-    who: str,
-    reason: str,
+    trail: Trail, action: str, store: Engine, proposal_id: int, who: str, reason: str
 ) -> bool:
     """Reject or defer (see :func:`_attempt`)."""
-    return _attempt(lambda: decision(store, proposal_id, who, reason))
+    decision = _SIMPLE[action]
+    return _attempt(trail, action, proposal_id, lambda: decision(store, proposal_id, who, reason))
 
 
 KEYS = "[a]pprove  [r]eject  [d]efer  [s]kip  [q]uit"
@@ -454,6 +539,7 @@ def next_proposal(
     engine_config = _config(config, required=True)
     who = _reviewer(user)
     store = _open(db, engine_config)
+    trail = command_trail(store, user=who, config=engine_config)
     authority = engine_config.review.mrn_authority
     statuses = ProposalStatus.OPEN if include_deferred else (ProposalStatus.PENDING,)
     wanted = ReviewFilter(
@@ -471,14 +557,15 @@ def next_proposal(
             continue  # decided elsewhere meanwhile
         console.rule(f"{position} of {len(queue)}")
         _show(store, current, engine_config)
-        action = _ask(store, engine_config, proposal_id, who)
+        record(trail, actions.REVIEW_NEXT, objects=[ref("proposal", proposal_id)])
+        action = _ask(trail, store, engine_config, proposal_id, who)
         if action == "quit":
             break
         counts[action] += 1
     console.print("done: " + ", ".join(f"{count} {name}" for name, count in counts.items()))
 
 
-def _ask(store: Engine, config: EngineConfig, proposal_id: int, who: str) -> str:
+def _ask(trail: Trail, store: Engine, config: EngineConfig, proposal_id: int, who: str) -> str:
     while True:
         console.print(Text(KEYS, style="bold"), end=" ")
         key = read_key()
@@ -488,16 +575,16 @@ def _ask(store: Engine, config: EngineConfig, proposal_id: int, who: str) -> str
         if key == "s":
             return "skipped"
         if key == "a":
-            return (
-                Action.APPROVED if _approve_one(store, config, proposal_id, who, "") else "skipped"
-            )
+            approved = _approve_one(trail, store, config, proposal_id, who, "")
+            return Action.APPROVED if approved else "skipped"
         if key == "d":
-            return Action.DEFERRED if _decide(defer, store, proposal_id, who, "") else "skipped"
+            deferred = _decide(trail, Action.DEFERRED, store, proposal_id, who, "")
+            return Action.DEFERRED if deferred else "skipped"
         if key == "r":
             reason = console.input("why is it not a match? (empty: back) ").strip()
             if not reason:
                 continue
-            done = _decide(reject, store, proposal_id, who, reason)
+            done = _decide(trail, Action.REJECTED, store, proposal_id, who, reason)
             return Action.REJECTED if done else "skipped"
         console.print(f"unknown key {key!r}")
 
@@ -535,15 +622,32 @@ def audit(
 ) -> None:
     """Every decision: who, when, what, why (csv/json: with a snapshot of what they saw)."""
     store = open_store_or_fail(db)
-    with store.connect() as connection:
-        found = decision_views(
-            connection,
-            proposal_id=proposal,
-            reviewer=user,
-            actions=tuple(action or ()),
-            since=parse_when(since) if since else None,
-            limit=limit,
-        )
+    wanted = recorded(
+        {
+            "proposal": proposal,
+            "user": user,
+            "action": action,
+            "since": since,
+            "limit": limit,
+            "format": output,
+        }
+    )
+    with audited(store, actions.REVIEW_AUDIT, criteria=wanted) as audit:
+        with store.connect() as connection:
+            found = decision_views(
+                connection,
+                proposal_id=proposal,
+                reviewer=user,
+                actions=tuple(action or ()),
+                since=parse_when(since) if since else None,
+                limit=limit,
+            )
+        audit.add("proposal", *(d.proposal_id for d in found))
+        audit.detail = f"{len(found)} decision(s)"
+        _print_decisions(found, output)
+
+
+def _print_decisions(found: list[DecisionView], output: str) -> None:
     if output != "table":
         records = [
             {
@@ -585,11 +689,15 @@ def export_was_is(
     the merge's control id and its delivery.
     """
     store = open_store_or_fail(db)
-    with store.connect() as connection:
-        found = was_is_rows(connection)
-    try:
-        with file.open("w", newline="", encoding="utf-8") as target:
-            write_records(found, "csv", WAS_IS_COLUMNS, target)
-    except OSError as error:
-        fail(f"{file}: {error.strerror or error}")
+    with audited(store, actions.REVIEW_WAS_IS, objects=[ref("file", file)]) as audit:
+        with store.connect() as connection:
+            found = was_is_rows(connection)
+        audit.add("proposal", *(row["proposal_id"] for row in found))
+        audit.detail = f"{len(found)} approval(s)"
+        try:
+            with file.open("w", newline="", encoding="utf-8") as target:
+                write_records(found, "csv", WAS_IS_COLUMNS, target)
+        except OSError as error:
+            audit.refuse(f"the file cannot be written: {error.strerror or type(error).__name__}")
+            fail(f"{file}: {error.strerror or error}")
     console.print(f"{file}: {len(found)} approval(s)")

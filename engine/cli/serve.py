@@ -12,12 +12,13 @@ from typing import Annotated
 import typer
 
 from engine import logs
-from engine.cli.common import DbOption, fail, load_config_or_fail
+from engine.cli.common import DbOption, fail, load_config_or_fail, use_keys
 from engine.config.loader import load_config
 from engine.config.model import EngineConfig
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT
 from engine.pipeline.server import SHUTDOWN_TIMEOUT, Server, event_loop_factory
 from engine.store.database import StoreError
+from engine.store.settings import StoreSettings
 from engine.store.writer import COMMIT_TIMEOUT
 
 DEFAULT_CONFIG = Path("routes")
@@ -29,6 +30,7 @@ def resolve_config(path: Path | None) -> tuple[EngineConfig, Path | None]:
     """Load ``path``; without one, ./routes when it exists, else the built-in default."""
     if path is None and not DEFAULT_CONFIG.is_dir():
         log.info("no ./routes folder: one listener on 127.0.0.1:2575, no routes")
+        use_keys(StoreSettings(encrypt_content=True))  # $CROSSWALK_KEYS, if set
         return EngineConfig.default(), None
     folder = path or DEFAULT_CONFIG
     return load_config_or_fail(folder, consequence="; nothing was started"), folder

@@ -15,6 +15,10 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
+from engine.audit import actions
+from engine.audit.trail import criteria as recorded
+from engine.audit.trail import ref
+from engine.cli.auditing import audited, imported
 from engine.cli.common import (
     DbOption,
     Encoding,
@@ -31,7 +35,6 @@ from engine.cli.common import (
 from engine.cli.pull import pull
 from engine.config.model import EngineConfig
 from engine.csv_import.rows import RowProblem
-from engine.reconcile.settings import ReconcilerSettings
 from engine.studies.flags import Flag
 from engine.studies.importer import StudyImport
 from engine.studies.orphans import NAME_SIMILARITY, Orphan, StudySummary, WrongPatient, classify
@@ -49,10 +52,10 @@ ConfigOption = Annotated[
 ]
 
 
-def _reconciler(config: Path) -> ReconcilerSettings:
+def _config(config: Path) -> EngineConfig:
     if config == DEFAULT_CONFIG and not config.exists():
-        return EngineConfig.default().reconciler
-    return load_config_or_fail(config).reconciler
+        return EngineConfig.default()
+    return load_config_or_fail(config)
 
 
 @app.command("import")
@@ -71,15 +74,27 @@ def import_studies(
     without a Study Instance UID, or one that cannot be read, is reported with its line and
     reason and skipped; the exit code is then 1.
     """
-    settings = _reconciler(config)
+    engine_config = _config(config)
     store = open_store_or_fail(db)
 
     def note(found: RowProblem) -> None:
         errors.print(f"{found.describe(file)} (kept)", markup=False, soft_wrap=True)
 
-    job = StudyImport(store, file, issuer=issuer, encoding=encoding, settings=settings)
+    job = StudyImport(
+        store, file, issuer=issuer, encoding=encoding, settings=engine_config.reconciler
+    )
     job.on_note = note
-    print_report(file, run_import(job, file, strict, encoding))
+    wanted = recorded({"issuer": issuer, "strict": strict, "encoding": encoding})
+    with audited(
+        store,
+        actions.STUDIES_IMPORT,
+        objects=[ref("file", file)],
+        criteria=wanted,
+        config=engine_config,
+    ) as audit:
+        report = run_import(job, file, strict, encoding)
+        audit.done(imported(report))
+        print_report(file, report)
 
 
 app.command("pull")(pull)
@@ -133,18 +148,44 @@ def orphans(
     name, birth date or sex the PACS recorded conflict with that patient. Each study shows its
     flags: the values the PACS recorded that cannot be right.
     """
-    settings = _reconciler(config)
+    engine_config = _config(config)
     store = open_store_or_fail(db)
-    found_orphans: list[Orphan] = []
-    wrong: list[WrongPatient] = []
-    counts = {"orphans": 0, "wrong-patient": 0}
-    for item in classify(
-        store, assume_issuer=assume_issuer, name_similarity=name_similarity, settings=settings
-    ):
-        kind = "orphans" if isinstance(item, Orphan) else "wrong-patient"
-        counts[kind] += 1
-        if show in ("all", kind) and (not limit or counts[kind] <= limit):
-            (found_orphans if isinstance(item, Orphan) else wrong).append(item)  # type: ignore[arg-type]
+    wanted = recorded(
+        {
+            "assume_issuer": assume_issuer,
+            "name_similarity": name_similarity,
+            "show": show,
+            "limit": limit,
+        }
+    )
+    with audited(store, actions.STUDIES_ORPHANS, criteria=wanted, config=engine_config) as audit:
+        found_orphans: list[Orphan] = []
+        wrong: list[WrongPatient] = []
+        counts = {"orphans": 0, "wrong-patient": 0}
+        for item in classify(
+            store,
+            assume_issuer=assume_issuer,
+            name_similarity=name_similarity,
+            settings=engine_config.reconciler,
+        ):
+            kind = "orphans" if isinstance(item, Orphan) else "wrong-patient"
+            counts[kind] += 1
+            if show in ("all", kind) and (not limit or counts[kind] <= limit):
+                (found_orphans if isinstance(item, Orphan) else wrong).append(item)  # type: ignore[arg-type]
+        audit.detail = (
+            f"{len(found_orphans)} orphaned and {len(wrong)} possible wrong-patient studies shown"
+        )
+        _print_orphans(found_orphans, wrong, counts, show, output, limit)
+
+
+def _print_orphans(
+    found_orphans: list[Orphan],
+    wrong: list[WrongPatient],
+    counts: dict[str, int],
+    show: str,
+    output: str,
+    limit: int,
+) -> None:
     if output == "json":
         console.print_json(
             json.dumps(

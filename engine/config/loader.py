@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from engine.audit.settings import AuditSettings
 from engine.config.model import (
     BUILT_IN_DESTINATIONS,
     BUILT_IN_SOURCES,
@@ -23,6 +24,7 @@ from engine.routes import syntax as _syntax  # noqa: F401  (registers the route 
 from engine.routes.mappings import MappingError, Mappings
 from engine.routes.model import RouteSettings
 from engine.settings import INVALID, Binder, ConfigError, Mark, Problem, compose_file
+from engine.store.settings import StoreSettings
 
 SECTIONS: dict[str, Any] = {
     "listeners": ListenerSettings,
@@ -31,7 +33,12 @@ SECTIONS: dict[str, Any] = {
     "archives": ArchiveSettings,
 }
 """Top-level keys of a configuration file and the settings class of their entries."""
-SINGLETONS: dict[str, Any] = {"reconciler": ReconcilerSettings, "review": ReviewSettings}
+SINGLETONS: dict[str, Any] = {
+    "reconciler": ReconcilerSettings,
+    "review": ReviewSettings,
+    "audit": AuditSettings,
+    "store": StoreSettings,
+}
 """Top-level keys that hold one settings object (defaults apply when no file has the key)."""
 
 MAPPINGS_ENV = "CROSSWALK_MAPPINGS"
@@ -147,7 +154,35 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         archives=archives,
         reconciler=singles.get("reconciler", ReconcilerSettings()),
         review=singles.get("review", ReviewSettings()),
+        audit=singles.get("audit", AuditSettings()),
+        store=singles.get("store", StoreSettings()),
     )
+
+
+def load_section(path: str | Path, section: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One section of those holding a single settings object (``audit``, ``review``…), read
+    alone: the rest of the configuration is neither bound nor checked. Defaults when no file
+    has the section; ``ConfigError`` listing the section's problems."""
+    env = os.environ if environ is None else environ
+    problems: list[Problem] = []
+    singles: dict[str, Any] = {}
+    origins: dict[tuple[str, str], Mark] = {}
+    for file in config_files(Path(path)):
+        try:
+            root = compose_file(file)
+        except ConfigError as error:
+            problems.extend(error.problems)
+            continue
+        if not isinstance(root, yaml.MappingNode):
+            continue
+        binder = Binder(str(file), env)
+        for key_node, value_node in root.value:
+            if str(key_node.value) == section:
+                _bind_single(binder, section, key_node, value_node, singles, origins)
+        problems.extend(binder.problems)
+    if problems:
+        raise ConfigError(problems)
+    return singles.get(section, SINGLETONS[section]())
 
 
 def _bind_single(

@@ -1,17 +1,19 @@
 """The engine's configuration, assembled: listeners, destinations, routes, archives, and the
-reconciler's and review's sections, each typed by the part that owns it."""
+reconciler's, review's and audit's sections, each typed by the part that owns it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.audit.settings import AuditSettings
 from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.settings import SOURCE as REVIEW_SOURCE
 from engine.review.settings import ReviewSettings
 from engine.routes.mappings import Mappings
 from engine.routes.model import RouteSettings
+from engine.store.settings import StoreSettings
 from engine.studies.settings import ArchiveSettings
 
 __all__ = [
@@ -50,6 +52,10 @@ class EngineConfig:
     """How ``reconcile run`` scores orphaned studies (the ``reconciler:`` section)."""
     review: ReviewSettings = field(default_factory=ReviewSettings)
     """What an approved proposal sends to the PACS (the ``review:`` section)."""
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    """Where audit events are exported as they are recorded (the ``audit:`` section)."""
+    store: StoreSettings = field(default_factory=StoreSettings)
+    """How the store keeps message content (the ``store:`` section)."""
 
     @classmethod
     def default(cls) -> EngineConfig:

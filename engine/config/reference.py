@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine.audit.actions import ACTIONS
+from engine.audit.settings import SyslogSettings
 from engine.mllp.tls import ClientTLS, ListenerTLS
 from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
@@ -20,6 +22,7 @@ from engine.routes.conditions import OPERATORS
 from engine.routes.model import RouteSettings, RouteTarget
 from engine.routes.steps import STEPS
 from engine.settings import ByteSize, Duration, yaml_key
+from engine.store.settings import StoreSettings
 from engine.studies.settings import ArchiveSettings
 
 
@@ -85,16 +88,26 @@ def operators_table() -> str:
     return "\n".join(rows)
 
 
+def actions_table() -> str:
+    """Every action the audit trail records."""
+    rows = ["| action | what it records |", "|---|---|"]
+    rows += [f"| `{name}` | {meaning} |" for name, meaning in ACTIONS.items()]
+    return "\n".join(rows)
+
+
 BLOCKS: dict[str, Any] = {
     "listener-settings": lambda: settings_table(ListenerSettings),
     "destination-settings": lambda: settings_table(DestinationSettings),
     "listener-tls-settings": lambda: settings_table(ListenerTLS),
+    "store-settings": lambda: settings_table(StoreSettings),
     "destination-tls-settings": lambda: settings_table(ClientTLS),
     "archive-settings": lambda: settings_table(ArchiveSettings),
     "reconciler-settings": lambda: settings_table(ReconcilerSettings),
     "review-settings": lambda: settings_table(ReviewSettings),
     "route-settings": lambda: settings_table(RouteSettings),
     "route-target-settings": lambda: settings_table(RouteTarget),
+    "audit-syslog-settings": lambda: settings_table(SyslogSettings),
+    "audit-actions": actions_table,
     "steps": steps_reference,
     "operators": operators_table,
 }

@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from engine.audit.settings import AuditSettings
 from engine.hl7v2.fieldpath import FieldPath
 from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
@@ -218,6 +219,7 @@ def config_schema() -> dict[str, Any]:
             },
             "reconciler": _object_schema(ReconcilerSettings),
             "review": _object_schema(ReviewSettings),
+            "audit": _object_schema(AuditSettings),
         },
         "additionalProperties": False,
         "$defs": {"condition": _condition_schema(), "step": _step_schema()},

@@ -216,7 +216,8 @@ class QueueWorker:
     async def _sleep(self, seconds: float) -> None:
         """Wait before a retry, unless the engine stops first."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopped.wait()
 
     def _restart_from_store(self) -> None:
         self.items.clear()

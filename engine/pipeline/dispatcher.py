@@ -183,7 +183,8 @@ class Dispatcher:
                 break
             batch = self._take_batch()
             try:
-                await asyncio.wait_for(self._route(batch), left)
+                async with asyncio.timeout(left):  # wait_for may swallow a cancellation
+                    await self._route(batch)
             except (Exception, TimeoutError):
                 self.pending.extendleft(reversed(batch))  # for the count below
                 break

@@ -3,7 +3,8 @@
 The new configuration is loaded and checked completely first; only a configuration without a
 single problem replaces the running one, atomically (messages already routed keep their
 deliveries). A broken edit leaves the previous configuration running and logs every problem with
-its file and line. Connections and queues are not interrupted.
+its file and line. Connections and queues are not interrupted. Each reload, applied or refused,
+is recorded in the audit trail with the engine as the actor.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from engine.audit import actions
+from engine.audit.tables import Outcome
+from engine.audit.trail import Trail, ref
 from engine.pipeline.settings import LoadConfig, PipelineConfig
 from engine.settings import ConfigError
 
@@ -45,8 +49,11 @@ class ConfigWatcher:
         apply: Callable[[PipelineConfig], Awaitable[None]],
         load: LoadConfig,
         interval: float = 1.0,
+        trail: Trail | None = None,
     ) -> None:
         self.folder = folder
+        self.trail = trail
+        """Where reloads are recorded (the engine's audit trail)."""
         self.load = load
         self.mappings = mappings
         self.apply = apply
@@ -72,17 +79,19 @@ class ConfigWatcher:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._requested.wait(), timeout=self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._requested.wait()
             requested = self._requested.is_set()
             self._requested.clear()
             current = await asyncio.to_thread(snapshot, [self.folder, self.mappings])
             if current == self._seen and not requested:
                 continue
             self._seen = current
-            await self.reload()
+            await self.reload("SIGHUP" if requested else "file change")
 
-    async def reload(self) -> bool:
-        """Load, check and (if sound) apply the configuration; True when it was applied."""
+    async def reload(self, trigger: str = "request") -> bool:
+        """Load, check and (if sound) apply the configuration; True when it was applied.
+        ``trigger`` (SIGHUP, file change) is recorded with it in the audit trail."""
         try:
             config = await asyncio.to_thread(self.load, self.folder)
             await self.apply(config)
@@ -94,6 +103,11 @@ class ConfigWatcher:
             )
             for problem in error.problems:
                 log.error("  %s", problem)
+            await self._record(
+                trigger,
+                Outcome.REFUSED,
+                f"{len(error.problems)} problem(s); the previous configuration keeps running",
+            )
             return False
         self.reloads += 1
         log.info(
@@ -101,4 +115,29 @@ class ConfigWatcher:
             len(config.routes),
             len(config.destinations),
         )
+        await self._record(
+            trigger,
+            Outcome.OK,
+            f"{len(config.routes)} route(s), {len(config.destinations)} destination(s)",
+        )
         return True
+
+    async def _record(self, trigger: str, outcome: str, detail: str) -> None:
+        """Record the reload (in a thread: a commit, and perhaps the syslog export); a trail
+        that cannot be written is logged, and the engine goes on."""
+        if self.trail is None:
+            return
+        try:
+            await asyncio.to_thread(
+                self.trail.record,
+                actions.CONFIG_RELOAD,
+                objects=[ref("config", self.folder)],
+                criteria={"trigger": trigger},
+                outcome=outcome,
+                detail=detail,
+            )
+        except Exception as error:
+            log.error(
+                "the configuration reload could not be recorded in the audit trail: %s",
+                type(error).__name__,
+            )

@@ -159,7 +159,10 @@ class ForkedRouting(InlineRouting):
             self._child = await _Child.fork(self.router)
         child = self._child
         try:
-            return await asyncio.wait_for(child.route(batch), self.timeout)
+            # Not wait_for: on Python 3.11 it loses a cancellation (the engine stopping) that
+            # comes as the child answers, and the dispatcher would never stop.
+            async with asyncio.timeout(self.timeout):
+                return await child.route(batch)
         except TimeoutError:
             child.kill()
             self._retire_child()
@@ -270,7 +273,8 @@ class _Child:
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
         try:
-            await asyncio.wait_for(asyncio.to_thread(os.waitpid, self.pid, 0), timeout=5)
+            async with asyncio.timeout(5):
+                await asyncio.to_thread(os.waitpid, self.pid, 0)
         except TimeoutError:
             self.kill()
             await asyncio.to_thread(os.waitpid, self.pid, 0)

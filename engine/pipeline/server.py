@@ -20,6 +20,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from engine.audit.syslog import exporter
+from engine.audit.trail import Actor, Trail
 from engine.mllp.listener import ListenerLimits, MLLPListener
 from engine.mllp.tls import ServerTLS
 from engine.pipeline.certificates import check_daily, warn_expiring_certificates
@@ -113,6 +115,8 @@ class Server:
         self.delivery: DeliveryService | None = None
         self.dispatcher: Dispatcher | None = None
         self.watcher: ConfigWatcher | None = None
+        self.trail: Trail | None = None
+        """The audit trail of the engine's own actions (configuration reloads)."""
         self.listeners: dict[str, MLLPListener] = {}
         self.intakes: dict[str, Intake] = {}
         self._stopping = asyncio.Event()
@@ -158,12 +162,14 @@ class Server:
             check_daily(lambda: self.config), name="certificate check"
         )
         if self.config_folder is not None and self.load is not None:
+            self.trail = Trail(self.store, Actor.engine(), exporter(self.config.audit))
             self.watcher = ConfigWatcher(
                 self.config_folder,
                 self.config.mappings,
                 self.apply,
                 self.load,
                 self.reload_interval,
+                self.trail,
             )
             self.watcher.start()
 
@@ -199,6 +205,8 @@ class Server:
             listener.limits = limits[name]
         for name in config.listeners.keys() - self.listeners.keys():
             log.warning("listener %s is new; it opens at the next restart", name)
+        if self.trail is not None and config.audit != self.config.audit:
+            self.trail.export = exporter(config.audit)
         self.config = config
         self._report_unread_listeners()
         warn_expiring_certificates(config)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from engine.audit.settings import AuditSettings
 from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
 from engine.hl7v2.fieldpath import FieldPath
 from engine.mllp.tls import ClientTLS, ListenerTLS
@@ -163,6 +164,9 @@ class PipelineConfig(RoutingConfig, Protocol):
 
     @property
     def destinations(self) -> Mapping[str, DestinationSettings]: ...
+
+    @property
+    def audit(self) -> AuditSettings: ...
 
 
 LoadConfig = Callable[[Path], PipelineConfig]

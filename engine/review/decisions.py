@@ -48,7 +48,15 @@ ENGINE_REVIEWER = "crosswalk"
 
 
 class ReviewError(CrosswalkError):
-    """A decision that cannot be made, with the reason in words for the reviewer."""
+    """A decision that cannot be made, with the reason in words for the reviewer.
+
+    ``brief`` says it without values (no names, no reviewer's free text, no routing reason
+    quoting a field): what the audit trail records.
+    """
+
+    def __init__(self, text: str, brief: str | None = None) -> None:
+        super().__init__(text)
+        self.brief = brief or text
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +167,10 @@ def _refuse_decided(connection: Connection, item: ReviewRow, allowed: tuple[str,
     ).first()
     by = f" by {last.reviewer} at {last.decided_at:%Y-%m-%d %H:%M} UTC" if last else ""
     why = f" ({last.reason})" if last and last.reason else ""
-    raise ReviewError(f"proposal {item.proposal_id} is {item.status}{by}{why}")
+    raise ReviewError(
+        f"proposal {item.proposal_id} is {item.status}{by}{why}",
+        f"proposal {item.proposal_id} is {item.status}",
+    )
 
 
 RouteMerge = Callable[[bytes, str | None, str], Routing]
@@ -189,7 +200,10 @@ def approve(
             _refuse_decided(connection, item, ProposalStatus.OPEN)
             _refuse_second_approval(connection, item)
             if not item.study.known:
-                raise ReviewError(f"study {item.study_uid} is no longer in the study index")
+                raise ReviewError(
+                    f"study {item.study_uid} is no longer in the study index",
+                    "its study is no longer in the study index",
+                )
             message, routing = _merge_for(connection, settings, route, item, reviewer, now)
             message_id = _store_message(connection, message.raw, message.charset, routing, now)
             deliveries = [
@@ -230,7 +244,8 @@ def _refuse_second_approval(connection: Connection, item: ReviewRow) -> None:
     if other is not None:
         raise ReviewError(
             f"study {item.study_uid} is already approved for MPI patient {other.patient_id}"
-            f" (proposal {other.id}); one orphan cannot be merged into two patients"
+            f" (proposal {other.id}); one orphan cannot be merged into two patients",
+            f"its study is already approved (proposal {other.id})",
         )
 
 
@@ -280,7 +295,8 @@ def _merge_for(
     if routing.status != MessageStatus.ROUTED or not routing.outbound:
         raise ReviewError(
             f"proposal {item.proposal_id}: the merge message would not reach the PACS"
-            f" ({routing.reason or 'no route has source: ' + SOURCE}); nothing was approved"
+            f" ({routing.reason or 'no route has source: ' + SOURCE}); nothing was approved",
+            f"proposal {item.proposal_id}: the merge message would not reach the PACS",
         )
     return message, routing
 
@@ -290,7 +306,10 @@ def _store_message(
 ) -> int:
     examination = examine(raw, default_charset=charset)
     if examination.problem is not None:  # a bug in build_merge, never the reviewer's input
-        raise ReviewError(f"the merge message is not valid HL7: {examination.problem.text}")
+        raise ReviewError(
+            f"the merge message is not valid HL7: {examination.problem.text}",
+            "the merge message is not valid HL7",
+        )
     values = message_row(raw, len(raw), examination, now, SOURCE, "crosswalk review")
     values.update(status=routing.status, status_reason=routing.reason, ack_code="", ack=b"")
     return int(

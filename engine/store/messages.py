@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from engine.store import crypto
 from engine.store.schema import Delivery, DeliveryState, Message, MessageStatus
 
 QUEUE_STATUSES = ("queued", "delivered")
@@ -93,11 +94,16 @@ def build_query(criteria: MessageFilter, dialect: str = "sqlite") -> Select[Mess
         query = query.where(Message.sending_facility == c.sending_facility)
     if c.listener:
         query = query.where(Message.listener == c.listener)
-    if c.text:
-        # Messages are stored as received: look for the text in the encodings they come in.
-        forms = {c.text.encode("utf-8"), c.text.encode("latin-1", "ignore")}
-        query = query.where(or_(*(_contains(Message.raw, form, dialect) for form in forms if form)))
+    if c.text and crypto.current_keyring() is None:
+        query = query.where(
+            or_(*(_contains(Message.raw, form, dialect) for form in _forms(c.text)))
+        )
     return query
+
+
+def _forms(text: str) -> set[bytes]:
+    """Messages are stored as received: the text in the encodings they come in."""
+    return {form for form in (text.encode("utf-8"), text.encode("latin-1", "ignore")) if form}
 
 
 def find_messages(
@@ -106,8 +112,20 @@ def find_messages(
     """Messages matching ``criteria``, newest first by default."""
     order = Message.id.desc() if newest_first else Message.id.asc()
     with Session(engine, expire_on_commit=False) as session:
-        query = build_query(criteria, engine.dialect.name)
-        return session.scalars(query.order_by(order).limit(limit)).all()
+        query = build_query(criteria, engine.dialect.name).order_by(order)
+        if not criteria.text or crypto.current_keyring() is None:
+            return session.scalars(query.limit(limit)).all()
+        # Encrypted content cannot be searched by the database: decrypt and look, a page of
+        # the other criteria's matches at a time, until enough are found.
+        forms, offset = _forms(criteria.text), 0
+        found: list[Message] = []
+        while len(found) < limit:
+            page = session.scalars(query.offset(offset).limit(500)).all()
+            found += [m for m in page if any(form in m.raw for form in forms)]
+            if len(page) < 500:
+                break
+            offset += 500
+        return found[:limit]
 
 
 def get_message(engine: Engine, message_id: int) -> Message | None:

@@ -12,7 +12,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -21,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from engine.store.crypto import EncryptedBytes, EncryptedText
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; BIGINT elsewhere.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -107,7 +108,7 @@ class Message(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     listener: Mapped[str] = mapped_column(String(64))
     peer: Mapped[str] = mapped_column(String(128))
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    raw: Mapped[bytes] = mapped_column(EncryptedBytes("messages.raw"))
     size: Mapped[int] = mapped_column(Integer)
     """Bytes received; larger than ``len(raw)`` when an oversize message was cut."""
     charset: Mapped[str | None] = mapped_column(String(32))
@@ -129,11 +130,11 @@ class Message(Base):
     processing_id: Mapped[str] = mapped_column(String(8), default="")
     version_id: Mapped[str] = mapped_column(String(16), default="")
     status: Mapped[str] = mapped_column(String(16))
-    status_reason: Mapped[str] = mapped_column(Text, default="")
+    status_reason: Mapped[str] = mapped_column(EncryptedText("messages.status_reason"), default="")
     duplicate_of: Mapped[int | None] = mapped_column(Id, ForeignKey("messages.id"))
     ack_code: Mapped[str] = mapped_column(String(8), default="")
     """MSA-1 codes answered, e.g. ``AA`` or ``CA AA`` in enhanced mode; empty when none."""
-    ack: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    ack: Mapped[bytes] = mapped_column(EncryptedBytes("messages.ack"), default=b"")
     """The acknowledgement(s) written back, encoded, CR-separated."""
 
     __table_args__ = (
@@ -156,14 +157,14 @@ class Delivery(Base):
     route: Mapped[str] = mapped_column(String(64))
     destination: Mapped[str] = mapped_column(String(64))
     partition: Mapped[int] = mapped_column(Integer, default=0)
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes] = mapped_column(EncryptedBytes("deliveries.payload"))
     """The message as sent: after the route's transforms, encoded in its character set."""
     control_id: Mapped[str] = mapped_column(Text, default="")
     """MSH-10 as sent, whole: the destination's ACK must echo it (MSA-2)."""
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str] = mapped_column(Text, default="")
-    ack: Mapped[bytes | None] = mapped_column(LargeBinary)
+    last_error: Mapped[str] = mapped_column(EncryptedText("deliveries.last_error"), default="")
+    ack: Mapped[bytes | None] = mapped_column(EncryptedBytes("deliveries.ack"))
     """The destination's last answer."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -93,7 +93,11 @@ class DicomQuery(StudyQuery):
                 "association aborted by the archive"
                 if self.assoc.is_aborted
                 else f"no answer to the association request within {timeout:g}s"
-                + (" (over TLS: is the archive's certificate, or ours, refused?)" if context else "")
+                + (
+                    " (over TLS: is the archive's certificate, or ours, refused?)"
+                    if context
+                    else ""
+                )
             )
         if not self.assoc.accepted_contexts:
             self.assoc.release()

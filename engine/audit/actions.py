@@ -1,0 +1,70 @@
+"""Every action the audit trail records, with what it means (the list in docs/security.md).
+
+Names are ``part.verb``, at most 32 printable ASCII characters (they are the MSGID of the
+syslog messages).
+"""
+
+from __future__ import annotations
+
+MESSAGES_LIST = "messages.list"
+MESSAGES_SEARCH = "messages.search"
+MESSAGES_SHOW = "messages.show"
+MESSAGES_RESEND = "messages.resend"
+QUEUE_PAUSE = "queue.pause"
+QUEUE_RESUME = "queue.resume"
+QUEUE_RETRY = "queue.retry"
+MPI_IMPORT = "mpi.import"
+MPI_SHOW = "mpi.show"
+MPI_SEARCH = "mpi.search"
+STUDIES_IMPORT = "studies.import"
+STUDIES_PULL = "studies.pull"
+STUDIES_ORPHANS = "studies.orphans"
+RECONCILE_RUN = "reconcile.run"
+RECONCILE_EXPORT = "reconcile.export"
+REVIEW_LIST = "review.list"
+REVIEW_SHOW = "review.show"
+REVIEW_NEXT = "review.next"
+REVIEW_APPROVE = "review.approve"
+REVIEW_REJECT = "review.reject"
+REVIEW_DEFER = "review.defer"
+REVIEW_AUDIT = "review.audit"
+REVIEW_WAS_IS = "review.export-was-is"
+CONFIG_RELOAD = "config.reload"
+KEYS_ROTATE = "keys.rotate"
+AUDIT_LIST = "audit.list"
+AUDIT_VERIFY = "audit.verify"
+
+ACTIONS: dict[str, str] = {
+    MESSAGES_LIST: "stored messages listed (their header fields); objects: the messages shown",
+    MESSAGES_SEARCH: "messages searched for a text (the text is not recorded); objects: the"
+    " messages shown",
+    MESSAGES_SHOW: "one message shown, content and ACK (PHI)",
+    MESSAGES_RESEND: "messages routed again and queued",
+    QUEUE_PAUSE: "a destination's queue paused",
+    QUEUE_RESUME: "a destination's queue resumed",
+    QUEUE_RETRY: "a destination's set-aside messages put back in its queue",
+    MPI_IMPORT: "an MPI export loaded (detail: the counts)",
+    MPI_SHOW: "a patient shown (the identifier asked for is not recorded; objects: the"
+    " patients shown)",
+    MPI_SEARCH: "patients searched by name and birth date (not recorded); objects: the"
+    " patients shown",
+    STUDIES_IMPORT: "a list of the PACS' studies loaded (detail: the counts)",
+    STUDIES_PULL: "an archive's list of studies pulled (C-FIND, QIDO-RS)",
+    STUDIES_ORPHANS: "orphaned and wrong-patient studies listed (PHI)",
+    RECONCILE_RUN: "a reconciler run: proposals written (and approved, with an automatic band)",
+    RECONCILE_EXPORT: "proposals exported (PHI); objects: the proposals",
+    REVIEW_LIST: "proposals listed (PHI), also the selection of a batch approval",
+    REVIEW_SHOW: "one proposal shown side by side with its candidate (PHI)",
+    REVIEW_NEXT: "one proposal shown by `review next` (PHI)",
+    REVIEW_APPROVE: "a proposal approved (its merge queued for the PACS), or the approval refused",
+    REVIEW_REJECT: "a proposal rejected, or the rejection refused",
+    REVIEW_DEFER: "a proposal deferred, or refused",
+    REVIEW_AUDIT: "the review decisions shown or exported, with their snapshots (PHI)",
+    REVIEW_WAS_IS: "the was-is list written to a file (PHI)",
+    CONFIG_RELOAD: "the engine reloaded its configuration (or refused a broken one); actor:"
+    " the engine",
+    KEYS_ROTATE: "a new key to encrypt stored content, and the content re-encrypted with it",
+    AUDIT_LIST: "the audit trail read",
+    AUDIT_VERIFY: "the audit trail's chain verified (detail: intact, or the rows named)",
+}
+"""Action name → what it records."""
