@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from engine.config.model import EngineConfig
 from engine.pipeline.server import Server
 from engine.pipeline.settings import ListenerSettings
 from engine.store.schema import Message
+from engine.testing import wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,11 +124,54 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_crosswalk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``crosswalk ARGS`` as a user would, capturing its output."""
+def run_crosswalk(
+    *args: str, timeout: float = 60, columns: int = 200
+) -> subprocess.CompletedProcess[str]:
+    """Run ``crosswalk ARGS`` as a user would, capturing its output (``columns``: the width of
+    the terminal it believes it writes to)."""
     return subprocess.run(
-        crosswalk(*args), capture_output=True, text=True, env=cli_env(), timeout=timeout
+        crosswalk(*args),
+        capture_output=True,
+        text=True,
+        env=cli_env(COLUMNS=str(columns)),
+        timeout=timeout,
     )
+
+
+@contextmanager
+def serving(
+    args: list[str],
+    port: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``crosswalk serve ARGS`` as a real process logging to ``log``, once ``port`` listens;
+    stopped with SIGTERM on the way out (its exit code is then ``returncode``)."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            crosswalk("serve", *args),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env or cli_env(),
+            cwd=cwd,
+        )
+        try:
+            wait_for_port(port, process)
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+
+
+def assert_fits(output: str, columns: int, values: list[str]) -> None:
+    """Every line of ``output`` fits ``columns``, and each of ``values`` (ids, dates, accession
+    numbers) is printed whole on one line."""
+    lines = output.splitlines()
+    too_wide = [line for line in lines if len(line.rstrip()) > columns]
+    assert not too_wide, too_wide
+    missing = [value for value in values if not any(value in line for line in lines)]
+    assert not missing, (missing, output)
 
 
 ENDPOINTS = """

@@ -115,6 +115,19 @@ def test_original_mode_sends_one_application_ack() -> None:
         ("AL", "ER", Outcome.ACCEPTED, ["CA"]),
         ("AL", "AL", Outcome.REJECTED, ["CR"]),
         ("", "AL", Outcome.ACCEPTED, ["CA", "AA"]),
+        # An empty MSH-16 is AL: NE and nothing else is original mode (HL7 v2.8.2 ch. 2).
+        ("NE", "", Outcome.ACCEPTED, ["AA"]),
+        ("NE", "", Outcome.ERROR, ["AE"]),
+        ("NE", "", Outcome.REJECTED, ["AR"]),
+        ("AL", "", Outcome.ACCEPTED, ["CA", "AA"]),
+        ("AL", "", Outcome.REJECTED, ["CR"]),
+        # No accept ACK asked for: the application ACK reports a refusal when it is wanted.
+        ("NE", "AL", Outcome.REJECTED, ["AR"]),
+        ("NE", "ER", Outcome.ERROR, ["AE"]),
+        ("NE", "ER", Outcome.ACCEPTED, []),
+        ("NE", "SU", Outcome.REJECTED, []),
+        ("SU", "AL", Outcome.REJECTED, ["AR"]),
+        ("ER", "AL", Outcome.REJECTED, ["CR"]),
     ],
 )
 def test_enhanced_mode_follows_table_0155(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -12,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.testing import Peer, free_port, wait_for_port
-from tests.support import adt, cli_env, crosswalk, hl7, running_engine
+from engine.testing import Peer, free_port
+from tests.support import adt, cli_env, crosswalk, hl7, running_engine, serving
 
 
 def run(
@@ -163,27 +162,16 @@ def test_serve_refuses_a_broken_configuration_with_positions(tmp_path: Path) -> 
 def test_serve_stops_cleanly_on_sigterm_and_logs_no_phi(db_url: str, tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            crosswalk("serve", "--db", db_url, "--port", str(port)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=cli_env(),
-            cwd=tmp_path,
-        )
-        try:
-            wait_for_port(port, process)
-            secret = "PID|1||PHI-MRN-991^^^GENHOSP^MR||PHIFAMILY^PHIGIVEN||19011231|F"
-            with Peer(port) as peer:
-                peer.exchange(adt("S1", pid=secret))
-                peer.exchange(adt("S1", pid=secret))  # duplicate: logged at INFO
-                peer.exchange(adt("S2", pid=secret).replace(b"PHIFAMILY", b"PHI\xffFAMILY"))
-                peer.exchange(adt("S3", pid=secret, extra_msh="||||||NOPE"))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(30)
+    args = ["--db", db_url, "--port", str(port)]
+    with serving(args, port, log, cwd=tmp_path) as process:
+        secret = "PID|1||PHI-MRN-991^^^GENHOSP^MR||PHIFAMILY^PHIGIVEN||19011231|F"
+        with Peer(port) as peer:
+            peer.exchange(adt("S1", pid=secret))
+            peer.exchange(adt("S1", pid=secret))  # duplicate: logged at INFO
+            peer.exchange(adt("S2", pid=secret).replace(b"PHIFAMILY", b"PHI\xffFAMILY"))
+            peer.exchange(adt("S3", pid=secret, extra_msh="||||||NOPE"))
     text = log.read_text(errors="replace")
-    assert code == 0, text
+    assert process.returncode == 0, text
     assert "engine stopped" in text
     assert "control_id=S1" in text and "control_id=S2" in text
     for phi in ("PHI-MRN-991", "PHIFAMILY", "PHIGIVEN", "19011231"):
@@ -256,3 +244,48 @@ def test_a_command_imports_only_what_it_needs_and_help_lists_them_all() -> None:
     assert "numpy" in heavy  # everything is imported to describe everything
     shown, heavy = loaded("reconcile", "--help")
     assert "run" in shown and "engine.reconcile.run" in heavy
+
+
+def test_a_store_that_cannot_be_written_is_refused_in_one_line(tmp_path: Path) -> None:
+    """`serve` refuses to start (naming the file and the cause) rather than answering AE to
+    everything; a command that fails on the store says so in one line, without SQL or values."""
+    from tests.support import run_crosswalk
+
+    db = tmp_path / "store.db"
+    csv = tmp_path / "mpi.csv"
+    csv.write_text(
+        "mrn,issuer,family_name,given_name,middle_name,birth_date,sex,street,city,state,"
+        "postal_code,phone\n777001,GENHOSP,QUIRKE,ELSA,,1970-01-01,F,,,,,\n"
+    )
+    assert run_crosswalk("messages", "list", "--db", str(db)).returncode == 0  # created
+    read_only = f"sqlite:///file:{db}?mode=ro&uri=true"
+    served = subprocess.run(
+        crosswalk("serve", "--db", read_only, "--port", "0"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    assert served.returncode != 0
+    assert f"the store {db} cannot be written" in served.stderr
+    imported = run_crosswalk("mpi", "import", str(csv), "--db", read_only)
+    assert imported.returncode == 2
+    assert "error: the store failed: OperationalError: attempt to write a readonly database" in (
+        imported.stderr
+    )
+    assert "Traceback" not in imported.stderr and "╭" not in imported.stderr
+    assert "QUIRKE" not in imported.stdout + imported.stderr
+    assert "INSERT" not in imported.stderr
+
+
+def test_the_common_postgres_spelling_works() -> None:
+    import os
+
+    url = os.environ.get("CROSSWALK_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("CROSSWALK_TEST_POSTGRES_URL is not set")
+    from tests.support import run_crosswalk
+
+    common = url.replace("postgresql+psycopg://", "postgres://")
+    done = run_crosswalk("queue", "status", "--db", common)
+    assert done.returncode == 0, done.stderr

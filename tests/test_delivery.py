@@ -15,10 +15,12 @@ from engine.store.queue import read_controls, set_control, summarize
 from engine.testing import FakeReceiver, Peer, free_port, wait_for_port
 from tests.support import (
     adt,
+    assert_fits,
     cli_env,
     config_folder,
     crosswalk,
     destination_yaml,
+    run_crosswalk,
     running_pipeline,
     stored_messages,
 )
@@ -423,4 +425,55 @@ def test_a_queue_over_its_window_in_bytes_is_read_from_the_store_in_order(
         assert len(load_queued(store, "pacs", 0, 0, max_bytes=1)) == 1, "at least one"
         pacs = FakeReceiver(port)
         assert wait_until(lambda: deduplicated(pacs.control_ids()) == ids("Y", 12))
+    pacs.stop()
+
+
+def test_a_misspelt_destination_is_refused_with_the_names(db_url: str, tmp_path: Path) -> None:
+    folder = config_folder(tmp_path, "routes: {}\n", endpoints=destination_yaml(9))
+    for command in ("pause", "resume", "retry"):
+        done = subprocess.run(
+            crosswalk("queue", command, "pcas", "--config", str(folder), "--db", db_url),
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+        )
+        assert done.returncode == 1
+        assert "no destination 'pcas'; the destinations are: mpi, pacs" in done.stderr
+    store = open_store(db_url)
+    assert "pcas" not in read_controls(store)
+
+
+def test_resume_after_an_outage_sends_at_once_and_status_says_when_it_would_have(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The PACS was down: the worker waits out its back-off (here 60 s), and `queue status`
+    says when it tries next. The PACS is back: `queue resume` sends at once."""
+    pacs = FakeReceiver()
+    port = pacs.port
+    pacs.stop()
+    with running_pipeline(
+        db_url, tmp_path, port, retry_initial="60s", retry_max="5m", connect_timeout="1s"
+    ) as engine:
+        send_all(engine.port(), ["OUT1"])
+        time.sleep(1.5)  # one failed attempt, then 60 s to wait
+        status = subprocess.run(
+            crosswalk("queue", "status", "--db", db_url),
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+        )
+        assert "next try" in status.stdout and "in 5" in status.stdout, status.stdout
+        narrow = run_crosswalk("queue", "status", "--db", db_url, columns=60)
+        assert narrow.returncode == 0, narrow.stderr
+        assert_fits(narrow.stdout, 60, ["pacs", "active"])
+        pacs = FakeReceiver(port)
+        started = time.monotonic()
+        subprocess.run(
+            crosswalk("queue", "resume", "pacs", "--db", db_url),
+            env=cli_env(),
+            check=True,
+            capture_output=True,
+        )
+        assert pacs.wait_for(1, timeout=10)
+        assert time.monotonic() - started < 10, "not the 60 s back-off"
     pacs.stop()

@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -14,7 +15,16 @@ from engine.hl7v2.ack import read_ack
 from engine.store.database import open_store
 from engine.store.schema import MessageStatus
 from engine.testing import Peer
-from tests.support import adt, field, hl7, running_engine, segment, stored_messages
+from tests.support import (
+    adt,
+    assert_fits,
+    field,
+    hl7,
+    run_crosswalk,
+    running_engine,
+    segment,
+    stored_messages,
+)
 
 
 def test_a_message_is_stored_before_its_aa_and_the_ack_is_kept(db_url: str) -> None:
@@ -282,6 +292,42 @@ def test_enhanced_mode_sends_the_accept_ack_then_the_application_ack(db_url: str
     assert rows[1].ack_code == "" and rows[1].status in MessageStatus.ACCEPTED
 
 
+def test_msh15_ne_with_msh16_empty_gets_the_answer_of_original_mode(
+    db_url: str, tmp_path: Path
+) -> None:
+    """NE and an empty MSH-16 asks for no accept ACK and, MSH-16 counting as AL, for the
+    application ACK: AA when stored, AR when refused; `crosswalk send` waits for it."""
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        stored = read_ack(peer.exchange(adt("NE1", extra_msh="|||NE|")))
+        refused = read_ack(peer.exchange(hl7("MSH|^~\\&|A|B|C|D|20261123||ADT^A01||P|2.5.1|||NE|")))
+        sample = tmp_path / "ne.hl7"
+        sample.write_bytes(adt("NE2", extra_msh="|||NE|"))
+        sent = run_crosswalk("send", "--timeout", "10", f"127.0.0.1:{engine.port()}", str(sample))
+        rows = stored_messages(open_store(db_url))
+    assert (stored.code, stored.control_id) == ("AA", "NE1")
+    assert refused.code == "AR" and "101" in refused.error
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "NE2  AA" in sent.stdout and "1 of 1 message(s) acknowledged positively" in sent.stdout
+    assert [(r.control_id, r.ack_code) for r in rows] == [("NE1", "AA"), ("", "AR"), ("NE2", "AA")]
+
+
+def test_messages_show_gives_the_acks_texts_unescaped(db_url: str) -> None:
+    """The MSA-3 and ERR-8 of a refusal are stored escaped, as sent; `messages show` prints them
+    as a person reads them."""
+    payload = hl7("MSH|^~\\&|A|B|C|D|20261123||ADT^A01|CS1|P|2.5.1||||||FOO^BAR&X")
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        ack = peer.exchange(payload)
+    assert b"FOO\\S\\BAR\\T\\X" in ack  # on the wire, escaped
+    shown = run_crosswalk("messages", "show", "1", "--db", db_url)
+    assert shown.returncode == 0, shown.stderr
+    lines = [" ".join(line.split()) for line in shown.stdout.splitlines()]
+    for path in ("MSA-3", "ERR-8"):
+        shown_line = next(line for line in lines if line.startswith(path))
+        assert shown_line.startswith(f"{path} character set 'FOO^BAR&X' is not supported")
+    assert "\\S\\" not in shown.stdout and "\\T\\" not in shown.stdout
+    assert "ERR-3.2 Table value not found" in lines
+
+
 def test_enhanced_mode_rejection_is_a_cr(db_url: str) -> None:
     with running_engine(db_url) as engine, Peer(engine.port()) as peer:
         payload = hl7("MSH|^~\\&|A|B|C|D|20261123||ADT^A01||P|2.5.1|||AL|AL")
@@ -355,3 +401,18 @@ def test_connections_over_max_connections_are_closed_and_the_others_keep_working
             first.close()
             second.close()
         assert engine.stats().refused == 1
+
+
+def test_messages_list_at_80_columns_keeps_every_id_whole(db_url: str) -> None:
+    ids = ["GH2026031600016ABCDE", "GH2026031600017ABCDE", "C3"]
+    with running_engine(db_url) as engine, Peer(engine.port()) as peer:
+        for control_id in ids:
+            assert read_ack(peer.exchange(adt(control_id))).code == "AA"
+    listed = run_crosswalk("messages", "list", "--db", db_url, columns=80)
+    assert listed.returncode == 0, listed.stderr
+    rows = stored_messages(open_store(db_url))
+    received = [r.received_at.astimezone().strftime("%Y-%m-%d") for r in rows]
+    assert_fits(listed.stdout, 80, [*ids, "ADT^A01^ADT_A01", *received])
+    assert "(left out to fit the terminal: listener, from; widen the" in listed.stdout
+    wide = run_crosswalk("messages", "list", "--db", db_url, columns=200)
+    assert "EPIC/GENHOSP" in wide.stdout and "left out" not in wide.stdout

@@ -21,7 +21,7 @@ from engine.store.database import open_store
 from engine.store.queue import set_control
 from engine.store.schema import Delivery, DeliveryState
 from engine.testing import Peer
-from tests.support import Pipeline, config_folder, hl7
+from tests.support import Pipeline, config_folder, hl7, run_crosswalk
 
 MPI_ROUTE = "routes:\n  mpi:\n    source: ehr\n    destinations: [mpi]\n"
 ENDPOINTS = "listeners:\n  ehr: {port: 0}\n"
@@ -120,6 +120,18 @@ def test_a01_creates_and_a08_updates_with_history(db_url: str, tmp_path: Path) -
         assert [e.kind for e in updated.events] == ["created", "updated"]
         assert updated.events[0].message_id is not None
         assert search(feed.store, family="smi")[0].id == smith.patient.id  # via the old name
+
+
+def test_messages_show_gives_the_mpis_answer_as_it_is(db_url: str, tmp_path: Path) -> None:
+    """The MPI answers with a note, not an HL7 ACK: `messages show` prints the note."""
+    with mpi_feed(db_url, tmp_path) as feed:
+        feed.send(adt("A01", "M1", PID_SMITH))  # returns once the MPI has applied it
+        delivery = feed.last_delivery()
+    shown = run_crosswalk("messages", "show", str(delivery.message_id), "--db", db_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "not an HL7 acknowledgement" not in shown.stdout
+    answer = next(line.strip() for line in shown.stdout.splitlines() if "answer:" in line)
+    assert answer.startswith("answer: MPI: created patient ")
 
 
 def test_an_older_update_arriving_late_is_not_applied(db_url: str, tmp_path: Path) -> None:

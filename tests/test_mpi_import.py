@@ -15,7 +15,7 @@ from engine.mpi.importer import MpiImport, event_time_of
 from engine.mpi.queries import patients_with_identifier, view
 from engine.mpi.tables import Patient, PatientIdentifier
 from engine.store.database import open_store
-from tests.support import run_crosswalk
+from tests.support import assert_fits, run_crosswalk
 
 HEADER = (
     "mrn,issuer,family_name,given_name,middle_name,birth_date,sex,street,city,state,"
@@ -100,6 +100,15 @@ def test_an_export_creates_patients_with_their_identifiers(db_url: str, tmp_path
         ("1,GENHOSP,SM\x00ITH,Y,,,,,,,,", "family_name: holds a NUL character (0x00)"),
         ("1,GENHOSP,X,Y,,,," + "S" * 201 + ",,,,", "street: longer than 200 characters"),
         ("1,GENHOSP,X,Y,,,,,,,,,extra", "13 values for 12 columns"),
+        # The row is not in the header's shape, even when the value left over is empty.
+        ("1,GENHOSP,X,Y,,,,,,,,,", "13 values for 12 columns in the header"),
+        ("300,SHORT,ROW", "3 values for 12 columns in the header; the row is not imported"),
+        # A quote left open is an error of its line: the next row is still imported.
+        (
+            '200,"QUOTE,BAD,EVE,,1981-01-01,F,,,,,',
+            "column 2 (issuer): a quoted value is not closed on this line",
+        ),
+        ('1,GENHOSP,"SMITH"S,Y,,,,,,,,', "column 3 (family_name): a closing quote is followed"),
     ],
 )
 def test_a_bad_row_is_reported_with_its_line_and_skipped_whole(
@@ -242,7 +251,66 @@ def test_the_cli_strict_import_stops_at_the_first_bad_row(db_url: str, tmp_path:
     assert cli("mpi", "show", "100234", db_url=db_url).returncode == 1
 
 
+def test_the_cli_says_which_lines_are_not_in_the_headers_shape(db_url: str, tmp_path: Path) -> None:
+    """An unterminated quote, a quote followed by text, too few or too many values: each line is
+    reported with its column and skipped; every other row is imported, none is merged into
+    another, and no patient is made of a line's text."""
+    path = export(
+        tmp_path,
+        GOOD[0],
+        '200,"QUOTE,BAD,EVE,,1981-01-01,F,,,,,',
+        GOOD[1],
+        '201,GENHOSP,"LEE"ANN,SUE,,,,,,,,',
+        "300,SHORT,ROW",
+        "301,GENHOSP,SMITH, JR,JOHN,,1980-03-04,M,,,,,",
+        GOOD[2],
+        '"302,GENHOSP,OPEN,LAST,,,,,,,,',
+    )
+    result = cli("mpi", "import", str(path), db_url=db_url)
+    assert result.returncode == 1
+    problems = [line for line in result.stderr.splitlines() if line.startswith(str(path))]
+    expected = [
+        f"{path}:3: column 2 (issuer): a quoted value is not closed on this line;",
+        f"{path}:5: column 3 (family_name): a closing quote is followed by more text;",
+        f"{path}:6: 3 values for 12 columns in the header; the row is not imported",
+        f"{path}:7: 13 values for 12 columns in the header; the row is not imported",
+        f"{path}:9: column 1 (mrn): a quoted value is not closed on this line;",
+    ]
+    assert [line[: len(start)] for line, start in zip(problems, expected, strict=True)] == expected
+    assert 'a quote inside a quoted value is written twice ("")' in problems[0]
+    assert "(a value holding ',' must be in quotes)" in problems[3]
+    words = " ".join(result.stdout.split())
+    assert "3 row(s) imported: 3 created" in words and "5 bad row(s) skipped" in words
+    for mrn, issuer in (("100234", "GENHOSP"), ("100388", "GENHOSP"), ("E4455", "EPI")):
+        assert patient(db_url, mrn, issuer) is not None
+    store = open_store(db_url)
+    with Session(store) as session:
+        names = set(session.scalars(select(Patient.family_name)))
+    store.dispose()
+    assert names == {"SMITH", "GARCÍA", "NGUYEN"}
+
+
 def test_event_time_of_sorts_like_hl7_times() -> None:
     from datetime import datetime
 
     assert event_time_of(datetime(2026, 11, 23, 6, 0)) == "20261123060000.000000"
+
+
+def test_mpi_screens_at_80_columns_keep_ids_and_dates_whole(db_url: str, tmp_path: Path) -> None:
+    path = export(
+        tmp_path,
+        GOOD[0].replace("SPRINGFIELD", "SPRINGFIELD HEIGHTS NORTH"),
+        "E4455667788,EPIC-ENTERPRISE-ID,NGUYEN,LINH,,1999-12-31,F,,,,,",
+    )
+    assert cli("mpi", "import", str(path), db_url=db_url).returncode == 0
+
+    def narrow(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_crosswalk(*args, "--db", db_url, columns=80)
+
+    found = narrow("mpi", "search", "--birth-date", "1999-12-31")
+    assert found.returncode == 0, found.stderr
+    assert_fits(found.stdout, 80, ["E4455667788^^^EPIC-ENTERPRISE-ID", "1999-12-31", "NGUYEN"])
+    shown = narrow("mpi", "show", "100234")
+    assert shown.returncode == 0, shown.stderr
+    tables = shown.stdout.split("\n", 2)[2]  # below the name and the address (prose)
+    assert_fits(tables, 80, ["100234", "GENHOSP", "created"])

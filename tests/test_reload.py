@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from engine.hl7v2.ack import read_ack
-from engine.testing import FakeReceiver, Peer, free_port, wait_for_port
-from tests.support import adt, cli_env, config_folder, crosswalk, destination_yaml, running_pipeline
+from engine.testing import FakeReceiver, Peer, free_port
+from tests.support import adt, cli_env, config_folder, destination_yaml, running_pipeline, serving
 
 ROUTE = """routes:
   all:
@@ -89,25 +88,42 @@ def test_sighup_reloads(db_url: str, tmp_path: Path) -> None:
     folder = config_folder(tmp_path, ROUTE.format(value="ONE"), endpoints=endpoints)
     env = cli_env(CROSSWALK_RELOAD_INTERVAL="3600")  # no polling: only SIGHUP reloads
     log = tmp_path / "engine.log"
-    with log.open("wb") as out:
-        engine = subprocess.Popen(
-            crosswalk("serve", "--db", db_url, "--config", str(folder)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            wait_for_port(port, engine)
-            with Peer(port) as peer:
-                assert exchange_and_wait(peer, pacs, "G1")[3] == "ONE"
-                (folder / "routes.yaml").write_text(ROUTE.format(value="TWO"))
-                engine.send_signal(signal.SIGHUP)
-                deadline = time.monotonic() + 10
-                while "configuration reloaded" not in log.read_text():
-                    assert time.monotonic() < deadline
-                    time.sleep(0.05)
-                assert exchange_and_wait(peer, pacs, "G2")[3] == "TWO"
-        finally:
-            engine.send_signal(signal.SIGTERM)
-            assert engine.wait(30) == 0
+    args = ["--db", db_url, "--config", str(folder)]
+    with serving(args, port, log, env) as engine, Peer(port) as peer:
+        assert exchange_and_wait(peer, pacs, "G1")[3] == "ONE"
+        (folder / "routes.yaml").write_text(ROUTE.format(value="TWO"))
+        engine.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "configuration reloaded" not in log.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert exchange_and_wait(peer, pacs, "G2")[3] == "TWO"
+    assert engine.returncode == 0
     pacs.stop()
+
+
+def test_a_filter_no_message_can_pass_is_logged_at_start_and_on_reload(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The engine starts (the filter is allowed), but says which filter can match no HL7
+    message, with its file and line; a reload that brings one says so too."""
+    port = free_port()
+    endpoints = destination_yaml(9).replace("ehr: {port: 0}", f"ehr: {{port: {port}}}")
+    routes = "routes:\n  orders:\n    source: ehr\n    filter: {type: [%s]}\n"
+    routes += "    destinations: [pacs]\n"
+    folder = config_folder(tmp_path, routes % "OMI^O32", endpoints=endpoints)
+    log = tmp_path / "engine.log"
+    env = cli_env(CROSSWALK_RELOAD_INTERVAL="0.2")
+    with serving(["--db", db_url, "--config", str(folder)], port, log, env) as engine:
+        started = log.read_text()
+        assert (
+            f"WARNING engine.pipeline.reload: configuration: {folder / 'routes.yaml'}:4:21:"
+            " route 'orders': filter: type OMI^O32 can match no message" in started
+        )
+        (folder / "routes.yaml").write_text(routes % "OMI^O23, ORM^O23")
+        deadline = time.monotonic() + 10
+        while "type ORM^O23 can match no message" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert "configuration reloaded" in log.read_text()
+    assert engine.returncode == 0

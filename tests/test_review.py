@@ -19,6 +19,8 @@ import pytest
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from engine.cli.common import shown_date
+from engine.cli.review_screen import shown_probability
 from engine.config.loader import load_config
 from engine.config.model import EngineConfig
 from engine.hl7v2.message import Message
@@ -37,7 +39,14 @@ from engine.routes.router import Router
 from engine.settings import ConfigError
 from engine.store.schema import Delivery, DeliveryState
 from engine.testing import FakeReceiver, free_port
-from tests.support import Pipeline, cli_env, config_folder, crosswalk, destination_yaml
+from tests.support import (
+    Pipeline,
+    assert_fits,
+    cli_env,
+    config_folder,
+    crosswalk,
+    destination_yaml,
+)
 from tests.support import run_crosswalk as run
 from tests.test_reconcile import SETTINGS, load, study
 
@@ -608,3 +617,58 @@ def test_a_pacs_built_on_another_hl7_library_reads_the_merge(
     assert seen["pid3"] == "100388^^^GENHOSP^MR" and seen["pid5"] == "KOWALSKI^TERESA"
     assert (seen["pid7"], seen["pid8"]) == ("19541103", "F")
     assert state == DeliveryState.DELIVERED  # simple-hl7's own ACK was taken as AA
+
+
+def test_the_screens_agree_and_fit_80_columns(store: Engine, db_url: str, tmp_path: Path) -> None:
+    """`review next` on an 80-column terminal: the header's weight is the waterfall's total (the
+    prior included), a probability short of 1 is never printed as 1.0000, and no id, date or
+    accession number is cut; `review list` alike, with dates as YYYY-MM-DD."""
+    prepared(store, tmp_path)
+    config = folder(tmp_path)
+    args = ["review", "next", "--user", "ivy", *db_args(db_url, config)]
+    shown = subprocess.run(
+        crosswalk(*args),
+        input="s\ns\ns\n",
+        capture_output=True,
+        text=True,
+        env=cli_env(COLUMNS="80"),
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert_fits(shown.stdout, 80, ["X77^^^OTHERSITE", "100234^^^GENHOSP", "1958-03-14"])
+    screens = shown.stdout.split(" of 3 ")[1:]
+    assert len(screens) == 3
+    with store.connect() as connection:
+        listed = {r.proposal_id: r for r in rows(connection, ReviewFilter())}
+    for text in screens:
+        header = next(line for line in text.splitlines() if line.startswith("proposal "))
+        proposal = listed[int(header.split()[1])]
+        weight = float(header.split("weight ")[1].split()[0])
+        waterfall = text.split("how the probability was reached")[1]
+        running = [
+            line.split("│")[3].strip()
+            for line in waterfall.splitlines()
+            if line.startswith("│") and line.split("│")[3].strip()
+        ]
+        assert running and float(running[-1]) == weight, (header, running)
+        probability = f"{proposal.probability:.4f}"
+        if proposal.probability < 1 and probability == "1.0000":
+            assert "p > 0.9999" in header
+        else:
+            assert f"p={probability}" in header
+
+    listed_80 = run("review", "list", *db_args(db_url, config), columns=80)
+    assert listed_80.returncode == 0, listed_80.stderr
+    dates = [shown_date(r.study.study_date) for r in listed.values()]
+    assert_fits(listed_80.stdout, 80, [*dates, *(r.mrn for r in listed.values())])
+    assert not any(r.study.study_date in listed_80.stdout for r in listed.values())
+
+
+def test_a_probability_is_never_rounded_to_a_certainty() -> None:
+    assert shown_probability(0.999997) == "> 0.9999"
+    assert shown_probability(0.99995) == "> 0.9999"
+    assert shown_probability(0.99994) == "0.9999"
+    assert shown_probability(1.0) == "1.0000"
+    assert shown_probability(0.00002) == "< 0.0001"
+    assert shown_probability(0.0) == "0.0000"
+    assert shown_probability(0.9999997, 6) == "> 0.999999"

@@ -171,3 +171,91 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "    steps:\n      - sett: {}\n      - clear: [PID.3]\n    destinations: [pacs]\n"
     )
     assert len(problems(config_folder(tmp_path, routes))) == 3
+
+
+def test_problems_of_every_kind_are_reported_in_one_run(tmp_path: Path) -> None:
+    """A key misspelt in one route does not hide an unknown destination, an unknown listener,
+    a missing table or a bad listener elsewhere; a route naming a listener that has problems of
+    its own is not told the listener is unknown."""
+    endpoints = (
+        "listeners:\n  ehr: {port: 0}\n  lab: {port: abc}\n"
+        "destinations:\n  pacs: {host: 127.0.0.1, port: 9}\n"
+    )
+    routes = (
+        "routes:\n"
+        "  typo:\n    source: ehr\n    destinatons: [pacs]\n"
+        "  nowhere:\n    source: ehr\n    destinations: [archive]\n"
+        "  stranger:\n    source: adt\n    destinations: [pacs]\n"
+        "  tables:\n    source: ehr\n"
+        "    steps:\n      - map: {field: OBR-4.1, table: nope, key: a, value: b}\n"
+        "    destinations: [pacs]\n"
+        "  from-lab:\n    source: lab\n    destinations: [pacs]\n"
+    )
+    folder = config_folder(tmp_path, routes, endpoints=endpoints)
+    found = problems(folder)
+    file = route_file(folder)
+    expected = [
+        "listener 'lab': port: expected a whole number",
+        f"{file}:4:5: unknown key 'destinatons' in route 'typo'",
+        f"{file}:7:20: route 'nowhere': unknown destination 'archive'",
+        f"{file}:8:3: route 'stranger': unknown listener 'adt'",
+        f"{file}:14:14: route 'tables':",
+    ]
+    for start in expected:
+        assert any(start in text for text in found), (start, found)
+    assert not any("unknown listener 'lab'" in text for text in found)
+
+
+def test_a_filter_on_a_message_type_hl7_does_not_define_is_a_warning(tmp_path: Path) -> None:
+    """OMI^O32 (O32 is BRT's) or ADT^A19 (a query) can match no message: the configuration
+    loads, with a warning naming the file and line; wildcards and local Z codes pass."""
+    routes = (
+        "routes:\n  r:\n    source: ehr\n"
+        "    filter:\n      type: [OMI^O32, ADT^A0*, ZQA^Z01, ADT^Z99, OMI^O23^OMI_O23]\n"
+        "    steps:\n      - set: {field: PV1-2, value: O, when: {type: ADT^A19}}\n"
+        "      - set: {field: PV1-2, value: I, when: {not: {type: OXI}}}\n"
+        "    destinations: [pacs]\n"
+    )
+    folder = config_folder(tmp_path, routes)
+    config = load_config(folder, {})
+    file = route_file(folder)
+    assert [str(w) for w in config.warnings] == [
+        f"{file}:5:14: route 'r': filter: type OMI^O32 can match no message: HL7 v2 sends OMI"
+        " only with trigger event O23, not O32; hint: O32 is sent as BRT^O32; local trigger"
+        " events begin with Z",
+        f"{file}:7:52: step 'set': when: type ADT^A19 can match no message: HL7 v2 sends ADT"
+        " only with trigger events A01 to A62 except A19, not A19; hint: A19 is sent as"
+        " ADR^A19; local trigger events begin with Z",
+        f"{file}:8:58: step 'set': when: type OXI can match no message: OXI is no HL7 v2"
+        " message type (HL7 table 0076); hint: local message types begin with Z",
+    ]
+
+
+def test_mapping_tables_are_looked_for_beside_then_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A configuration folder copied elsewhere finds the project's tables; without any, the
+    problem says where they were looked for."""
+    steps = "    steps:\n      - map: {field: OBR-4.1, table: t, key: code, value: modality}\n"
+    (tmp_path / "copy").mkdir()
+    copy = config_folder(tmp_path / "copy", ROUTE + steps)
+    (tmp_path / "copy" / "mappings").rmdir()
+    project = tmp_path / "project"
+    (project / "mappings").mkdir(parents=True)
+    (project / "mappings" / "t.csv").write_text("code,modality\nA,CT\n")
+    monkeypatch.chdir(project)
+    assert load_config(copy, {}).mappings == project / "mappings"
+
+    monkeypatch.chdir(tmp_path)
+    (text,) = problems(copy)
+    assert text.startswith(f"{route_file(copy)}:6:14: a step uses mapping tables:")
+    assert (
+        f"no mappings folder: looked in {tmp_path / 'copy' / 'mappings'} (beside the"
+        f" configuration folder) and {tmp_path / 'mappings'} (in the current folder);"
+        " create one or set $CROSSWALK_MAPPINGS"
+    ) in text
+    beside = tmp_path / "copy" / "mappings"
+    beside.mkdir()
+    (beside / "t.csv").write_text("code,modality\nA,MR\n")
+    monkeypatch.chdir(project)
+    assert load_config(copy, {}).mappings == beside  # beside the folder comes first

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -189,3 +190,90 @@ def test_the_shipped_orm_to_omi_template(tmp_path: Path) -> None:
     assert value("IPC-1") == "ACC2026000123" and value("IPC-2") == "RP2026000123"
     assert value("IPC-3") == "1.2.840.113619.2.55.3.2831164355.123.1700000000.1"
     assert value("IPC-5") == "CT" and value("IPC-9") == "GENHOSP_CT1"
+
+
+def test_check_takes_the_folder_as_an_argument_or_as_config(tmp_path: Path) -> None:
+    folder = config_folder(tmp_path, "routes:\n  r:\n    source: ehr\n    destinations: [pacs]\n")
+    for args in ((str(folder),), ("--config", str(folder)), (str(folder), "--config", str(folder))):
+        result = run("routes", "check", *args)
+        assert result.returncode == 0, result.stderr
+        assert f"{folder}: OK — 2 file(s), 1 listener(s), 1 destination(s), 1 route(s)" in (
+            result.stdout
+        )
+    both = run("routes", "check", str(folder), "--config", "routes")
+    assert both.returncode == 2
+    assert f"two configuration folders given: {folder} and --config routes" in both.stderr
+
+
+def test_check_reports_every_kind_of_problem_in_one_run(tmp_path: Path) -> None:
+    """A misspelt key used to hide the unknown destination, the missing table and the bad
+    filter until it was fixed; now one run names them all."""
+    routes = (
+        "routes:\n"
+        "  typo:\n    source: ehr\n    destinatons: [pacs]\n"
+        "  nowhere:\n    source: ehr\n    filter: {type: OMI^O32}\n    destinations: [archive]\n"
+        "  tables:\n    source: ehr\n"
+        "    steps:\n      - map: {field: OBR-4.1, table: nope, key: a, value: b}\n"
+        "    destinations: [pacs]\n"
+    )
+    folder = config_folder(tmp_path, routes)
+    file = folder / "routes.yaml"
+    result = run("routes", "check", "--config", str(folder))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    problems = [
+        f"{file}:4:5: unknown key 'destinatons' in route 'typo'",
+        f"{file}:3:5: route 'typo' is missing required key 'destinations'",
+        f"{file}:8:20: route 'nowhere': unknown destination 'archive'",
+        f"{file}:12:14: route 'tables': {tmp_path / 'mappings' / 'nope.csv'}: no such mapping",
+    ]
+    assert [line[: len(start)] for line, start in zip(lines, problems, strict=False)] == problems
+    assert lines[4:] == [
+        f"warning: {file}:7:20: route 'nowhere': filter: type OMI^O32 can match no message: HL7"
+        " v2 sends OMI only with trigger event O23, not O32; hint: O32 is sent as BRT^O32; local"
+        " trigger events begin with Z",
+        f"error: 4 problem(s) in {folder}",
+    ]
+
+
+def test_a_copied_configuration_folder_finds_the_projects_mappings(tmp_path: Path) -> None:
+    """Copied away from its `mappings/`, a configuration still finds the project's (the current
+    folder's) and says so; with none anywhere, it says where it looked."""
+    copy = tmp_path / "elsewhere" / "routes"
+    copy.parent.mkdir()
+    shutil.copytree(ROOT / "routes", copy)
+
+    def check(cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            crosswalk("routes", "check", "--config", str(copy)),
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            cwd=cwd,
+            timeout=60,
+        )
+
+    found = check(ROOT)
+    assert found.returncode == 0, found.stderr
+    assert f"mapping tables from {ROOT / 'mappings'} (in the current folder)" in found.stdout
+    lost = check(tmp_path)
+    assert lost.returncode == 1
+    assert (
+        f"a step uses mapping tables and 7 more: no mappings folder: looked in"
+        f" {tmp_path / 'elsewhere' / 'mappings'} (beside the configuration folder) and"
+        f" {tmp_path / 'mappings'} (in the current folder); create one or set $CROSSWALK_MAPPINGS"
+    ) in lost.stderr
+    assert "error: 1 problem(s)" in lost.stderr
+
+
+def test_check_and_test_warn_of_a_filter_no_message_can_pass(tmp_path: Path) -> None:
+    routes = "routes:\n  orders:\n    source: ehr\n    filter: {type: [OMI^O32]}\n"
+    folder = config_folder(tmp_path, routes + "    destinations: [pacs]\n")
+    checked = run("routes", "check", str(folder))
+    assert checked.returncode == 0, checked.stderr
+    warning = f"warning: {folder / 'routes.yaml'}:4:21: route 'orders': filter: type OMI^O32"
+    assert checked.stderr.startswith(warning)
+    assert "1 route(s)" in checked.stdout and "; 1 warning(s)" in checked.stdout
+    tested = run("routes", "test", "orders", "samples/omi_o23_order.hl7", "--config", str(folder))
+    assert tested.stderr.startswith(warning)
+    assert "filtered: type OMI^O32: MSH-9 is OMI^O23" in tested.stdout

@@ -26,7 +26,7 @@ from engine.studies.orphans import (
     conflicts,
 )
 from engine.studies.tables import Study
-from tests.support import run_crosswalk
+from tests.support import assert_fits, run_crosswalk
 
 STUDY_HEADER = (
     "study_uid,accession,patient_id,issuer,family_name,given_name,middle_name,birth_date,sex,"
@@ -148,6 +148,11 @@ def test_the_identifier_of_a_merged_patient_is_an_orphan(db_url: str, tmp_path: 
     store.dispose()
     assert isinstance(orphan, Orphan)
     assert orphan.reason == "identifier of a merged patient" and orphan.survivor == survivor
+    # The screens name the patient it belongs to now by its MRN, not by an internal row id.
+    table = run_crosswalk("studies", "orphans", "--db", db_url)
+    assert "identifier of a merged patient (now 100234^^^GENHOSP)" in table.stdout
+    listed = run_crosswalk("studies", "orphans", "--format", "json", "--db", db_url)
+    assert json.loads(listed.stdout)["orphans"][0]["survivor_mrn"] == "100234^^^GENHOSP"
 
 
 SUMMARY = StudySummary("1", "", "1", "", "SMITH", "JOHN", "", "19800304", "M", "", "", "")
@@ -222,7 +227,9 @@ def test_the_cli_imports_studies_and_lists_orphans(db_url: str, tmp_path: Path) 
     table = run("studies", "orphans")
     assert "orphaned studies: 2" in table.stdout
     assert "possible wrong-patient studies: 1" in table.stdout
-    assert "birth_date: PACS '19550708' ≠ MPI '19700101'" in table.stdout
+    assert "birth_date: PACS '1955-07-08' ≠ MPI '1970-01-01'" in table.stdout
+    assert "100388^^^GENHOSP" in table.stdout.split("possible wrong-patient")[1]  # its MRN
+    assert result["wrong_patient"][0]["mpi_mrn"] == "100388^^^GENHOSP"
 
 
 def test_the_sample_exports_show_typical_orphans_and_wrong_patients(
@@ -253,6 +260,45 @@ def test_the_sample_exports_show_typical_orphans_and_wrong_patients(
         "ACC2025003300": ["birth_date"],  # father and son, both WILLIAM HENRY DAVIS
         "ACC2025004133": ["sex"],
     }
+
+
+def test_orphans_at_80_columns_never_split_an_id_a_date_or_an_accession(
+    db_url: str, tmp_path: Path
+) -> None:
+    """On an 80-column terminal the lists leave out their less important columns (and say so)
+    rather than fold `2026-12-0 │ 4` or an accession number across lines."""
+    samples = Path(__file__).resolve().parent.parent / "samples"
+    for kind, name in (("mpi", "mpi_export.csv"), ("studies", "pacs_studies.csv")):
+        loaded = run_crosswalk(kind, "import", str(samples / name), "--db", db_url)
+        assert loaded.returncode == 0, loaded.stderr
+    narrow = run_crosswalk("studies", "orphans", "--db", db_url, columns=80)
+    assert narrow.returncode == 0, narrow.stderr
+    whole = [
+        "ACC2025002004",
+        "ACC2025003874",
+        "ACC2025002790",
+        "TR99001^^^GENHOSP",
+        "SH-448213^^^STHOSP",
+        "TRAUMA0412^^^GENHOSP",
+        "101588^^^GENHOSP",
+        "2025-04-19",
+        "2019-08-30",
+        "2025-11-06",
+        "1900-01-01",
+        "'1939-10-08'",
+        "'1968-02-14'",
+    ]
+    assert_fits(narrow.stdout, 80, whole)
+    assert "(left out to fit the terminal: " in narrow.stdout
+    assert "19391008" not in narrow.stdout  # birth dates as YYYY-MM-DD
+    wide = run_crosswalk("studies", "orphans", "--db", db_url, columns=200)
+    assert "left out" not in wide.stdout
+    assert_fits(wide.stdout, 200, [*whole, "family name DOE is a placeholder"])
+    wrong = wide.stdout.split("possible wrong-patient studies")[1]
+    assert len(wrong.splitlines()[3:]) == 3
+    for line in wrong.splitlines()[3:]:  # the MPI patient is named by its MRN, never a row id
+        cells = [cell.strip() for cell in line.split("│")]
+        assert cells[4].endswith("^^^GENHOSP"), cells
 
 
 # The issue's examples: recorded birth dates a PACS holds that are out of range or no
@@ -376,6 +422,32 @@ def test_birth_dates_agree_across_a_century_slip() -> None:
     assert not birth_dates_agree("21451022", "19451022")
     assert birth_dates_agree("UNKNOWN", "19451022")  # no date at all: no evidence
     assert birth_dates_agree("27/04/1940", "19400427")
+
+
+def test_a_study_list_with_a_quote_left_open_loses_only_that_line(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The rows after a line with an unterminated quote are imported, each on its own; the
+    line itself and a row with too few columns are reported with their line and skipped."""
+    rows = [
+        study("1", "100234", "GENHOSP", "SMITH^JOHN", "1980-03-04", "M"),
+        '1.2.840.2,ACC2,100388,GENHOSP,"GARCIA,ANA,,1970-01-01,F,20261001,CT,HEAD',
+        study("3", "200111", "GENHOSP", "NGUYEN^LINH", "1990-05-06", "F"),
+        "1.2.840.4,ACC4,X77",
+        study("5", "X77", "EPI", "LEE^KIM", "1960-02-02", "M"),
+    ]
+    path = write(tmp_path, "studies.csv", STUDY_HEADER, rows)
+    result = run_crosswalk("studies", "import", str(path), "--db", db_url)
+    assert result.returncode == 1
+    assert f"{path}:3: column 5 (family_name): a quoted value is not closed" in result.stderr
+    assert f"{path}:5: 3 values for 12 columns in the header" in result.stderr
+    words = " ".join(result.stdout.split())
+    assert "3 row(s) imported: 3 created" in words and "2 bad row(s) skipped" in words
+    store = open_store(db_url)
+    with Session(store) as session:
+        uids = sorted(session.scalars(select(Study.study_uid)))
+    store.dispose()
+    assert uids == ["1.2.840.1", "1.2.840.3", "1.2.840.5"]
 
 
 def test_the_cli_keeps_flagged_rows_and_fails_only_for_rows_it_could_not_take(

@@ -8,9 +8,11 @@ a few hundred milliseconds of start-up. ``crosswalk --help`` imports them all.
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import sys
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from engine.errors import CrosswalkError
 
@@ -64,3 +66,18 @@ def main() -> None:
         # opened …) is one line, never a traceback: tracebacks can quote values.
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception as error:
+        if not _database_error(error):
+            raise
+        # The store failed under the command: one line, no SQL, no parameters (patient data).
+        from engine.store.database import describe_failure
+
+        print(f"error: the store failed: {describe_failure(error)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _database_error(error: BaseException) -> bool:
+    """An error of the database or its driver (SQLAlchemy's, sqlite3's, psycopg's)."""
+    if isinstance(error, SQLAlchemyError | sqlite3.Error):
+        return True
+    return type(error).__module__.split(".")[0] == "psycopg"

@@ -10,7 +10,6 @@ import json
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from engine.audit import actions
@@ -28,6 +27,7 @@ from engine.cli.common import (
     parse_when,
     write_records,
 )
+from engine.cli.tables import TEXT, WORDS, Column, fit
 
 app = typer.Typer(
     help="The audit trail of operator actions and PHI displays: list, verify.",
@@ -113,6 +113,18 @@ def list_events(
         _print(found, output)
 
 
+_TABLE_COLUMNS = (
+    Column("id"),
+    Column("when", WORDS),
+    Column("who", WORDS, drop=2),
+    Column("from", WORDS, drop=1),
+    Column("action"),
+    Column("objects", TEXT),
+    Column("criteria", TEXT, drop=3),
+    Column("outcome", TEXT),
+)
+
+
 def _print(found: list[AuditRecord], output: str) -> None:
     if output == "json":
         write_records([event.as_dict() for event in found], "json", COLUMNS)
@@ -126,26 +138,29 @@ def _print(found: list[AuditRecord], output: str) -> None:
             records.append(record)
         write_records(records, "csv", COLUMNS)
         return
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("id", "when", "who", "from", "action", "objects", "criteria", "outcome"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for event in found:
         who = event.actor if event.actor == event.os_user else f"{event.actor} ({event.os_user})"
         where = " ".join(p for p in (event.host, event.terminal, event.remote_address) if p)
         outcome = Text(event.outcome, style=_OUTCOME_STYLE.get(event.outcome, ""))
         if event.detail:
             outcome.append(f": {event.detail}", style="")
-        table.add_row(
-            str(event.id),
-            local_time(event.recorded_at),
-            who,
-            where,
-            event.action,
-            " ".join(event.objects),
-            " ".join(f"{k}={v}" for k, v in sorted(event.criteria.items())),
-            outcome,
+        rows.append(
+            (
+                str(event.id),
+                local_time(event.recorded_at),
+                who,
+                where,
+                event.action,
+                " ".join(event.objects),
+                " ".join(f"{k}={v}" for k, v in sorted(event.criteria.items())),
+                outcome,
+            )
         )
-    console.print(table)
+    fitted = fit(console, _TABLE_COLUMNS, rows, show_edge=False, header_style="bold")
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(fitted.note("widen the terminal or use --format csv"))
     console.print(f"{len(found)} event(s)")
 
 

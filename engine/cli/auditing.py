@@ -34,6 +34,7 @@ UNRECORDED = (
     "the audit event of this command could not be recorded ({}); what it did is done, but not"
     " in the audit trail"
 )
+UNRECORDED_FAILURE = "the audit event of this failed command could not be recorded either ({})"
 ConfigSource = EngineConfig | Path | None
 """The loaded configuration, or a folder to read the ``audit:`` section from (None: ./routes)."""
 
@@ -178,9 +179,9 @@ def _save(audit: Audit, outcome: str, detail: str, *, strict: bool) -> None:
     try:
         audit.save(outcome, detail)
     except Exception as failure:
-        text = UNRECORDED.format(type(failure).__name__)
         if strict:
-            fail(text)
+            fail(UNRECORDED.format(type(failure).__name__))
+        text = UNRECORDED_FAILURE.format(type(failure).__name__)
         errors.print(f"error: {text}", markup=False, soft_wrap=True)
 
 

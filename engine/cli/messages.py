@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine
 
@@ -29,10 +28,12 @@ from engine.cli.common import (
     open_store_or_fail,
     parse_when,
 )
+from engine.cli.tables import WORDS, Column, fit
 from engine.hl7v2.ack import read_ack
 from engine.hl7v2.charset import codec_for
-from engine.hl7v2.header import HeaderError
-from engine.hl7v2.paths import flatten
+from engine.hl7v2.escaping import unescape
+from engine.hl7v2.header import HeaderError, strip_preamble
+from engine.hl7v2.paths import delimiters_of, flatten
 from engine.routes.router import Router
 from engine.store.messages import STATUSES, MessageFilter, find_messages, get_message
 from engine.store.queue import deliveries_of, record_resend, set_control
@@ -122,23 +123,40 @@ def _print_list(rows: list[Message], output: str) -> None:
     if not rows:
         console.print("no messages match")
         return
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("id", "received", "listener", "type", "control id", "from", "status", "ack"):
-        table.add_column(column, overflow="fold")
-    for m in rows:
-        status = Text(m.status, style=_STATUS_STYLE.get(m.status, ""))
-        sender = "/".join(part for part in (m.sending_application, m.sending_facility) if part)
-        table.add_row(
-            str(m.id),
-            local_time(m.received_at),
-            m.listener,
-            m.message_type,
-            m.control_id,
-            sender,
-            status,
-            m.ack_code,
-        )
-    console.print(table)
+    fitted = fit(
+        console,
+        _LIST_COLUMNS,
+        (
+            (
+                str(m.id),
+                local_time(m.received_at),
+                m.listener,
+                m.message_type,
+                m.control_id,
+                "/".join(part for part in (m.sending_application, m.sending_facility) if part),
+                Text(m.status, style=_STATUS_STYLE.get(m.status, "")),
+                m.ack_code,
+            )
+            for m in rows
+        ),
+        show_edge=False,
+        header_style="bold",
+    )
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(fitted.note("widen the terminal or use --format json"))
+
+
+_LIST_COLUMNS = (
+    Column("id"),
+    Column("received", WORDS),  # date and time on two lines at most, each whole
+    Column("listener", drop=2),
+    Column("type"),
+    Column("control id"),
+    Column("from", WORDS, drop=1),
+    Column("status"),
+    Column("ack", drop=3),
+)
 
 
 @app.command("list")
@@ -209,10 +227,13 @@ def decode_stored(raw: bytes, charset: str | None) -> str:
     return raw.decode(codec_for(charset or "") or "utf-8", "replace")
 
 
-def _print_fields(title: str, text: str) -> None:
+def _print_fields(title: str, text: str, *, unescaped: bool = False) -> None:
+    """Each valued field of ``text`` with its position; ``unescaped``: values as a person reads
+    them (``\\F\\`` as ``|``), for an acknowledgement's texts."""
     console.rule(title, align="left")
     try:
         leaves = list(flatten(text))
+        delimiters = delimiters_of(text)
     except HeaderError as error:
         console.print(f"(not readable as HL7: {error.problem.text})")
         console.print(Text(text.replace("\r", "\n")))
@@ -222,6 +243,8 @@ def _print_fields(title: str, text: str) -> None:
         if label != current:
             console.print(Text(label, style="bold cyan"))
             current = label
+        if unescaped and path not in ("MSH-1", "MSH-2"):
+            value = unescape(value, delimiters)
         console.print(Text.assemble(("  " + path.ljust(16), "cyan"), value))
 
 
@@ -267,7 +290,7 @@ def _show(engine: Engine, message_id: int, raw: bool, refuse: Callable[[str], No
         _print_fields("message", text)
     if message.ack:
         ack_text = decode_stored(message.ack, message.charset)
-        _print_fields(f"acknowledgement sent ({message.ack_code})", ack_text)
+        _print_fields(f"acknowledgement sent ({message.ack_code})", ack_text, unescaped=True)
     else:
         console.print("no acknowledgement was sent (enhanced mode asked for none)")
     _print_deliveries(engine, message)
@@ -298,8 +321,20 @@ def _print_deliveries(engine, message: Message) -> None:  # type: ignore[no-unty
             line.append(f"\n    last error: {delivery.last_error}", style="red")
         console.print(line, soft_wrap=True)
         if delivery.ack:
-            reply = read_ack(delivery.ack)
-            console.print(f"    answer: {reply.code} {reply.text}".rstrip(), soft_wrap=True)
+            console.print(Text(f"    answer: {_answer(delivery.ack)}"), soft_wrap=True)
+
+
+def _answer(ack: bytes) -> str:
+    """A destination's answer in words: an HL7 ACK's code, text and error; or, for what is no
+    HL7 message (the built-in ``mpi`` destination's note, ``MPI: created patient 12``), its
+    text as it is."""
+    if not strip_preamble(ack).startswith(b"MSH"):
+        return ack.decode("utf-8", "replace").strip()
+    reply = read_ack(ack)
+    words = f"{reply.code} {reply.text}".strip()
+    if reply.error and not reply.positive:
+        words += f"; ERR {reply.error}"
+    return words
 
 
 @app.command("resend")

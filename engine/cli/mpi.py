@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine
 
@@ -34,6 +33,7 @@ from engine.cli.common import (
     run_import,
     shown_date,
 )
+from engine.cli.tables import TEXT, WORDS, Column, Fitted, fit
 from engine.csv_import.rows import RowError
 from engine.mpi.demographics import date_column
 from engine.mpi.importer import MpiImport, event_time_of
@@ -146,46 +146,95 @@ def _print_view(found: PatientView) -> None:
         f" phone {p.phone or '-'}",
         soft_wrap=True,
     )
-    identifiers = Table(title="identifiers", title_justify="left", show_edge=False)
-    for column in ("value", "authority", "type", "came with a merge from"):
-        identifiers.add_column(column)
-    for i in found.identifiers:
-        identifiers.add_row(
-            i.value, i.authority or "-", i.type_code or "-", str(i.merged_from or "")
-        )
-    console.print(identifiers)
+    notes: list[Fitted] = []
+
+    def show(columns: tuple[Column, ...], rows: list[tuple[str, ...]], title: str) -> None:
+        fitted = fit(console, columns, rows, title=title, title_justify="left", show_edge=False)
+        console.print(fitted.table)
+        notes.append(fitted)
+
+    show(
+        _IDENTIFIER_COLUMNS,
+        [
+            (i.value, i.authority or "-", i.type_code or "-", str(i.merged_from or ""))
+            for i in found.identifiers
+        ],
+        "identifiers",
+    )
     if found.names:
-        names = Table(title="other names", title_justify="left", show_edge=False)
-        for column in ("kind", "family", "given", "middle"):
-            names.add_column(column)
-        for n in found.names:
-            names.add_row(n.kind, n.family_name, n.given_name, n.middle_name)
-        console.print(names)
+        show(
+            _NAME_COLUMNS,
+            [(n.kind, n.family_name, n.given_name, n.middle_name) for n in found.names],
+            "other names",
+        )
     if found.merged_in:
         console.print(
             "merged into this patient: " + ", ".join(f"patient {m.id}" for m in found.merged_in)
         )
     if found.orders:
-        orders = Table(title="orders", title_justify="left", show_edge=False)
-        for column in ("accession", "placer", "filler", "procedure", "control", "event time"):
-            orders.add_column(column)
-        for o in found.orders:
-            orders.add_row(
-                o.accession,
-                o.placer_number,
-                o.filler_number,
-                o.procedure_code,
-                o.order_control,
-                o.event_time[:14],
+        show(
+            _ORDER_COLUMNS,
+            [
+                (
+                    o.accession,
+                    o.placer_number,
+                    o.filler_number,
+                    o.procedure_code,
+                    o.order_control,
+                    o.event_time[:14],
+                )
+                for o in found.orders
+            ],
+            "orders",
+        )
+    show(
+        _HISTORY_COLUMNS,
+        [
+            (
+                local_time(e.recorded_at),
+                e.kind,
+                e.event_time[:14],
+                f"message {e.message_id}" if e.message_id else e.command or "-",
+                e.detail,
             )
-        console.print(orders)
-    history = Table(title="history", title_justify="left", show_edge=False)
-    for column in ("recorded", "event", "event time", "cause", "detail"):
-        history.add_column(column, overflow="fold")
-    for e in found.events:
-        cause = f"message {e.message_id}" if e.message_id else e.command or "-"
-        history.add_row(local_time(e.recorded_at), e.kind, e.event_time[:14], cause, e.detail)
-    console.print(history)
+            for e in found.events
+        ],
+        "history",
+    )
+    dropped = sorted({header for fitted in notes for header in fitted.dropped})
+    if dropped:
+        console.print(
+            f"(left out to fit the terminal: {', '.join(dropped)}; --format json has all)"
+        )
+
+
+_IDENTIFIER_COLUMNS = (
+    Column("value"),
+    Column("authority"),
+    Column("type"),
+    Column("came with a merge from", WORDS),
+)
+_NAME_COLUMNS = (
+    Column("kind"),
+    Column("family", WORDS),
+    Column("given", WORDS),
+    Column("middle", WORDS),
+)
+_ORDER_COLUMNS = (
+    Column("accession"),
+    Column("placer", drop=2),
+    Column("filler", drop=1),
+    Column("procedure", drop=3),
+    Column("control"),
+    Column("event time"),
+)
+_HISTORY_COLUMNS = (
+    Column("recorded", WORDS),
+    Column("event"),
+    Column("event time", drop=1),
+    Column("cause", TEXT),
+    Column("detail", TEXT),
+)
 
 
 @app.command("show")
@@ -298,23 +347,36 @@ def _print_patients(store: Engine, patients: Sequence[Patient], limit: int, outp
     if not patients:
         console.print("no patients match")
         return
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("id", "name", "born", "sex", "identifiers", "city"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for p in patients:
         label = ", ".join(part for part in (p.family_name, p.given_name) if part)
         if p.middle_name:
             label += f" {p.middle_name}"
         if p.merged_into is not None:
             label += f" (merged into {p.merged_into})"
-        table.add_row(
-            str(p.id),
-            label,
-            shown_date(p.birth_date),
-            p.sex or "-",
-            " ".join(f"{v}^^^{a}" if a else v for v, a in ids.get(p.id, [])),
-            p.city,
+        rows.append(
+            (
+                str(p.id),
+                label,
+                shown_date(p.birth_date),
+                p.sex or "-",
+                " ".join(f"{v}^^^{a}" if a else v for v, a in ids.get(p.id, [])),
+                p.city,
+            )
         )
-    console.print(table)
+    fitted = fit(console, _PATIENT_COLUMNS, rows, show_edge=False, header_style="bold")
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(fitted.note("widen the terminal or use --format json"))
     if len(patients) == limit:
         console.print(f"(the first {limit}; narrow the search or raise --limit)")
+
+
+_PATIENT_COLUMNS = (
+    Column("id"),
+    Column("name", WORDS),
+    Column("born"),
+    Column("sex"),
+    Column("identifiers", WORDS),
+    Column("city", WORDS, drop=1),
+)

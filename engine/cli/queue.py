@@ -11,16 +11,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
+from sqlalchemy import Engine
 
 from engine.audit import actions
 from engine.audit.trail import ref
 from engine.cli.auditing import audited
-from engine.cli.common import DbOption, console, open_store_or_fail
+from engine.cli.common import DbOption, console, fail, open_store_or_fail
+from engine.cli.tables import TEXT, WORDS, Column, fit
 from engine.config.loader import load_config
+from engine.pipeline.mpi_destination import MPI
 from engine.settings import ConfigError
-from engine.store.queue import requeue_errored, routing_backlog, set_control, summarize
+from engine.store.queue import (
+    requeue_errored,
+    routing_backlog,
+    set_control,
+    stored_destinations,
+    summarize,
+)
 
 app = typer.Typer(help="Delivery queues: status, pause, resume, retry.", no_args_is_help=True)
 
@@ -34,6 +42,20 @@ def _configured(folder: Path) -> list[str]:
         return []
 
 
+Config = Annotated[Path, typer.Option(help="Configuration folder, for the names.")]
+
+
+def _known_or_fail(engine: Engine, destination: str, config: Path) -> None:
+    """Refuse a name that is neither configured nor in the store (a typo must not be
+    answered "paused"), listing the names there are."""
+    known = set(_configured(config)) | stored_destinations(engine) | {MPI}
+    if destination not in known:
+        fail(
+            f"no destination {destination!r}; the destinations are: {', '.join(sorted(known))}",
+            1,
+        )
+
+
 def _age(moment: datetime | None) -> str:
     if moment is None:
         return "-"
@@ -42,6 +64,19 @@ def _age(moment: datetime | None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _due(moment: datetime | None) -> str:
+    """When the next try is due: ``in 4m``, ``now``, or ``-`` (no failure pending)."""
+    if moment is None:
+        return "-"
+    seconds = int((moment - datetime.now(UTC)).total_seconds())
+    if seconds <= 0:
+        return "now"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"in {seconds // size}{unit}"
+    return f"in {seconds}s"
 
 
 @app.command("status")
@@ -71,17 +106,7 @@ def status(
     if not summaries:
         console.print("no destinations configured and nothing queued")
         return
-    table = Table(show_edge=False, header_style="bold")
-    for column in (
-        "destination",
-        "state",
-        "queued",
-        "oldest",
-        "set aside",
-        "delivered",
-        "last error",
-    ):
-        table.add_column(column, overflow="fold")
+    rows = []
     for summary in summaries:
         control = summary.control
         state = (
@@ -89,44 +114,67 @@ def status(
         )
         if control.paused and control.reason:
             state.append(f"\n{control.reason}", style="red")
-        table.add_row(
-            summary.destination,
-            state,
-            str(summary.queued),
-            _age(summary.oldest_queued),
-            str(summary.errored),
-            str(summary.delivered),
-            summary.last_error or "",
+        rows.append(
+            (
+                summary.destination,
+                state,
+                str(summary.queued),
+                _age(summary.oldest_queued),
+                str(summary.errored),
+                str(summary.delivered),
+                _due(summary.next_attempt) if summary.queued else "-",
+                summary.last_error or "",
+            )
         )
-    console.print(table)
+    fitted = fit(console, _STATUS_COLUMNS, rows, show_edge=False, header_style="bold")
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(fitted.note())
+
+
+_STATUS_COLUMNS = (
+    Column("destination"),
+    Column("state", WORDS),
+    Column("queued", justify="right"),
+    Column("oldest"),
+    Column("set aside", justify="right", drop=2),
+    Column("delivered", justify="right", drop=1),
+    Column("next try", drop=3),
+    Column("last error", TEXT),
+)
 
 
 @app.command("pause")
 def pause(
     destination: Destination,
     reason: Annotated[str, typer.Option(help="Why (shown by status).")] = "paused by operator",
+    config: Config = Path("routes"),
     db: DbOption = None,
 ) -> None:
     """Stop sending to DESTINATION; messages keep queueing."""
     engine = open_store_or_fail(db)
+    _known_or_fail(engine, destination, config)
     with audited(engine, actions.QUEUE_PAUSE, objects=[ref("destination", destination)]):
         set_control(engine, destination, paused=True, reason=reason)
     console.print(f"{destination}: paused")
 
 
 @app.command("resume")
-def resume(destination: Destination, db: DbOption = None) -> None:
-    """Send again, starting with the message at the head of the queue."""
+def resume(destination: Destination, config: Config = Path("routes"), db: DbOption = None) -> None:
+    """Send again now, starting with the message at the head of the queue (a queue waiting out
+    its back-off after an outage tries at once)."""
     engine = open_store_or_fail(db)
+    _known_or_fail(engine, destination, config)
     with audited(engine, actions.QUEUE_RESUME, objects=[ref("destination", destination)]):
         set_control(engine, destination, paused=False, reason="")
     console.print(f"{destination}: resumed")
 
 
 @app.command("retry")
-def retry(destination: Destination, db: DbOption = None) -> None:
-    """Put DESTINATION's set-aside (errored) messages back in its queue and resume it."""
+def retry(destination: Destination, config: Config = Path("routes"), db: DbOption = None) -> None:
+    """Put DESTINATION's set-aside (errored) messages back in its queue and send at once."""
     engine = open_store_or_fail(db)
+    _known_or_fail(engine, destination, config)
     with audited(engine, actions.QUEUE_RETRY, objects=[ref("destination", destination)]) as audit:
         count = requeue_errored(engine, destination)
         set_control(engine, destination, paused=False, reason="")

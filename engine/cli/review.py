@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine
 
@@ -30,10 +29,12 @@ from engine.cli.common import (
     local_time,
     open_store_or_fail,
     parse_when,
+    shown_date,
     write_records,
 )
 from engine.cli.keypress import read_key
-from engine.cli.review_screen import headline, print_screen
+from engine.cli.review_screen import headline, print_screen, shown_probability
+from engine.cli.tables import TEXT, WORDS, Column, fit
 from engine.config.model import EngineConfig
 from engine.mpi.queries import view
 from engine.reconcile.tables import ProposalStatus
@@ -255,29 +256,54 @@ def _print_list(found: list[ReviewRow], output: str, limit: int) -> None:
     if output != "table":
         write_records([_flat(r) for r in found], output, LIST_COLUMNS)
         return
-    table = Table()
-    # The short columns never fold; the people and the merge's state wrap on a narrow terminal.
-    for name in ("id", "p", "band", "status", "date", "mod"):
-        table.add_column(name, no_wrap=True)
-    for name in ("study (PACS)", "candidate (MPI)", "merge"):
-        table.add_column(name, ratio=1, min_width=12)
-    for one in found:
-        study, patient = one.study, one.patient
-        table.add_row(
-            str(one.proposal_id),
-            f"{one.probability:.4f}",
-            one.band,
-            one.status,
-            study.study_date,
-            study.modality,
-            f"{study.person.name} {study.patient_id}",
-            f"{patient.name} {one.mrn}",
-            one.delivery,
-        )
-    console.print(table)
+    fitted = fit(
+        console,
+        _LIST_COLUMNS,
+        (
+            (
+                str(one.proposal_id),
+                shown_probability(one.probability),
+                one.band,
+                one.status,
+                shown_date(one.study.study_date, ""),
+                one.study.modality,
+                f"{one.study.person.name} {one.study.patient_id}",
+                f"{one.patient.name} {one.mrn}",
+                one.delivery,
+            )
+            for one in found
+        ),
+    )
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(fitted.note("widen the terminal or use --format csv"))
     console.print(
         f"{len(found)} proposal(s)" + (" (--limit reached)" if len(found) == limit else "")
     )
+
+
+# Short values never fold; the people wrap between words (their ids stay whole).
+_LIST_COLUMNS = (
+    Column("id"),
+    Column("p"),
+    Column("band", drop=3),
+    Column("status", drop=4),
+    Column("date"),
+    Column("mod", drop=2),
+    Column("study (PACS)", WORDS),
+    Column("candidate (MPI)", WORDS),
+    Column("merge", TEXT, drop=1),
+)
+
+
+_DECISION_COLUMNS = (
+    Column("when", WORDS),
+    Column("proposal"),
+    Column("action"),
+    Column("by", WORDS),
+    Column("reason", TEXT),
+    Column("merge", drop=1),
+)
 
 
 def _item(store: Engine, proposal_id: int, mrn_authority: str) -> ReviewItem | None:
@@ -668,13 +694,24 @@ def _print_decisions(found: list[DecisionView], output: str) -> None:
         ]
         write_records(records, output, AUDIT_COLUMNS)
         return
-    table = Table("when", "proposal", "action", "by", "reason", "merge")
-    for d in found:
-        by = d.reviewer + (" (auto)" if d.automatic and "auto" not in d.reviewer else "")
-        table.add_row(
-            local_time(d.decided_at), str(d.proposal_id), d.action, by, d.reason, d.control_id
-        )
-    console.print(table)
+    fitted = fit(
+        console,
+        _DECISION_COLUMNS,
+        (
+            (
+                local_time(d.decided_at),
+                str(d.proposal_id),
+                d.action,
+                d.reviewer + (" (auto)" if d.automatic and "auto" not in d.reviewer else ""),
+                d.reason,
+                d.control_id,
+            )
+            for d in found
+        ),
+    )
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(fitted.note("widen the terminal or use --format csv"))
     console.print(f"{len(found)} decision(s)")
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.cli.common import local_time, shown_date
+from engine.cli.tables import TEXT, WORDS, Column, Fitted, fit
 from engine.mpi.queries import PatientView
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.worklist import ReviewItem, ReviewRow
@@ -67,15 +68,10 @@ def _styled(value: str, other: str) -> Text:
     return Text(value, style=SAME if value.upper() == other.upper() else DIFFERENT)
 
 
-def side_by_side(row: ReviewRow) -> Table:
+def side_by_side(row: ReviewRow, console: Console) -> Fitted:
     """Each field as the PACS recorded it and as the MPI has it, with the evidence it gave."""
-    table = Table(title="study (PACS) and candidate (MPI)", title_justify="left")
-    table.add_column("field")
-    table.add_column("study (PACS)")
-    table.add_column("patient (MPI)")
-    table.add_column("comparison")
-    table.add_column("weight", justify="right")
     evidence = {e["field"]: e for e in row.evidence}
+    rows = []
     for label, attribute, evidence_field in _FIELDS:
         left, right = _pair(row, label, attribute)
         found = evidence.get(evidence_field)
@@ -83,8 +79,19 @@ def side_by_side(row: ReviewRow) -> Table:
         weight = f"{found['weight']:+.2f}" if found and found["weight"] else ""
         if not left and not right and not weight:
             continue
-        table.add_row(label, _styled(left, right), _styled(right, left), level, weight)
-    return table
+        rows.append((label, _styled(left, right), _styled(right, left), level, weight))
+    return fit(
+        console, _SIDE_COLUMNS, rows, title="study (PACS) and candidate (MPI)", title_justify="left"
+    )
+
+
+_SIDE_COLUMNS = (
+    Column("field", WORDS),
+    Column("study (PACS)", WORDS),
+    Column("patient (MPI)", WORDS),
+    Column("comparison", drop=1),
+    Column("weight", justify="right"),
+)
 
 
 def _probability(log2_odds: float) -> float:
@@ -94,13 +101,30 @@ def _probability(log2_odds: float) -> float:
     return odds / (1 + odds)
 
 
-def waterfall(row: ReviewRow) -> Table:
+def shown_probability(probability: float, digits: int = 4) -> str:
+    """A probability to ``digits`` decimals, never rounded to a certainty it is not:
+    ``> 0.9999`` for 0.999997, ``< 0.0001`` for 0.00002.
+
+    >>> shown_probability(0.999997), shown_probability(0.98213), shown_probability(1.0)
+    ('> 0.9999', '0.9821', '1.0000')
+    """
+    text = f"{probability:.{digits}f}"
+    step = 10.0**-digits
+    if probability < 1 and float(text) >= 1:
+        return f"> {1 - step:.{digits}f}"
+    if probability > 0 and float(text) <= 0:
+        return f"< {step:.{digits}f}"
+    return text
+
+
+def total_weight(row: ReviewRow) -> float:
+    """The prior and every field's weight, summed: the waterfall's last running total."""
+    return sum(float(item["weight"]) for item in row.evidence)
+
+
+def waterfall(row: ReviewRow, console: Console) -> Fitted:
     """How the probability was reached: the prior, then each field's weight, summed."""
-    table = Table(title="how the probability was reached", title_justify="left")
-    table.add_column("evidence")
-    table.add_column("weight (bits)", justify="right")
-    table.add_column("running total", justify="right")
-    table.add_column("probability", justify="right")
+    rows: list[tuple[str | Text, ...]] = []
     total = 0.0
     for item in row.evidence:
         weight = float(item["weight"])
@@ -109,19 +133,37 @@ def waterfall(row: ReviewRow) -> Table:
         total += weight
         label = item["field"] + (f" ({item['level']})" if item["level"] else "")
         style = "green" if weight > 0 else ("red" if weight < 0 else "")
-        table.add_row(
-            label,
-            Text(f"{weight:+.2f}", style=style),
-            f"{total:+.2f}",
-            f"{_probability(total):.6f}",
+        rows.append(
+            (
+                label,
+                Text(f"{weight:+.2f}", style=style),
+                f"{total:+.2f}",
+                shown_probability(_probability(total), 6),
+            )
         )
-    table.add_row(
-        Text("with the study's other candidates", style="bold"),
-        "",
-        "",
-        Text(f"{row.probability:.6f}", style="bold"),
+    rows.append(
+        (
+            Text("with the study's other candidates", style="bold"),
+            "",
+            "",
+            Text(shown_probability(row.probability, 6), style="bold"),
+        )
     )
-    return table
+    return fit(
+        console,
+        _WATERFALL_COLUMNS,
+        rows,
+        title="how the probability was reached",
+        title_justify="left",
+    )
+
+
+_WATERFALL_COLUMNS = (
+    Column("evidence", WORDS),
+    Column("weight (bits)", justify="right"),
+    Column("running total", justify="right", drop=1),
+    Column("probability", justify="right"),
+)
 
 
 def flags_of(row: ReviewRow, settings: ReconcilerSettings | None = None) -> tuple[Flag, ...]:
@@ -152,81 +194,103 @@ def study_context(row: ReviewRow, flags: tuple[Flag, ...] = ()) -> Table:
     return table
 
 
-def others(item: ReviewItem) -> Table | None:
+def others(item: ReviewItem, console: Console) -> Fitted | None:
     if not item.others:
         return None
-    table = Table(title="other candidates for this study", title_justify="left")
-    for column in ("proposal", "MRN", "name", "born", "probability", "band", "status"):
-        table.add_column(column)
-    for other in item.others:
-        person = other.patient
-        table.add_row(
+    rows = [
+        (
             str(other.proposal_id),
             other.mrn,
-            person.name,
-            shown_date(person.birth_date, ""),
-            f"{other.probability:.4f}",
+            other.patient.name,
+            shown_date(other.patient.birth_date, ""),
+            shown_probability(other.probability),
             other.band,
             other.status,
         )
-    return table
+        for other in item.others
+    ]
+    return fit(
+        console, _OTHER_COLUMNS, rows, title="other candidates for this study", title_justify="left"
+    )
 
 
-def history(view: PatientView | None) -> Table | None:
+_OTHER_COLUMNS = (
+    Column("proposal"),
+    Column("MRN"),
+    Column("name", WORDS),
+    Column("born"),
+    Column("probability"),
+    Column("band", drop=2),
+    Column("status", drop=1),
+)
+
+
+def history(view: PatientView | None, console: Console) -> Fitted | None:
     """The candidate's identifiers, other names, merges and identifier changes."""
     if view is None:
         return None
-    table = Table(title="the patient's history", title_justify="left")
-    table.add_column("what")
-    table.add_column("detail")
+    rows: list[tuple[str, str]] = []
     for identifier in view.identifiers:
         moved = f" (from patient {identifier.merged_from})" if identifier.merged_from else ""
-        table.add_row(
-            "identifier",
-            f"{identifier.value}^^^{identifier.authority} {identifier.type_code}{moved}",
+        rows.append(
+            (
+                "identifier",
+                f"{identifier.value}^^^{identifier.authority} {identifier.type_code}{moved}",
+            )
         )
     for name in view.names:
-        table.add_row(f"{name.kind} name", f"{name.family_name}^{name.given_name}")
+        rows.append((f"{name.kind} name", f"{name.family_name}^{name.given_name}"))
     for merged in view.merged_in:
-        table.add_row(
-            "merged in", f"patient {merged.id} ({merged.family_name}^{merged.given_name})"
+        rows.append(
+            ("merged in", f"patient {merged.id} ({merged.family_name}^{merged.given_name})")
         )
     for event in view.events:
         if event.kind in ("created", "updated", "stale", "order", "imported"):
             continue
-        table.add_row(event.kind, f"{event.event_time} {event.detail}".strip())
-    return table if table.row_count else None
+        rows.append((event.kind, f"{event.event_time} {event.detail}".strip()))
+    if not rows:
+        return None
+    columns = (Column("what", WORDS), Column("detail", WORDS))
+    return fit(console, columns, rows, title="the patient's history", title_justify="left")
 
 
-def decisions(item: ReviewItem) -> Table | None:
+def decisions(item: ReviewItem, console: Console) -> Fitted | None:
     if not item.decisions and not item.deliveries:
         return None
-    table = Table(title="decisions and the merge", title_justify="left")
-    table.add_column("when")
-    table.add_column("what")
-    table.add_column("by")
-    table.add_column("detail")
+    rows: list[tuple[str, str, str, str]] = []
     for decision in item.decisions:
         detail = decision.reason
         if decision.control_id:
             detail = f"merge message {decision.control_id}" + (f"; {detail}" if detail else "")
-        table.add_row(local_time(decision.decided_at), decision.action, decision.reviewer, detail)
+        rows.append((local_time(decision.decided_at), decision.action, decision.reviewer, detail))
     for delivery in item.deliveries:
         when = local_time(delivery.updated_at) if delivery.updated_at else ""
         detail = f"{delivery.attempts} attempt(s)" + (
             f"; {delivery.last_error}" if delivery.last_error else ""
         )
-        table.add_row(when, f"to {delivery.destination}: {delivery.state}", "", detail)
-    return table
+        rows.append((when, f"to {delivery.destination}: {delivery.state}", "", detail))
+    return fit(
+        console, _DECISION_COLUMNS, rows, title="decisions and the merge", title_justify="left"
+    )
+
+
+_DECISION_COLUMNS = (
+    Column("when", WORDS),
+    Column("what", WORDS),
+    Column("by", WORDS),
+    Column("detail", TEXT),
+)
 
 
 def headline(row: ReviewRow) -> Text:
+    """The proposal in one line; its weight is the waterfall's total, the prior included."""
     colour = {"strong": "bold green", "possible": "bold yellow"}.get(row.band, "")
     text = Text(f"proposal {row.proposal_id}  ", style="bold")
     text.append(row.band, style=colour)
+    probability = shown_probability(row.probability)
     text.append(
-        f"  p={row.probability:.4f}  rank {row.rank}  {row.status}"
-        f"  weight {row.match_weight:+.1f} bits"
+        f"  p{' ' if probability[0] in '<>' else '='}{probability}  rank {row.rank}  {row.status}"
+        f"  weight {total_weight(row):+.2f} bits"
     )
     if row.delivery:
         text.append(f"  merge: {row.delivery}")
@@ -234,17 +298,31 @@ def headline(row: ReviewRow) -> Text:
 
 
 def screen(
-    item: ReviewItem, patient: PatientView | None, settings: ReconcilerSettings | None = None
+    item: ReviewItem,
+    patient: PatientView | None,
+    settings: ReconcilerSettings | None = None,
+    console: Console | None = None,
 ) -> RenderableType:
     """Everything a reviewer needs to decide one proposal (``settings``: the reconciler's, for
-    the study's flags)."""
+    the study's flags), its tables fitted to ``console``'s width."""
+    width = console or Console()
+    tables = [
+        side_by_side(item.row, width),
+        waterfall(item.row, width),
+        *(
+            found
+            for found in (others(item, width), history(patient, width), decisions(item, width))
+            if found is not None
+        ),
+    ]
     parts: list[RenderableType] = [
         headline(item.row),
         study_context(item.row, flags_of(item.row, settings)),
-        side_by_side(item.row),
-        waterfall(item.row),
+        *(fitted.table for fitted in tables),
     ]
-    parts.extend(p for p in (others(item), history(patient), decisions(item)) if p is not None)
+    dropped = sorted({header for fitted in tables for header in fitted.dropped})
+    if dropped:
+        parts.append(Text(f"(left out to fit the terminal: {', '.join(dropped)})", style="dim"))
     return Group(*parts)
 
 
@@ -254,4 +332,4 @@ def print_screen(
     patient: PatientView | None,
     settings: ReconcilerSettings | None = None,
 ) -> None:
-    console.print(screen(item, patient, settings))
+    console.print(screen(item, patient, settings, console))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,16 +12,20 @@ from rich.text import Text
 
 from engine.cli.common import (
     console,
+    errors,
     fail,
     load_config_or_fail,
     read_message_files_or_fail,
 )
+from engine.config.loader import load_config, mappings_places
+from engine.config.model import EngineConfig
 from engine.config.schema import config_schema
 from engine.hl7v2.charset import codec_for
 from engine.hl7v2.check import examine
 from engine.hl7v2.diff import field_changes
 from engine.hl7v2.message import Message
 from engine.routes.router import Router
+from engine.settings import ConfigError, Problem
 
 app = typer.Typer(help="Check, describe and test route configurations.", no_args_is_help=True)
 
@@ -31,15 +36,51 @@ ConfigArgument = Annotated[
 
 @app.command("check")
 def check(
-    folder: Annotated[Path, typer.Argument(help="Configuration folder.")] = Path("routes"),
+    folder: Annotated[
+        Path | None, typer.Argument(help="Configuration folder (or give it as --config).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Configuration folder (default ./routes).")
+    ] = None,
 ) -> None:
-    """Report every problem in a configuration folder with file:line:column; exit 1 if any."""
-    config = load_config_or_fail(folder, code=1)
+    """Report every problem in a configuration folder with file:line:column; exit 1 if any.
+
+    Warnings (a filter on a message type HL7 does not define) are printed too; alone they do
+    not fail the check.
+    """
+    if folder is not None and config is not None and folder != config:
+        fail(f"two configuration folders given: {folder} and --config {config}; give one")
+    chosen = folder or config or Path("routes")
+    try:
+        loaded = load_config(chosen)
+    except ConfigError as error:
+        for problem in error.problems:
+            errors.print(str(problem), markup=False, soft_wrap=True)
+        _print_warnings(error.warnings)
+        fail(f"{len(error.problems)} problem(s) in {chosen}", 1)
+    _print_warnings(loaded.warnings)
+    warned = f"; {len(loaded.warnings)} warning(s)" if loaded.warnings else ""
     console.print(
-        f"{folder}: OK — {len(config.files)} file(s), {len(config.listeners)} listener(s),"
-        f" {len(config.destinations)} destination(s), {len(config.routes)} route(s);"
-        f" mapping tables from {config.mappings}"
+        f"{chosen}: OK — {len(loaded.files)} file(s), {len(loaded.listeners)} listener(s),"
+        f" {len(loaded.destinations)} destination(s), {len(loaded.routes)} route(s);"
+        f" mapping tables from {_mappings_origin(chosen, loaded)}{warned}",
+        soft_wrap=True,
     )
+
+
+def _print_warnings(warnings: list[Problem] | tuple[Problem, ...]) -> None:
+    for warning in warnings:
+        errors.print(f"warning: {warning}", markup=False, soft_wrap=True, style="yellow")
+
+
+def _mappings_origin(folder: Path, config: EngineConfig) -> str:
+    """The mapping tables' folder and how it was found (or that none was)."""
+    places = mappings_places(folder, os.environ)
+    why = next((why for place, why in places if place == config.mappings), "")
+    if not config.mappings.is_dir():
+        looked = " and ".join(f"{place} ({reason})" for place, reason in places)
+        return f"nowhere: no mappings folder (looked in {looked})"
+    return f"{config.mappings} ({why})" if why else str(config.mappings)
 
 
 @app.command("schema")
@@ -59,6 +100,7 @@ def test(
     the output per destination, and what changed field by field. Exits 1 when a transform
     fails."""
     engine_config = load_config_or_fail(config, code=1)
+    _print_warnings(engine_config.warnings)
     settings = engine_config.routes.get(route)
     if settings is None:
         fail(f"no route {route!r}; routes are: {', '.join(engine_config.routes) or 'none'}")

@@ -22,7 +22,7 @@ from engine.cli.common import (
     fail,
     read_message_files_or_fail,
 )
-from engine.hl7v2.ack import AckReply, read_ack
+from engine.hl7v2.ack import AckReply, ack_conditions, read_ack
 from engine.hl7v2.check import examine
 from engine.hl7v2.header import Header
 from engine.hl7v2.message_file import FileMessage
@@ -86,8 +86,7 @@ async def _answers(
     """The acknowledgements a message asked for; None when it asked for none and got none."""
     if header is None or not header.enhanced_mode:
         return [read_ack(await client.read())]
-    accept = header.accept_ack_type or "AL"
-    application = header.application_ack_type or "NE"
+    accept, application = ack_conditions(header)
     if accept == "NE" and application == "NE":
         return None
     # With ER (answer only on error) silence is success, so do not wait long for it.

@@ -15,6 +15,7 @@ from engine import logs
 from engine.cli.common import DbOption, fail, load_config_or_fail, use_keys
 from engine.config.loader import load_config
 from engine.config.model import EngineConfig
+from engine.pipeline.reload import log_warnings
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT
 from engine.pipeline.server import SHUTDOWN_TIMEOUT, Server, event_loop_factory
 from engine.store.database import StoreError
@@ -80,6 +81,7 @@ def serve(
     """Run the engine: listeners, store and routes, until SIGTERM or SIGINT."""
     logs.configure(log_level)
     engine_config, folder = resolve_config(config)
+    log_warnings(engine_config)
     if host is not None or port is not None:
         if len(engine_config.listeners) != 1:
             fail("--host and --port need exactly one listener; set the others in the configuration")

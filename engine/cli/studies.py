@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
 
 from engine.audit import actions
 from engine.audit.trail import criteria as recorded
@@ -33,11 +32,20 @@ from engine.cli.common import (
     shown_date,
 )
 from engine.cli.pull import pull
+from engine.cli.tables import WORDS, Column, fit
 from engine.config.model import EngineConfig
 from engine.csv_import.rows import RowProblem
+from engine.mpi.queries import medical_record_numbers
 from engine.studies.flags import Flag
 from engine.studies.importer import StudyImport
-from engine.studies.orphans import NAME_SIMILARITY, Orphan, StudySummary, WrongPatient, classify
+from engine.studies.orphans import (
+    NAME_SIMILARITY,
+    FieldConflict,
+    Orphan,
+    StudySummary,
+    WrongPatient,
+    classify,
+)
 
 app = typer.Typer(
     help="The index of the PACS' studies: import, pull, orphans.", no_args_is_help=True
@@ -175,7 +183,50 @@ def orphans(
         audit.detail = (
             f"{len(found_orphans)} orphaned and {len(wrong)} possible wrong-patient studies shown"
         )
-        _print_orphans(found_orphans, wrong, counts, show, output, limit)
+        patients = [o.survivor for o in found_orphans if o.survivor] + [w.patient_id for w in wrong]
+        with store.connect() as connection:
+            mrns = {
+                patient: f"{mrn}^^^{authority}" if authority else mrn
+                for patient, (mrn, authority) in medical_record_numbers(
+                    connection, patients
+                ).items()
+            }
+        _print_orphans(found_orphans, wrong, counts, show, output, limit, mrns)
+
+
+def _why(orphan: Orphan, mrns: dict[int, str]) -> str:
+    """The reason, and for the id of a merged patient the MRN of the patient it is now."""
+    if not orphan.survivor:
+        return orphan.reason
+    return f"{orphan.reason} (now {mrns.get(orphan.survivor) or f'patient {orphan.survivor}'})"
+
+
+def _conflict(conflict: FieldConflict) -> str:
+    """``birth_date: PACS '1939-10-08' ≠ MPI '1968-02-14'``: dates shown as everywhere else."""
+    pacs, mpi = conflict.pacs, conflict.mpi
+    if conflict.field == "birth_date":
+        pacs, mpi = shown_date(pacs, ""), shown_date(mpi, "")
+    return f"{conflict.field}: PACS {pacs!r} ≠ MPI {mpi!r}"
+
+
+_ORPHAN_COLUMNS = (
+    Column("study date"),
+    Column("mod", drop=2),
+    Column("accession"),
+    Column("patient id"),
+    Column("as recorded", WORDS),
+    Column("why", WORDS, drop=3),
+    Column("flags", WORDS, drop=1),
+)
+_WRONG_COLUMNS = (
+    Column("study date"),
+    Column("mod", drop=3),
+    Column("accession"),
+    Column("patient id"),
+    Column("MPI patient", drop=2),
+    Column("conflicts", WORDS),
+    Column("flags", WORDS, drop=1),
+)
 
 
 def _print_orphans(
@@ -185,7 +236,9 @@ def _print_orphans(
     show: str,
     output: str,
     limit: int,
+    mrns: dict[int, str],
 ) -> None:
+    """The lists as tables, CSV or JSON; ``mrns``: the MRN of each MPI patient named."""
     if output == "json":
         console.print_json(
             json.dumps(
@@ -195,6 +248,7 @@ def _print_orphans(
                             asdict(o.study),
                             reason=o.reason,
                             survivor=o.survivor,
+                            survivor_mrn=mrns.get(o.survivor, "") if o.survivor else "",
                             flags=_flags(o.flags),
                         )
                         for o in found_orphans
@@ -203,6 +257,7 @@ def _print_orphans(
                         dict(
                             asdict(w.study),
                             mpi_patient=w.patient_id,
+                            mpi_mrn=mrns.get(w.patient_id, ""),
                             conflicts=[asdict(c) for c in w.conflicts],
                             flags=_flags(w.flags),
                         )
@@ -214,66 +269,78 @@ def _print_orphans(
         return
     if output == "csv":
         writer = csv.writer(sys.stdout)
-        header = ["list", *StudySummary.__slots__, "reason", "mpi_patient", "flags"]
+        header = ["list", *StudySummary.__slots__, "reason", "mpi_patient", "mpi_mrn", "flags"]
         writer.writerow(header)
         for o in found_orphans:
             flags = "; ".join(_flags(o.flags))
+            survivor = mrns.get(o.survivor, "") if o.survivor else ""
             writer.writerow(
-                ["orphan", *asdict(o.study).values(), o.reason, o.survivor or "", flags]
+                ["orphan", *asdict(o.study).values(), o.reason, o.survivor or "", survivor, flags]
             )
         for w in wrong:
             reason = "; ".join(f"{c.field}: PACS {c.pacs!r}, MPI {c.mpi!r}" for c in w.conflicts)
             flags = "; ".join(_flags(w.flags))
+            mrn = mrns.get(w.patient_id, "")
             writer.writerow(
-                ["wrong-patient", *asdict(w.study).values(), reason, w.patient_id, flags]
+                ["wrong-patient", *asdict(w.study).values(), reason, w.patient_id, mrn, flags]
             )
         return
+    notes = []
     if show in ("all", "orphans"):
-        table = Table(
-            title=f"orphaned studies: {counts['orphans']}", title_justify="left", show_edge=False
+        fitted = fit(
+            console,
+            _ORPHAN_COLUMNS,
+            (
+                (
+                    shown_date(o.study.study_date),
+                    o.study.modality,
+                    o.study.accession,
+                    _ident(o.study),
+                    _who(o.study),
+                    o.reason
+                    + (
+                        f" (now {mrns.get(o.survivor) or f'patient {o.survivor}'})"
+                        if o.survivor
+                        else ""
+                    ),
+                    "\n".join(_flags(o.flags)),
+                )
+                for o in found_orphans
+            ),
+            title=f"orphaned studies: {counts['orphans']}",
+            title_justify="left",
+            show_edge=False,
         )
-        columns = ("study date", "modality", "accession", "patient id", "as recorded", "why")
-        for column in (*columns, "flags"):
-            table.add_column(column, overflow="fold")
-        for o in found_orphans:
-            why = o.reason + (f" (now patient {o.survivor})" if o.survivor else "")
-            table.add_row(
-                shown_date(o.study.study_date),
-                o.study.modality,
-                o.study.accession,
-                _ident(o.study),
-                _who(o.study),
-                why,
-                "\n".join(_flags(o.flags)),
-            )
-        console.print(table)
+        console.print(fitted.table)
+        notes.append(fitted)
     if show in ("all", "wrong-patient"):
-        table = Table(
+        fitted = fit(
+            console,
+            _WRONG_COLUMNS,
+            (
+                (
+                    shown_date(w.study.study_date),
+                    w.study.modality,
+                    w.study.accession,
+                    _ident(w.study),
+                    mrns.get(w.patient_id) or f"patient {w.patient_id}",
+                    "\n".join(_conflict(c) for c in w.conflicts),
+                    "\n".join(_flags(w.flags)),
+                )
+                for w in wrong
+            ),
             title=f"possible wrong-patient studies: {counts['wrong-patient']}",
             title_justify="left",
             show_edge=False,
         )
-        for column in (
-            "study date",
-            "modality",
-            "accession",
-            "patient id",
-            "MPI patient",
-            "conflicts",
-            "flags",
-        ):
-            table.add_column(column, overflow="fold")
-        for w in wrong:
-            table.add_row(
-                shown_date(w.study.study_date),
-                w.study.modality,
-                w.study.accession,
-                _ident(w.study),
-                str(w.patient_id),
-                "\n".join(f"{c.field}: PACS {c.pacs!r} ≠ MPI {c.mpi!r}" for c in w.conflicts),
-                "\n".join(_flags(w.flags)),
-            )
-        console.print(table)
+        console.print(fitted.table)
+        notes.append(fitted)
+    dropped = sorted({header for fitted in notes for header in fitted.dropped})
+    if dropped:
+        console.print(
+            f"(left out to fit the terminal: {', '.join(dropped)}; widen the terminal or use"
+            " --format csv)"
+        )
     shown = sum(len(x) for x in (found_orphans, wrong))
     if limit and shown < sum(counts.values()):
         console.print(f"(the first {limit} of each list; --limit 0 shows all)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,33 @@ SINGLETONS: dict[str, Any] = {
 MAPPINGS_ENV = "CROSSWALK_MAPPINGS"
 
 
-def mappings_folder(config: Path, environ: Mapping[str, str]) -> Path:
-    """Where mapping tables live: $CROSSWALK_MAPPINGS, else `mappings/` beside the config folder."""
+def mappings_places(config: Path, environ: Mapping[str, str]) -> list[tuple[Path, str]]:
+    """Where mapping tables are looked for, in order, each with how it was chosen:
+    $CROSSWALK_MAPPINGS alone when set; else `mappings/` beside the configuration folder, then
+    `mappings/` in the current folder (the project's, for a configuration folder copied
+    elsewhere)."""
     if environ.get(MAPPINGS_ENV):
-        return Path(environ[MAPPINGS_ENV])
+        return [(Path(environ[MAPPINGS_ENV]), f"${MAPPINGS_ENV}")]
     folder = config if config.is_dir() else config.parent
-    return folder.resolve().parent / "mappings"
+    beside = folder.resolve().parent / "mappings"
+    places = [(beside, "beside the configuration folder")]
+    try:
+        current = (Path.cwd() / "mappings").resolve()
+    except OSError:  # the current folder was removed under the process
+        return places
+    if current != beside:
+        places.append((current, "in the current folder"))
+    return places
+
+
+def _mappings(config: Path, environ: Mapping[str, str]) -> Mappings:
+    """The mapping tables: from the first of :func:`mappings_places` that exists (the first of
+    all when none does, whose tables then say where they were looked for)."""
+    places = mappings_places(config, environ)
+    folder = next((place for place, _ in places if place.is_dir()), places[0][0])
+    looked = " and ".join(f"{place} ({why})" for place, why in places)
+    hint = "" if environ.get(MAPPINGS_ENV) else f"; create one or set ${MAPPINGS_ENV}"
+    return Mappings(folder, missing=f"no mappings folder: looked in {looked}{hint}")
 
 
 def config_files(path: Path) -> list[Path]:
@@ -70,16 +92,22 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
     env = os.environ if environ is None else environ
     folder = Path(path)
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     merged: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     origins: dict[tuple[str, str], Mark] = {}
     marks: dict[int, Mark] = {}
     singles: dict[str, Any] = {}
+    broken: dict[str, set[str]] = {section: set() for section in SECTIONS}
+    """Names defined with problems of their own: not reported again as unknown."""
+    incomplete: set[str] = set()
+    """Sections some of whose names could not be read: names are then not cross-checked."""
     files = config_files(folder)
     for file in files:
         try:
             root = compose_file(file)
         except ConfigError as error:
             problems.extend(error.problems)
+            incomplete.update(SECTIONS)
             continue
         if root is None:
             continue
@@ -87,6 +115,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         if not isinstance(root, yaml.MappingNode):
             binder.problem(root, "a configuration file must be a mapping of sections")
             problems.extend(binder.problems)
+            incomplete.update(SECTIONS)
             continue
         for key_node, value_node in root.value:
             section = str(key_node.value)
@@ -101,10 +130,14 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
                     f"sections are: {', '.join([*SECTIONS, *SINGLETONS])}",
                 )
                 continue
-            entries = binder.bind_mapping(value_node, SECTIONS[section], section[:-1])
+            entries = binder.bind_entries(value_node, SECTIONS[section], section[:-1])
             if entries is INVALID:
+                incomplete.add(section)
                 continue
             for name, value in entries.items():
+                if value is INVALID:
+                    broken[section].add(name)
+                    continue
                 mark = binder.marks.get(id(value), binder.mark(value_node))
                 earlier = origins.get((section, name))
                 if earlier is not None:
@@ -115,12 +148,13 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
                 origins[(section, name)] = mark
                 merged[section][name] = value
         problems.extend(binder.problems)
+        warnings.extend(binder.warnings)
         marks.update(binder.marks)
     listeners: dict[str, ListenerSettings] = merged["listeners"]
     destinations: dict[str, DestinationSettings] = merged["destinations"]
     routes: dict[str, RouteSettings] = merged["routes"]
     archives: dict[str, ArchiveSettings] = merged["archives"]
-    tables = Mappings(mappings_folder(folder, env))
+    tables = _mappings(folder, env)
     problems.extend(_check_ports(listeners, origins))
     for section, reserved, built_in in (
         ("destinations", destinations, BUILT_IN_DESTINATIONS),
@@ -134,16 +168,22 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
                         f"{section[:-1]} name {name!r} is reserved for the built-in one",
                     )
                 )
-    if not problems:
-        problems.extend(_check_routes(routes, listeners, destinations, tables, origins, marks))
-    if not problems and not listeners:
+    # Every check runs on what could be read, so one run reports every kind of problem.
+    known = _Known(
+        sources=None if "listeners" in incomplete else [*listeners, *broken["listeners"]],
+        destinations=(
+            None if "destinations" in incomplete else [*destinations, *broken["destinations"]]
+        ),
+    )
+    problems.extend(_check_routes(routes, known, tables, origins, marks))
+    if not listeners and not broken["listeners"] and "listeners" not in incomplete:
         problems.append(
             Problem(
                 None, f"{folder}: no listeners are configured", hint="add a `listeners:` section"
             )
         )
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, warnings)
     return EngineConfig(
         listeners=listeners,
         destinations=destinations,
@@ -156,6 +196,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         review=singles.get("review", ReviewSettings()),
         audit=singles.get("audit", AuditSettings()),
         store=singles.get("store", StoreSettings()),
+        warnings=tuple(warnings),
     )
 
 
@@ -206,36 +247,46 @@ def _bind_single(
         singles[section] = value
 
 
+@dataclass(frozen=True)
+class _Known:
+    """The listener and destination names routes may use (None: not all could be read)."""
+
+    sources: list[str] | None
+    destinations: list[str] | None
+
+
 def _check_routes(
     routes: dict[str, RouteSettings],
-    listeners: dict[str, ListenerSettings],
-    destinations: dict[str, DestinationSettings],
+    known: _Known,
     tables: Mappings,
     origins: dict[tuple[str, str], Mark],
     marks: dict[int, Mark],
 ) -> list[Problem]:
     problems = []
-    known = {*destinations, *BUILT_IN_DESTINATIONS}
+    uses: list[Mark | None] = []
+    """Steps that need mapping tables, when there is no mappings folder."""
+    sources = None if known.sources is None else [*known.sources, *BUILT_IN_SOURCES]
+    targets = None if known.destinations is None else [*known.destinations, *BUILT_IN_DESTINATIONS]
     for name, route in routes.items():
         where = origins.get(("routes", name))
         for source in route.source:
-            if source not in listeners and source not in BUILT_IN_SOURCES:
+            if sources is not None and source not in sources:
                 problems.append(
                     Problem(
                         where,
                         f"route {name!r}: unknown listener {source!r}",
                         source,
-                        f"sources are: {', '.join([*listeners, *BUILT_IN_SOURCES])}",
+                        f"sources are: {', '.join(sources)}",
                     )
                 )
         for target in route.destinations:
-            if target.destination not in known:
+            if targets is not None and target.destination not in targets:
                 problems.append(
                     Problem(
                         marks.get(id(target), where),
                         f"route {name!r}: unknown destination {target.destination!r}",
                         target.destination,
-                        f"destinations are: {', '.join(sorted(known))}",
+                        f"destinations are: {', '.join(sorted(targets))}",
                     )
                 )
         steps = list(route.steps) + [s for t in route.destinations for s in t.steps]
@@ -243,10 +294,16 @@ def _check_routes(
             validate = getattr(step, "validate", None)
             if validate is None:
                 continue
+            if not tables.folder.is_dir():
+                uses.append(marks.get(id(step), where))
+                continue
             try:
                 validate(tables)
             except MappingError as error:
                 problems.append(Problem(marks.get(id(step), where), f"route {name!r}: {error}"))
+    if uses:  # said once, not once per step
+        others = f" and {len(uses) - 1} more" if len(uses) > 1 else ""
+        problems.append(Problem(uses[0], f"a step uses mapping tables{others}: {tables.missing}"))
     return problems
 
 

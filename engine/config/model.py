@@ -13,6 +13,7 @@ from engine.review.settings import SOURCE as REVIEW_SOURCE
 from engine.review.settings import ReviewSettings
 from engine.routes.mappings import Mappings
 from engine.routes.model import RouteSettings
+from engine.settings import Problem
 from engine.store.settings import StoreSettings
 from engine.studies.settings import ArchiveSettings
 
@@ -56,6 +57,9 @@ class EngineConfig:
     """Where audit events are exported as they are recorded (the ``audit:`` section)."""
     store: StoreSettings = field(default_factory=StoreSettings)
     """How the store keeps message content (the ``store:`` section)."""
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
+    """What is allowed but almost surely a mistake (a filter on a message type HL7 does not
+    define), each with its file and line."""
 
     @classmethod
     def default(cls) -> EngineConfig:

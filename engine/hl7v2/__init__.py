@@ -1,7 +1,8 @@
 """HL7 v2 itself, without the network: the MSH header read from bytes (``header``), the checks
 a message passes before it is accepted (``check``), the message model that splits on demand and
 escapes every write (``message``), field paths (``fieldpath``), escaping, character sets, the
-ACK builder and reader (``ack``) and HL7's error codes (``errors``).
+ACK builder and reader (``ack``), HL7's error codes (``errors``) and the message types and
+trigger events HL7 defines (``events``).
 """
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "diff",
     "errors",
     "escaping",
+    "events",
     "fieldpath",
     "header",
     "message",

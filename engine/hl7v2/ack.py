@@ -1,9 +1,15 @@
 """HL7 acknowledgements: which ones a message asks for, and building them.
 
 Original mode (MSH-15 and MSH-16 empty): one application ACK, MSA-1 AA, AE or AR.
-Enhanced mode: an accept ACK (CA, CE, CR) governed by MSH-15, then, once the message was
-accepted, an application ACK (AA) governed by MSH-16. Both use table 0155 (AL always, NE never,
-ER on error only, SU on success only).
+Enhanced mode (either valued): an accept ACK (CA, CE, CR) governed by MSH-15, then, once the
+message was accepted, an application ACK (AA) governed by MSH-16. Both use table 0155 (AL always,
+NE never, ER on error only, SU on success only). A refused message whose sender asked for no
+accept ACK but for an application ACK on error gets AE or AR as its application ACK.
+
+HL7 makes both fields required in enhanced mode and says nothing of one left empty; an empty
+one counts as ``AL``. For MSH-16 this is HL7's own equivalence (v2.8.2, chapter 2): original
+mode is enhanced mode with MSH-15 ``NE`` and MSH-16 ``AL``, so a sender writing ``NE`` and
+nothing else gets what an original-mode sender gets.
 """
 
 from __future__ import annotations
@@ -55,6 +61,11 @@ def _wanted(condition: str, success: bool) -> bool:
     return True  # AL, and any value outside table 0155: answering beats leaving a sender waiting
 
 
+def ack_conditions(header: Header) -> tuple[str, str]:
+    """MSH-15 and MSH-16 of an enhanced-mode message as they are followed: empty is ``AL``."""
+    return header.accept_ack_type or "AL", header.application_ack_type or "AL"
+
+
 def ack_codes(header: Header | None, outcome: Outcome) -> list[str]:
     """MSA-1 codes to send, in order, for ``outcome`` of a message with ``header``.
 
@@ -64,11 +75,16 @@ def ack_codes(header: Header | None, outcome: Outcome) -> list[str]:
     if header is None or not header.enhanced_mode:
         return [_ORIGINAL[outcome]]
     success = outcome is Outcome.ACCEPTED
+    accept, application = ack_conditions(header)
     codes = []
-    if _wanted(header.accept_ack_type or "AL", success):
+    if _wanted(accept, success):
         codes.append(_ACCEPT[outcome])
-    if success and _wanted(header.application_ack_type or "NE", True):
-        codes.append("AA")
+    if success:
+        if _wanted(application, True):
+            codes.append("AA")
+    elif not codes and _wanted(application, False):
+        # No accept ACK told the sender; the application ACK it asked for does (AE or AR).
+        codes.append(_ORIGINAL[outcome])
     return codes
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Connection, Engine, func, or_, select
 from sqlalchemy.orm import Session
 
 from engine.mpi.tables import Order, Patient, PatientEvent, PatientIdentifier, PatientName
-from engine.store.fastsql import in_values
+from engine.store.fastsql import chunks, in_values
+from engine.store.schema import table_of
+
+_identifiers = table_of(PatientIdentifier)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,31 @@ def identifiers_of(engine: Engine, patient_ids: list[int]) -> dict[int, list[tup
         for patient_id, value, authority in session.execute(query):
             found.setdefault(patient_id, []).append((value, authority))
     return found
+
+
+def medical_record_numbers(
+    connection: Connection, ids: list[int], authority: str = ""
+) -> dict[int, tuple[str, str]]:
+    """Each patient's MRN and authority: its identifier of ``authority`` when given, else one of
+    type MR, else its first one."""
+    found: dict[int, tuple[str, str, int]] = {}
+    for chunk in chunks(sorted(set(ids))):
+        query = (
+            select(
+                _identifiers.c.patient_id,
+                _identifiers.c.value,
+                _identifiers.c.authority,
+                _identifiers.c.type_code,
+            )
+            .where(in_values(_identifiers.c.patient_id, chunk))
+            .order_by(_identifiers.c.id)
+        )
+        for patient_id, value, issuer, type_code in connection.execute(query):
+            rank = 2 if authority and issuer == authority else int(type_code == "MR")
+            known = found.get(patient_id)
+            if known is None or rank > known[2]:
+                found[patient_id] = (value, issuer, rank)
+    return {k: (v[0], v[1]) for k, v in found.items()}
 
 
 def view(engine: Engine, patient_id: int) -> PatientView | None:

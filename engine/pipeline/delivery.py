@@ -23,6 +23,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
@@ -124,7 +125,8 @@ class QueueWorker:
         self._resumed.set()
         self._reload = False
         self._stopping = False
-        self._stopped = asyncio.Event()
+        self._interrupt = asyncio.Event()
+        """Ends a wait before a retry: the engine stops, or an operator resumed the queue."""
         self._task: asyncio.Task[None] | None = None
         self._uncommitted: dict[int, asyncio.Future[None]] = {}
         """Settled deliveries whose new state is not committed yet."""
@@ -141,7 +143,7 @@ class QueueWorker:
 
     async def stop(self) -> None:
         self._stopping = True
-        self._stopped.set()
+        self._interrupt.set()
         self._wakeup.set()
         self._resumed.set()
         if self._task is not None:
@@ -180,9 +182,10 @@ class QueueWorker:
             else:
                 self._resumed.set()
                 log.info("destination %s resumed", self.name)
-        if reload:
+        if reload:  # an operator's change (resume, retry): a waiting retry goes at once
             self._reload = True
             self._wakeup.set()
+            self._interrupt.set()
 
     async def _next(self) -> QueuedDelivery | None:
         """The head of the queue, or None after loading or waiting (call again)."""
@@ -213,11 +216,16 @@ class QueueWorker:
             await self._wakeup.wait()
         return None
 
-    async def _sleep(self, seconds: float) -> None:
-        """Wait before a retry, unless the engine stops first."""
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait before a retry, unless the engine stops or an operator resumes the queue first
+        (then True: try at once)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._stopped.wait()
+                await self._interrupt.wait()
+        interrupted = self._interrupt.is_set()
+        if not self._stopping:
+            self._interrupt.clear()
+        return interrupted
 
     def _restart_from_store(self) -> None:
         self.items.clear()
@@ -322,8 +330,11 @@ class DestinationWorker(QueueWorker):
                     delivery.control_id,
                     backoff,
                 )
-                self._record(delivery, DeliveryState.QUEUED, attempts, str(error), None)
-                await self._sleep(backoff)
+                self._record(
+                    delivery, DeliveryState.QUEUED, attempts, str(error), None, retry_in=backoff
+                )
+                if await self._sleep(backoff):
+                    backoff = 0.0  # resumed by an operator: the back-off starts again
                 continue
             backoff = 0.0
             mismatched = bool(reply.control_id) and reply.control_id != expected
@@ -418,10 +429,20 @@ class DestinationWorker(QueueWorker):
             raise
 
     def _record(
-        self, delivery: QueuedDelivery, state: str, attempts: int, error: str, ack: bytes | None
+        self,
+        delivery: QueuedDelivery,
+        state: str,
+        attempts: int,
+        error: str,
+        ack: bytes | None,
+        *,
+        retry_in: float | None = None,
     ) -> None:
+        due = None if retry_in is None else datetime.now(UTC) + timedelta(seconds=retry_in)
         self.writer.submit(
-            DeliveryUpdate(delivery.id, state, attempts, error, ack, done=_log_failure)
+            DeliveryUpdate(
+                delivery.id, state, attempts, error, ack, done=_log_failure, next_attempt_at=due
+            )
         )
 
     async def _settle(

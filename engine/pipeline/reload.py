@@ -115,6 +115,7 @@ class ConfigWatcher:
             len(config.routes),
             len(config.destinations),
         )
+        log_warnings(config)
         await self._record(
             trigger,
             Outcome.OK,
@@ -141,3 +142,9 @@ class ConfigWatcher:
                 "the configuration reload could not be recorded in the audit trail: %s",
                 type(error).__name__,
             )
+
+
+def log_warnings(config: PipelineConfig) -> None:
+    """Log the configuration's warnings (file, line and setting: no message content)."""
+    for warning in config.warnings:
+        log.warning("configuration: %s", warning)

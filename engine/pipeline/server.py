@@ -34,7 +34,7 @@ from engine.pipeline.routing_process import DEFAULT_TIMEOUT, make_routing
 from engine.pipeline.settings import ListenerSettings, LoadConfig, PipelineConfig
 from engine.routes.router import Router
 from engine.settings import ConfigError, Problem
-from engine.store.database import open_store, redact, resolve_url
+from engine.store.database import check_writable, open_store, redact, resolve_url
 from engine.store.writer import COMMIT_TIMEOUT, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class Server:
     async def start(self) -> None:
         log.info("opening store %s", redact(self.db_url))
         self.store = await asyncio.to_thread(open_store, self.db_url)
+        await asyncio.to_thread(check_writable, self.store)
         self.writer = StoreWriter(self.store, commit_timeout=self.commit_timeout)
         self.writer.start(asyncio.get_running_loop())
         self.delivery = DeliveryService(self.config.destinations, self.writer, self.store)

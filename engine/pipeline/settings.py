@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -13,7 +13,7 @@ from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
 from engine.hl7v2.fieldpath import FieldPath
 from engine.mllp.tls import ClientTLS, ListenerTLS
 from engine.routes.router import RoutingConfig
-from engine.settings import ByteSize, Duration, Issue, setting
+from engine.settings import ByteSize, Duration, Issue, Problem, setting
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,11 @@ class PipelineConfig(RoutingConfig, Protocol):
 
     @property
     def audit(self) -> AuditSettings: ...
+
+    @property
+    def warnings(self) -> Sequence[Problem]:
+        """What is allowed but almost surely a mistake, with its file and line (logged)."""
+        ...
 
 
 LoadConfig = Callable[[Path], PipelineConfig]

@@ -9,14 +9,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, insert, select, update
 
-from engine.mpi.tables import PatientIdentifier
+from engine.mpi.queries import medical_record_numbers
 from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.store.fastsql import chunks, in_values
 from engine.store.schema import table_of
 from engine.studies.tables import Study
 
 _proposals = table_of(Proposal)
-_identifiers = table_of(PatientIdentifier)
 _studies = table_of(Study)
 
 
@@ -169,31 +168,6 @@ EXPORT_COLUMNS = (
 )
 """``patient_id``/``issuer``: the study's patient as the PACS recorded it; ``mrn``/
 ``authority``: the proposed MPI patient's medical record number; ``mpi_patient``: its MPI id."""
-
-
-def medical_record_numbers(
-    connection: Connection, ids: list[int], authority: str = ""
-) -> dict[int, tuple[str, str]]:
-    """Each patient's MRN and authority: its identifier of ``authority`` when given, else one of
-    type MR, else its first one."""
-    found: dict[int, tuple[str, str, int]] = {}
-    for chunk in chunks(sorted(set(ids))):
-        query = (
-            select(
-                _identifiers.c.patient_id,
-                _identifiers.c.value,
-                _identifiers.c.authority,
-                _identifiers.c.type_code,
-            )
-            .where(in_values(_identifiers.c.patient_id, chunk))
-            .order_by(_identifiers.c.id)
-        )
-        for patient_id, value, issuer, type_code in connection.execute(query):
-            rank = 2 if authority and issuer == authority else int(type_code == "MR")
-            known = found.get(patient_id)
-            if known is None or rank > known[2]:
-                found[patient_id] = (value, issuer, rank)
-    return {k: (v[0], v[1]) for k, v in found.items()}
 
 
 def with_studies(*columns: Any) -> Select[Any]:

@@ -117,8 +117,10 @@ class Mappings:
     from a message), so nothing but the mapping tables can be read.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, missing: str = "") -> None:
         self.folder = folder
+        self.missing = missing or f"no mappings folder {folder}"
+        """What a table says when the folder does not exist: where it was looked for."""
         self._loaded: dict[str, Mapping] = {}
 
     def path_of(self, name: str) -> Path:
@@ -146,7 +148,10 @@ class Mappings:
     def get(self, name: str) -> Mapping:
         table = self._loaded.get(name)
         if table is None:
-            table = load_table(self.path_of(name))
+            path = self.path_of(name)
+            if not self.folder.is_dir():
+                raise MappingError(f"table {_shown(name)}: {self.missing}")
+            table = load_table(path)
             self._loaded[name] = table
         return table
 

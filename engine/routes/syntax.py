@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from engine.hl7v2.events import type_pattern_problem
 from engine.hl7v2.fieldpath import FieldPath, PathError
 from engine.routes import conditions as c
 from engine.routes.model import RouteTarget
@@ -208,6 +209,10 @@ def _bind_type(binder: Binder, node: yaml.Node, what: str, where: str) -> Any:
                 text,
                 "like ADT, ADT^A08, ADT^A0* or OMI^O23^OMI_O23",
             )
+        impossible = type_pattern_problem(text)
+        if impossible is not None:
+            reason, hint = impossible
+            binder.warn(item, f"{what}: type {text} can match no message: {reason}", None, hint)
         patterns.append(text)
     return c.TypeIs(tuple(patterns), where)
 

@@ -102,6 +102,8 @@ class Binder:
         self.file = file
         self.environ = environ
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        """What is allowed but almost surely a mistake (a filter no message can pass)."""
         self.marks: dict[int, Mark] = {}
         """Position of every bound settings object, by ``id()``, for later cross-checks."""
 
@@ -115,6 +117,14 @@ class Binder:
         shown = None if value is None else str(value)
         self.problems.append(Problem(where, message, shown, hint))
         return INVALID
+
+    def warn(
+        self, node: yaml.Node, message: str, value: Any = None, hint: str | None = None
+    ) -> None:
+        """Record a warning: the value is bound all the same."""
+        self.warnings.append(
+            Problem(self.mark(node), message, None if value is None else str(value), hint)
+        )
 
     def scalar(self, node: yaml.Node, what: str) -> str | Any:
         """A scalar's text after ``${VAR}`` interpolation."""
@@ -177,17 +187,25 @@ class Binder:
         return self._bind_scalar(node, annotation, what)
 
     def bind_mapping(self, node: yaml.Node, value_type: Any, what: str) -> dict[str, Any] | Any:
+        before = len(self.problems)
+        entries = self.bind_entries(node, value_type, what)
+        if entries is INVALID or len(self.problems) > before:
+            return INVALID
+        return entries
+
+    def bind_entries(self, node: yaml.Node, value_type: Any, what: str) -> dict[str, Any] | Any:
+        """A mapping of names, each bound on its own: an entry with a problem is INVALID (its
+        problems recorded), the others are kept, and a name given twice keeps its first entry.
+        INVALID when ``node`` is no mapping."""
         if _is_null(node):
             return {}
         if not isinstance(node, yaml.MappingNode):
             return self.problem(node, f"{what} must be a mapping of names, not a {_kind(node)}")
         result: dict[str, Any] = {}
-        ok = True
         for key_node, value_node in node.value:
             key = str(key_node.value)
             if key in result:
                 self.problem(key_node, f"{what} {key!r} is defined twice", key)
-                ok = False
                 continue
             value = self.bind(value_node, value_type, f"{what} {key!r}")
             if (
@@ -198,8 +216,7 @@ class Binder:
                 value = dataclasses.replace(value, name=key)
                 self.marks[id(value)] = self.mark(key_node)
             result[key] = value
-            ok = ok and value is not INVALID
-        return result if ok else INVALID
+        return result
 
     def bind_object(self, node: yaml.Node, cls: Any, what: str) -> Any:
         primary = getattr(cls, "PRIMARY", None)
@@ -270,6 +287,7 @@ class Binder:
             value = trial.bind(node, option, what)
             if value is not INVALID:
                 self.marks.update(trial.marks)
+                self.warnings.extend(trial.warnings)
                 return value
         names = " or ".join(_type_name(o) for o in options)
         return self.problem(node, f"{what} must be {names}", _plain(node))

@@ -50,8 +50,10 @@ class Problem:
 class ConfigError(CrosswalkError):
     """The configuration has problems; every one found is listed."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], warnings: list[Problem] | None = None) -> None:
         self.problems = problems
+        self.warnings = warnings or []
+        """Found along with the problems: what is allowed but almost surely a mistake."""
         super().__init__("\n".join(str(p) for p in problems))
 
 

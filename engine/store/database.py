@@ -38,8 +38,8 @@ def resolve_url(url: str | None = None) -> str:
 
     A bare path is taken as an SQLite file.
 
-    >>> resolve_url("data/x.db")
-    'sqlite:///data/x.db'
+    >>> resolve_url("data/x.db"), resolve_url("postgres://crosswalk@db/crosswalk")
+    ('sqlite:///data/x.db', 'postgresql+psycopg://crosswalk@db/crosswalk')
     """
     chosen = url or os.environ.get(ENV_VAR) or DEFAULT_URL
     if "${" in chosen:  # a password from the environment or a file: ${DB_PASSWORD}, ${file:…}
@@ -51,6 +51,10 @@ def resolve_url(url: str | None = None) -> str:
             )
     if "://" not in chosen:
         chosen = f"sqlite:///{chosen}"
+    scheme, rest = chosen.split("://", 1)
+    if scheme in ("postgres", "postgresql"):
+        # The common spellings (libpq's, Heroku's): psycopg 3 is the driver Crosswalk ships.
+        chosen = f"postgresql+psycopg://{rest}"
     return chosen
 
 
@@ -159,6 +163,60 @@ def migrate(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(72616279)"))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def check_writable(engine: Engine) -> None:
+    """Refuse a store the engine could open but not write (``StoreError`` naming the file and
+    the cause): otherwise it would start, then answer AE to every message."""
+    try:
+        with for_writing(engine).connect() as connection:
+            transaction = connection.begin()
+            connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            transaction.rollback()
+    except Exception as error:
+        raise StoreError(_why_not_writable(engine, error)) from None
+
+
+def _why_not_writable(engine: Engine, error: Exception) -> str:
+    url = engine.url
+    where = redact(url.render_as_string(hide_password=False))
+    reason = describe_failure(error)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        name = url.database or ""
+        if name.startswith("file:"):  # a URI filename: file:PATH?mode=…
+            name = name[len("file:") :].split("?", 1)[0]
+        path = Path(name).expanduser().resolve()
+        folder = path.parent
+        user = _user()
+        if path.exists() and not os.access(path, os.W_OK):
+            return (
+                f"the store {path} cannot be written: the file is read-only for {user}"
+                f" (chmod u+w, or run as its owner)"
+            )
+        if not os.access(folder, os.W_OK):
+            return (
+                f"the store {path} cannot be written: {user} may not write in {folder}"
+                " (SQLite keeps its -wal and -shm files beside the database)"
+            )
+        return f"the store {path} cannot be written: {reason}"
+    return f"the store {where} cannot be written: {reason}"
+
+
+def describe_failure(error: BaseException) -> str:
+    """A database error in one line, without the statement or its parameters (which can hold
+    patient data): its kind and the driver's first line, minus any DETAIL."""
+    orig = getattr(error, "orig", None) or error
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{type(orig).__name__}: {first}" if first else type(orig).__name__
+
+
+def _user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:
+        return f"uid {os.getuid()}"
 
 
 def open_store(url: str | None = None, *, upgrade: bool = True, **kwargs: Any) -> Engine:

@@ -213,6 +213,7 @@ def queued_delivery(values: dict[str, Any], message_id: int, now: datetime) -> d
         ack=None,
         created_at=now,
         updated_at=None,
+        next_attempt_at=None,
     )
 
 
@@ -269,9 +270,11 @@ def _update_delivery() -> tuple[Any, list[str]]:
             last_error=bindparam("last_error"),
             ack=bindparam("ack"),
             updated_at=bindparam("updated_at", type_=_deliveries.c.updated_at.type),
+            next_attempt_at=bindparam("next_attempt_at", type_=_deliveries.c.next_attempt_at.type),
         )
     )
-    return statement, ["delivery_id", "state", "attempts", "last_error", "ack", "updated_at"]
+    keys = ["delivery_id", "state", "attempts", "last_error", "ack", "updated_at"]
+    return statement, [*keys, "next_attempt_at"]
 
 
 @dataclass(slots=True)
@@ -287,6 +290,8 @@ class DeliveryUpdate:
     urgent: bool = False
     chain: Chain | None = None
     """The worker's results this one must follow (:class:`~engine.store.writer.Chain`)."""
+    next_attempt_at: datetime | None = None
+    """When the worker tries again (after a failure to reach the destination)."""
 
     def write(self, cursor: Any, statements: Statements) -> None:
         statements.get("update_delivery", _update_delivery).run(
@@ -300,6 +305,7 @@ class DeliveryUpdate:
             "attempts": self.attempts,
             "last_error": self.last_error,
             "ack": self.ack,
+            "next_attempt_at": self.next_attempt_at,
         }
 
     @staticmethod

@@ -80,6 +80,14 @@ def load_queued(
     ]
 
 
+def stored_destinations(engine: Engine) -> set[str]:
+    """Destinations the store knows: those with deliveries or operators' controls."""
+    with engine.connect() as connection:
+        names = set(connection.execute(select(Delivery.destination).distinct()).scalars())
+        names |= set(connection.execute(select(DestinationState.destination)).scalars())
+    return names
+
+
 def queued_partitions(engine: Engine, destination: str) -> set[int]:
     """Partitions that hold queued deliveries (they need a worker even if config shrank)."""
     query = (
@@ -187,6 +195,8 @@ class QueueSummary:
     oldest_queued: datetime | None
     last_error: str
     control: Control
+    next_attempt: datetime | None = None
+    """When the worker next tries the queue's head, while the destination cannot be reached."""
 
 
 def summarize(engine: Engine, destinations: Iterable[str]) -> list[QueueSummary]:
@@ -194,6 +204,7 @@ def summarize(engine: Engine, destinations: Iterable[str]) -> list[QueueSummary]
     counts: dict[tuple[str, str], int] = {}
     oldest: dict[str, datetime] = {}
     errors: dict[str, str] = {}
+    due: dict[str, datetime] = {}
     with Session(engine) as session:
         for destination, state, count in session.execute(
             select(Delivery.destination, Delivery.state, func.count()).group_by(
@@ -211,6 +222,14 @@ def summarize(engine: Engine, destinations: Iterable[str]) -> list[QueueSummary]
             ).scalar()
             if first is not None:
                 oldest[name] = first
+            head = session.execute(
+                select(Delivery.next_attempt_at)
+                .where(Delivery.destination == name, Delivery.state == DeliveryState.QUEUED)
+                .order_by(Delivery.id)
+                .limit(1)
+            ).scalar()
+            if head is not None:
+                due[name] = head
             last = session.execute(
                 select(Delivery.last_error)
                 .where(Delivery.destination == name, Delivery.last_error != "")
@@ -228,6 +247,7 @@ def summarize(engine: Engine, destinations: Iterable[str]) -> list[QueueSummary]
             oldest.get(name),
             errors.get(name, ""),
             controls.get(name, Control()),
+            due.get(name),
         )
         for name in sorted(names)
     ]

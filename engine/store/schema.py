@@ -168,6 +168,8 @@ class Delivery(Base):
     """The destination's last answer."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When the worker tries this delivery again (set while the destination cannot be reached)."""
 
     __table_args__ = (
         Index("ix_deliveries_queue", "destination", "state", "partition", "id"),
