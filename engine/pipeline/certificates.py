@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.mllp.tls import read_certificate
+from engine.mllp.tls import ClientTLS, read_certificate
 from engine.pipeline.settings import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,20 @@ def _files(config: PipelineConfig) -> Iterator[tuple[str, Path]]:
             if listener.tls.client_ca is not None:
                 yield f"listener {name} (client CA)", listener.tls.client_ca
     for name, destination in config.destinations.items():
-        tls = destination.tls
-        if tls is not None:
-            for what, path in (("", tls.cert), (" (CA)", tls.ca)):
-                if path is not None:
-                    yield f"destination {name}{what}", path
+        yield from _client_files(f"destination {name}", destination.tls)
+    for name, archive in config.archives.items():
+        yield from _client_files(f"archive {name}", archive.tls)
+    syslog = config.audit.syslog
+    if syslog is not None and syslog.protocol == "tls":
+        yield from _client_files("audit syslog collector", syslog.tls)
+
+
+def _client_files(owner: str, tls: ClientTLS | None) -> Iterator[tuple[str, Path]]:
+    """The certificate and the CA of a connection Crosswalk makes."""
+    if tls is not None:
+        for what, path in (("", tls.cert), (" (CA)", tls.ca)):
+            if path is not None:
+                yield f"{owner}{what}", path
 
 
 def expiring(

@@ -12,8 +12,10 @@ from engine.audit.settings import AuditSettings
 from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
 from engine.hl7v2.fieldpath import FieldPath
 from engine.mllp.tls import ClientTLS, ListenerTLS
+from engine.observability.settings import AdminSettings
 from engine.routes.router import RoutingConfig
 from engine.settings import ByteSize, Duration, Issue, Problem, setting
+from engine.studies.settings import ArchiveSettings
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,14 @@ class PipelineConfig(RoutingConfig, Protocol):
 
     @property
     def audit(self) -> AuditSettings: ...
+
+    @property
+    def admin(self) -> AdminSettings | None:
+        """The admin HTTP endpoint (None: not served)."""
+        ...
+
+    @property
+    def archives(self) -> Mapping[str, ArchiveSettings]: ...
 
     @property
     def warnings(self) -> Sequence[Problem]:
