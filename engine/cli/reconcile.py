@@ -5,11 +5,13 @@ These commands handle patient data (PHI) on purpose; the engine's logs never do.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -30,9 +32,11 @@ from engine.cli.common import (
 )
 from engine.config.model import EngineConfig
 from engine.reconcile.comparisons import COMPARISONS
+from engine.reconcile.estimation import Parameters
+from engine.reconcile.learning import Learnt
 from engine.reconcile.proposals import EXPORT_COLUMNS, export_rows
 from engine.reconcile.run import latest_parameters, reconcile
-from engine.review.upkeep import auto_approve
+from engine.review.upkeep import auto_approve, automatic_approvals
 from engine.routes.router import Router
 from engine.studies.settings import parse_study_date
 
@@ -102,7 +106,14 @@ def _run(
                 tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
             bar.update(tasks[phase], completed=done, total=total)
 
-        report = reconcile(store, settings, since=day, rebuild_keys=rebuild_keys, progress=progress)
+        report = reconcile(
+            store,
+            settings,
+            since=day,
+            rebuild_keys=rebuild_keys,
+            progress=progress,
+            machine_decided=automatic_approvals,
+        )
     written = report.written
     audit.add("run", report.run_id)
     audit.detail = (
@@ -119,6 +130,15 @@ def _run(
         f"proposals: {written.new:,} new, {written.refreshed:,} refreshed"
         f" ({bands or 'none'}); {written.withdrawn:,} withdrawn, {written.closed:,} closed"
     )
+    learnt = Learnt.from_dict(report.parameters.learning if report.parameters else None)
+    if learnt is not None and learnt.approved + learnt.rejected:
+        console.print(
+            f"learnt from {learnt.approved + learnt.rejected:,} reviewers' decisions"
+            f" ({learnt.approved:,} approved, {learnt.rejected:,} rejected):"
+            f" {len(learnt.patterns):,} pattern(s) moved, strong threshold"
+            f" {learnt.strong_before:g} -> {learnt.strong_after:.4f}"
+            " (`crosswalk reconcile params --changes`)"
+        )
     review = engine_config.review
     if review.auto_approve_band:
         automatic = auto_approve(store, review, Router(engine_config).route)
@@ -138,6 +158,14 @@ def params(
     output: Annotated[
         Literal["table", "json"], typer.Option("--format", help="Output format.")
     ] = "table",
+    changes: Annotated[
+        bool,
+        typer.Option(
+            "--changes",
+            help="What reviewers' decisions moved: each level's m and weight before and after,"
+            " the strong threshold, the patterns decided.",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """The model's parameters as the newest run estimated them: per comparison level, m (how
@@ -148,6 +176,9 @@ def params(
     if latest is None:
         fail("no finished reconcile run yet; run `crosswalk reconcile run` first", 1)
     run_id, finished, parameters = latest
+    if changes:
+        _changes(run_id, parameters, output)
+        return
     if output == "json":
         sys.stdout.write(parameters.to_json() + "\n")
         return
@@ -178,6 +209,52 @@ def params(
                 f"{weights[index][level]:+.2f}",
             )
     console.print(table)
+
+
+def _changes(run_id: int, parameters: Parameters, output: str) -> None:
+    learnt = Learnt.from_dict(parameters.learning)
+    if output == "json":
+        sys.stdout.write(json.dumps(learnt.to_dict() if learnt else None) + "\n")
+        return
+    if learnt is None:
+        console.print(f"run {run_id} did not learn from decisions (reconciler: learning is off)")
+        return
+    console.print(
+        f"run {run_id} learnt from {learnt.approved:,} approved and {learnt.rejected:,} rejected"
+        f" proposal(s) ({learnt.left_out:,} left out: approved automatically or unreadable);"
+        f" the model counts for {learnt.prior_weight:g} decisions"
+    )
+    console.print(
+        f"strong threshold: {learnt.strong_before:g} -> {learnt.strong_after:.4f}"
+        if learnt.strong_after != learnt.strong_before
+        else f"strong threshold: {learnt.strong_before:g} (unchanged)"
+    )
+    before = dataclasses.replace(parameters, m=learnt.m_before).weights()
+    after = parameters.weights()
+    table = Table("comparison", "level", "m before", "m after", "u", "weight before", "after")
+    for index, comparison in enumerate(COMPARISONS):
+        for level, name in enumerate(comparison.names[1:], start=1):
+            table.add_row(
+                comparison.name if level == 1 else "",
+                name,
+                f"{learnt.m_before[comparison.name][level]:.4f}",
+                f"{parameters.m[comparison.name][level]:.4f}",
+                f"{parameters.u[comparison.name][level]:.6f}",
+                f"{before[index][level]:+.2f}",
+                f"{after[index][level]:+.2f}",
+            )
+    console.print(table)
+    if not learnt.patterns:
+        return
+    patterns = Table("pattern (levels other than null)", "decided", "approved", "p", "p after")
+    for pattern in sorted(learnt.patterns, key=lambda p: -p.decided):
+        shown = ", ".join(f"{k}={v}" for k, v in pattern.levels.items() if v != "null")
+        model = pattern.model
+        moved = float(pattern.adjusted(np.asarray([model]), learnt.prior_weight)[0])
+        patterns.add_row(
+            shown, str(pattern.decided), str(pattern.approved), f"{model:.4f}", f"{moved:.4f}"
+        )
+    console.print(patterns)
 
 
 @app.command("export")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,9 @@ class Parameters:
     """False when m was carried over (too few pairs to estimate it)."""
     keys_version: int = 0
     """The version of the blocking keys the run left in ``patient_keys``."""
+    learning: dict[str, Any] | None = None
+    """What reviewers' decisions changed (``learning.Learnt`` as a dict); None when the run
+    did not learn (learning off)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -95,12 +99,16 @@ def estimate_u(levels: np.ndarray, weight: float = PRIOR_PAIRS) -> dict[str, lis
     return u
 
 
-def _patterns(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of the level matrix and how often each occurs."""
+def pattern_codes(levels: np.ndarray) -> np.ndarray:
+    """One integer per row of the level matrix (pairs × comparisons): equal for equal rows."""
     radix = np.array([len(c.levels) for c in COMPARISONS], dtype=np.int64)
     places = np.cumprod(np.concatenate(([1], radix[:-1])))
-    codes = levels.astype(np.int64) @ places
-    _, first, counts = np.unique(codes, return_index=True, return_counts=True)
+    return np.asarray(levels.astype(np.int64) @ places)
+
+
+def _patterns(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of the level matrix and how often each occurs."""
+    _, first, counts = np.unique(pattern_codes(levels), return_index=True, return_counts=True)
     return levels[first], counts.astype(float)
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from engine.mpi.tables import Patient
-from engine.reconcile import estimation
+from engine.reconcile import estimation, learning
 from engine.reconcile.blocking import KEYS_VERSION, candidates, refresh_keys
 from engine.reconcile.comparisons import (
     ACCESSION,
@@ -177,7 +177,7 @@ def estimate(
     """u from the random pairs; m by EM (sessions: the candidates with the same birth date;
     pairs with the same name) when there are enough pairs, else the previous run's values."""
     u = estimation.estimate_u(random_levels)
-    start = previous.m if previous is not None else estimation.starting_m()
+    start = learning.estimated_m(previous) or estimation.starting_m()
     rate = previous.match_rate if previous is not None else DEFAULT_MATCH_RATE
     pairs = len(candidate_levels)
     if pairs < settings.min_em_pairs:
@@ -243,8 +243,10 @@ def _frequency_bonus(
     return out
 
 
-def _evidence(levels: np.ndarray, weights: np.ndarray, prior: float) -> str:
-    items = [{"field": "prior", "level": "", "weight": round(prior, 3)}]
+def _evidence(
+    levels: np.ndarray, weights: np.ndarray, prior: float, *learnt: dict[str, object]
+) -> str:
+    items: list[dict[str, object]] = [{"field": "prior", "level": "", "weight": round(prior, 3)}]
     for column, comparison in enumerate(COMPARISONS):
         level = int(levels[column])
         items.append(
@@ -254,7 +256,7 @@ def _evidence(levels: np.ndarray, weights: np.ndarray, prior: float) -> str:
                 "weight": round(float(weights[column]), 3),
             }
         )
-    return json.dumps(items)
+    return json.dumps(items + list(learnt))
 
 
 def score(
@@ -264,8 +266,10 @@ def score(
     frequencies: dict[str, dict[str, float]],
     settings: ReconcilerSettings,
     study_uids: list[str],
+    learnt: learning.Learnt | None = None,
 ) -> list[Scored]:
-    """The candidates worth proposing: exclusive probability ≥ ``possible``, best first."""
+    """The candidates worth proposing: exclusive probability ≥ ``possible``, best first;
+    ``learnt``: reviewers' decisions move the probabilities of the patterns they decided."""
     adjustments = (
         _frequency_bonus(levels, pairs, parameters, frequencies)
         if settings.term_frequencies
@@ -279,7 +283,8 @@ def score(
         )
     prior = estimation.prior_log2_odds(parameters.match_rate, parameters.patients)
     total = bayes + prior
-    probability = estimation.exclusive_probabilities(pairs.study_rows, total, len(study_uids))
+    model = estimation.exclusive_probabilities(pairs.study_rows, total, len(study_uids))
+    probability = learnt.adjust(levels, model) if learnt is not None else model
     keep = np.flatnonzero(probability >= settings.possible)
     given = COLUMNS["given_name"]
     different = GIVEN_NAME.code_of("different")
@@ -294,15 +299,16 @@ def score(
         if rank > settings.max_candidates:
             continue
         p = float(probability[row])
+        moved = learnt.evidence(levels[row], float(model[row]), p) if learnt else []
         scored.append(
             Scored(
                 study_uids[study],
                 pairs.patients.keys[int(pairs.patient_rows[row])],
                 p,
-                float(total[row] - prior),
+                float(total[row] - prior) + sum(float(item["weight"]) for item in moved),
                 settings.band(p, int(levels[row, given]) == different),
                 rank,
-                _evidence(levels[row], weights[row], prior),
+                _evidence(levels[row], weights[row], prior, *moved),
             )
         )
     return scored
@@ -315,8 +321,11 @@ def reconcile(
     since: str = "",
     rebuild_keys: bool = False,
     progress: Progress | None = None,
+    machine_decided: learning.MachineDecided | None = None,
 ) -> RunReport:
-    """Score every orphaned study (with study date ≥ ``since``) and write proposals."""
+    """Score every orphaned study (with study date ≥ ``since``) and write proposals, the
+    model refined by reviewers' decisions (``settings.learning``; ``machine_decided`` names
+    the approvals an automatic band made, which are not learnt from)."""
     report_progress: Progress = progress or (lambda _phase, _done, _total: None)
     with store.begin() as connection:
         watermark, previous = _previous(connection)
@@ -328,7 +337,14 @@ def reconcile(
     report = RunReport(run_id)
     try:
         _reconcile(
-            store, settings, since, rebuild_keys, watermark, previous, report, report_progress
+            store,
+            settings,
+            since,
+            rebuild_keys,
+            (watermark, previous),
+            report,
+            report_progress,
+            machine_decided,
         )
     except BaseException:
         with store.begin() as connection:
@@ -346,11 +362,12 @@ def _reconcile(
     settings: ReconcilerSettings,
     since: str,
     rebuild_keys: bool,
-    watermark: int | None,
-    previous: estimation.Parameters | None,
+    last_run: tuple[int | None, estimation.Parameters | None],
     report: RunReport,
     progress: Progress,
+    machine_decided: learning.MachineDecided | None,
 ) -> None:
+    watermark, previous = last_run
     current = previous is not None and previous.keys_version == KEYS_VERSION
     start = watermark if current and not rebuild_keys else None
     done = 0
@@ -404,12 +421,22 @@ def _reconcile(
         scan = scan_mpi(connection, _wanted_names(studies))
         random_levels = _random_pairs(connection, studies, scan.live, settings)
         name_levels = _same_name_pairs(connection, studies, scan)
+        labelled = (
+            learning.labelled_pairs(connection, machine_decided) if settings.learning else None
+        )
     frequencies = scan.frequencies
     live = scan.live
     parameters = estimate(levels, name_levels, random_levels, previous, settings, len(live))
     parameters.keys_version = KEYS_VERSION
     report.parameters = parameters
-    scored = score(levels, pairs, parameters, frequencies, settings, uids)
+    learnt = None
+    if labelled is not None:
+        learnt = learning.learn(
+            parameters, labelled, settings.strong, settings.learning_prior_weight
+        )
+        parameters.learning = learnt.to_dict()
+        settings = replace(settings, strong=learnt.strong_after)
+    scored = score(levels, pairs, parameters, frequencies, settings, uids, learnt)
     with store.begin() as connection:
         report.written = write(
             connection, report.run_id, scored, set(uids), {o.study.study_uid for o in orphans}

@@ -69,6 +69,18 @@ class ReconcilerSettings:
         default=True,
     )
     seed: int = setting("Seed of the random pair sample (runs are reproducible).", default=1)
+    learning: bool = setting(
+        "Learn from reviewers' decisions: approved pairs refine the m probabilities, the"
+        " patterns reviewers decided move (rejections lower them) and a rejection in the strong"
+        " band raises its threshold (see docs/reconciler.md, learning from reviewers).",
+        default=True,
+    )
+    learning_prior_weight: float = setting(
+        "How many decisions the model estimated from the data counts for against reviewers'"
+        " decisions: n decisions of one pattern move its probability by at most n / (this + n),"
+        " so a handful cannot swing the model.",
+        default=100.0,
+    )
     _names: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _ids: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -85,6 +97,8 @@ class ReconcilerSettings:
             problems.append(Issue("max_candidates and max_block_size must be at least 1", None))
         if self.random_pairs < 1000:
             problems.append(Issue("random_pairs must be at least 1000", "the default is 300000"))
+        if self.learning_prior_weight < 1:
+            problems.append(Issue("learning_prior_weight must be at least 1", "the default is 100"))
         if any(len(d) != 8 or not d.isdigit() for d in self.placeholder_birth_dates):
             problems.append(Issue("placeholder_birth_dates must be YYYYMMDD", "e.g. 19000101"))
         return problems

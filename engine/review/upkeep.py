@@ -27,7 +27,7 @@ from engine.review.decisions import (
     record,
 )
 from engine.review.settings import ReviewSettings
-from engine.review.tables import Action
+from engine.review.tables import Action, ReviewDecision
 from engine.review.worklist import ReviewFilter, ReviewRow, rows
 from engine.store.database import for_writing
 from engine.store.fastsql import chunks, in_values
@@ -39,6 +39,7 @@ _proposals = table_of(Proposal)
 _patients = table_of(Patient)
 _identifiers = table_of(PatientIdentifier)
 _studies = table_of(Study)
+_decisions = table_of(ReviewDecision)
 
 
 @dataclass(slots=True)
@@ -217,6 +218,15 @@ def auto_approve(store: Engine, settings: ReviewSettings, route: RouteMerge) -> 
         except ReviewError as error:
             result.refused.append(str(error))
     return result
+
+
+def automatic_approvals(connection: Connection) -> set[int]:
+    """Proposals an automatic band approved: the model's own decisions, which the reconciler
+    does not learn from as it learns from reviewers'."""
+    query = select(_decisions.c.proposal_id).where(
+        _decisions.c.action == Action.APPROVED, _decisions.c.automatic.is_(True)
+    )
+    return set(connection.execute(query).scalars())
 
 
 def one_per_study(items: list[ReviewRow]) -> list[ReviewRow]:
