@@ -6,6 +6,7 @@ binary or the plugin is not installed (``apt-get install orthanc orthanc-dicomwe
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -52,17 +53,35 @@ class Orthanc:
 
     AE_TITLE = "ORTHANC"
 
-    def __init__(self, folder: Path, *, tls: ssl.SSLContext | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        tls: ssl.SSLContext | None = None,
+        credentials: tuple[str, str] | None = None,
+        **settings: Any,
+    ) -> None:
         """``tls``: a client context trusting Orthanc's certificate, when ``settings`` turn
-        on its HTTPS (``SslEnabled``); the helper's own requests use it."""
+        on its HTTPS (``SslEnabled``); the helper's own requests use it. ``credentials``: the
+        one user (name, password) its REST API then requires; the helper's requests send it."""
         self.tls = tls
+        self.headers: dict[str, str] = {}
+        if credentials is not None:
+            user, password = credentials
+            settings = {
+                "AuthenticationEnabled": True,
+                "RegisteredUsers": {user: password},
+                **settings,
+            }
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self.headers["Authorization"] = f"Basic {token}"
         binary, plugin = _binary(), _plugin()
         if binary is None:
             pytest.skip("Orthanc is not installed (apt-get install orthanc)")
         if plugin is None:
             pytest.skip("the Orthanc DICOMweb plugin is not installed (orthanc-dicomweb)")
         self.folder = folder
-        self.http_port = free_port()
+        self.http_port = int(settings.pop("HttpPort", 0)) or free_port()
         self.dicom_port = free_port()
         config = {
             "Name": "crosswalk-test",
@@ -111,7 +130,7 @@ class Orthanc:
                 raise RuntimeError(f"Orthanc exited with {self.process.returncode}: {self.log()}")
             try:
                 with urllib.request.urlopen(
-                    f"{self.url}/system", timeout=1, context=self.tls
+                    self.request("/system"), timeout=1, context=self.tls
                 ) as response:
                     if response.status == 200:
                         # /system answers before the DICOM server is listening.
@@ -130,6 +149,14 @@ class Orthanc:
                 time.sleep(0.05)
         raise RuntimeError("Orthanc's DICOM port never opened")
 
+    def request(
+        self, path: str, data: bytes | None = None, method: str | None = None, **headers: str
+    ) -> urllib.request.Request:
+        """A request to Orthanc's REST API carrying the helper's credentials."""
+        return urllib.request.Request(
+            f"{self.url}{path}", data=data, headers={**self.headers, **headers}, method=method
+        )
+
     def log(self) -> str:
         self._log.flush()
         return (self.folder / "orthanc.log").read_text(encoding="utf-8", errors="replace")[-2000:]
@@ -138,11 +165,8 @@ class Orthanc:
         """Store ``dataset`` (POST /instances); returns Orthanc's id of the study."""
         buffer = BytesIO()
         dataset.save_as(buffer, enforce_file_format=True)
-        request = urllib.request.Request(
-            f"{self.url}/instances",
-            data=buffer.getvalue(),
-            headers={"Content-Type": "application/dicom"},
-            method="POST",
+        request = self.request(
+            "/instances", buffer.getvalue(), "POST", **{"Content-Type": "application/dicom"}
         )
         with urllib.request.urlopen(request, timeout=10, context=self.tls) as response:
             answer: dict[str, Any] = json.load(response)
@@ -152,7 +176,7 @@ class Orthanc:
 
     def delete_study(self, orthanc_id: str) -> None:
         """Remove a study (by the id :meth:`upload` returned)."""
-        request = urllib.request.Request(f"{self.url}/studies/{orthanc_id}", method="DELETE")
+        request = self.request(f"/studies/{orthanc_id}", method="DELETE")
         with urllib.request.urlopen(request, timeout=10, context=self.tls):
             pass
 

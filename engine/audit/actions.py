@@ -30,6 +30,7 @@ REVIEW_DEFER = "review.defer"
 REVIEW_AUDIT = "review.audit"
 REVIEW_WAS_IS = "review.export-was-is"
 CONFIG_RELOAD = "config.reload"
+ARCHIVE_MODIFY = "archive.modify"
 KEYS_ROTATE = "keys.rotate"
 AUDIT_LIST = "audit.list"
 AUDIT_VERIFY = "audit.verify"
@@ -63,6 +64,8 @@ ACTIONS: dict[str, str] = {
     REVIEW_WAS_IS: "the was-is list written to a file (PHI)",
     CONFIG_RELOAD: "the engine reloaded its configuration (or refused a broken one); actor:"
     " the engine",
+    ARCHIVE_MODIFY: "an approved merge applied to an archive directly (a merge target), or set"
+    " aside as impossible there; actor: the engine; objects: the target, job and proposal",
     KEYS_ROTATE: "a new key to encrypt stored content, and the content re-encrypted with it",
     AUDIT_LIST: "the audit trail read",
     AUDIT_VERIFY: "the audit trail's chain verified (detail: intact, or the rows named)",

@@ -176,6 +176,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         ),
     )
     problems.extend(_check_routes(routes, known, tables, origins, marks))
+    review = singles.get("review", ReviewSettings())
+    problems.extend(_check_merge_targets(review, destinations, archives, origins, marks))
     if not listeners and not broken["listeners"] and "listeners" not in incomplete:
         problems.append(
             Problem(
@@ -193,7 +195,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         tables=tables,
         archives=archives,
         reconciler=singles.get("reconciler", ReconcilerSettings()),
-        review=singles.get("review", ReviewSettings()),
+        review=review,
         audit=singles.get("audit", AuditSettings()),
         store=singles.get("store", StoreSettings()),
         warnings=tuple(warnings),
@@ -304,6 +306,39 @@ def _check_routes(
     if uses:  # said once, not once per step
         others = f" and {len(uses) - 1} more" if len(uses) > 1 else ""
         problems.append(Problem(uses[0], f"a step uses mapping tables{others}: {tables.missing}"))
+    return problems
+
+
+def _check_merge_targets(
+    review: ReviewSettings,
+    destinations: dict[str, DestinationSettings],
+    archives: dict[str, ArchiveSettings],
+    origins: dict[tuple[str, str], Mark],
+    marks: dict[int, Mark],
+) -> list[Problem]:
+    """A merge target's name is its queue's: no destination may have it; an ``archive:`` it
+    names must be configured."""
+    problems = []
+    for name, target in review.merge_targets.items():
+        where = marks.get(id(target), origins.get(("review", "")))
+        if name in destinations or name in BUILT_IN_DESTINATIONS:
+            problems.append(
+                Problem(
+                    where,
+                    f"merge target {name!r} has the name of a destination; the two share the"
+                    " queues' names (`crosswalk queue`), so give it another",
+                    name,
+                )
+            )
+        if target.archive and target.archive not in archives:
+            problems.append(
+                Problem(
+                    where,
+                    f"merge target {name!r}: unknown archive {target.archive!r}",
+                    target.archive,
+                    f"archives are: {', '.join(archives) or 'none (add an `archives:` section)'}",
+                )
+            )
     return problems
 
 

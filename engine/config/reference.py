@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.audit.actions import ACTIONS
 from engine.audit.settings import SyslogSettings
+from engine.merge_targets.settings import MergeTargetSettings
 from engine.mllp.tls import ClientTLS, ListenerTLS
 from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
@@ -104,6 +105,7 @@ BLOCKS: dict[str, Any] = {
     "archive-settings": lambda: settings_table(ArchiveSettings),
     "reconciler-settings": lambda: settings_table(ReconcilerSettings),
     "review-settings": lambda: settings_table(ReviewSettings),
+    "merge-target-settings": lambda: settings_table(MergeTargetSettings),
     "route-settings": lambda: settings_table(RouteSettings),
     "route-target-settings": lambda: settings_table(RouteTarget),
     "audit-syslog-settings": lambda: settings_table(SyslogSettings),

@@ -28,6 +28,7 @@ from engine.pipeline.certificates import check_daily, warn_expiring_certificates
 from engine.pipeline.delivery import DeliveryService
 from engine.pipeline.dispatcher import Dispatcher
 from engine.pipeline.intake import Intake
+from engine.pipeline.merge_targets import run_merge_targets
 from engine.pipeline.mpi_destination import MpiWorker
 from engine.pipeline.reload import ConfigWatcher
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT, make_routing
@@ -131,6 +132,7 @@ class Server:
         self.delivery = DeliveryService(self.config.destinations, self.writer, self.store)
         await self.delivery.start()
         self.delivery.add(MpiWorker(self.writer, self.store))
+        self._run_merge_targets(self.config)
         self.dispatcher = Dispatcher(
             make_routing(
                 Router(self.config), in_process=self.route_in_process, timeout=self.routing_timeout
@@ -174,6 +176,14 @@ class Server:
             )
             self.watcher.start()
 
+    def _run_merge_targets(self, config: PipelineConfig) -> None:
+        """Work the queues of the merge targets (archives changed directly by approvals)."""
+        assert self.delivery is not None and self.writer is not None and self.store is not None
+        trail = Trail(self.store, Actor.engine(), exporter(config.audit))
+        run_merge_targets(
+            self.delivery, config.review.merge_targets, self.writer, self.store, trail
+        )
+
     async def apply(self, config: PipelineConfig) -> None:
         """Swap in a checked configuration without touching connections or queues: new
         connections get the new settings (and TLS certificates), established ones keep theirs."""
@@ -185,6 +195,7 @@ class Server:
         }
         self.dispatcher.swap(Router(config))
         await self.delivery.update(config.destinations)
+        self._run_merge_targets(config)
         for name, listener in self.listeners.items():
             settings = config.listeners.get(name)
             if settings is None:

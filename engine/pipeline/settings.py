@@ -13,6 +13,7 @@ from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
 from engine.hl7v2.fieldpath import FieldPath
 from engine.mllp.tls import ClientTLS, ListenerTLS
 from engine.observability.settings import AdminSettings
+from engine.review.settings import ReviewSettings
 from engine.routes.router import RoutingConfig
 from engine.settings import ByteSize, Duration, Issue, Problem, setting
 from engine.studies.settings import ArchiveSettings
@@ -169,6 +170,11 @@ class PipelineConfig(RoutingConfig, Protocol):
 
     @property
     def audit(self) -> AuditSettings: ...
+
+    @property
+    def review(self) -> ReviewSettings:
+        """The ``review:`` section: its merge targets have queues the engine works."""
+        ...
 
     @property
     def admin(self) -> AdminSettings | None:

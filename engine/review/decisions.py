@@ -24,6 +24,8 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.errors import CrosswalkError
 from engine.hl7v2.check import examine
+from engine.merge_targets.job import ArchiveJob, Identity
+from engine.merge_targets.settings import MergeTargetSettings
 from engine.mpi.tables import Order
 from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.review.merge_message import MergeMessage, StudyOrder, build_merge
@@ -43,6 +45,8 @@ _messages = table_of(Message)
 _deliveries = table_of(Delivery)
 _orders = table_of(Order)
 
+JOB_ROUTE = "merge_targets"
+"""The ``route`` of a merge target's job (it is queued by the review, not by a route)."""
 AUTOMATIC_REVIEWER = "crosswalk (auto)"
 ENGINE_REVIEWER = "crosswalk"
 
@@ -206,9 +210,8 @@ def approve(
                 )
             message, routing = _merge_for(connection, settings, route, item, reviewer, now)
             message_id = _store_message(connection, message.raw, message.charset, routing, now)
-            deliveries = [
-                queued_delivery(values, message_id, now) for values in routing.delivery_rows()
-            ]
+            rows_to_queue = routing.delivery_rows() + archive_jobs(settings, item, message)
+            deliveries = [queued_delivery(values, message_id, now) for values in rows_to_queue]
             connection.execute(insert(_deliveries), deliveries)
             destinations = tuple(sorted({d["destination"] for d in deliveries}))
             touch_destinations(connection, destinations, now)
@@ -292,13 +295,56 @@ def _merge_for(
     except ValueError as error:
         raise ReviewError(f"proposal {item.proposal_id}: {error}") from None
     routing = route(message.raw, message.charset, SOURCE)
-    if routing.status != MessageStatus.ROUTED or not routing.outbound:
+    targets = [name for name, target in settings.merge_targets.items() if _holds(target, item)]
+    if routing.status == MessageStatus.FILTERED and targets:
+        # No route sends the message: the archives are changed directly (merge targets).
+        reason = f"applied by merge target(s) {', '.join(targets)}"
+        routing = Routing(MessageStatus.ROUTED, reason, routing.outcomes)
+    elif routing.status != MessageStatus.ROUTED or not (routing.outbound or targets):
         raise ReviewError(
             f"proposal {item.proposal_id}: the merge message would not reach the PACS"
             f" ({routing.reason or 'no route has source: ' + SOURCE}); nothing was approved",
             f"proposal {item.proposal_id}: the merge message would not reach the PACS",
         )
     return message, routing
+
+
+def _holds(target: MergeTargetSettings, item: ReviewRow) -> bool:
+    """Whether the target's archive holds the study (one named by ``archive:`` holds only the
+    studies pulled from it)."""
+    return not target.archive or item.study.source.startswith(f"archive:{target.archive}/")
+
+
+def archive_jobs(
+    settings: ReviewSettings, item: ReviewRow, message: MergeMessage
+) -> list[dict[str, object]]:
+    """A job per merge target holding the study: move it to the MPI patient's identity."""
+    study, patient = item.study, item.patient
+    job = ArchiveJob(
+        item.study_uid,
+        Identity(study.patient_id, study.issuer),
+        Identity.of_patient(
+            item.mrn,
+            item.authority,
+            patient.family_name,
+            patient.given_name,
+            patient.middle_name,
+            patient.birth_date,
+            patient.sex,
+        ),
+        item.proposal_id,
+    )
+    return [
+        {
+            "route": JOB_ROUTE,
+            "destination": name,
+            "partition": 0,
+            "payload": job.encode(),
+            "control_id": message.control_id,
+        }
+        for name, target in settings.merge_targets.items()
+        if _holds(target, item)
+    ]
 
 
 def _store_message(

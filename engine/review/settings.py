@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.merge_targets.settings import MergeTargetSettings
 from engine.settings import Issue, setting
 
 SOURCE = "review"
@@ -46,6 +47,12 @@ class ReviewSettings:
     )
     auto_approve_min_probability: float = setting(
         "… and only those with at least this match probability.", default=0.999
+    )
+    merge_targets: dict[str, MergeTargetSettings] = setting(
+        "Archives an approval changes directly, by name (for a PACS without an HL7 feed): each"
+        " approval queues a job per target that moves the study to the MPI patient's identity"
+        " (see docs/review.md#merge-targets).",
+        default_factory=dict,
     )
 
     def check(self) -> list[Issue]:
