@@ -356,3 +356,9 @@ def test_a_merge_target_may_not_take_a_destination_name(tmp_path: Path) -> None:
     review = "review:\n  merge_targets:\n    mpi:\n      kind: orthanc\n      url: http://x:1\n"
     with pytest.raises(ConfigError, match="has the name of a destination"):
         load_config(folder(tmp_path, review))
+
+
+def test_queue_status_names_a_target_before_its_first_job(db_url: str, tmp_path: Path) -> None:
+    config = folder(tmp_path, review_yaml("http://127.0.0.1:9"))
+    status = run("queue", "status", *db_args(db_url, config))
+    assert status.returncode == 0 and "orthanc-main" in status.stdout, status.stdout

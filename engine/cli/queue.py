@@ -36,10 +36,12 @@ Destination = Annotated[str, typer.Argument(help="The destination's name.")]
 
 
 def _configured(folder: Path) -> list[str]:
+    """The destinations and merge targets a configuration names (none when it is broken)."""
     try:
-        return list(load_config(folder).destinations)
+        config = load_config(folder)
     except ConfigError:
         return []
+    return [*config.destinations, *config.review.merge_targets]
 
 
 Config = Annotated[Path, typer.Option(help="Configuration folder, for the names.")]

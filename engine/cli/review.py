@@ -41,8 +41,8 @@ from engine.reconcile.tables import ProposalStatus
 from engine.review.decisions import Decided, ReviewError, approve, defer, reject
 from engine.review.tables import Action
 from engine.review.upkeep import one_per_study, refresh
+from engine.review.was_is import LAYOUTS, approvals, was_is
 from engine.review.worklist import (
-    WAS_IS_COLUMNS,
     DecisionView,
     ReviewFilter,
     ReviewItem,
@@ -50,7 +50,6 @@ from engine.review.worklist import (
     decision_views,
     item,
     rows,
-    was_is_rows,
 )
 from engine.routes.router import Router
 from engine.studies.settings import parse_study_date
@@ -715,26 +714,43 @@ def _print_decisions(found: list[DecisionView], output: str) -> None:
     console.print(f"{len(found)} decision(s)")
 
 
+WasIsFormat = Literal["crosswalk", "migration", "patient-map", "dicom-tags"]
+
+
 @app.command("export-was-is")
 def export_was_is(
     file: Annotated[Path, typer.Argument(help="CSV file to write.")],
+    layout: Annotated[
+        WasIsFormat,
+        typer.Option(
+            "--format",
+            help="Columns: crosswalk (everything, per study), migration (old/new id and issuer,"
+            " study UID, accession), patient-map (old id -> new id, one row per old id),"
+            " dicom-tags (per study, DICOM keywords: the tags to set). See docs/review.md.",
+        ),
+    ] = "crosswalk",
     db: DbOption = None,
 ) -> None:
-    """Write the was-is list of every approval (CSV) for the PACS and downstream teams.
-
-    Old patient id and issuer → MRN and authority, study uid, accession, approved by, when,
-    the merge's control id and its delivery.
-    """
+    """Write the was-is list of every approval (CSV) for the PACS, migration tools and
+    downstream teams: old patient id and issuer -> the MPI patient's MRN and authority."""
     store = open_store_or_fail(db)
-    with audited(store, actions.REVIEW_WAS_IS, objects=[ref("file", file)]) as audit:
+    with audited(
+        store, actions.REVIEW_WAS_IS, objects=[ref("file", file)], criteria={"format": layout}
+    ) as audit:
         with store.connect() as connection:
-            found = was_is_rows(connection)
-        audit.add("proposal", *(row["proposal_id"] for row in found))
-        audit.detail = f"{len(found)} approval(s)"
+            found = approvals(connection)
+        result = was_is(found, layout)
+        audit.add("proposal", *(approval.proposal_id for approval in found))
+        audit.detail = f"{len(result.rows)} row(s) from {len(found)} approval(s)"
         try:
             with file.open("w", newline="", encoding="utf-8") as target:
-                write_records(found, "csv", WAS_IS_COLUMNS, target)
+                write_records(result.rows, "csv", LAYOUTS[layout].columns, target)
         except OSError as error:
             audit.refuse(f"the file cannot be written: {error.strerror or type(error).__name__}")
             fail(f"{file}: {error.strerror or error}")
-    console.print(f"{file}: {len(found)} approval(s)")
+        console.print(f"{file}: {len(result.rows)} row(s) from {len(found)} approval(s)")
+        if result.left_out:
+            audit.detail += f"; {len(result.left_out)} left out"
+            for reason in result.left_out:
+                console.print(f"left out: {reason}", markup=False)
+            fail(f"{len(result.left_out)} could not be written as {layout} (listed above)", 1)

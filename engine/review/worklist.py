@@ -1,5 +1,5 @@
 """Reading proposals for review: the filtered queue, one proposal with everything around it, the
-delivery state of approved merges, the audit trail and the was-is list."""
+delivery state of approved merges and the audit trail (the was-is list is ``was_is``)."""
 
 from __future__ import annotations
 
@@ -320,47 +320,3 @@ def decision_views(
         for r in connection.execute(query)
     ]
     return sorted(found, key=lambda v: v.id)
-
-
-WAS_IS_COLUMNS = (
-    "old_patient_id",
-    "old_issuer",
-    "mrn",
-    "authority",
-    "study_uid",
-    "accession",
-    "study_date",
-    "approved_by",
-    "approved_at",
-    "proposal_id",
-    "merge_control_id",
-    "delivery",
-)
-
-
-def was_is_rows(connection: Connection) -> list[dict[str, Any]]:
-    """The crosswalk of every approval: the study's old patient id → the MRN it was merged to,
-    as the approval recorded and sent them."""
-    approvals = decision_views(connection, actions=(Action.APPROVED,))
-    deliveries = merge_deliveries(connection, [d.proposal_id for d in approvals])
-    out = []
-    for decision in approvals:
-        study = decision.snapshot.get("study", {})
-        patient = decision.snapshot.get("patient", {})
-        out.append(
-            {
-                "old_patient_id": study.get("patient_id", ""),
-                "old_issuer": study.get("issuer", ""),
-                "mrn": patient.get("mrn", ""),
-                "authority": patient.get("authority", ""),
-                "study_uid": decision.study_uid,
-                "accession": study.get("accession", ""),
-                "study_date": study.get("study_date", ""),
-                "approved_by": decision.reviewer,
-                "approved_at": decision.decided_at.isoformat(timespec="seconds"),
-                "proposal_id": decision.proposal_id,
-                "merge_control_id": decision.control_id,
-                "delivery": deliveries.get(decision.proposal_id, ""),
-            }
-        )
-    return out
