@@ -6,10 +6,15 @@ thread; the commands run as a user runs them.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import ssl
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +24,20 @@ from sqlalchemy import Engine, select
 
 from engine.config.loader import load_config
 from engine.merge_targets.job import ArchiveJob, Identity
-from engine.merge_targets.orthanc import ArchiveRefusal, OrthancClient, move_study
+from engine.merge_targets.orthanc import (
+    ArchiveRefusal,
+    ArchiveUnavailable,
+    OrthancClient,
+    move_study,
+)
 from engine.merge_targets.settings import MergeTargetSettings
+from engine.mllp.tls import ClientTLS
 from engine.reconcile.run import reconcile
 from engine.settings import ConfigError
 from engine.store.schema import Delivery, DeliveryState
 from engine.testing import free_port
 from tests.orthanc import Orthanc, running_orthanc, study_instance
-from tests.support import Pipeline, config_folder
+from tests.support import Pipeline, config_folder, serving
 from tests.support import run_crosswalk as run
 from tests.test_reconcile import MPI, MPI_HEADER, SETTINGS, write
 from tests.test_review import proposal_of
@@ -362,3 +373,99 @@ def test_queue_status_names_a_target_before_its_first_job(db_url: str, tmp_path:
     config = folder(tmp_path, review_yaml("http://127.0.0.1:9"))
     status = run("queue", "status", *db_args(db_url, config))
     assert status.returncode == 0 and "orthanc-main" in status.stdout, status.stdout
+
+
+def test_an_engine_killed_with_the_job_queued_finishes_it_after_a_restart(
+    store: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """The job is in the store, not in the engine: SIGKILL while the archive is down, then a
+    new engine process moves the study once the archive is back."""
+    study_uid, http, listen = generate_uid(), free_port(), free_port()
+    (tmp_path / "orthanc").mkdir()
+    with running_orthanc(tmp_path / "orthanc", HttpPort=http, credentials=CREDENTIALS) as orthanc:
+        upload(orthanc, study_uid)
+    config = config_folder(
+        tmp_path,
+        NO_ROUTES,
+        endpoints=f"listeners:\n  ehr: {{port: {listen}}}\n",
+        extra={"review.yaml": review_yaml(f"http://127.0.0.1:{http}")},
+    )
+    proposal = prepared_from_csv(store, tmp_path, study_uid)
+    args = ["--config", str(config), "--db", db_url]
+    with serving(args, listen, tmp_path / "first.log", cwd=tmp_path) as first:
+        screen = approved_until(db_url, config, proposal, "cannot connect")
+        first.kill()
+        first.wait(10)
+    assert "orthanc-main: queued" in screen
+    with (
+        running_orthanc(tmp_path / "orthanc", HttpPort=http, credentials=CREDENTIALS) as orthanc,
+        serving(args, listen, tmp_path / "second.log", cwd=tmp_path),
+    ):
+        wait_for(shown(db_url, config, proposal, "orthanc-main: delivered"))
+        assert copies(orthanc, study_uid) == [MPI_IDENTITY]
+    log = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
+    assert "SMITH" not in log and "100234" not in log and study_uid not in log  # no PHI
+
+
+@contextlib.contextmanager
+def tls_front(port: int, cert: Path, key: Path) -> Iterator[int]:
+    """A TLS terminator on loopback in front of 127.0.0.1:``port`` (Debian's Orthanc 1.10 dies
+    serving HTTPS with these certificates): its port. Each connection is piped both ways until
+    either side closes."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                secure = context.wrap_socket(client, server_side=True)
+            except (OSError, ssl.SSLError):
+                client.close()  # a client that does not trust us: its handshake fails
+                continue
+            upstream = socket.create_connection(("127.0.0.1", port))
+            for one, other in ((secure, upstream), (upstream, secure)):
+                threading.Thread(target=pipe, args=(one, other), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_an_https_archive_is_verified_against_the_targets_ca(
+    tmp_path: Path, orthanc: Orthanc
+) -> None:
+    from tests.certificates import Authority
+
+    ca, other = Authority(tmp_path / "tls"), Authority(tmp_path / "tls", "Another CA")
+    server = ca.issue("orthanc", file="orthanc")
+    study_uid = generate_uid()
+    upload(orthanc, study_uid)
+    job = ArchiveJob(study_uid, Identity("X77", "OTHERSITE"), NEW, 1)
+    with tls_front(orthanc.http_port, server.cert, server.key) as port:
+        url = f"https://127.0.0.1:{port}"
+        untrusting = replace(target(orthanc), url=url, tls=ClientTLS(ca=other.cert))
+        with pytest.raises(ArchiveUnavailable, match="certificate verify failed"):
+            move_study(OrthancClient(untrusting), job)
+        assert copies(orthanc, study_uid)[0]["PatientID"] == "X77"
+        secure = replace(target(orthanc), url=url, tls=ClientTLS(ca=ca.cert))
+        assert move_study(OrthancClient(secure), job).outcome == "changed"
+    assert copies(orthanc, study_uid) == [MPI_IDENTITY]
