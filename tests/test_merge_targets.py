@@ -469,3 +469,19 @@ def test_an_https_archive_is_verified_against_the_targets_ca(
         secure = replace(target(orthanc), url=url, tls=ClientTLS(ca=ca.cert))
         assert move_study(OrthancClient(secure), job).outcome == "changed"
     assert copies(orthanc, study_uid) == [MPI_IDENTITY]
+
+
+def test_a_targets_certificates_are_watched_for_expiry(tmp_path: Path) -> None:
+    from engine.config.model import EngineConfig
+    from engine.pipeline.certificates import expiring
+    from engine.review.settings import ReviewSettings
+    from tests.certificates import Authority
+
+    ca = Authority(tmp_path / "tls")
+    settings = MergeTargetSettings(
+        name="old-pacs", kind="orthanc", url="https://pacs:8042", tls=ClientTLS(ca=ca.cert)
+    )
+    config = EngineConfig(review=ReviewSettings(merge_targets={"old-pacs": settings}))
+    assert expiring(config) == []  # ten years left
+    (line,) = expiring(config, days=4000)
+    assert line.startswith("merge target old-pacs (CA): certificate") and "expires in" in line

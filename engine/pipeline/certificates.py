@@ -32,6 +32,8 @@ def _files(config: PipelineConfig) -> Iterator[tuple[str, Path]]:
         yield from _client_files(f"destination {name}", destination.tls)
     for name, archive in config.archives.items():
         yield from _client_files(f"archive {name}", archive.tls)
+    for name, target in config.review.merge_targets.items():
+        yield from _client_files(f"merge target {name}", target.tls)
     syslog = config.audit.syslog
     if syslog is not None and syslog.protocol == "tls":
         yield from _client_files("audit syslog collector", syslog.tls)
