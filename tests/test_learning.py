@@ -216,10 +216,18 @@ def test_cli_shows_what_decisions_moved(db_url: str, store: Engine, tmp_path: Pa
     ran = run_crosswalk("reconcile", "run", "--db", db_url)
     assert ran.returncode == 0, ran.stderr
     assert "learnt from 3 reviewers' decisions (0 approved, 3 rejected)" in ran.stdout
+    plain = run_crosswalk("reconcile", "params", "--db", db_url)
+    assert "refined by 3 reviewers' decisions" in plain.stdout
     shown = run_crosswalk("reconcile", "params", "--changes", "--db", db_url)
     assert shown.returncode == 0, shown.stderr
     assert "0 approved and 3 rejected" in shown.stdout and "m before" in shown.stdout
     assert "birth_date=one_digit" in shown.stdout and "strong threshold: 0.99" in shown.stdout
+    moved = next(
+        pid for pid, _p, status, _e in _probabilities(store).values() if status == "pending"
+    )
+    screen = run_crosswalk("review", "show", str(moved), "--db", db_url)
+    assert screen.returncode == 0, screen.stderr
+    assert "reviewers (0 of 3 approved)" in screen.stdout
     as_json = run_crosswalk("reconcile", "params", "--changes", "--format", "json", "--db", db_url)
     changes = json.loads(as_json.stdout)
     assert changes["rejected"] == 3 and changes["patterns"][0]["decided"] == 3

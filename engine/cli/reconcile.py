@@ -194,6 +194,12 @@ def params(
         if parameters.estimated_m
         else "m carried over (too few candidate pairs to estimate it)"
     )
+    learnt = Learnt.from_dict(parameters.learning)
+    if learnt is not None and learnt.approved + learnt.rejected:
+        how += (
+            f"; refined by {learnt.approved + learnt.rejected:,} reviewers' decisions"
+            " (what moved: --changes)"
+        )
     console.print(how)
     table = Table("comparison", "level", "m", "u", "weight (bits)")
     weights = parameters.weights()

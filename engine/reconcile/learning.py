@@ -10,9 +10,9 @@ model estimated from the data, counted as ``learning_prior_weight`` decisions:
   (W·p + approved of the pattern) / (W + decided of the pattern) instead of its probability p:
   rejections of a pattern lower it, approvals raise it, and n decisions move it by at most
   n / (W + n).
-- **The strong threshold** rises by what the strong band's decided pairs fell short of their
-  probabilities, (expected approvals − approvals) / (W + decided), at most to
-  1 − (1 − strong) / 10; it is never lowered.
+- **The strong threshold** rises by what the decided pairs of the strong band (as they were
+  when decided) fell short of their probabilities, (expected approvals − approvals) /
+  (W + decided), at most to 1 − (1 − strong) / 10; it is never lowered.
 
 Decided pairs are read as they were scored (the levels kept in the proposal's evidence), so a
 study changed by the merge it was approved for is not compared again. Approvals an automatic
@@ -60,6 +60,8 @@ class Labelled:
     levels: np.ndarray
     approved: np.ndarray
     probability: np.ndarray
+    strong: np.ndarray
+    """Whether each was in the strong band when decided."""
     left_out: int = 0
     """Decided pairs not learnt from: approved automatically, or evidence not readable."""
 
@@ -89,13 +91,18 @@ def labelled_pairs(connection: Connection, machine_decided: MachineDecided | Non
     """Every approved and rejected proposal a reviewer decided, as it was scored."""
     automatic = machine_decided(connection) if machine_decided is not None else set()
     query = select(
-        _proposals.c.id, _proposals.c.status, _proposals.c.probability, _proposals.c.evidence
+        _proposals.c.id,
+        _proposals.c.status,
+        _proposals.c.probability,
+        _proposals.c.band,
+        _proposals.c.evidence,
     ).where(_proposals.c.status.in_([ProposalStatus.APPROVED, ProposalStatus.REJECTED]))
     levels: list[list[int]] = []
     approved: list[bool] = []
     model: list[float] = []
+    strong: list[bool] = []
     left_out = 0
-    for proposal_id, status, probability, evidence in connection.execute(query):
+    for proposal_id, status, probability, band, evidence in connection.execute(query):
         read = _levels_of(evidence) if proposal_id not in automatic else None
         if read is None:
             left_out += 1
@@ -103,11 +110,13 @@ def labelled_pairs(connection: Connection, machine_decided: MachineDecided | Non
         codes, learnt = read
         levels.append(codes)
         approved.append(status == ProposalStatus.APPROVED)
+        strong.append(band == "strong")
         model.append(float(log2_odds(probability)) - learnt)
     return Labelled(
         np.asarray(levels, dtype=np.int8).reshape(-1, len(COMPARISONS)),
         np.asarray(approved, dtype=bool),
         1.0 / (1.0 + np.exp2(-np.asarray(model, dtype=float))),
+        np.asarray(strong, dtype=bool),
         left_out,
     )
 
@@ -230,7 +239,7 @@ def learn(parameters: Parameters, labelled: Labelled, strong: float, prior_weigh
         updated[0] = 0.0
         parameters.m[comparison.name] = updated.tolist()
     learnt.patterns = _patterns(labelled)
-    in_band = labelled.probability >= strong
+    in_band = labelled.strong
     if in_band.any():
         shortfall = labelled.probability[in_band].sum() - labelled.approved[in_band].sum()
         raised = strong + max(shortfall, 0.0) / (prior_weight + in_band.sum())
