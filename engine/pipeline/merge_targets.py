@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -63,8 +64,15 @@ class MergeTargetWorker(QueueWorker):
                 await self._work(delivery)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("merge target %s: worker failed; restarting it in 5s", self.name)
+            except Exception as error:
+                # No values (PHI) in the log: the kind of error, and where.
+                log.error(
+                    "merge target %s: worker failed (%s); restarting it in 5s; at (values"
+                    " omitted):\n%s",
+                    self.name,
+                    type(error).__name__,
+                    "".join(traceback.format_tb(error.__traceback__)).rstrip(),
+                )
                 self._restart_from_store()
                 await asyncio.sleep(5)
 
