@@ -1,9 +1,9 @@
 """Applying a merge to an Orthanc archive through its REST API.
 
 The study is found by its Study Instance UID; a copy carrying the MPI patient's identity is
-made with every UID kept (``/studies/{id}/modify`` on Orthanc 1.11.3 and later; before that
-Orthanc refuses a new PatientID at study level, so each instance is modified and stored again);
-only once that copy holds every instance of the old one, with the new identity, is the old copy
+made with every UID kept (``/studies/{id}/modify``; where Orthanc refuses that — before 1.11.3
+it refuses a new PatientID at study level — each instance is modified and stored again); only
+once that copy holds every instance of the old one, with the new identity, is the old copy
 deleted. Each step can be repeated: a job retried after a crash between two steps finds what is
 already done and finishes the rest. Nothing logged here carries patient data.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import ssl
 import urllib.error
 import urllib.request
@@ -24,9 +23,6 @@ from engine.merge_targets.job import ArchiveJob, Identity
 from engine.merge_targets.settings import MergeTargetSettings
 
 KEPT_UIDS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
-STUDY_LEVEL_SINCE = (1, 11, 3)
-"""The first Orthanc that changes a study's PatientID at study level (refused before, even with
-``Force``)."""
 
 
 class ArchiveUnavailable(CrosswalkError):
@@ -129,13 +125,6 @@ class OrthancClient:
             return ArchiveUnavailable(self.where(said))
         return ArchiveRefusal(self.where(said))
 
-    def version(self) -> tuple[int, ...]:
-        """Orthanc's version; a development build ("mainline") counts as the newest."""
-        found = re.match(
-            r"(\d+)\.(\d+)\.(\d+)", str((self.call("GET", "/system") or {}).get("Version", ""))
-        )
-        return tuple(int(n) for n in found.groups()) if found else (999, 0, 0)
-
     def studies(self, study_uid: str) -> list[str]:
         """Orthanc's ids of the studies with this Study Instance UID (one per PatientID)."""
         found = self.call(
@@ -201,20 +190,25 @@ def move_study(client: OrthancClient, job: ArchiveJob) -> Moved:
                 " patient's identity: it was changed in the archive since; review it there"
             )
         )
-    study_level = client.version() >= STUDY_LEVEL_SINCE
     copy = ""
     for source in sources:
         expected = set(client.instances(source))
-        copy = (
-            client.modify_study(source, job.new)
-            if study_level
-            else client.modify_instances(source, job.new)
-        )
+        copy = _copy(client, source, job.new)
         _check_copy(client, copy, source, expected, job.new)
     for source in sources:
         if source != copy:
             client.delete_study(source)
     return Moved("changed", copy, len(client.instances(copy)))
+
+
+def _copy(client: OrthancClient, source: str, identity: Identity) -> str:
+    """A copy of the study carrying ``identity``: in one call where Orthanc allows it, else
+    image by image. Orthanc before 1.11.3 refuses a new PatientID at study level even with
+    ``Force``; later ones refuse it when the patient exists with other patient tags."""
+    try:
+        return client.modify_study(source, identity)
+    except ArchiveRefusal:
+        return client.modify_instances(source, identity)
 
 
 def _check_copy(
