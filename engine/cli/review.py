@@ -741,7 +741,7 @@ def export_was_is(
             found = approvals(connection)
         result = was_is(found, layout)
         audit.add("proposal", *(approval.proposal_id for approval in found))
-        audit.detail = f"{len(result.rows)} row(s) from {len(found)} approval(s)"
+        audit.detail = f"{len(found)} approval(s)"
         try:
             with file.open("w", newline="", encoding="utf-8") as target:
                 write_records(result.rows, "csv", LAYOUTS[layout].columns, target)
