@@ -485,3 +485,26 @@ def test_a_targets_certificates_are_watched_for_expiry(tmp_path: Path) -> None:
     assert expiring(config) == []  # ten years left
     (line,) = expiring(config, days=4000)
     assert line.startswith("merge target old-pacs (CA): certificate") and "expires in" in line
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://old-pacs.hospital.org:8042", True),
+        ("http://127.0.0.1:8042", False),  # loopback: nothing crosses the network
+        ("https://old-pacs.hospital.org:8042", False),
+    ],
+)
+def test_a_password_sent_over_plain_http_is_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture, url: str, warned: bool
+) -> None:
+    from engine.pipeline.merge_targets import warn_insecure
+
+    settings = MergeTargetSettings(
+        name="old-pacs", kind="orthanc", url=url, username=USER, password=PASSWORD
+    )
+    with caplog.at_level("ERROR"):
+        warn_insecure(settings)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert bool(said) == warned, said
+    assert all("unencrypted (http)" in line and PASSWORD not in line for line in said)

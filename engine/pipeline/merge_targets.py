@@ -10,10 +10,12 @@ Each change made in an archive is recorded in the audit trail, the engine as the
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 
@@ -49,6 +51,7 @@ class MergeTargetWorker(QueueWorker):
     ) -> None:
         super().__init__(settings.name, 0, writer, store)
         self.settings = settings
+        warn_insecure(settings)
         self.trail = trail
         self.errored = 0
 
@@ -168,6 +171,31 @@ class MergeTargetWorker(QueueWorker):
             )
 
 
+def warn_insecure(settings: MergeTargetSettings) -> None:
+    """Say so when a target's password would cross the network unencrypted, or its https
+    certificate is not checked."""
+    parts = urlsplit(settings.url)
+    if parts.scheme == "http" and settings.username and not _loopback(parts.hostname or ""):
+        log.error(
+            "merge target %s: its password and the patients' data go to %s unencrypted (http);"
+            " use https",
+            settings.name,
+            parts.hostname,
+        )
+    if settings.tls is not None and settings.tls.insecure_skip_verify:
+        log.error(
+            "merge target %s: TLS certificate verification is OFF (insecure_skip_verify)",
+            settings.name,
+        )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _apply(settings: MergeTargetSettings, job: ArchiveJob) -> Moved:
     if settings.kind != "orthanc":  # refused by the configuration's check; never queued
         raise ArchiveRefusal(f"merge target {settings.name!r}: kind {settings.kind} cannot apply")
@@ -187,6 +215,8 @@ def run_merge_targets(
     for name, settings in targets.items():
         worker = delivery.workers.get((name, 0))
         if isinstance(worker, MergeTargetWorker):
+            if worker.settings != settings:
+                warn_insecure(settings)
             worker.settings = settings
         elif worker is None:
             delivery.add(MergeTargetWorker(settings, writer, store, trail))
