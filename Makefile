@@ -24,14 +24,14 @@ run: $(VENV)/.installed-run
 	$(BIN)/crosswalk serve
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check engine tests bench
+	$(BIN)/ruff check engine tests bench tools
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check engine tests bench
-	$(BIN)/ruff format --check engine tests bench
+	$(BIN)/ruff check engine tests bench tools
+	$(BIN)/ruff format --check engine tests bench tools
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

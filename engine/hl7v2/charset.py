@@ -40,6 +40,7 @@ _TABLE_0211 = {
 }
 
 DEFAULT_CHARSET = "UNICODE UTF-8"
+_ASCII_PROBE = "MSH|^~\\&|ACK\r"
 
 
 def codec_for(name: str) -> str | None:
@@ -48,7 +49,7 @@ def codec_for(name: str) -> str | None:
     Accepts the table 0211 spelling (``8859/1``, ``UNICODE UTF-8``) and, for listener settings,
     a Python codec name (``utf-8``, ``latin-1``, ``cp1252``).
 
-    >>> codec_for("8859/1"), codec_for("unicode utf-8"), codec_for("cp1252"), codec_for("EBCDIC")
+    >>> codec_for("8859/1"), codec_for("unicode utf-8"), codec_for("cp1252"), codec_for("utf-16")
     ('iso8859-1', 'utf-8', 'cp1252', None)
     """
     key = " ".join(name.upper().split())
@@ -56,10 +57,18 @@ def codec_for(name: str) -> str | None:
         return _TABLE_0211[key]
     try:
         info = codecs.lookup(name.strip())
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL byte in the name
         return None
     # rot13, base64 and the like are codecs but not character sets.
-    return info.name if getattr(info, "_is_text_encoding", True) else None
+    if not getattr(info, "_is_text_encoding", True):
+        return None
+    # MLLP framing and the HL7 delimiters are ASCII bytes: a codec that writes ASCII text as
+    # other bytes (UTF-16, UTF-32, EBCDIC) cannot carry a message, nor its ACK, over MLLP.
+    try:
+        ascii_safe = _ASCII_PROBE.encode(info.name) == _ASCII_PROBE.encode("ascii")
+    except UnicodeError:
+        ascii_safe = False
+    return info.name if ascii_safe else None
 
 
 def supported_charsets() -> list[str]:

@@ -29,11 +29,9 @@ class Examination:
     charset: str
     codec: str | None
     problem: Problem | None
-
-    @property
-    def header_codec(self) -> str:
-        """The codec the header text was decoded with, and the ACK should be encoded with."""
-        return self.codec if self.codec and self.problem is None else "latin-1"
+    header_codec: str = "latin-1"
+    """The codec the header text was decoded with, and the ACK should be encoded with (the
+    declared one once the whole message decoded with it, else latin-1: byte for byte)."""
 
 
 def examine(
@@ -109,5 +107,5 @@ def examine(
                 Location("MSH", field=position),
                 reject=True,
             )
-            return Examination(header, charset, codec, problem)
-    return Examination(header, charset, codec, None)
+            return Examination(header, charset, codec, problem, codec)
+    return Examination(header, charset, codec, None, codec)

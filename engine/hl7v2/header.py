@@ -140,7 +140,7 @@ def version_tuple(version: str) -> tuple[int, ...]:
     """
     numbers: list[int] = []
     for part in version.strip().split("."):
-        if not part.isdigit():
+        if not (part.isascii() and part.isdigit()):  # '²' is a digit int() refuses
             break
         numbers.append(int(part))
     return tuple(numbers)
