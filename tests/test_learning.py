@@ -6,12 +6,14 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 
 from engine.config.loader import load_config
 from engine.mpi.importer import MpiImport
-from engine.reconcile.learning import REVIEWERS, Learnt
+from engine.reconcile.comparisons import COMPARISONS
+from engine.reconcile.learning import REVIEWERS, Learnt, Pattern
 from engine.reconcile.run import latest_parameters, reconcile
 from engine.reconcile.settings import ReconcilerSettings
 from engine.reconcile.tables import Proposal, ProposalStatus
@@ -231,3 +233,27 @@ def test_cli_shows_what_decisions_moved(db_url: str, store: Engine, tmp_path: Pa
     as_json = run_crosswalk("reconcile", "params", "--changes", "--format", "json", "--db", db_url)
     changes = json.loads(as_json.stdout)
     assert changes["rejected"] == 3 and changes["patterns"][0]["decided"] == 3
+
+
+def test_a_pattern_of_levels_no_longer_known_applies_to_no_pair() -> None:
+    levels = np.array(
+        [
+            [c.code_of(c.names[1]) for c in COMPARISONS],
+            [c.code_of(c.names[-1]) for c in COMPARISONS],
+        ],
+        dtype=np.int8,
+    )
+    first = {c.name: c.names[1] for c in COMPARISONS}
+    vanished = {**first, "birth_date": "a level since renamed"}
+    learnt = Learnt(
+        100.0,
+        patterns=[Pattern(vanished, 5, 0, 0.99), Pattern(first, 4, 0, 0.99)],
+    )
+    which = learnt.patterns_of(levels)
+    assert which.tolist() == [1, -1]
+    moved = learnt.adjust(which, np.array([0.99, 0.99]))
+    assert moved[0] == pytest.approx(99 / 104) and moved[1] == 0.99
+    assert learnt.evidence(-1, 0.99, 0.99) == []
+    assert learnt.evidence(1, 0.99, moved[0])[0]["level"] == "0 of 4 approved"
+    assert Learnt.from_dict({"prior_weight": 100.0, "unknown": 1}) is None
+    assert Learnt.from_dict(None) is None

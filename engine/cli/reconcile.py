@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -256,7 +255,7 @@ def _changes(run_id: int, parameters: Parameters, output: str) -> None:
     for pattern in sorted(learnt.patterns, key=lambda p: -p.decided):
         shown = ", ".join(f"{k}={v}" for k, v in pattern.levels.items() if v != "null")
         model = pattern.model
-        moved = float(pattern.adjusted(np.asarray([model]), learnt.prior_weight)[0])
+        moved = pattern.adjusted(model, learnt.prior_weight)
         patterns.add_row(
             shown, str(pattern.decided), str(pattern.approved), f"{model:.4f}", f"{moved:.4f}"
         )

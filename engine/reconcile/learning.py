@@ -132,9 +132,15 @@ class Pattern:
     model: float
     """The model's mean probability of the decided pairs (before learning)."""
 
-    def adjusted(self, probability: np.ndarray, prior_weight: float) -> np.ndarray:
-        """The probabilities after these decisions: (W·p + approved) / (W + decided)."""
-        return (prior_weight * probability + self.approved) / (prior_weight + self.decided)
+    def adjusted(self, probability: float, prior_weight: float) -> float:
+        """A probability of this pattern after its decisions."""
+        return float(posterior(probability, self.approved, self.decided, prior_weight))
+
+
+def posterior(probability: Any, approved: Any, decided: Any, prior_weight: float) -> Any:
+    """(W·p + approved) / (W + decided): the model's p counted as W decisions (numbers or
+    arrays)."""
+    return (prior_weight * probability + approved) / (prior_weight + decided)
 
 
 @dataclass(slots=True)
@@ -166,28 +172,44 @@ class Learnt:
         except TypeError:
             return None
 
-    def adjust(self, levels: np.ndarray, probability: np.ndarray) -> np.ndarray:
-        """The probabilities of pairs (levels, probability) after the decisions of their
-        patterns; a pattern of a level no longer known applies to no pair."""
+    def patterns_of(self, levels: np.ndarray) -> np.ndarray:
+        """Per pair (a row of levels), the index in ``patterns`` of its decided pattern, or -1
+        (a pattern with a level no longer known applies to no pair)."""
+        found = np.full(len(levels), -1, dtype=np.int64)
+        known = sorted(
+            (code, index)
+            for index, pattern in enumerate(self.patterns)
+            if (code := _code_of(pattern.levels)) is not None
+        )
+        if not known or not len(levels):
+            return found
+        codes = np.array([code for code, _ in known], dtype=np.int64)
+        indexes = np.array([index for _, index in known], dtype=np.int64)
+        pairs = pattern_codes(levels)
+        at = np.minimum(np.searchsorted(codes, pairs), len(codes) - 1)
+        hit = codes[at] == pairs
+        found[hit] = indexes[at[hit]]
+        return found
+
+    def adjust(self, which: np.ndarray, probability: np.ndarray) -> np.ndarray:
+        """The probabilities after the decisions of each pair's pattern (``which``: from
+        :meth:`patterns_of`): (W·p + approved) / (W + decided)."""
         out = probability.copy()
-        if not self.patterns or not len(levels):
+        rows = which >= 0
+        if not rows.any():
             return out
-        codes = pattern_codes(levels)
-        for pattern in self.patterns:
-            code = _code_of(pattern.levels)
-            if code is None:
-                continue
-            rows = codes == code
-            out[rows] = pattern.adjusted(probability[rows], self.prior_weight)
+        approved = np.array([p.approved for p in self.patterns], dtype=float)[which[rows]]
+        decided = np.array([p.decided for p in self.patterns], dtype=float)[which[rows]]
+        out[rows] = posterior(probability[rows], approved, decided, self.prior_weight)
         return out
 
-    def evidence(self, levels: np.ndarray, before: float, after: float) -> list[dict[str, Any]]:
-        """The evidence item of one pair that reviewers' decisions of its pattern moved from
-        ``before`` to ``after`` (in bits, as the other fields' weights); [] for another pair."""
-        named = {c.name: c.levels[int(levels[i])].name for i, c in enumerate(COMPARISONS)}
-        pattern = next((p for p in self.patterns if p.levels == named), None)
-        if pattern is None or after == before:
+    def evidence(self, which: int, before: float, after: float) -> list[dict[str, Any]]:
+        """The evidence item of a pair that reviewers' decisions of its pattern (index
+        ``which``, -1 for none) moved from ``before`` to ``after``, in bits as the other
+        fields' weights; [] when nothing moved it."""
+        if which < 0 or after == before:
             return []
+        pattern = self.patterns[which]
         weight = float(log2_odds(after) - log2_odds(before))
         level = f"{pattern.approved} of {pattern.decided} approved"
         return [{"field": REVIEWERS, "level": level, "weight": round(weight, 3)}]

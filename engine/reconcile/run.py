@@ -30,6 +30,7 @@ from engine.reconcile.proposals import Scored, WriteCounts, decided, write
 from engine.reconcile.records import load_patients, load_studies
 from engine.reconcile.settings import ReconcilerSettings
 from engine.reconcile.tables import ReconcileRun
+from engine.store import crypto
 from engine.store.schema import table_of
 from engine.studies.orphans import Orphan, classify
 
@@ -94,7 +95,8 @@ def scan_mpi(connection: Connection, wanted: set[tuple[str, str]]) -> MpiScan:
     cursor = connection.connection.cursor()
     try:
         cursor.execute(str(query.compile(dialect=connection.dialect)))
-        while batch := cursor.fetchmany(50_000):
+        names = [column[0] for column in cursor.description]
+        while batch := crypto.reveal_rows(cursor.fetchmany(50_000), names):
             for patient_id, family_name, given_name in batch:
                 ids.append(patient_id)
                 key = (name_words(family_name), name_words(given_name))
@@ -284,7 +286,8 @@ def score(
     prior = estimation.prior_log2_odds(parameters.match_rate, parameters.patients)
     total = bayes + prior
     model = estimation.exclusive_probabilities(pairs.study_rows, total, len(study_uids))
-    probability = learnt.adjust(levels, model) if learnt is not None else model
+    which = learnt.patterns_of(levels) if learnt is not None else np.full(len(model), -1)
+    probability = learnt.adjust(which, model) if learnt is not None else model
     keep = np.flatnonzero(probability >= settings.possible)
     given = COLUMNS["given_name"]
     different = GIVEN_NAME.code_of("different")
@@ -299,7 +302,7 @@ def score(
         if rank > settings.max_candidates:
             continue
         p = float(probability[row])
-        moved = learnt.evidence(levels[row], float(model[row]), p) if learnt else []
+        moved = learnt.evidence(int(which[row]), float(model[row]), p) if learnt else []
         scored.append(
             Scored(
                 study_uids[study],
