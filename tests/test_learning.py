@@ -13,7 +13,8 @@ from sqlalchemy import Engine, select
 from engine.config.loader import load_config
 from engine.mpi.importer import MpiImport
 from engine.reconcile.comparisons import COMPARISONS
-from engine.reconcile.learning import REVIEWERS, Learnt, Pattern
+from engine.reconcile.estimation import Parameters, starting_m
+from engine.reconcile.learning import REVIEWERS, Labelled, Learnt, Pattern, learn
 from engine.reconcile.run import latest_parameters, reconcile
 from engine.reconcile.settings import ReconcilerSettings
 from engine.reconcile.tables import Proposal, ProposalStatus
@@ -122,8 +123,9 @@ def test_rejections_of_one_error_pattern_lower_it_in_the_next_run(
     (pattern,) = learnt.patterns
     assert pattern.levels["birth_date"] == "one_digit" and pattern.decided == 8
     assert pattern.model == pytest.approx(sum(before[uid][1] for uid in sorted(before)[:8]) / 8)
-    # The strong band's rejections raise its threshold, never beyond its ceiling.
-    assert SETTINGS.strong < learnt.strong_after <= 1 - (1 - SETTINGS.strong) / 10
+    # The pattern itself left the strong band: the threshold need not rise for it.
+    assert all(after[uid][1] < SETTINGS.strong for uid in still_open)
+    assert learnt.strong_after == SETTINGS.strong
     # Decisions are read as scored: a third run learns the same, not twice as much.
     reconcile(store, SETTINGS)
     assert _probabilities(store) == after
@@ -257,3 +259,41 @@ def test_a_pattern_of_levels_no_longer_known_applies_to_no_pair() -> None:
     assert learnt.evidence(1, 0.99, moved[0])[0]["level"] == "0 of 4 approved"
     assert Learnt.from_dict({"prior_weight": 100.0, "unknown": 1}) is None
     assert Learnt.from_dict(None) is None
+
+
+def _labelled(groups: list[tuple[int, int, float, bool]]) -> Labelled:
+    """(pattern: which level of every comparison, pairs, probability, approved) per group."""
+    rows, approved, probability = [], [], []
+    for level, count, p, yes in groups:
+        rows += [[min(level, len(c.names) - 1) for c in COMPARISONS]] * count
+        approved += [yes] * count
+        probability += [p] * count
+    return Labelled(
+        np.array(rows, dtype=np.int8),
+        np.array(approved),
+        np.array(probability),
+        np.ones(len(rows), dtype=bool),
+    )
+
+
+def _parameters() -> Parameters:
+    return Parameters(0.9, 1000, starting_m(), {c.name: c.prior_u for c in COMPARISONS})
+
+
+def test_the_strong_threshold_rises_only_for_what_the_patterns_left_strong() -> None:
+    strong, weight = 0.99, 100.0
+    # A near-certain pattern rejected once stays strong after its pattern moved (0.9901):
+    # the threshold rises above it, within its ceiling.
+    near_certain = _labelled([(1, 50, 0.9999, True), (2, 1, 0.999999, False)])
+    learnt = learn(_parameters(), near_certain, strong, weight)
+    (rejected,) = [p for p in learnt.patterns if p.approved == 0]
+    still = rejected.adjusted(0.999999, weight)
+    assert still >= strong
+    assert still < learnt.strong_after <= 1 - (1 - strong) / 10
+    # A pattern its rejections took out of the band raises nothing.
+    explained = _labelled([(1, 50, 0.9999, True), (2, 3, 0.995, False)])
+    assert learn(_parameters(), explained, strong, weight).strong_after == strong
+    # Pairs that were not strong when decided (a twin capped at possible) never count.
+    twins = _labelled([(2, 5, 0.9999999, False)])
+    twins.strong[:] = False
+    assert learn(_parameters(), twins, strong, weight).strong_after == strong

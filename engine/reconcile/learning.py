@@ -10,9 +10,12 @@ model estimated from the data, counted as ``learning_prior_weight`` decisions:
   (W·p + approved of the pattern) / (W + decided of the pattern) instead of its probability p:
   rejections of a pattern lower it, approvals raise it, and n decisions move it by at most
   n / (W + n).
-- **The strong threshold** rises by what the decided pairs of the strong band (as they were
-  when decided) fell short of their probabilities, (expected approvals − approvals) /
-  (W + decided), at most to 1 − (1 − strong) / 10; it is never lowered.
+- **The strong threshold** catches what the patterns do not: it rises by what the decided pairs
+  still strong after their patterns moved (in the strong band when decided, and at or above
+  the threshold after) fell short of those probabilities, (Σ p − approvals) / (W + decided),
+  at most to 1 − (1 − strong) / 10; it is never lowered. A rejected pattern that its own
+  rejections took out of the band raises nothing: raising the threshold for it would only
+  move right proposals of other patterns out of the band.
 
 Decided pairs are read as they were scored (the levels kept in the proposal's evidence), so a
 study changed by the merge it was approved for is not compared again. Approvals an automatic
@@ -261,9 +264,10 @@ def learn(parameters: Parameters, labelled: Labelled, strong: float, prior_weigh
         updated[0] = 0.0
         parameters.m[comparison.name] = updated.tolist()
     learnt.patterns = _patterns(labelled)
-    in_band = labelled.strong
+    after = learnt.adjust(learnt.patterns_of(labelled.levels), labelled.probability)
+    in_band = labelled.strong & (after >= strong)
     if in_band.any():
-        shortfall = labelled.probability[in_band].sum() - labelled.approved[in_band].sum()
+        shortfall = after[in_band].sum() - labelled.approved[in_band].sum()
         raised = strong + max(shortfall, 0.0) / (prior_weight + in_band.sum())
         learnt.strong_after = float(min(raised, 1 - (1 - strong) / STRONG_CEILING))
     return learnt
