@@ -1,4 +1,5 @@
-"""``crosswalk keys``: the keys that encrypt message content at rest — new, status, rotate."""
+"""``crosswalk keys``: the keys that encrypt content at rest (messages, the MPI, the study index)
+— new, status, rotate."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from engine.store import crypto
 from engine.store.keys import rotate, usage
 
 app = typer.Typer(
-    help="Keys that encrypt message content at rest: new, status, rotate.", no_args_is_help=True
+    help="Keys that encrypt content at rest: new, status, rotate.", no_args_is_help=True
 )
 
 KeysFile = Annotated[
@@ -70,6 +71,10 @@ def status(keys: KeysFile = None, db: DbOption = None) -> None:
                 shown += " — NOT IN THE KEYS FILE"
             table.add_row(column, shown, f"{count:,}")
     console.print(table)
+    console.print(
+        f"Look-ups (identifiers, blocking keys, search hashes) are hashed with a key derived from"
+        f" {keyring.lookup_id}, the first key of the file: never remove it."
+    )
 
 
 @app.command("rotate")
@@ -93,6 +98,8 @@ def rotate_keys(
         done = rotate(store, keyring, batch=batch)
     for column, count in done.per_column.items():
         console.print(f"  {column}: {count:,} value(s) re-encrypted")
+    for column, count in done.hashed.items():
+        console.print(f"  {column}: {count:,} look-up value(s) hashed (written before encryption)")
     if done.skipped:
         errors.print(
             f"{done.skipped} value(s) changed by the engine meanwhile were left to it; run"

@@ -102,7 +102,7 @@ def _view_json(found: PatientView) -> dict[str, object]:
         "postal_code": p.postal_code,
         "phone": p.phone,
         "identifiers": [
-            {"value": i.value, "authority": i.authority, "type": i.type_code}
+            {"value": i.shown_value, "authority": i.authority, "type": i.type_code}
             for i in found.identifiers
         ],
         "other_names": [
@@ -156,7 +156,7 @@ def _print_view(found: PatientView) -> None:
     show(
         _IDENTIFIER_COLUMNS,
         [
-            (i.value, i.authority or "-", i.type_code or "-", str(i.merged_from or ""))
+            (i.shown_value, i.authority or "-", i.type_code or "-", str(i.merged_from or ""))
             for i in found.identifiers
         ],
         "identifiers",

@@ -235,7 +235,7 @@ def history(view: PatientView | None, console: Console) -> Fitted | None:
         rows.append(
             (
                 "identifier",
-                f"{identifier.value}^^^{identifier.authority} {identifier.type_code}{moved}",
+                f"{identifier.shown_value}^^^{identifier.authority} {identifier.type_code}{moved}",
             )
         )
     for name in view.names:

@@ -21,6 +21,7 @@ from sqlalchemy import Column, String
 
 from engine.errors import CrosswalkError
 from engine.mpi.tables import Order, Patient, PatientEvent, PatientIdentifier, PatientName
+from engine.store.crypto import EncryptedText, LookupText
 from engine.store.schema import table_of
 
 NUL = "\x00"
@@ -53,10 +54,12 @@ IDENTIFIER_COLUMNS = frozenset(
 """Columns that hold identifiers: never cut, an over-long value is refused."""
 
 LIMITS: dict[str, int] = {
-    _key(column): column.type.length
+    _key(column): length
     for table in (patients, identifiers, names, events, orders)
     for column in table
-    if isinstance(column.type, String) and column.type.length
+    # Encrypted and hashed columns declare the length of the clear value they take.
+    if isinstance(column.type, String | EncryptedText | LookupText)
+    and (length := getattr(column.type, "length", None))
 }
 """``table.column`` → the most characters it holds (text columns without a length: none)."""
 

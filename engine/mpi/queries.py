@@ -1,4 +1,9 @@
-"""Looking patients up: by identifier, by name and birth date, with their whole history."""
+"""Looking patients up: by identifier, by name and birth date, with their whole history.
+
+In an encrypted store (docs/security.md) identifiers are found by their keyed hash (the column
+type hashes the value asked for), and a search by name and birth date by the keyed hashes of
+the birth date and of the family name's first three letters; the candidates are then decrypted
+and filtered, sorted and cut here, so the answer is the one a clear store gives."""
 
 from __future__ import annotations
 
@@ -8,11 +13,27 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, func, or_, select
 from sqlalchemy.orm import Session
 
-from engine.mpi.tables import Order, Patient, PatientEvent, PatientIdentifier, PatientName
+from engine.errors import CrosswalkError
+from engine.mpi.tables import (
+    FAMILY_PREFIX,
+    Order,
+    Patient,
+    PatientEvent,
+    PatientIdentifier,
+    PatientName,
+    family_prefix,
+    shown,
+)
+from engine.store import crypto
 from engine.store.fastsql import chunks, in_values
 from engine.store.schema import table_of
 
 _identifiers = table_of(PatientIdentifier)
+_shown_value = shown(_identifiers.c.value, _identifiers.c.value_sealed)
+
+
+class SearchError(CrosswalkError, ValueError):
+    """A search an encrypted MPI cannot answer without decrypting every patient."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +64,9 @@ def identifiers_of(engine: Engine, patient_ids: list[int]) -> dict[int, list[tup
     if not patient_ids:
         return found
     query = (
-        select(PatientIdentifier.patient_id, PatientIdentifier.value, PatientIdentifier.authority)
-        .where(in_values(PatientIdentifier.patient_id, patient_ids))
-        .order_by(PatientIdentifier.id)
+        select(_identifiers.c.patient_id, _shown_value, _identifiers.c.authority)
+        .where(in_values(_identifiers.c.patient_id, patient_ids))
+        .order_by(_identifiers.c.id)
     )
     with Session(engine) as session:
         for patient_id, value, authority in session.execute(query):
@@ -63,7 +84,7 @@ def medical_record_numbers(
         query = (
             select(
                 _identifiers.c.patient_id,
-                _identifiers.c.value,
+                _shown_value,
                 _identifiers.c.authority,
                 _identifiers.c.type_code,
             )
@@ -120,6 +141,8 @@ def search(
     limit: int = 50,
 ) -> Sequence[Patient]:
     """Patients by name (prefix, any case; aliases and earlier names too) and birth date."""
+    if crypto.encrypting():
+        return _search_encrypted(family, given, birth_date, include_merged, limit, engine)
     query = select(Patient)
     if family:
         pattern = family.strip().upper() + "%"
@@ -137,3 +160,49 @@ def search(
         query = query.where(Patient.merged_into.is_(None))
     with Session(engine, expire_on_commit=False) as session:
         return session.scalars(query.order_by(Patient.family_name, Patient.id).limit(limit)).all()
+
+
+def _search_encrypted(
+    family: str | None,
+    given: str | None,
+    birth_date: str | None,
+    include_merged: bool,
+    limit: int,
+    engine: Engine,
+) -> Sequence[Patient]:
+    """:func:`search` in an encrypted store: candidates by keyed hash, then filtered clear."""
+    family_text = (family or "").strip().upper()
+    given_text = (given or "").strip().upper()
+    key = family_prefix(family_text)
+    if not birth_date and not key:
+        raise SearchError(
+            f"the MPI is encrypted: search by at least the first {FAMILY_PREFIX} letters of the"
+            " family name, or by birth date"
+        )
+    query = select(Patient)
+    with Session(engine, expire_on_commit=False) as session:
+        aliases: set[int] = set()
+        if key:
+            aliases = {
+                patient_id
+                for patient_id, name in session.execute(
+                    select(PatientName.patient_id, PatientName.family_name).where(
+                        PatientName.family_key == key
+                    )
+                )
+                if name.upper().startswith(family_text)
+            }
+            query = query.where(or_(Patient.family_key == key, Patient.id.in_(aliases)))
+        if birth_date:
+            query = query.where(Patient.birth_key == birth_date)
+        if not include_merged:
+            query = query.where(Patient.merged_into.is_(None))
+        found = [
+            patient
+            for patient in session.scalars(query)
+            if (patient.family_name.upper().startswith(family_text) or patient.id in aliases)
+            and patient.given_name.upper().startswith(given_text)
+            and (not birth_date or patient.birth_date == birth_date)
+        ]
+    found.sort(key=lambda patient: (patient.family_name, patient.id))
+    return found[:limit]

@@ -2,7 +2,10 @@
 
 The MPI is kept up to date from the ADT feed through the engine's single writer, so MPI
 changes share the group commits of everything else and never contend for SQLite's write lock.
-Statements are compiled once per dialect (:mod:`engine.store.fastsql`).
+Statements are compiled once per dialect (:mod:`engine.store.fastsql`). With content encryption
+on, the column types encrypt and hash what is written; what is read here, on the bare cursor,
+is decrypted by :func:`engine.store.crypto.reveal`, and the keyed hashes searches use
+(:data:`SEARCH_KEYS`) are written beside the values they hash.
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, select, update
 
-from engine.mpi.tables import Order, Patient, PatientEvent, PatientIdentifier, PatientName
+from engine.mpi.tables import (
+    Order,
+    Patient,
+    PatientEvent,
+    PatientIdentifier,
+    PatientName,
+    family_prefix,
+)
+from engine.store import crypto
 from engine.store.fastsql import Statements
 from engine.store.schema import table_of
 
@@ -35,6 +46,23 @@ DEMOGRAPHIC_COLUMNS = (
     "postal_code",
     "phone",
 )
+SEARCH_KEYS = ("birth_key", "family_key")
+"""Keyed hashes written beside a patient's demographics in an encrypted store."""
+
+
+def _search_keys(columns: dict[str, Any]) -> dict[str, str]:
+    return {"birth_key": columns["birth_date"], "family_key": family_prefix(columns["family_name"])}
+
+
+def _revealed(names: tuple[str, ...], values: Any) -> dict[str, str]:
+    return {name: crypto.reveal(value, name) for name, value in zip(names, values, strict=True)}
+
+
+def _variant(name: str) -> tuple[str, bool]:
+    """A statement's name for the store's mode, and whether it writes the encrypted extras (an
+    encrypted copy, search hashes): a clear store's statements are what they always were."""
+    keyed = crypto.encrypting()
+    return (f"{name}_keyed" if keyed else name), keyed
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,24 +145,38 @@ class MpiRecords:
         self, rows: list[dict[str, Any]], same: dict[str, Any] | None = None
     ) -> None:
         """Insert identifiers: patient_id, value, authority, type_code, merged_from."""
+        name, keyed = _variant("mpi_add_identifier")
+        if keyed:
+            rows = [dict(row, value_sealed=row["value"]) for row in rows]
         self.statements.get(
-            "mpi_add_identifier",
+            name,
             lambda: (
                 insert(_identifiers),
-                ["patient_id", "value", "authority", "type_code", "merged_from"],
+                ["patient_id", "value", "authority", "type_code", "merged_from"]
+                + (["value_sealed"] if keyed else []),
             ),
         ).run_many(self.cursor, rows, same)
 
     def change_identifier(self, identifier_id: int, value: str, authority: str) -> None:
+        # The encrypted copy is set NULL in a clear store (its type), never left stale.
         self._run(
             "mpi_change_identifier",
             lambda: (
                 update(_identifiers)
                 .where(_identifiers.c.id == bindparam("identifier_id"))
-                .values(value=bindparam("value"), authority=bindparam("authority")),
-                ["identifier_id", "value", "authority"],
+                .values(
+                    value=bindparam("value"),
+                    authority=bindparam("authority"),
+                    value_sealed=bindparam("sealed", type_=_identifiers.c.value_sealed.type),
+                ),
+                ["identifier_id", "value", "authority", "sealed"],
             ),
-            {"identifier_id": identifier_id, "value": value, "authority": authority},
+            {
+                "identifier_id": identifier_id,
+                "value": value,
+                "authority": authority,
+                "sealed": value,
+            },
         )
 
     def move_identifiers(self, source: int, target: int) -> None:
@@ -172,12 +214,14 @@ class MpiRecords:
     def known_identifiers(self, values: list[str]) -> set[tuple[str, str]]:
         """Which of ``values`` the MPI has, as (value, authority) pairs (bulk loads)."""
         found: set[tuple[str, str]] = set()
-        for start in range(0, len(values), 900):
-            where, params = self.statements.where_in("value", values[start : start + 900])
+        stored = {crypto.lookup(value, "identifier"): value for value in values}
+        keys = list(stored)
+        for start in range(0, len(keys), 900):
+            where, params = self.statements.where_in("value", keys[start : start + 900])
             self.cursor.execute(
                 f"SELECT value, authority FROM patient_identifiers WHERE {where}", params
             )
-            found.update((value, authority) for value, authority in self.cursor.fetchall())
+            found.update((stored[value], authority) for value, authority in self.cursor.fetchall())
         return found
 
     # -- patients -------------------------------------------------------------------------------
@@ -197,9 +241,7 @@ class MpiRecords:
             ),
             {"patient_id": patient_id},
         ).fetchone()
-        return PatientRow(
-            row[0], row[1], row[2], row[3], dict(zip(DEMOGRAPHIC_COLUMNS, row[4:], strict=True))
-        )
+        return PatientRow(row[0], row[1], row[2], row[3], _revealed(DEMOGRAPHIC_COLUMNS, row[4:]))
 
     def survivor(self, patient_id: int) -> int:
         """Follow merges to the patient that survives them."""
@@ -220,8 +262,11 @@ class MpiRecords:
             created_at=now,
             updated_at=now,
         )
+        name, keyed = _variant("mpi_add_patient")
+        if keyed:
+            values.update(_search_keys(columns))
         return self._run(
-            "mpi_add_patient",
+            name,
             lambda: (
                 insert(_patients).returning(_patients.c.id),
                 [
@@ -231,6 +276,7 @@ class MpiRecords:
                     "last_message_id",
                     "created_at",
                     "updated_at",
+                    *(SEARCH_KEYS if keyed else ()),
                 ],
             ),
             values,
@@ -252,8 +298,11 @@ class MpiRecords:
     def add_patients(self, rows: list[dict[str, Any]], event_time: str) -> None:
         """Insert patients with ids from :meth:`allocate_patient_ids` (``id`` + demographics)."""
         now = datetime.now(UTC)
+        name, keyed = _variant("mpi_add_patients")
+        if keyed:
+            rows = [dict(row, **_search_keys(row)) for row in rows]
         self.statements.get(
-            "mpi_add_patients",
+            name,
             lambda: (
                 insert(_patients),
                 [
@@ -264,6 +313,7 @@ class MpiRecords:
                     "last_message_id",
                     "created_at",
                     "updated_at",
+                    *(SEARCH_KEYS if keyed else ()),
                 ],
             ),
         ).run_many(
@@ -283,11 +333,13 @@ class MpiRecords:
     ) -> None:
         values = dict(
             columns,
+            **_search_keys(columns),
             patient_id=patient_id,
             event_time=event_time,
             last_message_id=message_id,
             updated_at=datetime.now(UTC),
         )
+        # The search hashes are set NULL in a clear store (their type), never left stale.
         self._run(
             "mpi_set_demographics",
             lambda: (
@@ -295,11 +347,19 @@ class MpiRecords:
                 .where(_patients.c.id == bindparam("patient_id"))
                 .values(
                     **{name: bindparam(name) for name in DEMOGRAPHIC_COLUMNS},
+                    **{name: bindparam(name, type_=_patients.c[name].type) for name in SEARCH_KEYS},
                     event_time=bindparam("event_time"),
                     last_message_id=bindparam("last_message_id"),
                     updated_at=bindparam("updated_at", type_=_patients.c.updated_at.type),
                 ),
-                ["patient_id", *DEMOGRAPHIC_COLUMNS, "event_time", "last_message_id", "updated_at"],
+                [
+                    "patient_id",
+                    *DEMOGRAPHIC_COLUMNS,
+                    *SEARCH_KEYS,
+                    "event_time",
+                    "last_message_id",
+                    "updated_at",
+                ],
             ),
             values,
         )
@@ -332,14 +392,17 @@ class MpiRecords:
             ),
             {"patient_id": patient_id},
         ).fetchall()
-        return {(row[0], row[1], row[2], row[3]) for row in rows}
+        names = ("family_name", "given_name", "middle_name")
+        return {(row[0], *_revealed(names, row[1:]).values()) for row in rows}
 
     def add_name(self, patient_id: int, kind: str, family: str, given: str, middle: str) -> None:
+        name, keyed = _variant("mpi_add_name")
         self._run(
-            "mpi_add_name",
+            name,
             lambda: (
                 insert(_names),
-                ["patient_id", "kind", "family_name", "given_name", "middle_name", "recorded_at"],
+                ["patient_id", "kind", "family_name", "given_name", "middle_name", "recorded_at"]
+                + (["family_key"] if keyed else []),
             ),
             {
                 "patient_id": patient_id,
@@ -348,6 +411,7 @@ class MpiRecords:
                 "given_name": given,
                 "middle_name": middle,
                 "recorded_at": datetime.now(UTC),
+                **({"family_key": family_prefix(family)} if keyed else {}),
             },
         )
 

@@ -10,6 +10,7 @@ keys live in ``patient_keys``, refreshed from the MPI's change history.
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from engine.reconcile.kernel import Records
 from engine.reconcile.names import family_key
 from engine.reconcile.records import load_patients, raw_rows
 from engine.reconcile.tables import PatientKey
+from engine.store import crypto
 from engine.store.database import open_engine
 from engine.store.fastsql import chunks, in_values
 from engine.store.schema import table_of
@@ -90,7 +92,11 @@ def watermark(connection: Connection) -> int:
 
 
 def _insert(connection: Connection, rows: list[tuple[str, int]]) -> None:
-    """Insert keys on the DBAPI cursor (a first run writes millions)."""
+    """Insert keys on the DBAPI cursor (a first run writes millions); an encrypted store's
+    keys are their keyed hashes (the column's type hashes the keys it is asked for)."""
+    if crypto.encrypting():
+        stored = crypto.stored_form(_keys.c.key)
+        rows = sorted((stored(key), patient_id) for key, patient_id in rows)
     compiled = insert(_keys).compile(dialect=connection.dialect)
     cursor = connection.connection.cursor()
     try:
@@ -117,6 +123,7 @@ def key_worker() -> None:
     """A process of its own (``_keys_made_elsewhere``): reads (URL, ids) pickled from stdin,
     writes the key rows pickled to stdout chunk by chunk, then None."""
     url, ids = pickle.load(sys.stdin.buffer)
+    crypto.configure(crypto.keyring_from_environment())  # to read an encrypted MPI
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the rows
     store = open_engine(url)
@@ -135,7 +142,10 @@ def _keys_made_elsewhere(store: Engine, ids: list[int]) -> Iterator[list[tuple[s
     while the database inserts this one's (both cores busy)."""
     command = [sys.executable, "-c", "from engine.reconcile.blocking import key_worker as k; k()"]
     url = store.url.render_as_string(hide_password=False)
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as worker:
+    env = {**os.environ, **crypto.keys_for_child()}
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    ) as worker:
         assert worker.stdin is not None and worker.stdout is not None
         try:
             pickle.dump((url, ids), worker.stdin, pickle.HIGHEST_PROTOCOL)
@@ -194,15 +204,17 @@ def refresh_keys(store: Engine, since: int | None, progress: Progress | None = N
 def _blocks(
     connection: Connection, query: Any, column: Any, values: Iterable[str]
 ) -> dict[str, list[int]]:
-    """value → the patients ``query`` (value, patient id) finds for it."""
+    """value → the patients ``query`` (value, patient id) finds for it (an encrypted store
+    answers with the keyed hashes it holds: ``stored`` maps them back)."""
     found: dict[str, list[int]] = {}
     for chunk in chunks(sorted(values)):
-        statement = query.where(in_values(column, chunk))
+        stored = crypto.stored_values(column, chunk)
+        statement = query.where(in_values(column, list(stored)))
         sql = str(
             statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
         )
         for value, patient_id in raw_rows(connection, sql):
-            found.setdefault(value, []).append(patient_id)
+            found.setdefault(stored[value], []).append(patient_id)
     return found
 
 
@@ -222,6 +234,7 @@ def candidates(
         for value in studies.identifiers[row]:
             values.setdefault(value, []).append(row)
     live = _patients.c.merged_into.is_(None)
+    birth = _patients.c.birth_key if crypto.encrypting() else _patients.c.birth_date
     by_value = (
         select(_identifiers.c.value, _identifiers.c.patient_id)
         .join(_patients, _patients.c.id == _identifiers.c.patient_id)
@@ -233,8 +246,8 @@ def candidates(
         (wanted, _keys.c.key, select(_keys.c.key, _keys.c.patient_id)),
         (
             births,
-            _patients.c.birth_date,
-            select(_patients.c.birth_date, _patients.c.id).where(live),
+            birth,
+            select(birth, _patients.c.id).where(live),
         ),
         (values, _identifiers.c.value, by_value),
     ):

@@ -13,7 +13,7 @@ from engine.mpi.queries import medical_record_numbers
 from engine.reconcile.tables import Proposal, ProposalStatus
 from engine.store.fastsql import chunks, in_values
 from engine.store.schema import table_of
-from engine.studies.tables import Study
+from engine.studies.tables import Study, study_column
 
 _proposals = table_of(Proposal)
 _studies = table_of(Study)
@@ -175,7 +175,7 @@ def with_studies(*columns: Any) -> Select[Any]:
     a proposal whose study left the index comes with NULLs."""
     return select(
         _proposals,
-        _studies.c.patient_id.label("study_patient"),
+        study_column("patient_id").label("study_patient"),
         _studies.c.issuer,
         _studies.c.study_date,
         _studies.c.modality,

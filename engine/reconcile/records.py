@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from engine.mpi.records import DEMOGRAPHIC_COLUMNS
-from engine.mpi.tables import Order, Patient, PatientIdentifier, PatientName
+from engine.mpi.tables import Order, Patient, PatientIdentifier, PatientName, shown
 from engine.reconcile.kernel import Records
 from engine.reconcile.names import identifier_key, name_words, phone_key
 from engine.reconcile.settings import ReconcilerSettings
+from engine.store import crypto
 from engine.store.fastsql import chunks, in_values
 from engine.store.schema import table_of
 from engine.studies.flags import study_flags
@@ -24,6 +25,7 @@ _identifiers = table_of(PatientIdentifier)
 _names = table_of(PatientName)
 _orders = table_of(Order)
 _studies = table_of(Study)
+shown_identifier = shown(_identifiers.c.value, _identifiers.c.value_sealed)
 
 
 def _sex(value: str) -> str:
@@ -60,11 +62,13 @@ def _ids_filter(column: str, ids: list[int]) -> str:
 
 def raw_rows(connection: Connection, sql: str) -> Sequence[tuple[Any, ...]]:
     """Rows as plain tuples from the DBAPI cursor (SQLAlchemy's row objects and literal IN
-    lists cost several times the query itself when a million patients are read)."""
+    lists cost several times the query itself when a million patients are read). Encrypted
+    values are decrypted (``crypto.reveal_rows``)."""
     cursor = connection.connection.cursor()
     try:
         cursor.execute(sql)
-        return cursor.fetchall()
+        rows = cursor.fetchall()
+        return crypto.reveal_rows(rows, [column[0] for column in cursor.description])
     finally:
         cursor.close()
 
@@ -79,7 +83,9 @@ def load_patients(
     columns = _KEY_COLUMNS if for_keys else _COLUMNS
     patients = _sql(connection, str(columns), select(*(_patients.c[c] for c in columns)))
     identifiers = _sql(
-        connection, "identifiers", select(_identifiers.c.patient_id, _identifiers.c.value)
+        connection,
+        "identifiers",
+        select(_identifiers.c.patient_id, shown_identifier.label("identifier")),
     )
     names = _sql(connection, "names", select(_names.c.patient_id, _names.c.family_name))
     live = " AND merged_into IS NULL" if live_only else ""

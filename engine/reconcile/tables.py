@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from engine.store.crypto import EncryptedText, LookupText
 from engine.store.schema import Base, Id, UTCDateTime
 
 
@@ -15,7 +16,9 @@ class PatientKey(Base):
 
     __tablename__ = "patient_keys"
 
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(LookupText("blocking key", 64), primary_key=True)
+    """The key; its keyed hash in an encrypted store (blocking keys are made of names and
+    dates)."""
     patient_id: Mapped[int] = mapped_column(Id, primary_key=True)
 
     __table_args__ = (
@@ -76,8 +79,9 @@ class Proposal(Base):
     rank: Mapped[int] = mapped_column(Integer)
     """1 for the study's best candidate."""
     status: Mapped[str] = mapped_column(String(12), default=ProposalStatus.PENDING)
-    evidence: Mapped[str] = mapped_column(Text, default="[]")
-    """Per field: the comparison level, its weight, the values compared (JSON)."""
+    evidence: Mapped[str] = mapped_column(EncryptedText("evidence"), default="[]")
+    """Per field: the comparison level, its weight, the values compared (JSON); encrypted with
+    content encryption on (the values are patients' names and dates)."""
     run_id: Mapped[int] = mapped_column(Id, ForeignKey("reconcile_runs.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from engine.store.crypto import EncryptedText
 from engine.store.schema import Base, Id, UTCDateTime
 
 
@@ -41,8 +42,9 @@ class ReviewDecision(Base):
     """Decided by the engine (an automatic band, a merge followed, a study resolved)."""
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
     reason: Mapped[str] = mapped_column(Text, default="")
-    snapshot: Mapped[str] = mapped_column(Text, default="{}")
-    """The proposal, the study and the patient (with its MRN) as they were (JSON)."""
+    snapshot: Mapped[str] = mapped_column(EncryptedText("snapshot"), default="{}")
+    """The proposal, the study and the patient (with its MRN) as they were (JSON); encrypted
+    with content encryption on."""
     message_id: Mapped[int | None] = mapped_column(Id, ForeignKey("messages.id"))
     """The merge message an approval sent."""
 

@@ -8,6 +8,14 @@ way out, by the column type itself, so every reader (the router, delivery, the C
 sees clear content without knowing. A value written before encryption was turned on stays
 readable; ``crosswalk keys rotate`` encrypts it with the current key.
 
+Values the store must find by (an identifier, a blocking key, a birth date) cannot be held as
+AES-GCM ciphertext, which differs at each write. They are stored as a keyed hash
+(:class:`LookupText`: HMAC-SHA-256 cut to 128 bits, ``cwh1:`` + base64): equal values hash
+equal, so look-ups and joins work on the hashes, and nothing of the value can be read back
+without the key. Where the value must also be shown, an encrypted copy sits beside the hash
+(:class:`EncryptedText` with ``companion=True``). The hash key is derived from the *first* key of
+the keys file, so rotating the encryption key changes no hash; that first key is never removed.
+
 The keys file holds one key per line, ``ID BASE64(32 bytes)``; the last line is the current key
 (new content is encrypted with it); ``#`` lines are comments. Keep it apart from the database
 and its backups, readable by the engine's user only.
@@ -17,16 +25,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import LargeBinary, Text, TypeDecorator
+from sqlalchemy import LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 
 from engine.errors import CrosswalkError
@@ -37,10 +47,14 @@ __all__ = [
     "EncryptedBytes",
     "EncryptedText",
     "Keyring",
+    "LookupText",
     "configure",
     "current_keyring",
+    "encrypting",
     "key_of",
+    "lookup",
     "new_key_line",
+    "reveal",
 ]
 
 ENV_VAR = "CROSSWALK_KEYS"
@@ -50,6 +64,9 @@ MAGIC = b"\x00\x01CWE1"
 anyway is stored escaped (:data:`ESCAPED`), so clear and encrypted values never collide."""
 ESCAPED = b"\x00\x01CWC1"
 TEXT_MAGIC = "cwe1:"
+LOOKUP_MAGIC = "cwh1:"
+"""Starts every keyed hash (:class:`LookupText`)."""
+LOOKUP_DERIVATION = b"crosswalk look-up key v1"
 NONCE = 12
 RECHECK = 5.0
 """Seconds between looks at the keys file for a new current key."""
@@ -71,6 +88,32 @@ class Keyring:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _checked: float = field(default_factory=time.monotonic, repr=False)
     _stamp: float = field(default=0.0, repr=False)
+    _ciphers: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def lookup_id(self) -> str:
+        """The key the look-up hashes are derived from: the first of the file (rotation adds
+        keys at the end, so it never changes)."""
+        return next(iter(self.keys))
+
+    def lookup(self, value: str, label: bytes) -> str:
+        """The keyed hash of ``value`` in the look-up space ``label``."""
+        key = self._ciphers.get("")
+        if key is None:  # derived once: HMAC(first key, purpose)
+            key = self._ciphers[""] = hmac.digest(
+                self.keys[self.lookup_id], LOOKUP_DERIVATION, "sha256"
+            )
+        digest = hmac.digest(key, label + b"\x00" + value.encode("utf-8"), "sha256")
+        return LOOKUP_MAGIC + base64.urlsafe_b64encode(digest[:16]).decode()[:22]
+
+    def _cipher(self, kid: str) -> Any:
+        """The AES-GCM object of a key (made once: reading a million values makes it count)."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        cipher = self._ciphers.get(kid)
+        if cipher is None:
+            cipher = self._ciphers[kid] = AESGCM(self.keys[kid])
+        return cipher
 
     @classmethod
     def load(cls, path: Path, *, encrypt: bool = True) -> Keyring:
@@ -107,6 +150,7 @@ class Keyring:
         fresh = Keyring.load(self.path, encrypt=self.encrypt)
         with self._lock:
             self.keys, self.current, self._stamp = fresh.keys, fresh.current, fresh._stamp
+            self._ciphers = {}
 
     def _follow(self) -> None:
         """A running engine picks up a key ``crosswalk keys rotate`` added: the file is looked
@@ -124,30 +168,26 @@ class Keyring:
 
     def seal(self, data: bytes, label: bytes) -> bytes:
         """``data`` encrypted with the current key; ``label`` (the column) is authenticated."""
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         self._follow()
-        kid = self.current.encode()
+        current = self.current
+        kid = current.encode()
         nonce = os.urandom(NONCE)
-        sealed = AESGCM(self.keys[self.current]).encrypt(nonce, data, label)
+        sealed = self._cipher(current).encrypt(nonce, data, label)
         return MAGIC + bytes([len(kid)]) + kid + nonce + sealed
 
     def open(self, blob: bytes, label: bytes) -> bytes:
         """The clear bytes of an encrypted value; ``ContentError`` when it cannot be read."""
         from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         kid, nonce, sealed = _parts(blob)
-        key = self.keys.get(kid)
-        if key is None:
+        if kid not in self.keys:
             self.reload()  # rotated meanwhile: the keys file has it now
-            key = self.keys.get(kid)
-            if key is None:
+            if kid not in self.keys:
                 raise ContentError(
                     f"content encrypted with key {kid!r}, which is not in the keys file"
                 )
         try:
-            return AESGCM(key).decrypt(nonce, sealed, label)
+            return self._cipher(kid).decrypt(nonce, sealed, label)
         except InvalidTag:
             raise ContentError(
                 f"encrypted content (key {kid!r}) fails its integrity check: it was changed"
@@ -185,6 +225,83 @@ def configure(keyring: Keyring | None) -> None:
 
 def current_keyring() -> Keyring | None:
     return _keyring
+
+
+def encrypting() -> bool:
+    """Whether what is written now is encrypted (and looked-up values hashed)."""
+    return _keyring is not None and _keyring.encrypt
+
+
+def lookup(value: str, label: str) -> str:
+    """``value`` as the store holds a looked-up value: its keyed hash while encrypting, else
+    itself ('' stays ''; a hash stays as it is, so hashing twice is harmless)."""
+    keyring = _keyring
+    if not value or keyring is None or not keyring.encrypt or value.startswith(LOOKUP_MAGIC):
+        return value
+    return keyring.lookup(value, label.encode())
+
+
+def reveal_rows(rows: Sequence[Any], names: list[str]) -> Sequence[Any]:
+    """Rows read on the DBAPI cursor with their :class:`EncryptedText` values decrypted, each
+    by the name of its column (the label it was encrypted with); rows as they are when the
+    process has no keys."""
+    keyring = _keyring
+    if keyring is None or not rows:
+        return rows
+    labels = [name.encode() for name in names]
+    magic, size = TEXT_MAGIC, len(TEXT_MAGIC)
+    decode = base64.b64decode
+    revealed = []
+    for row in rows:
+        if any(value.__class__ is str and value.startswith(magic) for value in row):
+            row = tuple(
+                keyring.open(decode(value[size:]), label).decode("utf-8")
+                if value.__class__ is str and value.startswith(magic)
+                else value
+                for value, label in zip(row, labels, strict=True)
+            )
+        revealed.append(row)
+    return revealed
+
+
+def stored_form(column: Any) -> Callable[[str], str]:
+    """How ``column`` (a :class:`LookupText`) stores a value: for writes on the DBAPI cursor."""
+    label = column.type.label
+    return lambda value: lookup(value, label)
+
+
+def stored_values(column: Any, values: list[str]) -> dict[str, str]:
+    """``values`` by the form ``column`` stores them in: their keyed hashes when it is a
+    :class:`LookupText` and content is encrypted, else themselves (for queries run on the
+    DBAPI cursor, whose answers name the stored form)."""
+    if not encrypting() or not isinstance(column.type, LookupText):
+        return {value: value for value in values}
+    label = column.type.label
+    return {lookup(value, label): value for value in values}
+
+
+def reveal(value: str, label: str) -> str:
+    """The clear text of a stored :class:`EncryptedText` value read without its column type
+    (on the DBAPI cursor); a clear value as it is."""
+    if not value or not value.startswith(TEXT_MAGIC):
+        return value
+    sealed = base64.b64decode(value[len(TEXT_MAGIC) :])
+    return open_bytes(sealed, label.encode(), _keyring).decode("utf-8")
+
+
+def prefix_of(text: str, size: int) -> str:
+    """The first ``size`` characters of ``text``, stripped and upper case; '' if it has fewer
+    (what a prefix search hashes)."""
+    letters = text.strip().upper()[:size]
+    return letters if len(letters) == size else ""
+
+
+def keys_for_child() -> dict[str, str]:
+    """Environment for a process started to read the store: names the keys file in use."""
+    keyring = _keyring
+    if keyring is None or keyring.path is None:
+        return {}
+    return {ENV_VAR: str(keyring.path)}
 
 
 def keyring_from_environment() -> Keyring | None:
@@ -238,19 +355,25 @@ class EncryptedBytes(TypeDecorator[bytes]):
 
 
 class EncryptedText(TypeDecorator[str]):
-    """Text encrypted at rest (stored as ``cwe1:`` + base64) when the process has keys."""
+    """Text encrypted at rest (stored as ``cwe1:`` + base64) when the process has keys.
+
+    ``length``: the most characters of clear text the column takes (the MPI's bounds).
+    ``companion``: the encrypted copy of a value stored hashed beside it (:class:`LookupText`),
+    NULL while content is not encrypted (the value itself is clear then)."""
 
     impl = Text
     cache_ok = True
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, length: int | None = None, *, companion: bool = False) -> None:
         super().__init__()
         self.label = label.encode()
+        self.length = length
+        self.companion = companion
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         keyring = _keyring
         if value is None or not value or keyring is None or not keyring.encrypt:
-            return value
+            return None if self.companion else value
         sealed = keyring.seal(value.encode("utf-8"), self.label)
         return TEXT_MAGIC + base64.b64encode(sealed).decode("ascii")
 
@@ -259,3 +382,23 @@ class EncryptedText(TypeDecorator[str]):
             return value
         sealed = base64.b64decode(str(value)[len(TEXT_MAGIC) :])
         return open_bytes(sealed, self.label, _keyring).decode("utf-8")
+
+
+class LookupText(TypeDecorator[str]):
+    """A value the store looks up, stored as its keyed hash while content is encrypted
+    (:func:`lookup`); comparisons with it hash the other side the same way, so queries and
+    joins are written as on clear values. ``companion``: a hashed copy of another column (a birth
+    date), NULL while content is not encrypted."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, label: str, length: int | None = None, *, companion: bool = False) -> None:
+        super().__init__(length)
+        self.label = label
+        self.companion = companion
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None or (self.companion and not encrypting()):
+            return None
+        return lookup(value, self.label)

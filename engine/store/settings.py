@@ -15,8 +15,9 @@ class StoreSettings:
     """How the store keeps message content (see docs/security.md)."""
 
     encrypt_content: bool = setting(
-        "Encrypt message content at rest (AES-256-GCM): messages, ACKs, status reasons,"
-        " delivery payloads and answers. Needs a keys file.",
+        "Encrypt content at rest (AES-256-GCM): messages, ACKs, status reasons, delivery"
+        " payloads and answers; the MPI's and study index's demographics (identifiers and"
+        " blocking keys as keyed hashes); proposals' evidence. Needs a keys file.",
         default=False,
     )
     keys: Path | None = setting(

@@ -14,10 +14,11 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
 
+from engine.store import crypto
 from engine.store.database import for_writing
 from engine.store.fastsql import in_values
 from engine.store.schema import table_of
-from engine.studies.tables import Study
+from engine.studies.tables import Study, study_column
 
 _studies = table_of(Study)
 
@@ -90,7 +91,7 @@ def save_batch(engine: Engine, batch: list[StudyRecord], source: str) -> SaveCou
         known: dict[str, Any] = {
             row.study_uid: row
             for row in connection.execute(
-                select(_studies.c.id, *(_studies.c[c] for c in RECORD_COLUMNS)).where(
+                select(_studies.c.id, *(study_column(c) for c in RECORD_COLUMNS)).where(
                     in_values(_studies.c.study_uid, list(latest))
                 )
             )
@@ -112,6 +113,12 @@ def save_batch(engine: Engine, batch: list[StudyRecord], source: str) -> SaveCou
             else:
                 updates.append(dict(merged, row_id=row.id, source=source, last_seen=now))
                 counts.updated += 1
+        # An encrypted store keeps the patient id hashed, and encrypted beside it.
+        if crypto.encrypting():
+            for row in inserts:
+                row["patient_id_sealed"] = row["patient_id"]
+        for row in updates:
+            row["sealed_id"] = row["patient_id"]
         if inserts:
             connection.execute(insert(_studies), inserts)
             counts.created += len(inserts)
@@ -121,6 +128,9 @@ def save_batch(engine: Engine, batch: list[StudyRecord], source: str) -> SaveCou
                 .where(_studies.c.id == bindparam("row_id"))
                 .values(
                     **{c: bindparam(c) for c in _VALUE_COLUMNS},
+                    patient_id_sealed=bindparam(
+                        "sealed_id", type_=_studies.c.patient_id_sealed.type
+                    ),
                     source=bindparam("source"),
                     last_seen=bindparam("last_seen"),
                 ),

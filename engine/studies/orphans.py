@@ -32,7 +32,7 @@ from engine.store.fastsql import chunks, in_values
 from engine.store.schema import table_of
 from engine.studies.flags import Flag, study_flags
 from engine.studies.placeholders import Placeholders
-from engine.studies.tables import Study
+from engine.studies.tables import Study, study_column
 
 NAME_SIMILARITY = 0.85
 """Jaro-Winkler similarity at or above which two names are taken as the same name."""
@@ -210,7 +210,7 @@ def _joined(assume_issuer: str) -> Any:
         )
     return (
         select(
-            *(_studies.c[c] for c in STUDY_COLUMNS),
+            *(study_column(c) for c in STUDY_COLUMNS),
             _studies.c.id.label("row_id"),
             _identifiers.c.patient_id.label("owner"),
             _identifiers.c.merged_from,
