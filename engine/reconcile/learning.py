@@ -86,7 +86,10 @@ def _levels_of(evidence: str) -> tuple[list[int], float] | None:
         codes.append(comparison.names.index(level) if level in comparison.names else 0)
     if not any(codes):
         return None
-    learnt = float(named.get(REVIEWERS, {}).get("weight", 0.0))
+    try:
+        learnt = float(named.get(REVIEWERS, {}).get("weight", 0.0))
+    except (TypeError, ValueError):
+        return None
     return codes, learnt
 
 
@@ -238,9 +241,8 @@ def estimated_m(previous: Parameters | None) -> dict[str, list[float]] | None:
 
 
 def learn(parameters: Parameters, labelled: Labelled, strong: float, prior_weight: float) -> Learnt:
-    """Refine ``parameters.m`` with the approved pairs (by what the model doubted of each), and
-    say how each decided pattern and
-    the strong threshold move (see the module's docstring)."""
+    """Refine ``parameters.m`` with the approved pairs (by what the model doubted of each); say
+    how each decided pattern and the strong threshold move (see the module's docstring)."""
     learnt = Learnt(
         prior_weight,
         approved=int(labelled.approved.sum()),
@@ -274,18 +276,22 @@ def learn(parameters: Parameters, labelled: Labelled, strong: float, prior_weigh
 
 
 def _patterns(labelled: Labelled) -> list[Pattern]:
-    codes = pattern_codes(labelled.levels)
-    unique, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-    patterns = []
-    for index in range(len(unique)):
-        rows = inverse == index
-        levels = labelled.levels[first[index]]
-        patterns.append(
-            Pattern(
-                {c.name: c.levels[int(levels[i])].name for i, c in enumerate(COMPARISONS)},
-                int(rows.sum()),
-                int(labelled.approved[rows].sum()),
-                float(labelled.probability[rows].mean()),
-            )
+    """The distinct patterns of the decided pairs, with their counts and mean probability."""
+    _, first, inverse = np.unique(
+        pattern_codes(labelled.levels), return_index=True, return_inverse=True
+    )
+    decided = np.bincount(inverse)
+    approved = np.bincount(inverse, weights=labelled.approved.astype(float))
+    total = np.bincount(inverse, weights=labelled.probability)
+    return [
+        Pattern(
+            {
+                c.name: c.levels[int(level)].name
+                for c, level in zip(COMPARISONS, levels, strict=True)
+            },
+            int(decided[index]),
+            int(approved[index]),
+            float(total[index] / decided[index]),
         )
-    return patterns
+        for index, levels in enumerate(labelled.levels[first])
+    ]
