@@ -229,12 +229,20 @@ def main() -> None:
                 for count in counts:
                     approved, rejected = decide(store, truth, count, args.pick, rng)
                     made = [made[0] + approved, made[1] + rejected]
+                    started = time.perf_counter()
                     reconcile(store, off)
+                    seconds_off = time.perf_counter() - started
                     baseline, held, before = evaluate(store, truth, siblings)
+                    started = time.perf_counter()
                     learnt_run = reconcile(store, on)
+                    seconds_on = time.perf_counter() - started
                     learnt, _, after = evaluate(store, truth, siblings)
                     report(count, (made[0], made[1]), held, baseline, learnt)
                     print(moved(before, after))
+                    print(
+                        f"  reconcile run: {seconds_off:.1f}s learning off, {seconds_on:.1f}s on"
+                        f" ({seconds_on / seconds_off:.2f}x)"
+                    )
                     parameters = learnt_run.parameters
                     changes = Learnt.from_dict(parameters.learning if parameters else None)
                     if changes is not None:
