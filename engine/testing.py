@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -111,8 +112,11 @@ class FakeReceiver:
 
     ``mode`` is one of: ``ack`` (answer AA), ``ae`` / ``ar`` (answer AE / AR), ``stall`` (read
     the message, never answer), ``close`` (close the connection before answering),
-    ``wrong_id`` (answer AA with an MSA-2 that is not the message's MSH-10). Every message
-    received is kept in ``received`` (decoded as UTF-8 with replacement), in order.
+    ``wrong_id`` (answer AA with an MSA-2 that is not the message's MSH-10), ``empty_id`` (AA
+    with MSA-2 empty), ``garbage`` (answer a frame that is not HL7), ``reset`` (send half the
+    ACK, then reset the connection), ``no_read`` (accept connections and never read them, so
+    the sender's TCP window fills). Every message received is kept in ``received`` (decoded
+    as UTF-8 with replacement), in order.
     ``stop()`` closes the port, so the next connection is refused.
     """
 
@@ -187,6 +191,8 @@ class FakeReceiver:
         self._clients.append(client)
         decoder = FrameDecoder(1 << 24)
         client.settimeout(0.2)
+        while self.mode == "no_read" and self._open:
+            time.sleep(0.05)
         with client:
             while self._open:
                 try:
@@ -208,16 +214,25 @@ class FakeReceiver:
                     if mode == "stall":
                         continue
                     control_id = _control_id(event.payload)
-                    code = {"ack": "AA", "ae": "AE", "ar": "AR", "wrong_id": "AA"}[mode]
+                    code = {"ar": "AR", "ae": "AE"}.get(mode, "AA")
                     if control_id in self.reject:
                         code = "AR"
                     if mode == "wrong_id":
                         control_id = "NOT" + control_id
+                    answered = "" if mode == "empty_id" else control_id
                     ack = (
                         "MSH|^~\\&|PACS|RAD|CW|HOSP|20261123||ACK|A" + control_id + "|P|2.5.1\r"
-                        f"MSA|{code}|{control_id}|{'' if code == 'AA' else 'refused by test'}\r"
+                        f"MSA|{code}|{answered}|{'' if code == 'AA' else 'refused by test'}\r"
                     ).encode()
+                    if mode == "garbage":
+                        ack = b"<html><body>500 Internal Server Error</body></html>"
                     try:
+                        if mode == "reset":
+                            frame = encode_frame(ack)
+                            client.sendall(frame[: len(frame) // 2])
+                            linger = struct.pack("ii", 1, 0)  # close with RST, not FIN
+                            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                            return
                         client.sendall(encode_frame(ack))
                     except OSError:
                         return

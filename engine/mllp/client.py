@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import struct
 from collections import deque
 
 from engine.errors import CrosswalkError
 from engine.mllp.framing import Frame, FrameDecoder, OversizeFrame, encode_frame
+
+_RESET = struct.pack("ii", 1, 0)
 
 
 class MLLPError(CrosswalkError, ConnectionError):
@@ -77,6 +81,18 @@ class MLLPClient:
             self._writer.close()
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
+            self._writer = None
+
+    def abort(self) -> None:
+        """Drop the connection at once with a reset: the part of a message not yet taken is
+        discarded, so a receiver that stopped reading and resumes finds a cut frame and a reset,
+        not a whole stale copy it would process after the one sent again on a new connection."""
+        if self._writer is not None:
+            sock = self._writer.get_extra_info("socket")
+            if sock is not None:  # linger 0: the kernel drops its unsent bytes and sends RST
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            self._writer.transport.abort()
             self._writer = None
 
     async def __aenter__(self) -> MLLPClient:

@@ -337,7 +337,8 @@ class DestinationWorker(QueueWorker):
                     backoff = 0.0  # resumed by an operator: the back-off starts again
                 continue
             backoff = 0.0
-            mismatched = bool(reply.control_id) and reply.control_id != expected
+            # An AA naming no message (MSA-2 empty) acknowledges nothing: never a success.
+            mismatched = reply.control_id != expected
             if reply.positive and not mismatched:
                 self._answered.append(expected)
                 await self._settle(delivery, DeliveryState.DELIVERED, attempts, "", raw)
@@ -346,11 +347,13 @@ class DestinationWorker(QueueWorker):
             # MSA-3 and the ERR text are the receiver's words and may quote patient data: they
             # are stored with the delivery, while logs name only the codes.
             said = f"answered {reply.code or 'no MSA'}"
-            if mismatched:
+            if mismatched and reply.control_id:
                 said += (
                     f" for another message (MSA-2 {_shown(reply.control_id)}, sent MSH-10"
                     f" {_shown(expected)})"
                 )
+            elif mismatched and reply.code:
+                said += f" naming no message (MSA-2 empty, sent MSH-10 {_shown(expected)})"
             reason = said + (f" ({reply.error})" if reply.error else "")
             reason += f": {reply.text}" if reply.text else ""
             if reply.error_code:
@@ -424,7 +427,7 @@ class DestinationWorker(QueueWorker):
                     continue
                 return reply, raw, expected
         except MLLPError:
-            await self._client.close()
+            self._client.abort()  # a message it may still read would come after its resend
             self._client = None
             raise
 

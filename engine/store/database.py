@@ -9,8 +9,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import alembic.util
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
@@ -228,7 +230,27 @@ def open_store(url: str | None = None, *, upgrade: bool = True, **kwargs: Any) -
             migrate(engine)
         except Exception as error:
             engine.dispose()
-            raise StoreError(
-                f"cannot prepare the store at {redact(resolved)}: {type(error).__name__}: {error}"
-            ) from error
+            raise StoreError(_why_not_prepared(resolved, error)) from error
     return engine
+
+
+_NOT_A_DATABASE = ("file is not a database", "database disk image is malformed")
+
+
+def _why_not_prepared(url: str, error: Exception) -> str:
+    """Why the store cannot be opened, and what to do about it, in one message."""
+    where = redact(url)
+    if any(text in str(error) for text in _NOT_A_DATABASE):
+        return (
+            f"the store at {where} is not a readable SQLite database (corrupted, or not a"
+            " Crosswalk store): restore it from a backup, or move it aside to start with an empty"
+            " store; `sqlite3 FILE .recover` salvages what can be read (docs/operations.md)"
+        )
+    if isinstance(error, alembic.util.CommandError) and "Can't locate revision" in str(error):
+        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+        return (
+            f"the store at {where} is at a newer migration than this Crosswalk knows ({error}; the"
+            f" newest here is {head!r}): a newer Crosswalk wrote it. Run that version, or restore"
+            " a backup taken before the upgrade; Crosswalk never downgrades a store"
+        )
+    return f"cannot prepare the store at {where}: {describe_failure(error)}"

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from engine.errors import CrosswalkError
+from engine.store.database import describe_failure
 from engine.store.fastsql import Statements
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,7 @@ class StoreWriter:
                     results = self._write_one_by_one(batch)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, ChainBroken):
-                log.error("store write failed: %s", type(result).__name__)
+                log.error("store write failed: %s", describe_failure(result))
         self.batches += 1
         self.stored += sum(1 for r in results if not isinstance(r, BaseException))
         return results
