@@ -132,7 +132,8 @@ class Pattern:
     """What reviewers decided of one pattern (a level in every comparison)."""
 
     levels: dict[str, str]
-    """Comparison name → level name."""
+    """Comparison name → level name; a comparison left out is null (a saved run stays
+    small)."""
     decided: int
     approved: int
     model: float
@@ -224,7 +225,7 @@ class Learnt:
 def _code_of(named: dict[str, str]) -> int | None:
     codes = []
     for comparison in COMPARISONS:
-        level = named.get(comparison.name, "null")
+        level = named.get(comparison.name, comparison.names[0])
         if level not in comparison.names:
             return None
         codes.append(comparison.names.index(level))
@@ -288,6 +289,7 @@ def _patterns(labelled: Labelled) -> list[Pattern]:
             {
                 c.name: c.levels[int(level)].name
                 for c, level in zip(COMPARISONS, levels, strict=True)
+                if level
             },
             int(decided[index]),
             int(approved[index]),
