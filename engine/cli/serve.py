@@ -15,6 +15,7 @@ from engine import logs
 from engine.cli.common import DbOption, fail, load_config_or_fail, use_keys
 from engine.config.loader import load_config
 from engine.config.model import EngineConfig
+from engine.pipeline.open_files import check_connection_room, raise_open_file_limit
 from engine.pipeline.reload import log_warnings
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT
 from engine.pipeline.server import SHUTDOWN_TIMEOUT, Server, event_loop_factory
@@ -82,6 +83,10 @@ def serve(
     logs.configure(log_level)
     engine_config, folder = resolve_config(config)
     log_warnings(engine_config)
+    check_connection_room(
+        raise_open_file_limit(),
+        (int(settings.max_connections) for settings in engine_config.listeners.values()),
+    )
     if host is not None or port is not None:
         if len(engine_config.listeners) != 1:
             fail("--host and --port need exactly one listener; set the others in the configuration")

@@ -31,6 +31,9 @@ REFUSAL_LOG_INTERVAL = 60.0
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MAX_PENDING = 64
+EVICT_GRACE = 2.0
+"""Seconds a new connection has to complete its first message before, at max_connections, a
+newcomer may take its slot."""
 """Decoded frames a connection may queue before it stops reading from the socket."""
 
 Reply = Callable[[list[bytes]], None]
@@ -81,6 +84,8 @@ class ListenerStats:
     """Connections whose TLS handshake failed, or whose certificate's subject is not allowed."""
     refused: int = 0
     """Connections closed at once: from an address not allowed, or over max_connections."""
+    evicted: int = 0
+    """Connections that never completed a message, closed to give their slot to a newcomer."""
 
 
 class MLLPListener:
@@ -107,9 +112,36 @@ class MLLPListener:
                 ip = ip.ipv4_mapped
             if not any(ip in network for network in limits.allow):
                 return "its address is not in this listener's allow list"
-        if len(self._connections) >= limits.max_connections:
+        if len(self._connections) >= limits.max_connections and not self._make_room():
             return f"the listener is at max_connections ({limits.max_connections})"
         return None
+
+    def _make_room(self) -> bool:
+        """At max_connections: close the oldest connection that has not completed a message in
+        EVICT_GRACE seconds (idle or trickling), so that a sender that works gets a slot; a
+        connection that has completed one keeps its slot. False when there is none to close."""
+        now = asyncio.get_running_loop().time()
+        idle = [c for c in self._connections if not c.messages and now - c.opened > EVICT_GRACE]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.opened)
+        self._connections.discard(victim)
+        self.stats.evicted += 1
+        if now - self._refusals_logged.get(victim.peer, -REFUSAL_LOG_INTERVAL) >= (
+            REFUSAL_LOG_INTERVAL
+        ):
+            self._refusals_logged[victim.peer] = now
+            log.warning(
+                "listener %s: at max_connections (%d): closed %s, open %.0fs without a message,"
+                " for a new connection",
+                self.limits.name,
+                self.limits.max_connections,
+                victim.peer,
+                now - victim.opened,
+            )
+        if victim.transport is not None:
+            victim.transport.abort()
+        return True
 
     def _accept(self) -> asyncio.BaseProtocol:
         """The protocol of a new connection: MLLP, behind TLS when the listener has it (the
@@ -193,6 +225,9 @@ class _Connection(asyncio.Protocol):
         self._lost = False
         self._last_activity = self._loop.time()
         self._last_read = self._last_activity
+        self.opened = self._last_activity
+        self.messages = 0
+        """Messages this connection completed (frames handed over)."""
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
 
@@ -245,8 +280,11 @@ class _Connection(asyncio.Protocol):
         self.listener.refuse_tls(self.peer, reason)
 
     def data_received(self, data: bytes) -> None:
-        self._last_read = self._last_activity = self._loop.time()
+        self._last_read = self._loop.time()
         events = self.decoder.feed(data)
+        # Bytes outside any frame (a peer trickling garbage) do not keep a connection alive.
+        if self.decoder.in_frame or any(not isinstance(e, Garbage) for e in events):
+            self._last_activity = self._last_read
         if not events:
             return
         self.events.extend(events)
@@ -309,6 +347,7 @@ class _Connection(asyncio.Protocol):
                 self._garbage(event)
                 continue
             self._busy = True
+            self.messages += 1
             stats = self.listener.stats
             stats.frames += 1
             try:
