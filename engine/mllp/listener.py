@@ -31,9 +31,6 @@ REFUSAL_LOG_INTERVAL = 60.0
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MAX_PENDING = 64
-EVICT_GRACE = 2.0
-"""Seconds a new connection has to complete its first message before, at max_connections, a
-newcomer may take its slot."""
 """Decoded frames a connection may queue before it stops reading from the socket."""
 
 Reply = Callable[[list[bytes]], None]
@@ -117,11 +114,15 @@ class MLLPListener:
         return None
 
     def _make_room(self) -> bool:
-        """At max_connections: close the oldest connection that has not completed a message in
-        EVICT_GRACE seconds (idle or trickling), so that a sender that works gets a slot; a
-        connection that has completed one keeps its slot. False when there is none to close."""
+        """At max_connections: close the oldest connection that has not completed a message
+        (idle or trickling), so that a sender that works gets a slot; a connection that has
+        completed one keeps its slot. False when there is none to close.
+
+        No grace period: a crowd reconnecting as fast as it is closed would keep every slot
+        younger than any grace, and the sender that works out; a newcomer is the newest, so it
+        is the last such connection to be closed, and completes its message long before."""
         now = asyncio.get_running_loop().time()
-        idle = [c for c in self._connections if not c.messages and now - c.opened > EVICT_GRACE]
+        idle = [c for c in self._connections if not c.messages]
         if not idle:
             return False
         victim = min(idle, key=lambda c: c.opened)
