@@ -8,7 +8,11 @@ Writes into ``--out``:
 - ``studies.csv``: orphaned studies (the columns of `crosswalk studies import`): their patient id
   is no live MPI identifier (another site's MRN, a mistyped MRN, a trauma placeholder, none),
   their demographics carry the errors PACS make (typos, nicknames, swapped names, transposed
-  dates, married names, missing values); some are of patients the MPI does not know;
+  dates, married names, missing values), some in the combinations that hide a patient from
+  every single key (no birth date and a married or misspelt family name; initials and a
+  misspelt name or birth date; a one-digit birth-date error and a nickname or married name),
+  some with a slip in the recorded address or phone; some are of patients the MPI does not
+  know;
 - ``orders.csv`` (accession, mrn): the imaging orders the order feed recorded for ~40% of them;
 - ``truth.csv`` (study_uid, mrn, kind, trap): the true MRN ('' when the patient is not in the
   MPI), the scenario (labels joined by ``+``), and the MRN of the hard negative the study
@@ -98,6 +102,12 @@ ERROR_COUNTS = (0.40, 0.35, 0.17, 0.08)
 """Shares of studies with 0, 1, 2 and 3 demographic errors."""
 ADDRESS_SHARE = 0.1
 """Studies whose PACS recorded address and phone."""
+ADDRESS_TYPO_SHARE = 0.3
+"""Of the recorded addresses, those with one slip: street name, house number, postal code or
+phone."""
+COMBINATION_SHARE = 0.12
+"""Studies (of MPI patients, not twins) given one of ``COMBINATIONS`` instead of random errors:
+the errors that together hide a patient from every single key."""
 
 OTHER_SITES = {"NORTHCLINIC": "N", "STHOSP": "SH-", "WESTIMAGING": "W", "LAKEORTHO": ""}
 TRAUMA_NAMES = {
@@ -148,8 +158,21 @@ ERRORS = {
     "no_sex": Error("no_sex", 6, frozenset({"sex"})),
     "no_dob": Error("no_dob", 5, frozenset({"birth"})),
     "initial": Error("initial", 6, frozenset({"given"})),
+    "initials": Error("initials", 0, frozenset({"given", "middle"})),
 }
-GIVEN_NAME_ERRORS = {"typo_given", "middle_swap", "initial"}
+"""Errors by name; weight 0: only in ``COMBINATIONS``."""
+COMBINATIONS = {
+    "nodob_married": (("no_dob", "married"), 3),
+    "nodob_typo_family": (("no_dob", "typo_family"), 3),
+    "initials_typo_family": (("initials", "typo_family"), 2),
+    "initials_dob_typo": (("initials", "dob_typo"), 2),
+    "dob_typo_nickname": (("dob_typo", "nickname"), 3),
+    "dob_typo_married": (("dob_typo", "married"), 3),
+}
+"""Error combinations (label: errors, weight) the study may be given together (those that do
+not apply to the person are skipped: a married name only for women, a nickname only where
+the name has one)."""
+GIVEN_NAME_ERRORS = {"typo_given", "middle_swap", "initial", "initials"}
 """Errors a twin's study is spared: the given name is all that tells twins apart."""
 
 
@@ -361,19 +384,18 @@ class Recorder:
         rng = self.rng
         count = rng.choices(range(len(ERROR_COUNTS)), weights=ERROR_COUNTS)[0]
         day, month = person.birth_date[8:], person.birth_date[5:7]
-        applies = {
-            "nickname": bool(self.nicknames(person.given_name, avoid)),
-            "middle_swap": len(person.middle_name) > 1,
-            "transposed_dob": day <= "12" and day != month,
-            "married": person.sex == "F",
-        }
+        applies = self._applies(person, avoid)
+        applies["transposed_dob"] = day <= "12" and day != month
         chosen: list[str] = []
         used: set[str] = set()
         while len(chosen) < count:
             names = [
                 name
                 for name, error in ERRORS.items()
-                if name not in spared and applies.get(name, True) and not error.fields & used
+                if error.weight
+                and name not in spared
+                and applies.get(name, True)
+                and not error.fields & used
             ]
             if not names:
                 break
@@ -382,8 +404,47 @@ class Recorder:
             used |= ERRORS[name].fields
         return chosen
 
-    def demographics(self, person: Person, errors: list[str], avoid: str) -> dict[str, str]:
-        """What the PACS recorded of ``person``, with ``errors``."""
+    def _applies(self, person: Person, avoid: str) -> dict[str, bool]:
+        """Errors that apply only to some people (the others apply to everyone)."""
+        return {
+            "nickname": bool(self.nicknames(person.given_name, avoid)),
+            "middle_swap": len(person.middle_name) > 1,
+            "married": person.sex == "F",
+        }
+
+    def combination(self, person: Person) -> tuple[str, list[str]] | None:
+        """One of ``COMBINATIONS`` that applies to ``person`` (label, errors), or None."""
+        applies = self._applies(person, "")
+        found = [
+            (label, weight, list(errors))
+            for label, (errors, weight) in COMBINATIONS.items()
+            if all(applies.get(error, True) for error in errors)
+        ]
+        if not found:
+            return None
+        label, _, errors = self.rng.choices(found, weights=[w for _, w, _ in found])[0]
+        return label, errors
+
+    def address_typo(self, recorded: dict[str, str]) -> None:
+        """One slip in the recorded address: a street-name letter, a house-number, postal-code
+        or phone digit."""
+        rng = self.rng
+        field = rng.choice(("street", "street", "postal_code", "phone"))
+        value = recorded[field]
+        if field == "street" and rng.random() < 0.5:
+            number, _, name = value.partition(" ")
+            recorded[field] = f"{number} {typo(name, rng)}"
+            return
+        digits = [i for i, c in enumerate(value) if c.isdigit()]
+        i = rng.choice(digits)
+        wrong = rng.choice([d for d in "0123456789" if d != value[i]])
+        recorded[field] = value[:i] + wrong + value[i + 1 :]
+
+    def demographics(
+        self, person: Person, errors: list[str], avoid: str
+    ) -> tuple[dict[str, str], bool]:
+        """What the PACS recorded of ``person``, with ``errors``; whether its address has a
+        slip."""
         rng = self.rng
         middle = person.middle_name
         roll = rng.random()
@@ -394,11 +455,15 @@ class Recorder:
             "birth_date": person.birth_date,
             "sex": person.sex,
         }
+        slip = False
         if rng.random() < ADDRESS_SHARE:
             recorded |= {c: getattr(person, c) for c in ADDRESS_COLUMNS}
+            slip = rng.random() < ADDRESS_TYPO_SHARE
+            if slip:
+                self.address_typo(recorded)
         for error in errors:
             self._apply(error, recorded, person, avoid)
-        return recorded
+        return recorded, slip
 
     def _apply(self, error: str, recorded: dict[str, str], person: Person, avoid: str) -> None:
         rng = self.rng
@@ -429,6 +494,9 @@ class Recorder:
             recorded["birth_date"] = ""
         elif error == "initial":
             recorded["given_name"] = person.given_name[0]
+        elif error == "initials":
+            recorded["given_name"] = person.given_name[0]
+            recorded["middle_name"] = person.middle_name[:1]
 
     def trauma(self, person: Person, number: int) -> dict[str, str]:
         """A placeholder registration of an unidentified patient."""
@@ -559,10 +627,20 @@ def generate(out: Path, patients: int, orphans: int, seed: int = 1) -> dict[str,
                     twin = twin or members[trap].given_name
                 elif JUNIOR in labels:
                     spared = {"no_dob"}
-                errors = recorder.errors(person, spared, twin)
+                combination = None
+                if not spared and in_mpi and rng.random() < COMBINATION_SHARE:
+                    combination = recorder.combination(person)
+                if combination is not None:
+                    labels.append(combination[0])
+                    errors = combination[1]
+                else:
+                    errors = recorder.errors(person, spared, twin)
                 labels.extend(dict.fromkeys(ERRORS[e].label for e in errors) or ["clean"])
                 recorded = {"patient_id": patient_id, "issuer": issuer}
-                recorded |= recorder.demographics(person, errors, twin)
+                demographics, slip = recorder.demographics(person, errors, twin)
+                recorded |= demographics
+                if slip:
+                    labels.append("address_typo")
             row = recorder.exam(number, person.birth_date) | recorded
             studies.writerow(row.get(column, "") for column in STUDY_COLUMNS)
             mrn = person.mrn if in_mpi else ""

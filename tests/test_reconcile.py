@@ -576,3 +576,81 @@ def test_a_study_born_in_the_future_is_also_blocked_a_century_earlier() -> None:
     studies.birth = ["19450493"]  # impossible, but its year is a key as it is
     keys = blocking.record_keys(studies, 0, study=True)
     assert f"F{family}1945" in keys and f"F{family}2045" not in keys
+
+
+ADDRESS_MPI_HEADER = (
+    "mrn,issuer,family_name,given_name,middle_name,birth_date,sex,street,postal_code,phone\n"
+)
+ADDRESS_STUDY_HEADER = (
+    "study_uid,accession,patient_id,issuer,family_name,given_name,middle_name,birth_date,sex,"
+    "study_date,modality,description,street,postal_code,phone\n"
+)
+
+
+def _found_by(store: Engine) -> dict[str, dict[str, set[str]]]:
+    """Per orphaned study, per source of candidates, the MRNs it finds (keys refreshed)."""
+    from engine.reconcile.records import load_studies
+    from engine.studies.orphans import Orphan, classify
+
+    blocking.refresh_keys(store, None)
+    orphans = [o for o in classify(store, settings=SETTINGS) if isinstance(o, Orphan)]
+    with store.connect() as connection:
+        studies = load_studies(connection, [o.study for o in orphans], SETTINGS)
+        found = blocking.candidate_sources(connection, studies, SETTINGS.max_block_size, {})
+        query = select(PatientIdentifier.patient_id, PatientIdentifier.value)
+        mrns = {patient: value for patient, value in connection.execute(query)}
+    out: dict[str, dict[str, set[str]]] = {o.study.study_uid: {} for o in orphans}
+    for source, (rows, patients) in found.items():
+        for row, patient in zip(rows, patients, strict=True):
+            out[orphans[row].study.study_uid].setdefault(source, set()).add(mrns[patient])
+    return out
+
+
+def test_blocking_finds_patients_when_birth_date_and_family_name_both_fail(
+    store: Engine, tmp_path: Path
+) -> None:
+    """Given name + birth year and month (a married name and a day mistyped), family names one
+    slip away (no birth date), and the recorded address or phone (a married name and no birth
+    date) each still find the patient; a study's nickname stands for the formal name."""
+    mpi = [
+        "100388,GENHOSP,KOWALSKI,TERESA,,1954-11-03,F,2740 CHATHAM RD,62704,(217)555-0199",
+        "100500,GENHOSP,OKAFOR,ANNA,,1990-06-12,F,12 ELM ST,62702,",
+        "100700,GENHOSP,BRENNAN,PATRICK,,1949-02-27,M,88 LAKE SHORE DR,62703,",
+        "100800,GENHOSP,SMITH,WILLIAM,,1958-03-14,M,,,",
+    ]
+    studies = [
+        # married, the day mistyped: only given name + year + month is left
+        "7.1,,X1,OTHER,NOWAK,TERESA,,1954-11-08,F,2025-01-02,CT,CT,,,",
+        # a slip in the family name that changes its sound, no birth date
+        "7.2,,X2,OTHER,BTENNAN,PATRICK,,,M,2025-01-02,CT,CT,,,",
+        # married, no birth date, the street name misspelt: house number + postal code
+        "7.3,,X3,OTHER,ADEYEMI,ANNA,,,F,2025-01-02,CT,CT,12 ELN ST,62702,",
+        # married, no birth date, moved: the phone
+        "7.4,,X4,OTHER,NOWAK,TERESA,,,F,2025-01-02,CT,CT,9 OAK AVE,62799,217 555 0199",
+        # a nickname, married, the day mistyped
+        "7.5,,X5,OTHER,JONES,BILL,,1958-03-15,M,2025-01-02,CT,CT,,,",
+    ]
+    MpiImport(store, write(tmp_path / "mpi.csv", ADDRESS_MPI_HEADER, mpi)).run()
+    StudyImport(store, write(tmp_path / "studies.csv", ADDRESS_STUDY_HEADER, studies)).run()
+    found = _found_by(store)
+    assert "100388" in found["7.1"]["Y"]
+    assert "100700" in found["7.2"]["N"]
+    assert "100500" in found["7.3"]["H"] and "100500" in found["7.3"]["Z"]
+    assert found["7.4"]["P"] == {"100388"}
+    assert "100800" in found["7.5"]["Y"]
+    # none of them is found by the keys that were there before
+    for uid in ("7.1", "7.3", "7.4", "7.5"):
+        assert not set(found[uid]) & {"F", "G", "birth date"}, uid
+
+
+def test_one_slip_variants_and_house_numbers() -> None:
+    assert {"SMTH", "SMIHT", "SNITH", "SMITH"} <= blocking.one_slip("SMITH")
+    assert "SMITHS" not in blocking.one_slip("SMITH")  # a letter added is not looked for
+    assert blocking.house_number("12A ELM ST") == "12"
+    assert blocking.house_number("ELM ST") == ""
+    studies = _records(["BRENNAN"], ["PATRICK"])
+    studies.birth = ["19490227"]
+    slipped = f"N{blocking.family_key('BTENNAN')}PAT"
+    assert slipped not in blocking.record_keys(studies, 0, study=True)
+    studies.birth = [""]  # no birth date: the names one slip away are asked for too
+    assert slipped in blocking.record_keys(studies, 0, study=True)

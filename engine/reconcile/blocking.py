@@ -3,9 +3,14 @@
 Candidates are the union of several keys, so that one wrong field never hides the right
 patient: phonetic family name + birth year (also for earlier names and aliases), phonetic
 family name + given-name prefix (a birth date missing or mistyped), given-name prefix + birth
-month and day, the identifier reduced to its digits, the exact birth date, the accession
-number's order, and the survivor of a merged patient whose id the study carries. Patients'
-keys live in ``patient_keys``, refreshed from the MPI's change history.
+month and day, given-name prefix + birth year and month (a family name changed and a day
+mistyped); a study without a birth date also asks for the family names one slip from its own
+(a misspelt family name); where an address was recorded: given-name prefix + postal code,
+house number + postal code, the phone number (a family name changed and no birth date). A
+study's given name stands also for its nicknames and formal forms (BILL: WILLIAM). Then the
+identifier reduced to its digits, the exact birth date, the accession number's order, and the
+survivor of a merged patient whose id the study carries. Patients' keys live in
+``patient_keys``, refreshed from the MPI's change history.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from engine.mpi.tables import Patient, PatientEvent, PatientIdentifier
 from engine.reconcile.kernel import Records
-from engine.reconcile.names import family_key
+from engine.reconcile.names import family_key, same_person_names
 from engine.reconcile.records import load_patients, raw_rows
 from engine.reconcile.tables import PatientKey
 from engine.store import crypto
-from engine.store.database import open_engine
+from engine.store.database import BULK_CACHE_KIB, open_engine
 from engine.store.fastsql import chunks, in_values
 from engine.store.schema import table_of
 
@@ -36,12 +41,30 @@ WATERMARK_MARGIN = 25_000
 that took an event id earlier can commit after a later one was read. (SQLite has one writer at
 a time: ids become visible in order.)"""
 REFRESH_CHUNK = 20_000
+DEFAULT_CACHE_KIB = 2000
+"""SQLite's page cache (its default) once the keys are in."""
 PARALLEL_KEYS = 100_000
 """From this many patients to key (a first run), the keys are made in a second process."""
-KEYS_VERSION = 2
+KEYS_VERSION = 3
 """What the keys of ``record_keys`` are; a store keyed by another version is re-keyed in full.
 2: family name + given-name prefix keys; identifiers keyed only when their key differs from
-the value stored."""
+the value stored. 3: given name + birth year and month, + postal code; house number + postal
+code; phone."""
+KEY_KINDS = {
+    "I": "identifier digits",
+    "F": "family name + birth year",
+    "N": "family name + given name",
+    "G": "given name + birth month/day",
+    "Y": "given name + birth year, month",
+    "Z": "given name + postal code",
+    "H": "house number + postal code",
+    "P": "phone",
+}
+"""What each kind of key (its first letter) is made of."""
+OTHER_SOURCES = ("birth date", "identifier value", "order or merge")
+"""Where else candidates come from: the exact birth date and an identifier's value (looked up
+in the MPI's own tables), the orders of the study's accession and the survivor of a merge."""
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _keys = table_of(PatientKey)
 _patients = table_of(Patient)
 _events = table_of(PatientEvent)
@@ -59,31 +82,84 @@ def _valid_date(text: str) -> bool:
     return len(text) == 8
 
 
+def house_number(street: str) -> str:
+    """The leading digits of a street address ('' for none): 12A ELM ST is 12."""
+    digits = ""
+    for character in street:
+        if not character.isdigit():
+            break
+        digits += character
+    return digits.lstrip("0")
+
+
+def one_slip(name: str) -> set[str]:
+    """``name`` and every name one slip away: a letter dropped, two swapped, one replaced."""
+    found = {name}
+    for i in range(len(name)):
+        found.add(name[:i] + name[i + 1 :])
+        found.add(name[:i] + name[i + 1 : i + 2] + name[i] + name[i + 2 :])
+        found.update(name[:i] + letter + name[i + 1 :] for letter in LETTERS)
+    found.discard("")
+    return found
+
+
+def _given_prefixes(given: str, study: bool) -> set[str]:
+    """The given-name prefixes a record is keyed on: a study's also of its name's nicknames
+    and formal forms (the patient's are keyed as recorded). An initial is no prefix."""
+    if len(given) < 2:
+        return set()
+    if not study:
+        return {given[:3]}
+    return {name[:3] for name in same_person_names(given) if len(name) > 1}
+
+
 def record_keys(records: Records, row: int, *, study: bool = False) -> set[str]:
     """The blocking keys of one record. A study gets more (the variants its errors suggest):
-    its given name as a family name (swapped names), its day and month swapped, a birth year
-    in the future taken back a century (2045 for 1945). A patient's identifiers are keys only
-    where the key is not the value stored (``keyed_identifiers``): the others are found in
-    ``patient_identifiers`` itself."""
+    its given name as a family name (swapped names), its given name's nicknames and formal
+    forms, its day and month swapped, a birth year in the future taken back a century (2045
+    for 1945). A patient's identifiers are keys only where the key is not the value stored
+    (``keyed_identifiers``): the others are found in ``patient_identifiers`` itself."""
     family, given, birth = records.family[row], records.given[row], records.birth[row]
     identifiers = records.identifiers[row] if study else records.keyed_identifiers[row]
     keys = {f"I{value}" for value in identifiers}
     names = [(name, given) for name in (family, *records.other_families[row]) if name]
     if study and given and family:
         names.append((given, family))
+    prefixes = _given_prefixes(given, study)
     if given:
         keys.update(f"N{family_key(name)}{first[:3]}" for name, first in names)
+        keys.update(f"N{family_key(family)}{prefix}" for prefix in prefixes if family)
+    if study and family and not birth:  # with a birth date, F, G and Y find a misspelt name
+        codes = {family_key(variant) for variant in one_slip(family.split(" ", 1)[0])}
+        keys.update(f"N{code}{prefix}" for code in codes for prefix in prefixes)
     if len(birth) == 8:
         year = birth[:4]
-        keys.update(f"F{family_key(name)}{year}" for name, _ in names)
+        years = {year}
         if study and year[:2] == "20" and year > _THIS_YEAR:  # 20451022 for 19451022
-            keys.update(f"F{family_key(name)}19{year[2:]}" for name, _ in names)
+            years.add(f"19{year[2:]}")
+        keys.update(f"F{family_key(name)}{y}" for name, _ in names for y in years)
         if study and given and not family:
             keys.add(f"F{family_key(given)}{year}")
-        if given:
-            keys.add(f"G{given[:3]}{birth[4:8]}")
-            if study and _valid_date(year + birth[6:8] + birth[4:6]):
-                keys.add(f"G{given[:3]}{birth[6:8]}{birth[4:6]}")
+        keys.update(f"Y{prefix}{y}{birth[4:6]}" for prefix in prefixes for y in years)
+        days = {birth[4:8]}
+        if study and _valid_date(year + birth[6:8] + birth[4:6]):
+            days.add(birth[6:8] + birth[4:6])
+        firsts = prefixes | {given[:3]} if given else prefixes
+        keys.update(f"G{first}{day}" for first in firsts for day in days)
+    keys.update(_address_keys(records, row, prefixes))
+    return keys
+
+
+def _address_keys(records: Records, row: int, prefixes: set[str]) -> set[str]:
+    """Keys of a recorded address and phone: given-name prefix + postal code, house number +
+    postal code, the phone's last seven digits."""
+    postal, phone = records.postal[row], records.phone[row]
+    number = house_number(records.street[row])
+    keys = {f"P{phone}"} if phone else set()
+    if postal:
+        keys.update(f"Z{prefix}{postal}" for prefix in prefixes)
+        if number:
+            keys.add(f"H{number}.{postal}")
     return keys
 
 
@@ -183,6 +259,8 @@ def refresh_keys(store: Engine, since: int | None, progress: Progress | None = N
     in_memory = url.get_backend_name() == "sqlite" and (url.database or ":memory:") == ":memory:"
     elsewhere = since is None and len(ids) >= PARALLEL_KEYS and not in_memory
     with store.begin() as connection:
+        if store.dialect.name == "sqlite":  # millions of keys into one index
+            connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
         if since is None:
             connection.execute(delete(_keys))
         made = (
@@ -198,6 +276,8 @@ def refresh_keys(store: Engine, since: int | None, progress: Progress | None = N
                 _insert(connection, rows)
             if progress is not None:
                 progress(len(chunk))
+        if store.dialect.name == "sqlite":
+            connection.exec_driver_sql(f"PRAGMA cache_size=-{DEFAULT_CACHE_KIB}")
     return newest
 
 
@@ -218,11 +298,17 @@ def _blocks(
     return found
 
 
-def candidates(
+Found = dict[str, tuple[list[int], list[int]]]
+"""Per source (a ``KEY_KINDS`` letter, or one of ``OTHER_SOURCES``): the (study rows, patient
+ids) it pairs."""
+
+
+def candidate_sources(
     connection: Connection, studies: Records, max_block_size: int, extra: dict[int, set[int]]
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Candidate pairs: (study rows, patient positions, patient ids) — patient position i in
-    the returned id list. ``extra``: study row → patients to add (merge survivors)."""
+) -> Found:
+    """The pairs each source of candidates finds (``candidates`` takes their union; the
+    benchmark counts each one's pairs and recall). ``extra``: study row → patients to add
+    (merge survivors)."""
     wanted: dict[str, list[int]] = {}
     births: dict[str, list[int]] = {}
     values: dict[str, list[int]] = {}
@@ -240,28 +326,39 @@ def candidates(
         .join(_patients, _patients.c.id == _identifiers.c.patient_id)
         .where(live)
     )
-    study_rows: list[int] = []
-    patient_ids: list[int] = []
-    for rows_of, column, query in (
-        (wanted, _keys.c.key, select(_keys.c.key, _keys.c.patient_id)),
+    found: Found = {}
+    for source, rows_of, column, query in (
+        ("", wanted, _keys.c.key, select(_keys.c.key, _keys.c.patient_id)),
         (
+            "birth date",
             births,
             birth,
             select(birth, _patients.c.id).where(live),
         ),
-        (values, _identifiers.c.value, by_value),
+        ("identifier value", values, _identifiers.c.value, by_value),
     ):
         for value, patients in _blocks(connection, query, column, rows_of).items():
             if len(patients) <= max_block_size:
+                study_rows, patient_ids = found.setdefault(source or value[0], ([], []))
                 for row in rows_of[value]:
                     study_rows.extend([row] * len(patients))
                     patient_ids.extend(patients)
+    study_rows, patient_ids = found.setdefault("order or merge", ([], []))
     for row in range(len(studies)):
         for patient_id in studies.linked[row] | extra.get(row, set()):
             study_rows.append(row)
             patient_ids.append(patient_id)
-    rows = np.asarray(study_rows, dtype=np.int64)
-    patients_found = np.asarray(patient_ids, dtype=np.int64)
+    return found
+
+
+def candidates(
+    connection: Connection, studies: Records, max_block_size: int, extra: dict[int, set[int]]
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Candidate pairs: (study rows, patient positions, patient ids) — patient position i in
+    the returned id list. ``extra``: study row → patients to add (merge survivors)."""
+    found = candidate_sources(connection, studies, max_block_size, extra)
+    rows = np.concatenate([np.asarray(r, dtype=np.int64) for r, _ in found.values()])
+    patients_found = np.concatenate([np.asarray(p, dtype=np.int64) for _, p in found.values()])
     span = int(patients_found.max()) + 1 if len(patients_found) else 1
     pairs = np.unique(rows * span + patients_found)
     ids = np.unique(pairs % span)

@@ -36,9 +36,16 @@ def _street(value: str) -> str:
     return " ".join(value.upper().replace(".", " ").replace(",", " ").split())
 
 
+def _append_address(records: Records, street: str, postal: str, phone: str) -> None:
+    """A record's address and phone as they are compared (any may be empty or None)."""
+    records.postal.append(postal[:5] if postal else "")
+    records.street.append(_street(street) if street else "")
+    records.phone.append(phone_key(phone) if phone else "")
+
+
 _COLUMNS = ("id", *(c for c in DEMOGRAPHIC_COLUMNS if c not in ("city", "state")))
 """What comparisons read of a patient (city and state are not compared)."""
-_KEY_COLUMNS = ("id", "family_name", "given_name", "birth_date")
+_KEY_COLUMNS = ("id", "family_name", "given_name", "birth_date", "street", "postal_code", "phone")
 _SQL: dict[tuple[str, str], str] = {}
 _NONE: frozenset[Any] = frozenset()
 
@@ -78,7 +85,8 @@ def load_patients(
 ) -> Records:
     """The MPI patients ``ids`` (live ones only with ``live_only``), in that order (an id not
     found is skipped). ``for_keys``: only what blocking keys are made of (names, birth date,
-    identifiers whose key differs from their value), the other fields left empty."""
+    identifiers whose key differs from their value, address and phone), the other fields left
+    empty."""
     records = Records()
     columns = _KEY_COLUMNS if for_keys else _COLUMNS
     patients = _sql(connection, str(columns), select(*(_patients.c[c] for c in columns)))
@@ -121,9 +129,7 @@ def load_patients(
             records.middle.append(name_words(middle))
             records.birth.append(birth)
             records.sex.append(_sex(sex))
-            records.postal.append(postal[:5])
-            records.street.append(_street(street) if street else "")
-            records.phone.append(phone_key(phone) if phone else "")
+            _append_address(records, street, postal, phone)
             values = found.get(patient_id, ())
             records.identifiers.append(frozenset(filter(None, map(identifier_key, values))))
             records.other_families.append(others.get(patient_id, _NONE))
@@ -152,6 +158,7 @@ def _append_keyed(
         records.family.append(name_words(row[1]))
         records.given.append(name_words(row[2]))
         records.birth.append(row[3])
+        _append_address(records, *row[4:7])
         records.other_families.append(others.get(patient_id, _NONE))
         records.keyed_identifiers.append(keyed.get(patient_id, _NONE))
 
@@ -212,9 +219,7 @@ def load_studies(
         records.middle.append("" if placeholder else name_words(study.middle_name))
         records.birth.append("" if "birth_date" in unused else study.birth_date)
         records.sex.append(_sex(study.sex))
-        records.postal.append(postal[:5])
-        records.street.append(_street(street))
-        records.phone.append(phone_key(phone))
+        _append_address(records, street, postal, phone)
         value = (
             "" if settings.placeholder_id(study.patient_id) else identifier_key(study.patient_id)
         )
