@@ -168,11 +168,7 @@ def watermark(connection: Connection) -> int:
 
 
 def _insert(connection: Connection, rows: list[tuple[str, int]]) -> None:
-    """Insert keys on the DBAPI cursor (a first run writes millions); an encrypted store's
-    keys are their keyed hashes (the column's type hashes the keys it is asked for)."""
-    if crypto.encrypting():
-        stored = crypto.stored_form(_keys.c.key)
-        rows = sorted((stored(key), patient_id) for key, patient_id in rows)
+    """Insert keys on the DBAPI cursor (a first run writes millions)."""
     compiled = insert(_keys).compile(dialect=connection.dialect)
     cursor = connection.connection.cursor()
     try:
@@ -186,10 +182,12 @@ def _insert(connection: Connection, rows: list[tuple[str, int]]) -> None:
 
 def _key_rows(connection: Connection, ids: list[int]) -> list[tuple[str, int]]:
     """The (key, patient id) rows of the live patients ``ids``, sorted: a chunk's keys go
-    into the index together, a third faster than in patient order."""
+    into the index together, a third faster than in patient order. An encrypted store's keys
+    are their keyed hashes (made here: in the second process when there is one)."""
     records = load_patients(connection, ids, live_only=True, for_keys=True)
+    stored = crypto.stored_form(_keys.c.key)
     return sorted(
-        (key, patient_id)
+        (stored(key), patient_id)
         for row, patient_id in enumerate(records.keys)
         for key in record_keys(records, row)
     )

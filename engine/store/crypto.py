@@ -67,6 +67,7 @@ TEXT_MAGIC = "cwe1:"
 LOOKUP_MAGIC = "cwh1:"
 """Starts every keyed hash (:class:`LookupText`)."""
 LOOKUP_DERIVATION = b"crosswalk look-up key v1"
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 NONCE = 12
 RECHECK = 5.0
 """Seconds between looks at the keys file for a new current key."""
@@ -89,6 +90,9 @@ class Keyring:
     _checked: float = field(default_factory=time.monotonic, repr=False)
     _stamp: float = field(default=0.0, repr=False)
     _ciphers: dict[str, Any] = field(default_factory=dict, repr=False)
+    _hashers: dict[bytes, Callable[[str], str]] = field(default_factory=dict, repr=False)
+    _sealing: tuple[str, bytes, Any] | None = field(default=None, repr=False)
+    """The current key's id, the header of what it seals, its cipher."""
 
     @property
     def lookup_id(self) -> str:
@@ -98,13 +102,48 @@ class Keyring:
 
     def lookup(self, value: str, label: bytes) -> str:
         """The keyed hash of ``value`` in the look-up space ``label``."""
+        return self.hasher(label)(value)
+
+    def hasher(self, label: bytes) -> Callable[[str], str]:
+        """:meth:`lookup` in the space ``label``, for hashing many values (blocking keys)."""
+        found = self._hashers.get(label)
+        if found is None:
+            found = self._hashers[label] = self._hasher(label)
+        return found
+
+    def _hasher(self, label: bytes) -> Callable[[str], str]:
         key = self._ciphers.get("")
         if key is None:  # derived once: HMAC(first key, purpose)
             key = self._ciphers[""] = hmac.digest(
                 self.keys[self.lookup_id], LOOKUP_DERIVATION, "sha256"
             )
-        digest = hmac.digest(key, label + b"\x00" + value.encode("utf-8"), "sha256")
-        return LOOKUP_MAGIC + base64.urlsafe_b64encode(digest[:16]).decode()[:22]
+        prefix, digest, encode = label + b"\x00", hmac.digest, binascii.b2a_base64
+
+        def hashed(value: str) -> str:
+            code = encode(digest(key, prefix + value.encode("utf-8"), "sha256")[:16])
+            return LOOKUP_MAGIC + code[:22].translate(_URLSAFE).decode()
+
+        return hashed
+
+    def opener(self) -> Callable[[str, bytes], str]:
+        """Decrypts the base64 of a sealed text (what follows ``cwe1:``) with its label: the
+        fast path for reading many values; anything unusual goes through :meth:`open`."""
+        from cryptography.exceptions import InvalidTag
+
+        ciphers, decode, start = self._ciphers, base64.b64decode, len(MAGIC) + 1
+
+        def opened(text: str, label: bytes) -> str:
+            blob = decode(text)
+            end = start + blob[start - 1]
+            cipher = ciphers.get(blob[start:end].decode())
+            if cipher is None:
+                return self.open(blob, label).decode("utf-8")
+            try:
+                return cipher.decrypt(blob[end : end + NONCE], blob[end + NONCE :], label).decode()
+            except InvalidTag:
+                return self.open(blob, label).decode("utf-8")  # raises, naming the key
+
+        return opened
 
     def _cipher(self, kid: str) -> Any:
         """The AES-GCM object of a key (made once: reading a million values makes it count)."""
@@ -150,7 +189,7 @@ class Keyring:
         fresh = Keyring.load(self.path, encrypt=self.encrypt)
         with self._lock:
             self.keys, self.current, self._stamp = fresh.keys, fresh.current, fresh._stamp
-            self._ciphers = {}
+            self._ciphers, self._hashers, self._sealing = {}, {}, None
 
     def _follow(self) -> None:
         """A running engine picks up a key ``crosswalk keys rotate`` added: the file is looked
@@ -168,12 +207,18 @@ class Keyring:
 
     def seal(self, data: bytes, label: bytes) -> bytes:
         """``data`` encrypted with the current key; ``label`` (the column) is authenticated."""
-        self._follow()
-        current = self.current
-        kid = current.encode()
+        if time.monotonic() - self._checked >= RECHECK:
+            self._follow()
+        sealing = self._sealing
+        if sealing is None or sealing[0] != self.current:
+            kid = self.current.encode()
+            sealing = self._sealing = (
+                self.current,
+                MAGIC + bytes([len(kid)]) + kid,
+                self._cipher(self.current),
+            )
         nonce = os.urandom(NONCE)
-        sealed = self._cipher(current).encrypt(nonce, data, label)
-        return MAGIC + bytes([len(kid)]) + kid + nonce + sealed
+        return sealing[1] + nonce + sealing[2].encrypt(nonce, data, label)
 
     def open(self, blob: bytes, label: bytes) -> bytes:
         """The clear bytes of an encrypted value; ``ContentError`` when it cannot be read."""
@@ -250,12 +295,12 @@ def reveal_rows(rows: Sequence[Any], names: list[str]) -> Sequence[Any]:
         return rows
     labels = [name.encode() for name in names]
     magic, size = TEXT_MAGIC, len(TEXT_MAGIC)
-    decode = base64.b64decode
+    open_text = keyring.opener()
     revealed = []
     for row in rows:
         if any(value.__class__ is str and value.startswith(magic) for value in row):
             row = tuple(
-                keyring.open(decode(value[size:]), label).decode("utf-8")
+                open_text(value[size:], label)
                 if value.__class__ is str and value.startswith(magic)
                 else value
                 for value, label in zip(row, labels, strict=True)
@@ -265,9 +310,12 @@ def reveal_rows(rows: Sequence[Any], names: list[str]) -> Sequence[Any]:
 
 
 def stored_form(column: Any) -> Callable[[str], str]:
-    """How ``column`` (a :class:`LookupText`) stores a value: for writes on the DBAPI cursor."""
-    label = column.type.label
-    return lambda value: lookup(value, label)
+    """How ``column`` (a :class:`LookupText`) stores a value, for writes on the DBAPI cursor:
+    its keyed hash while encrypting, else the value itself."""
+    keyring = _keyring
+    if keyring is None or not keyring.encrypt:
+        return str
+    return keyring.hasher(column.type.label.encode())
 
 
 def stored_values(column: Any, values: list[str]) -> dict[str, str]:
@@ -296,18 +344,25 @@ def prefix_of(text: str, size: int) -> str:
     return letters if len(letters) == size else ""
 
 
+MODE_VAR = "CROSSWALK_KEYS_MODE"
+"""``read`` for a child process whose parent reads encrypted content but does not encrypt."""
+
+
 def keys_for_child() -> dict[str, str]:
-    """Environment for a process started to read the store: names the keys file in use."""
+    """Environment for a process started to read the store: the keys file in use, and whether
+    it encrypts (:func:`keyring_from_environment` in the child)."""
     keyring = _keyring
     if keyring is None or keyring.path is None:
         return {}
-    return {ENV_VAR: str(keyring.path)}
+    return {ENV_VAR: str(keyring.path), MODE_VAR: "write" if keyring.encrypt else "read"}
 
 
 def keyring_from_environment() -> Keyring | None:
     """The keys file ``$CROSSWALK_KEYS`` names, if it is set."""
     named = os.environ.get(ENV_VAR)
-    return Keyring.load(Path(named).expanduser()) if named else None
+    if not named:
+        return None
+    return Keyring.load(Path(named).expanduser(), encrypt=os.environ.get(MODE_VAR) != "read")
 
 
 def new_key_line(prefix: str = "k") -> str:
@@ -375,7 +430,7 @@ class EncryptedText(TypeDecorator[str]):
         if value is None or not value or keyring is None or not keyring.encrypt:
             return None if self.companion else value
         sealed = keyring.seal(value.encode("utf-8"), self.label)
-        return TEXT_MAGIC + base64.b64encode(sealed).decode("ascii")
+        return TEXT_MAGIC + binascii.b2a_base64(sealed, newline=False).decode("ascii")
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
         if value is None or not str(value).startswith(TEXT_MAGIC):
@@ -396,9 +451,14 @@ class LookupText(TypeDecorator[str]):
     def __init__(self, label: str, length: int | None = None, *, companion: bool = False) -> None:
         super().__init__(length)
         self.label = label
+        self.label_bytes = label.encode()
         self.companion = companion
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        if value is None or (self.companion and not encrypting()):
+        keyring = _keyring
+        encrypting = keyring is not None and keyring.encrypt
+        if value is None or (self.companion and not encrypting):
             return None
-        return lookup(value, self.label)
+        if not value or not encrypting or value.startswith(LOOKUP_MAGIC):
+            return value
+        return keyring.hasher(self.label_bytes)(value)  # type: ignore[union-attr]
