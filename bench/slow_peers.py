@@ -149,7 +149,8 @@ def attack(
         )
         return [sum(connections)]
 
-    results.put(asyncio.run(run()))
+    figures = asyncio.run(run())
+    results.put({"counts": figures, "attacker cpu s": round(time.process_time(), 1)})
 
 
 def main() -> None:
@@ -182,12 +183,12 @@ def main() -> None:
             attacker.start()
             time.sleep(2.5)  # the attack is under way (slots taken, grace passed)
             rate, p50, p99 = healthy_feed(port, args.seconds, kind[0].upper())
-            figures = results.get(timeout=120)
+            attacked = results.get(timeout=120)
             attacker.join(30)
             label = f"{kind} ({args.peers} peers)" if kind != "hostile" else "hostile (4 conns)"
             print(
                 f"{label:<34} {rate:>8.0f} {p50:>8.2f} {p99:>8.2f}"
-                f" {rate / quiet[0]:>8.2f} {p99 / quiet[2]:>7.2f}   attacker: {figures}"
+                f" {rate / quiet[0]:>8.2f} {p99 / quiet[2]:>7.2f}   {attacked}"
             )
             again = healthy_feed(port, 2.0, f"R{kind[0]}")
             print(f"{'  quiet again':<34} {again[0]:>8.0f} {again[1]:>8.2f} {again[2]:>8.2f}")

@@ -128,10 +128,9 @@ class MLLPListener:
         victim = min(idle, key=lambda c: c.opened)
         self._connections.discard(victim)
         self.stats.evicted += 1
-        if now - self._refusals_logged.get(victim.peer, -REFUSAL_LOG_INTERVAL) >= (
-            REFUSAL_LOG_INTERVAL
-        ):
-            self._refusals_logged[victim.peer] = now
+        host = victim.peer.rsplit(":", 1)[0]  # once a minute per address, not per connection
+        if now - self._refusals_logged.get(host, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
+            self._refusals_logged[host] = now
             log.warning(
                 "listener %s: at max_connections (%d): closed %s, open %.0fs without a message,"
                 " for a new connection",

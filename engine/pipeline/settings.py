@@ -70,8 +70,10 @@ class ListenerSettings:
         example="[10.20.0.0/16, 10.30.4.17, 'fd00:20::/64']",
     )
     max_connections: int = setting(
-        "Connections open at once; one more is closed at once (with `allow`, strangers never"
-        " take the senders' places; idle and stalled peers are closed by the timeouts).",
+        "Connections open at once. When all are taken, a new connection closes the oldest one"
+        " that has not completed a message (idle or trickling); if every connection has"
+        " completed one, the new one is closed at once. With `allow`, strangers never take the"
+        " senders' places.",
         default=64,
     )
 
