@@ -14,12 +14,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from engine.config.model import EngineConfig
 from engine.pipeline.server import Server
 from engine.pipeline.settings import ListenerSettings
+from engine.store import crypto
 from engine.store.schema import Message
 from engine.testing import wait_for_port
 
@@ -250,3 +252,21 @@ def running_pipeline(
         yield pipeline
     finally:
         pipeline.stop()
+
+
+@pytest.fixture(autouse=True, params=["clear", "encrypted"])
+def store_mode(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Imported into a test module: every test of it twice, on a clear store and with content
+    encryption on (a fresh keys file, also given to the commands the tests run): the MPI's and
+    study index's values encrypted, their look-ups keyed hashes."""
+    if request.param == "encrypted":
+        keys = tmp_path / "content.keys"
+        keys.write_text(crypto.new_key_line() + "\n")
+        crypto.configure(crypto.Keyring.load(keys))
+        monkeypatch.setenv(crypto.ENV_VAR, str(keys))
+    try:
+        yield request.param
+    finally:
+        crypto.configure(None)

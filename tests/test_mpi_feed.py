@@ -17,31 +17,17 @@ from engine.hl7v2.fieldpath import FieldPath
 from engine.mpi.queries import patients_with_identifier, search, view
 from engine.mpi.tables import Order, Patient
 from engine.pipeline import mpi_destination as worker
-from engine.store import crypto
 from engine.store.database import open_store
 from engine.store.queue import set_control
 from engine.store.schema import Delivery, DeliveryState
 from engine.testing import Peer
-from tests.support import Pipeline, config_folder, hl7, run_crosswalk
-
-
-@pytest.fixture(autouse=True, params=["clear", "encrypted"])
-def store_mode(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """Every test twice: on a clear store, and with content encryption on (the MPI's values
-    encrypted, its identifiers looked up by keyed hash): the feed must apply alike. The
-    commands the tests run get the keys file."""
-    if request.param == "encrypted":
-        keys = tmp_path / "content.keys"
-        keys.write_text(crypto.new_key_line() + "\n")
-        crypto.configure(crypto.Keyring.load(keys))
-        monkeypatch.setenv(crypto.ENV_VAR, str(keys))
-    try:
-        yield request.param
-    finally:
-        crypto.configure(None)
-
+from tests.support import (  # noqa: F401  (store_mode: every test clear and encrypted)
+    Pipeline,
+    config_folder,
+    hl7,
+    run_crosswalk,
+    store_mode,
+)
 
 MPI_ROUTE = "routes:\n  mpi:\n    source: ehr\n    destinations: [mpi]\n"
 ENDPOINTS = "listeners:\n  ehr: {port: 0}\n"

@@ -26,7 +26,7 @@ from engine.studies.orphans import (
     conflicts,
 )
 from engine.studies.tables import Study
-from tests.support import assert_fits, run_crosswalk
+from tests.support import assert_fits, run_crosswalk, store_mode  # noqa: F401  (clear and encrypted)
 
 STUDY_HEADER = (
     "study_uid,accession,patient_id,issuer,family_name,given_name,middle_name,birth_date,sex,"
@@ -80,7 +80,7 @@ def test_importing_studies_keeps_what_the_pacs_recorded(db_url: str, tmp_path: P
     with Session(store) as session:
         saved, kept = session.scalars(select(Study).order_by(Study.study_uid)).all()
     assert (kept.study_uid, kept.study_date) == ("1.2.840.2", "20261301")
-    assert (saved.study_uid, saved.accession, saved.patient_id, saved.issuer) == (
+    assert (saved.study_uid, saved.accession, saved.shown_patient_id, saved.issuer) == (
         "1.2.840.1",
         "ACC1",
         "100234",

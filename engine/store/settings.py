@@ -17,7 +17,8 @@ class StoreSettings:
     encrypt_content: bool = setting(
         "Encrypt content at rest (AES-256-GCM): messages, ACKs, status reasons, delivery"
         " payloads and answers; the MPI's and study index's demographics (identifiers and"
-        " blocking keys as keyed hashes); proposals' evidence. Needs a keys file.",
+        " blocking keys as keyed hashes); proposals' evidence. Needs a keys file; on whenever"
+        f" ${ENV_VAR} names it.",
         default=False,
     )
     keys: Path | None = setting(
@@ -40,7 +41,10 @@ class StoreSettings:
         path = self.keys_file()
         if path is None:
             return None
-        return Keyring.load(path, encrypt=self.encrypt_content)
+        # Keys given by the environment encrypt, as for every command run without a
+        # configuration: one process writing clear look-ups beside another's hashed ones
+        # would hide rows from both.
+        return Keyring.load(path, encrypt=self.encrypt_content or self.keys is None)
 
     def check(self) -> list[Issue]:
         if self.encrypt_content and self.keys_file() is None:

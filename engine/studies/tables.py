@@ -49,6 +49,11 @@ class Study(DemographicColumns, Base):
     )
     """The patient id encrypted, where ``patient_id`` holds its keyed hash; else NULL."""
 
+    @property
+    def shown_patient_id(self) -> str:
+        """The patient id, clear, whether the store is encrypted or not."""
+        return self.patient_id_sealed or self.patient_id
+
     __table_args__ = (
         Index("ix_studies_patient", "patient_id", "issuer"),
         Index("ix_studies_accession", "accession"),
