@@ -5,12 +5,12 @@ patient: phonetic family name + birth year (also for earlier names and aliases),
 family name + given-name prefix (a birth date missing or mistyped), given-name prefix + birth
 month and day, given-name prefix + birth year and month (a family name changed and a day
 mistyped); a study without a birth date also asks for the family names one slip from its own
-(a misspelt family name); where an address was recorded: given-name prefix + postal code,
-house number + postal code, the phone number (a family name changed and no birth date). A
-study's given name stands also for its nicknames and formal forms (BILL: WILLIAM). Then the
-identifier reduced to its digits, the exact birth date, the accession number's order, and the
-survivor of a merged patient whose id the study carries. Patients' keys live in
-``patient_keys``, refreshed from the MPI's change history.
+(a misspelt family name); where an address was recorded: house number + postal code, the
+phone number (a family name changed and no birth date). A study's given name stands also for
+its nicknames and formal forms (BILL: WILLIAM). Then the identifier reduced to its digits, the
+exact birth date, the accession number's order, and the survivor of a merged patient whose id
+the study carries. Patients' keys live in ``patient_keys``, refreshed from the MPI's change
+history.
 """
 
 from __future__ import annotations
@@ -48,15 +48,13 @@ PARALLEL_KEYS = 100_000
 KEYS_VERSION = 3
 """What the keys of ``record_keys`` are; a store keyed by another version is re-keyed in full.
 2: family name + given-name prefix keys; identifiers keyed only when their key differs from
-the value stored. 3: given name + birth year and month, + postal code; house number + postal
-code; phone."""
+the value stored. 3: given name + birth year and month; house number + postal code; phone."""
 KEY_KINDS = {
     "I": "identifier digits",
     "F": "family name + birth year",
     "N": "family name + given name",
     "G": "given name + birth month/day",
     "Y": "given name + birth year, month",
-    "Z": "given name + postal code",
     "H": "house number + postal code",
     "P": "phone",
 }
@@ -146,20 +144,18 @@ def record_keys(records: Records, row: int, *, study: bool = False) -> set[str]:
             days.add(birth[6:8] + birth[4:6])
         firsts = prefixes | {given[:3]} if given else prefixes
         keys.update(f"G{first}{day}" for first in firsts for day in days)
-    keys.update(_address_keys(records, row, prefixes))
+    keys.update(_address_keys(records, row))
     return keys
 
 
-def _address_keys(records: Records, row: int, prefixes: set[str]) -> set[str]:
-    """Keys of a recorded address and phone: given-name prefix + postal code, house number +
-    postal code, the phone's last seven digits."""
+def _address_keys(records: Records, row: int) -> set[str]:
+    """Keys of a recorded address and phone: house number + postal code, the phone's last
+    seven digits."""
     postal, phone = records.postal[row], records.phone[row]
     number = house_number(records.street[row])
     keys = {f"P{phone}"} if phone else set()
-    if postal:
-        keys.update(f"Z{prefix}{postal}" for prefix in prefixes)
-        if number:
-            keys.add(f"H{number}.{postal}")
+    if postal and number:
+        keys.add(f"H{number}.{postal}")
     return keys
 
 
