@@ -33,6 +33,7 @@ from tests.support import (
     config_folder,
     crosswalk,
     destination_yaml,
+    run_crosswalk,
     running_pipeline,
     stored_messages,
 )
@@ -155,7 +156,18 @@ def test_sqlite_on_a_full_disk_answers_ae_then_recovers_when_space_is_freed(
         pid = "PID|1||123456^^^GENHOSP^MR||DOE^JANE||19800304|F|||" + "A" * 20_000
         with running_pipeline(db_url, tmp_path, pacs.port) as engine:
             with Feed(engine.port(), pid) as feed:
-                survive_outage(feed, fail=lambda: fill(filler), recover=filler.unlink, down=1.0)
+
+                def full() -> None:
+                    fill(filler)
+                    status = run_crosswalk("queue", "status", "--db", db_url)
+                    assert (
+                        f"the disk holding the store {disk / 'crosswalk.db'} has" in status.stdout
+                    )
+                    assert "every message is answered AE" in status.stdout
+
+                survive_outage(feed, fail=full, recover=filler.unlink, down=1.0)
+            status = run_crosswalk("queue", "status", "--db", db_url)
+            assert "the disk holding the store" not in status.stdout, "space was freed"
             assert_nothing_accepted_is_lost(feed, db_url, pacs, "SQLite: disk full, then freed")
         pacs.stop()
     assert "AE" in feed.codes()

@@ -22,6 +22,7 @@ from engine.cli.tables import TEXT, WORDS, Column, fit
 from engine.config.loader import load_config
 from engine.pipeline.mpi_destination import MPI
 from engine.settings import ConfigError
+from engine.store.database import space_problem
 from engine.store.queue import (
     requeue_errored,
     routing_backlog,
@@ -94,6 +95,8 @@ def status(
     """Queued, set-aside and delivered counts, the oldest waiting message, pause state."""
     engine = open_store_or_fail(db)
     names = [destination] if destination else _configured(config)
+    if (problem := space_problem(engine)) is not None:
+        console.print(f"store: {problem}", style="bold red", markup=False)
     if destination is None:
         waiting, oldest = routing_backlog(engine)
         if waiting:

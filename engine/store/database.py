@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -179,15 +180,41 @@ def check_writable(engine: Engine) -> None:
         raise StoreError(_why_not_writable(engine, error)) from None
 
 
+LOW_SPACE = 16 * 1024 * 1024
+"""Free bytes under which the disk of an SQLite store is reported as nearly full."""
+
+
+def _sqlite_path(engine: Engine) -> Path | None:
+    """The file of an SQLite store (None for a server database or an in-memory one)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    name = url.database or ""
+    if name.startswith("file:"):  # a URI filename: file:PATH?mode=…
+        name = name[len("file:") :].split("?", 1)[0]
+    return Path(name).expanduser().resolve()
+
+
+def space_problem(engine: Engine) -> str | None:
+    """For an SQLite store whose disk has under LOW_SPACE free, what that means; else None."""
+    path = _sqlite_path(engine)
+    if path is None:
+        return None
+    free = shutil.disk_usage(path.parent).free
+    if free >= LOW_SPACE:
+        return None
+    return (
+        f"the disk holding the store {path} has {free // 1024:,} KiB free: once it is full,"
+        " every message is answered AE (not stored) until space is freed"
+    )
+
+
 def _why_not_writable(engine: Engine, error: Exception) -> str:
     url = engine.url
     where = redact(url.render_as_string(hide_password=False))
     reason = describe_failure(error)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        name = url.database or ""
-        if name.startswith("file:"):  # a URI filename: file:PATH?mode=…
-            name = name[len("file:") :].split("?", 1)[0]
-        path = Path(name).expanduser().resolve()
+    path = _sqlite_path(engine)
+    if path is not None:
         folder = path.parent
         user = _user()
         if path.exists() and not os.access(path, os.W_OK):
