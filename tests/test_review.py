@@ -39,13 +39,14 @@ from engine.routes.router import Router
 from engine.settings import ConfigError
 from engine.store.schema import Delivery, DeliveryState
 from engine.testing import FakeReceiver, free_port
-from tests.support import (
+from tests.support import (  # noqa: F401  (store_mode: every test clear and encrypted)
     Pipeline,
     assert_fits,
     cli_env,
     config_folder,
     crosswalk,
     destination_yaml,
+    store_mode,
 )
 from tests.support import run_crosswalk as run
 from tests.test_reconcile import SETTINGS, load, study
