@@ -131,13 +131,30 @@ ADDRESS_CASES: list[Case] = [
         "same_postal_code",
     ),
     ({"street": "9 MAIN ST"}, {"street": "4 PARK AVE"}, "different"),
+    (  # a postal code's digit slipped, the street the same
+        {"street": "12 ELM ST", "postal": "62720"},
+        {"street": "12 ELM ST", "postal": "62702"},
+        "same",
+    ),
+    (
+        {"street": "12 ELN ST", "postal": "62702"},
+        {"street": "12 ELM ST", "postal": "62702"},
+        "same",
+    ),
+    (  # two postal digits off: another place
+        {"street": "12 ELM ST", "postal": "62799"},
+        {"street": "12 ELM ST", "postal": "62702"},
+        "different",
+    ),
     ({}, {"street": "12 ELM ST", "postal": "62702"}, "null"),
     ({"street": "12 ELM ST", "postal": "62702"}, {}, "null"),
 ]
 
 PHONE_CASES: list[Case] = [
     ("5550123", "5550123", "same"),
-    ("5550123", "5550124", "different"),
+    ("5550123", "5550124", "same"),  # one digit slipped
+    ("5550123", "5550213", "same"),  # two swapped
+    ("5550123", "5559923", "different"),
     ("", "5550123", "null"),
     ("5550123", "", "null"),
 ]

@@ -463,13 +463,18 @@ def _same_postal(pairs: Pairs, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _same_address(pairs: Pairs, where: np.ndarray) -> np.ndarray:
-    """The same street (Jaro-Winkler ≥ ``SIMILAR``), and postal code if the study has one."""
+    """The same street (Jaro-Winkler ≥ ``SIMILAR``: a letter or a house-number digit slipped),
+    and postal code if the study has one (one digit slipped with the street the same)."""
     out = np.zeros(len(pairs), dtype=bool)
     rows = np.flatnonzero(where)
     if len(rows):
         street = filled(pairs.values("s", "street", rows))
         street &= pairs.similarity_at_least(("s", "street"), ("p", "street"), where, SIMILAR)[rows]
         has_postal, postal = _same_postal(pairs, rows)
+        slipped = rows[street & has_postal & ~postal]
+        postal[np.searchsorted(rows, slipped)] = pairs.one_edit(
+            ("s", "postal"), ("p", "postal"), slipped
+        )
         out[rows] = street & (postal | ~has_postal)
     return out
 
@@ -507,10 +512,11 @@ def _no_phone(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
 
 
 def _same_phone(pairs: Pairs, where: np.ndarray) -> np.ndarray:
+    """The same last seven digits, or one of them slipped."""
     out = np.zeros(len(pairs), dtype=bool)
     rows = np.flatnonzero(where)
     if len(rows):
-        out[rows] = equal_values(pairs.values("s", "phone", rows), pairs.values("p", "phone", rows))
+        out[rows] = pairs.one_edit(("s", "phone"), ("p", "phone"), rows)
     return out
 
 
@@ -522,7 +528,7 @@ PHONE = Comparison(
         Level.otherwise("different", m=0.2, u=0.99999),
     ),
 )
-"""The last seven digits."""
+"""The last seven digits (``same``: one digit may have slipped)."""
 
 
 # --- accession ------------------------------------------------------------------------------
