@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "review": ("engine.cli.review", "app"),
     "audit": ("engine.cli.audit", "app"),
     "keys": ("engine.cli.keys", "app"),
+    "status": ("engine.cli.status", "status"),
 }
 """Command name → (module, attribute): a command function or a Typer group."""
 

@@ -47,6 +47,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address of the (single) listener.")] = None,
     port: Annotated[int | None, typer.Option(help="Port of the (single) listener.")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(help="text (default, or $CROSSWALK_LOG_FORMAT) or json: one object a line."),
+    ] = None,
     routing_process: Annotated[
         bool,
         typer.Option(
@@ -80,7 +84,10 @@ def serve(
     ] = SHUTDOWN_TIMEOUT,
 ) -> None:
     """Run the engine: listeners, store and routes, until SIGTERM or SIGINT."""
-    logs.configure(log_level)
+    try:
+        logs.configure(log_level, log_format)
+    except ValueError as error:
+        fail(str(error))
     engine_config, folder = resolve_config(config)
     log_warnings(engine_config)
     check_connection_room(

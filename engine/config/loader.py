@@ -19,6 +19,7 @@ from engine.config.model import (
     EngineConfig,
     ListenerSettings,
 )
+from engine.observability.settings import AdminSettings
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.settings import ReviewSettings
 from engine.routes import syntax as _syntax  # noqa: F401  (registers the route converters)
@@ -39,6 +40,7 @@ SINGLETONS: dict[str, Any] = {
     "review": ReviewSettings,
     "audit": AuditSettings,
     "store": StoreSettings,
+    "admin": AdminSettings,
 }
 """Top-level keys that hold one settings object (defaults apply when no file has the key)."""
 
@@ -198,6 +200,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         review=review,
         audit=singles.get("audit", AuditSettings()),
         store=singles.get("store", StoreSettings()),
+        admin=singles.get("admin"),
         warnings=tuple(warnings),
     )
 

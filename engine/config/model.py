@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.audit.settings import AuditSettings
+from engine.observability.settings import AdminSettings
 from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.settings import SOURCE as REVIEW_SOURCE
@@ -57,6 +58,8 @@ class EngineConfig:
     """Where audit events are exported as they are recorded (the ``audit:`` section)."""
     store: StoreSettings = field(default_factory=StoreSettings)
     """How the store keeps message content (the ``store:`` section)."""
+    admin: AdminSettings | None = None
+    """The admin HTTP endpoint: metrics, health, status (the ``admin:`` section; None: off)."""
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
     """What is allowed but almost surely a mistake (a filter on a message type HL7 does not
     define), each with its file and line."""

@@ -16,6 +16,7 @@ from engine.audit.actions import ACTIONS
 from engine.audit.settings import SyslogSettings
 from engine.merge_targets.settings import MergeTargetSettings
 from engine.mllp.tls import ClientTLS, ListenerTLS
+from engine.observability.settings import AdminSettings
 from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.settings import ReviewSettings
@@ -110,6 +111,7 @@ BLOCKS: dict[str, Any] = {
     "route-target-settings": lambda: settings_table(RouteTarget),
     "audit-syslog-settings": lambda: settings_table(SyslogSettings),
     "audit-actions": actions_table,
+    "admin-settings": lambda: settings_table(AdminSettings),
     "steps": steps_reference,
     "operators": operators_table,
 }

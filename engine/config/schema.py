@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from engine.audit.settings import AuditSettings
 from engine.hl7v2.fieldpath import FieldPath
+from engine.observability.settings import AdminSettings
 from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
 from engine.review.settings import ReviewSettings
@@ -21,6 +22,7 @@ from engine.routes.conditions import OPERATORS, Condition
 from engine.routes.model import RouteSettings, RouteTarget
 from engine.routes.steps import STEPS, FieldTemplate, MessageTemplate, SegmentId, Step
 from engine.settings import ByteSize, Duration, yaml_key
+from engine.store.settings import StoreSettings
 from engine.studies.settings import ArchiveSettings
 
 PATH_PATTERN = r"^[A-Z][A-Z0-9]{2}(\[(\d+|\*)\])?-\d+(\[(\d+|\*)\])?(\.\d+(\.\d+)?)?$"
@@ -220,6 +222,8 @@ def config_schema() -> dict[str, Any]:
             "reconciler": _object_schema(ReconcilerSettings),
             "review": _object_schema(ReviewSettings),
             "audit": _object_schema(AuditSettings),
+            "store": _object_schema(StoreSettings),
+            "admin": _object_schema(AdminSettings),
         },
         "additionalProperties": False,
         "$defs": {"condition": _condition_schema(), "step": _step_schema()},

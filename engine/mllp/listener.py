@@ -173,6 +173,11 @@ class MLLPListener:
             return self.limits.port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def serving(self) -> bool:
+        """Whether the listener is bound and accepting connections."""
+        return self._server is not None and self._server.is_serving()
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(

@@ -128,6 +128,8 @@ class QueueWorker:
         self._interrupt = asyncio.Event()
         """Ends a wait before a retry: the engine stops, or an operator resumed the queue."""
         self._task: asyncio.Task[None] | None = None
+        self.observe: Callable[[str, str], None] = _unobserved
+        """Told of each outcome (a delivery settled, or ``retry``: an attempt failed)."""
         self._uncommitted: dict[int, asyncio.Future[None]] = {}
         """Settled deliveries whose new state is not committed yet."""
 
@@ -442,6 +444,8 @@ class DestinationWorker(QueueWorker):
         retry_in: float | None = None,
     ) -> None:
         due = None if retry_in is None else datetime.now(UTC) + timedelta(seconds=retry_in)
+        if state == DeliveryState.QUEUED:
+            self.observe(self.destination, "retry")
         self.writer.submit(
             DeliveryUpdate(
                 delivery.id, state, attempts, error, ack, done=_log_failure, next_attempt_at=due
@@ -457,6 +461,7 @@ class DestinationWorker(QueueWorker):
         self.items.popleft()
         if state == DeliveryState.DELIVERED:
             self.delivered += 1
+        self.observe(self.destination, state)
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._uncommitted[delivery.id] = committed
 
@@ -509,15 +514,25 @@ def _log_failure(result: object) -> None:
         )
 
 
+def _unobserved(destination: str, outcome: str) -> None:
+    pass
+
+
 class DeliveryService:
     """Every destination's workers, and the operators' controls applied to them."""
 
     def __init__(
-        self, destinations: Mapping[str, DestinationSettings], writer: StoreWriter, store: Engine
+        self,
+        destinations: Mapping[str, DestinationSettings],
+        writer: StoreWriter,
+        store: Engine,
+        observe: Callable[[str, str], None] | None = None,
     ) -> None:
         self.destinations = destinations
         self.writer = writer
         self.store = store
+        self.observe = observe or _unobserved
+        """Told of each worker's outcomes (the engine's metrics)."""
         self.workers: dict[tuple[str, int], QueueWorker] = {}
         self._applied: dict[str, int] = {}
         """Per destination, the generation of the last control applied."""
@@ -540,11 +555,13 @@ class DeliveryService:
                 settings, partition, self.writer, self.store, stopped=self._stopped
             )
             worker.apply(control, reload=False)
+            worker.observe = self.observe
             self.workers[(settings.name, partition)] = worker
             worker.start()
 
     def add(self, worker: QueueWorker) -> None:
         """Run a built-in destination's worker (the MPI) alongside the configured ones."""
+        worker.observe = self.observe
         self.workers[(worker.destination, worker.partition)] = worker
         worker.start()
 

@@ -73,8 +73,11 @@ class Dispatcher:
         writer: StoreWriter,
         store: Engine,
         deliver: Callable[[list[QueuedDelivery]], None],
+        observe_routed: Callable[[str], None] = lambda status: None,
     ) -> None:
         self.routing = routing
+        self.observe_routed = observe_routed
+        """Told the status routing gave each message (the engine's metrics)."""
         """Where routing runs (on the event loop, or in a child process)."""
         self.writer = writer
         self.store = store
@@ -169,6 +172,11 @@ class Dispatcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
 
+    @property
+    def running(self) -> bool:
+        """Whether routing runs (its task started and has not ended)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self, until: float | None = None) -> None:
         """Route what is in hand until the loop's clock reads ``until``, then stop: what is
         left stays received in the store and is routed first at the next start."""
@@ -232,6 +240,7 @@ class Dispatcher:
         for message_id, trace in failures:  # a bug must not stop the feed: recorded, go on
             log.error("routing message %d failed\n%s", message_id, trace)
         for message in routed:
+            self.observe_routed(message.status)
             if message.status == MessageStatus.ERRORED:
                 log.warning(
                     "message %d errored in routing: %s; `crosswalk messages show %d` says why",

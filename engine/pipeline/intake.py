@@ -8,6 +8,7 @@ sent is dropped without a record.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -40,8 +41,11 @@ class Intake:
         accepted: Callable[[AcceptedMessage], None] | None = None,
         has_routes: Callable[[str], bool] = lambda listener: True,
         unsure: Callable[[], None] = lambda: None,
+        observe: Callable[[str, str, str, int, float], None] | None = None,
     ) -> None:
         self.writer = writer
+        self.observe = observe
+        """Told of every message answered: listener, status, ACK code(s), size, seconds."""
         self.accepted = accepted
         """Told of every message stored as received (the dispatcher routes it)."""
         self.unsure = unsure
@@ -92,6 +96,7 @@ class Intake:
     ) -> None:
         header = examination.header
         now = datetime.now(UTC)
+        started = time.monotonic()
         row = message_row(raw, size, examination, now, self.listener.name, peer)
         codec = examination.header_codec
         control_id = header.control_id if header else ""
@@ -133,15 +138,23 @@ class Intake:
                 )
                 self.unsure()
                 failure = Problem(ErrorCode.INTERNAL_ERROR, NOT_STORED_TEXT)
+                codes = ack_codes(header, Outcome.ERROR)
                 reply(
                     [
                         build_ack(header, code, NOT_STORED_TEXT, failure).encode(codec, "replace")
-                        for code in ack_codes(header, Outcome.ERROR)
+                        for code in codes
                     ]
                 )
+                if self.observe is not None:
+                    elapsed = time.monotonic() - started
+                    self.observe(self.listener.name, "not stored", " ".join(codes), size, elapsed)
                 return
             self._log(result, control_id)
             reply(list(result.settled.acks))
+            if self.observe is not None:
+                settled = result.settled
+                elapsed = time.monotonic() - started
+                self.observe(self.listener.name, settled.status, settled.ack_code, size, elapsed)
             if self.accepted is not None and result.settled.status == MessageStatus.RECEIVED:
                 self.accepted(AcceptedMessage(result.id, raw, row["charset"], row["listener"]))
 

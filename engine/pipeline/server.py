@@ -15,21 +15,23 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from engine.audit.syslog import exporter
 from engine.audit.trail import Actor, Trail
-from engine.mllp.listener import ListenerLimits, MLLPListener
+from engine.mllp.listener import ListenerLimits, ListenerStats, MLLPListener
 from engine.mllp.tls import ServerTLS
+from engine.observability.admin import AdminEndpoint
+from engine.observability.metrics import EngineMetrics
 from engine.pipeline.certificates import check_daily, warn_expiring_certificates
 from engine.pipeline.delivery import DeliveryService
 from engine.pipeline.dispatcher import Dispatcher
 from engine.pipeline.intake import Intake
 from engine.pipeline.merge_targets import run_merge_targets
-from engine.pipeline.mpi_destination import MpiWorker
+from engine.pipeline.mpi_destination import MPI, MpiWorker
 from engine.pipeline.reload import ConfigWatcher
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT, make_routing
 from engine.pipeline.settings import ListenerSettings, LoadConfig, PipelineConfig
@@ -122,14 +124,23 @@ class Server:
         self.intakes: dict[str, Intake] = {}
         self._stopping = asyncio.Event()
         self._daily: asyncio.Task[None] | None = None
+        admin = config.admin
+        self.metrics = EngineMetrics(
+            self, float(admin.scrape_interval) if admin is not None else 5.0
+        )
+        """What the engine counts, served by the admin endpoint when one is configured."""
+        self.admin: AdminEndpoint | None = None
 
     async def start(self) -> None:
         log.info("opening store %s", redact(self.db_url))
         self.store = await asyncio.to_thread(open_store, self.db_url)
         await asyncio.to_thread(check_writable, self.store)
         self.writer = StoreWriter(self.store, commit_timeout=self.commit_timeout)
+        self.writer.observe_commit = self.metrics.observe_commit
         self.writer.start(asyncio.get_running_loop())
-        self.delivery = DeliveryService(self.config.destinations, self.writer, self.store)
+        self.delivery = DeliveryService(
+            self.config.destinations, self.writer, self.store, self.metrics.observe_delivery
+        )
         await self.delivery.start()
         self.delivery.add(MpiWorker(self.writer, self.store))
         self._run_merge_targets(self.config)
@@ -140,6 +151,7 @@ class Server:
             self.writer,
             self.store,
             self.delivery.push,
+            self.metrics.observe_routed,
         )
         await self.dispatcher.catch_up()
         self.dispatcher.start()
@@ -151,6 +163,7 @@ class Server:
                     accepted=self.dispatcher.accept,
                     has_routes=self.dispatcher.has_routes,
                     unsure=self.dispatcher.recheck,
+                    observe=self.metrics.observe_message,
                 )
                 listener = MLLPListener(listener_limits(settings), intake)
                 await listener.start()
@@ -160,6 +173,7 @@ class Server:
             await self.stop()
             raise RuntimeError(f"cannot listen: {error.strerror or error}") from error
         self._report_unread_listeners()
+        await self._start_admin()
         warn_expiring_certificates(self.config)
         self._daily = asyncio.get_running_loop().create_task(
             check_daily(lambda: self.config), name="certificate check"
@@ -175,6 +189,52 @@ class Server:
                 self.trail,
             )
             self.watcher.start()
+
+    async def _start_admin(self) -> None:
+        """The admin endpoint, when configured. A port in use is logged, not fatal: the feeds
+        matter more than their metrics."""
+        settings = self.config.admin
+        if settings is None or not settings.enabled:
+            return
+        endpoint = AdminEndpoint(settings, self.metrics)
+        try:
+            await endpoint.start()
+        except OSError as error:
+            log.error(
+                "admin endpoint NOT started: cannot listen on %s:%d: %s; the feeds run without"
+                " metrics and health checks",
+                settings.host,
+                settings.port,
+                error.strerror or error,
+            )
+            return
+        self.admin = endpoint
+
+    # --- what the engine shows of itself (engine.observability.metrics.EngineView) ---------
+
+    def listener_stats(self) -> Mapping[str, ListenerStats]:
+        return {name: listener.stats for name, listener in self.listeners.items()}
+
+    def listener_names(self) -> Sequence[str]:
+        return list(self.config.listeners)
+
+    def destination_names(self) -> Sequence[str]:
+        return [*self.config.destinations, MPI]
+
+    def store_engine(self) -> Engine | None:
+        return self.store
+
+    def not_ready(self) -> list[str]:
+        reasons = [
+            f"listener {name}: not bound"
+            for name in self.config.listeners
+            if name not in self.listeners or not self.listeners[name].serving
+        ]
+        if self.dispatcher is None or not self.dispatcher.running:
+            reasons.append("routing: not running")
+        if self._stopping.is_set():
+            reasons.append("engine: stopping")
+        return reasons
 
     def _run_merge_targets(self, config: PipelineConfig) -> None:
         """Work the queues of the merge targets (archives changed directly by approvals)."""
@@ -245,6 +305,8 @@ class Server:
         deadline = loop.time() + grace
         if self._daily is not None:
             self._daily.cancel()
+        if self.admin is not None:
+            await self.admin.stop()
         if self.watcher is not None:
             await self.watcher.stop()
         # Messages already received are answered first: half the time at most (their commits

@@ -16,6 +16,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
@@ -107,6 +108,8 @@ class StoreWriter:
     ) -> None:
         self._engine = engine
         self.commit_timeout = commit_timeout
+        self.observe_commit: Callable[[float, bool], None] | None = None
+        """Told how long each commit took and whether it failed (from the committing thread)."""
         self._max_batch = max_batch
         self._sqlite = engine.dialect.name == "sqlite"
         self.threaded = not self._sqlite if threaded is None else threaded
@@ -311,6 +314,17 @@ class StoreWriter:
         return results
 
     def _commit(self, batch: list[WriteOp]) -> list[Any]:
+        started = time.monotonic()
+        failed = True
+        try:
+            results = self._commit_once(batch)
+            failed = False
+            return results
+        finally:
+            if self.observe_commit is not None:
+                self.observe_commit(time.monotonic() - started, failed)
+
+    def _commit_once(self, batch: list[WriteOp]) -> list[Any]:
         if self._connection is None:
             self._connection = self._engine.raw_connection()
         connection = self._connection
