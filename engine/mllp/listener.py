@@ -151,8 +151,8 @@ class MLLPListener:
         return connection if tls is None else _TLSGate(self, connection, tls)
 
     def refuse_tls(self, peer: str, reason: str) -> None:
-        self.stats.tls_refused += 1
         log.warning("listener %s: TLS refused to %s: %s", self.limits.name, peer, reason)
+        self.stats.tls_refused += 1  # after the log line: whoever sees the count finds the line
 
     def log_refusal(self, address: str, reason: str, now: float) -> None:
         """Logged once per address per minute: a flood must not flood the log."""

@@ -46,7 +46,12 @@ class Parameters:
     did not learn (learning off)."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        """JSON as saved in ``reconcile_runs``; without learning, the form earlier versions
+        saved (no ``learning`` key), so saved parameters round-trip unchanged."""
+        saved = asdict(self)
+        if saved.get("learning") is None:
+            saved.pop("learning", None)
+        return json.dumps(saved)
 
     @classmethod
     def from_json(cls, text: str) -> Parameters | None:
