@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -157,6 +157,7 @@ class EngineMetrics:
             registry=self.registry,
         )
         self.activity: dict[str, ListenerActivity] = {}
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
         self.routing: dict[str, int] = {}
         """Messages routed since the start, by status."""
         self.outcomes: dict[str, dict[str, int]] = {}
@@ -172,9 +173,18 @@ class EngineMetrics:
         self, listener: str, status: str, ack: str, size: int, seconds: float
     ) -> None:
         """A message stored (or refused) and answered ``ack`` after ``seconds``."""
-        self.messages.labels(listener, status, ack or "none").inc()
-        self.message_bytes.labels(listener).inc(size)
-        self.ack_latency.labels(listener).observe(seconds)
+        key = (listener, status, ack)
+        children = self._children.get(key)
+        if children is None:  # labels() takes a lock and builds a tuple: once per combination
+            children = self._children[key] = (
+                self.messages.labels(listener, status, ack or "none"),
+                self.message_bytes.labels(listener),
+                self.ack_latency.labels(listener),
+            )
+        counted, sized, timed = children
+        counted.inc()
+        sized.inc(size)
+        timed.observe(seconds)
         activity = self.activity.setdefault(listener, ListenerActivity())
         activity.messages += 1
         activity.by_status[status] = activity.by_status.get(status, 0) + 1
