@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.mllp.capacity import PROCESS
 from engine.mllp.framing import Event, Frame, FrameDecoder, Garbage, OversizeFrame, encode_frame
 from engine.mllp.tls import ServerTLS, peer_names, subject_allowed
 
@@ -109,14 +110,21 @@ class MLLPListener:
                 ip = ip.ipv4_mapped
             if not any(ip in network for network in limits.allow):
                 return "its address is not in this listener's allow list"
-        if len(self._connections) >= limits.max_connections and not self._make_room():
+        if len(self._connections) >= limits.max_connections and not self._make_room(
+            f"at max_connections ({limits.max_connections})"
+        ):
             return f"the listener is at max_connections ({limits.max_connections})"
+        if PROCESS.full():
+            at_limit = f"at the {PROCESS.limit} connections the open-file limit leaves room for"
+            if not self._make_room(at_limit):
+                return f"the engine is {at_limit}"
         return None
 
-    def _make_room(self) -> bool:
-        """At max_connections: close the oldest connection that has not completed a message
-        (idle or trickling), so that a sender that works gets a slot; a connection that has
-        completed one keeps its slot. False when there is none to close.
+    def _make_room(self, why: str) -> bool:
+        """At max_connections or the process's capacity (``why``): close the oldest
+        connection that has not completed a message (idle or trickling), so that a sender that
+        works gets a slot; a connection that has completed one keeps its slot. False when there
+        is none to close.
 
         No grace period: a crowd reconnecting as fast as it is closed would keep every slot
         younger than any grace, and the sender that works out; a newcomer is the newest, so it
@@ -132,10 +140,9 @@ class MLLPListener:
         if now - self._refusals_logged.get(host, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
             self._refusals_logged[host] = now
             log.warning(
-                "listener %s: at max_connections (%d): closed %s, open %.0fs without a message,"
-                " for a new connection",
+                "listener %s: %s: closed %s, open %.0fs without a message, for a new connection",
                 self.limits.name,
-                self.limits.max_connections,
+                why,
                 victim.peer,
                 now - victim.opened,
             )
@@ -256,6 +263,7 @@ class _Connection(asyncio.Protocol):
         stats = self.listener.stats
         stats.connections += 1
         stats.open_connections += 1
+        PROCESS.open += 1
         self.listener._connections.add(self)
         log.info("listener %s: connection from %s", self.limits.name, self.peer)
         self._arm_timer()
@@ -313,6 +321,7 @@ class _Connection(asyncio.Protocol):
             self._timer.cancel()
         stats = self.listener.stats
         stats.open_connections -= 1
+        PROCESS.open -= 1
         self.listener._connections.discard(self)
         if self.decoder.in_frame:
             log.warning(

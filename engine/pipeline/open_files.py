@@ -7,6 +7,8 @@ import logging
 import resource
 from collections.abc import Iterable
 
+from engine.mllp.capacity import PROCESS
+
 log = logging.getLogger(__name__)
 
 RESERVED = 64
@@ -32,17 +34,28 @@ def raise_open_file_limit() -> int:
     return soft
 
 
+def connection_capacity(limit: int) -> int:
+    """How many MLLP connections an open-file limit leaves room for: the limit less the
+    descriptors kept for the store and destinations (at least half of a very low limit)."""
+    return max(limit - RESERVED, limit // 2)
+
+
 def check_connection_room(limit: int, max_connections: Iterable[int]) -> None:
-    """Warn when the listeners' max_connections could use descriptors the engine needs: at the
-    limit new connections wait unaccepted (the ones open go on), but a destination or a new
-    database connection could not open either."""
+    """Hold the process's MLLP connections to what the open-file limit leaves room for, and
+    warn when the listeners' max_connections add up to more: beyond it a new connection is
+    refused at once (the ones open go on), so that a destination or a new database connection
+    can still open."""
+    capacity = connection_capacity(limit)
+    PROCESS.limit = capacity
     total = sum(max_connections)
-    if total + RESERVED > limit:
+    if total > capacity:
         log.warning(
-            "the listeners' max_connections add up to %d, more than the open-file limit %d"
-            " leaves (%d kept for the store and destinations): lower max_connections or raise"
+            "the listeners' max_connections add up to %d, more than the %d connections the"
+            " open-file limit %d leaves room for (the rest is kept for the store and"
+            " destinations): connections beyond %d are refused; lower max_connections or raise"
             " the hard limit (LimitNOFILE= in the systemd unit, ulimit -Hn)",
             total,
+            capacity,
             limit,
-            RESERVED,
+            capacity,
         )
