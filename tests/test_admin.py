@@ -206,7 +206,39 @@ def test_an_unknown_log_format_is_refused(tmp_path: Path) -> None:
     assert "log format 'xml' is not one of text, json" in refused.stderr
 
 
-ALERTS = Path(__file__).resolve().parent.parent / "docs" / "monitoring" / "crosswalk-alerts.yml"
+MONITORING = Path(__file__).resolve().parent.parent / "docs" / "monitoring"
+ALERTS = MONITORING / "crosswalk-alerts.yml"
+DASHBOARD = MONITORING / "crosswalk-dashboard.json"
+
+
+def served_metric_names(db_url: str, tmp_path: Path) -> set[str]:
+    """The metric families a running engine serves, after one message."""
+    with admin_pipeline(db_url, tmp_path, free_port()) as engine:
+        with Peer(engine.port()) as peer:
+            assert read_ack(peer.exchange(adt("AL1"))).code == "AA"
+        text = get(admin_url(engine) + "/metrics")[1]
+    return {family.name for family in text_string_to_metric_families(text)}
+
+
+def metrics_named(exprs: list[str]) -> set[str]:
+    """The metric families the PromQL expressions name (a histogram's or counter's series
+    by their family)."""
+    return {
+        re.sub(r"_(total|bucket|sum|count)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"\bcrosswalk_\w+", expr)
+    }
+
+
+def promtool_checks(rules: Path) -> None:
+    """``promtool check rules`` accepts the file (Debian's prometheus package; skipped where
+    it is not installed)."""
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        checked = subprocess.run(
+            [promtool, "check", "rules", str(rules)], capture_output=True, text=True
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_the_sample_alert_rules_are_valid_and_name_metrics_the_engine_serves(
@@ -214,22 +246,50 @@ def test_the_sample_alert_rules_are_valid_and_name_metrics_the_engine_serves(
 ) -> None:
     rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
     assert rules and all({"alert", "expr", "annotations"} <= set(rule) for rule in rules)
-    promtool = shutil.which("promtool")
-    if promtool is not None:  # Debian's prometheus package
-        checked = subprocess.run(
-            [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True
+    promtool_checks(ALERTS)
+    named = metrics_named([rule["expr"] for rule in rules])
+    served = served_metric_names(db_url, tmp_path)
+    assert named and named <= served, named - served
+
+
+def dashboard_panels(dashboard: dict) -> Iterator[dict]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def test_the_grafana_dashboard_queries_metrics_the_engine_serves(
+    db_url: str, tmp_path: Path
+) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dashboard_panels(dashboard) if p["type"] != "row"]
+    exprs = [target["expr"] for panel in panels for target in panel["targets"]]
+    assert panels and len(exprs) >= len(panels)
+    assert len({p["id"] for p in dashboard_panels(dashboard)}) == len(
+        list(dashboard_panels(dashboard))
+    )
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"datasource", "instance"} <= set(variables)
+    # Grafana's variables made concrete, so that promtool parses each query as Prometheus would.
+    concrete = [expr.replace("$__rate_interval", "5m").replace("$instance", ".*") for expr in exprs]
+    assert not [e for e in concrete if "$" in e], "a variable the test does not know"
+    rules = tmp_path / "dashboard-rules.yml"
+    rules.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "dashboard",
+                        "rules": [
+                            {"record": f"crosswalk_dashboard:query_{n}", "expr": expr}
+                            for n, expr in enumerate(concrete)
+                        ],
+                    }
+                ]
+            }
         )
-        assert checked.returncode == 0, checked.stdout + checked.stderr
-    with admin_pipeline(db_url, tmp_path, free_port()) as engine:
-        with Peer(engine.port()) as peer:
-            assert read_ack(peer.exchange(adt("AL1"))).code == "AA"
-        served = {
-            family.name
-            for family in text_string_to_metric_families(get(admin_url(engine) + "/metrics")[1])
-        }
-    named = {
-        re.sub(r"_(total|bucket)$", "", name)
-        for rule in rules
-        for name in re.findall(r"\bcrosswalk_\w+", rule["expr"])
-    }
+    )
+    promtool_checks(rules)
+    named = metrics_named([*exprs, variables["instance"]["definition"]])
+    served = served_metric_names(db_url, tmp_path)
     assert named and named <= served, named - served
