@@ -32,6 +32,7 @@ REVIEW_WAS_IS = "review.export-was-is"
 CONFIG_RELOAD = "config.reload"
 ARCHIVE_MODIFY = "archive.modify"
 KEYS_ROTATE = "keys.rotate"
+STORE_PRUNE = "store.prune"
 AUDIT_LIST = "audit.list"
 AUDIT_VERIFY = "audit.verify"
 
@@ -67,6 +68,7 @@ ACTIONS: dict[str, str] = {
     ARCHIVE_MODIFY: "an approved merge applied to an archive directly (a merge target), or set"
     " aside as impossible there; actor: the engine; objects: the target, job and proposal",
     KEYS_ROTATE: "a new key to encrypt stored content, and the content re-encrypted with it",
+    STORE_PRUNE: "messages pruned by the retention: section (detail: the counts)",
     AUDIT_LIST: "the audit trail read",
     AUDIT_VERIFY: "the audit trail's chain verified (detail: intact, or the rows named)",
 }

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("engine.cli.audit", "app"),
     "keys": ("engine.cli.keys", "app"),
     "status": ("engine.cli.status", "status"),
+    "prune": ("engine.cli.prune", "prune"),
 }
 """Command name → (module, attribute): a command function or a Typer group."""
 

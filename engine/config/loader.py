@@ -21,6 +21,7 @@ from engine.config.model import (
 )
 from engine.observability.settings import AdminSettings
 from engine.reconcile.settings import ReconcilerSettings
+from engine.retention.settings import RetentionSettings
 from engine.review.settings import ReviewSettings
 from engine.routes import syntax as _syntax  # noqa: F401  (registers the route converters)
 from engine.routes.mappings import MappingError, Mappings
@@ -41,6 +42,7 @@ SINGLETONS: dict[str, Any] = {
     "audit": AuditSettings,
     "store": StoreSettings,
     "admin": AdminSettings,
+    "retention": RetentionSettings,
 }
 """Top-level keys that hold one settings object (defaults apply when no file has the key)."""
 
@@ -201,6 +203,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         audit=singles.get("audit", AuditSettings()),
         store=singles.get("store", StoreSettings()),
         admin=singles.get("admin"),
+        retention=singles.get("retention"),
         warnings=tuple(warnings),
     )
 

@@ -10,6 +10,7 @@ from engine.audit.settings import AuditSettings
 from engine.observability.settings import AdminSettings
 from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
+from engine.retention.settings import RetentionSettings
 from engine.review.settings import SOURCE as REVIEW_SOURCE
 from engine.review.settings import ReviewSettings
 from engine.routes.mappings import Mappings
@@ -60,6 +61,9 @@ class EngineConfig:
     """How the store keeps message content (the ``store:`` section)."""
     admin: AdminSettings | None = None
     """The admin HTTP endpoint: metrics, health, status (the ``admin:`` section; None: off)."""
+    retention: RetentionSettings | None = None
+    """How long messages are kept, pruned by the engine (the ``retention:`` section; None:
+    kept for ever)."""
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
     """What is allowed but almost surely a mistake (a filter on a message type HL7 does not
     define), each with its file and line."""

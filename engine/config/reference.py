@@ -19,6 +19,7 @@ from engine.mllp.tls import ClientTLS, ListenerTLS
 from engine.observability.settings import AdminSettings
 from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
+from engine.retention.settings import Periods, RetentionSettings
 from engine.review.settings import ReviewSettings
 from engine.routes.conditions import OPERATORS
 from engine.routes.model import RouteSettings, RouteTarget
@@ -112,6 +113,8 @@ BLOCKS: dict[str, Any] = {
     "audit-syslog-settings": lambda: settings_table(SyslogSettings),
     "audit-actions": actions_table,
     "admin-settings": lambda: settings_table(AdminSettings),
+    "retention-settings": lambda: settings_table(RetentionSettings),
+    "retention-periods": lambda: settings_table(Periods),
     "steps": steps_reference,
     "operators": operators_table,
 }

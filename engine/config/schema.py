@@ -17,6 +17,7 @@ from engine.hl7v2.fieldpath import FieldPath
 from engine.observability.settings import AdminSettings
 from engine.pipeline.settings import DestinationSettings, ListenerSettings
 from engine.reconcile.settings import ReconcilerSettings
+from engine.retention.settings import RetentionSettings
 from engine.review.settings import ReviewSettings
 from engine.routes.conditions import OPERATORS, Condition
 from engine.routes.model import RouteSettings, RouteTarget
@@ -224,6 +225,7 @@ def config_schema() -> dict[str, Any]:
             "audit": _object_schema(AuditSettings),
             "store": _object_schema(StoreSettings),
             "admin": _object_schema(AdminSettings),
+            "retention": _object_schema(RetentionSettings),
         },
         "additionalProperties": False,
         "$defs": {"condition": _condition_schema(), "step": _step_schema()},

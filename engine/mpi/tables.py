@@ -178,7 +178,10 @@ class PatientEvent(Base):
     detail: Mapped[str] = mapped_column(EncryptedText("detail"), default="")
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_patient_events_patient_id", "patient_id"),)
+    __table_args__ = (
+        Index("ix_patient_events_patient_id", "patient_id"),
+        Index("ix_patient_events_message_id", "message_id"),
+    )
 
 
 class Order(Base):
@@ -200,4 +203,5 @@ class Order(Base):
     __table_args__ = (
         Index("ix_orders_accession", "accession"),
         Index("ix_orders_patient_id", "patient_id"),
+        Index("ix_orders_message_id", "message_id"),
     )

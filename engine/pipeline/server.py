@@ -35,6 +35,7 @@ from engine.pipeline.mpi_destination import MPI, MpiWorker
 from engine.pipeline.reload import ConfigWatcher
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT, make_routing
 from engine.pipeline.settings import ListenerSettings, LoadConfig, PipelineConfig
+from engine.retention.runner import Pruner
 from engine.routes.router import Router
 from engine.settings import ConfigError, Problem
 from engine.store.database import check_writable, open_store, redact, resolve_url
@@ -130,6 +131,8 @@ class Server:
         )
         """What the engine counts, served by the admin endpoint when one is configured."""
         self.admin: AdminEndpoint | None = None
+        self.pruner: Pruner | None = None
+        """Prunes the store by the ``retention:`` section (None: no section)."""
 
     async def start(self) -> None:
         log.info("opening store %s", redact(self.db_url))
@@ -174,6 +177,10 @@ class Server:
             raise RuntimeError(f"cannot listen: {error.strerror or error}") from error
         self._report_unread_listeners()
         await self._start_admin()
+        retention = self.config.retention
+        if retention is not None and retention.enabled:
+            self.pruner = Pruner(retention, self.store, self.writer)
+            self.pruner.start()
         warn_expiring_certificates(self.config)
         self._daily = asyncio.get_running_loop().create_task(
             check_daily(lambda: self.config), name="certificate check"
@@ -316,6 +323,8 @@ class Server:
             await self.dispatcher.stop(until=deadline - min(1.0, grace / 4))
         if self.delivery is not None:
             await self.delivery.stop()
+        if self.pruner is not None:
+            await self.pruner.stop()
         if self.writer is not None:
             await self.writer.close(timeout=max(0.5, deadline - loop.time()))
         if self.store is not None:

@@ -13,6 +13,7 @@ from engine.hl7v2.charset import DEFAULT_CHARSET, codec_for
 from engine.hl7v2.fieldpath import FieldPath
 from engine.mllp.tls import ClientTLS, ListenerTLS
 from engine.observability.settings import AdminSettings
+from engine.retention.settings import RetentionSettings
 from engine.review.settings import ReviewSettings
 from engine.routes.router import RoutingConfig
 from engine.settings import ByteSize, Duration, Issue, Problem, setting
@@ -181,6 +182,11 @@ class PipelineConfig(RoutingConfig, Protocol):
     @property
     def admin(self) -> AdminSettings | None:
         """The admin HTTP endpoint (None: not served)."""
+        ...
+
+    @property
+    def retention(self) -> RetentionSettings | None:
+        """How long messages are kept (None: for ever); read at start."""
         ...
 
     @property

@@ -51,4 +51,5 @@ class ReviewDecision(Base):
     __table_args__ = (
         Index("ix_review_decisions_proposal_id", "proposal_id"),
         Index("ix_review_decisions_decided_at", "decided_at"),
+        Index("ix_review_decisions_message_id", "message_id"),
     )

@@ -95,6 +95,12 @@ def _configure_sqlite(engine: Engine) -> None:
         # transaction covers its reads too.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # Only a new, empty file takes it (and only before WAL is set): pruning then hands the
+        # pages it frees back to the file system. An older store keeps its mode until
+        # `crosswalk prune --compact` rebuilds it.
+        cursor.execute("PRAGMA page_count")
+        if cursor.fetchone()[0] == 0:  # (setting it on a read-only store is refused)
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=10000")

@@ -144,6 +144,7 @@ class Message(Base):
         Index("ix_messages_control_id", "control_id", postgresql_using="hash"),
         Index(None, "message_code", "trigger_event"),
         Index(None, "status", "id"),
+        Index(None, "duplicate_of"),
     )
 
 
@@ -187,4 +188,15 @@ class DestinationState(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     generation: Mapped[int] = mapped_column(Integer, default=0)
     """Bumped when the queue changed behind the engine's back (retry, resend): reload it."""
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RetentionProgress(Base):
+    """Where pruning got to, per kind and status (``content:delivered``…): the id below which
+    every message of that kind has been looked at, so a restart does not read them again."""
+
+    __tablename__ = "retention_progress"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    after_id: Mapped[int] = mapped_column(Id)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
