@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import bindparam, insert, select, update
 
@@ -25,6 +25,32 @@ _messages = table_of(Message)
 _deliveries = table_of(Delivery)
 _MESSAGE_COLUMNS = [c.name for c in _messages.columns if c.name != "id"]
 _DELIVERY_COLUMNS = [c.name for c in _deliveries.columns if c.name != "id"]
+
+
+class Fence(Protocol):
+    """A lease a write depends on (:class:`engine.leases.records.Fence`): checked inside the
+    write's transaction, it raises when another engine took the lease over, and the write is
+    not committed."""
+
+    def check(self, cursor: Any) -> None: ...
+
+
+def check_fences(ops: Any, cursor: Any) -> None:
+    """Check the fence of each operation of a group once (operations with ``fence``)."""
+    for fence in {op.fence for op in ops if op.fence is not None}:
+        fence.check(cursor)
+
+
+@dataclass(slots=True)
+class Barrier:
+    """Writes nothing: once it is answered, every operation submitted before it is settled
+    (committed or failed), since the writer commits in the order submitted."""
+
+    done: Callable[[Any], None] = lambda result: None
+    urgent: bool = False
+
+    def write(self, cursor: Any, statements: Statements) -> None:
+        return None
 
 
 # -- intake ----------------------------------------------------------------------------------------
@@ -228,8 +254,12 @@ class RoutingRecord:
     routed: list[RoutedMessage]
     done: Callable[[Any], None]
     urgent: bool = False
+    fence: Fence | None = None
+    """The routing lease, when several engines share the store."""
 
     def write(self, cursor: Any, statements: Statements) -> list[QueuedDelivery]:
+        if self.fence is not None:
+            self.fence.check(cursor)
         now = datetime.now(UTC)
         statements.get("set_message_status", _set_message_status).run_many(
             cursor,
@@ -292,8 +322,12 @@ class DeliveryUpdate:
     """The worker's results this one must follow (:class:`~engine.store.writer.Chain`)."""
     next_attempt_at: datetime | None = None
     """When the worker tries again (after a failure to reach the destination)."""
+    fence: Fence | None = None
+    """The lease of the worker's queue partition, when several engines share the store."""
 
     def write(self, cursor: Any, statements: Statements) -> None:
+        if self.fence is not None:
+            self.fence.check(cursor)
         statements.get("update_delivery", _update_delivery).run(
             cursor, self._values() | {"updated_at": datetime.now(UTC)}
         )
@@ -315,6 +349,7 @@ class DeliveryUpdate:
         if len(ops) == 1:  # psycopg's pipeline costs a round trip of its own
             ops[0].write(cursor, statements)
         else:
+            check_fences(ops, cursor)
             statements.get("update_delivery", _update_delivery).run_many(
                 cursor, [op._values() for op in ops], same={"updated_at": datetime.now(UTC)}
             )
