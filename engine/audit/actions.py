@@ -33,6 +33,8 @@ CONFIG_RELOAD = "config.reload"
 ARCHIVE_MODIFY = "archive.modify"
 KEYS_ROTATE = "keys.rotate"
 STORE_PRUNE = "store.prune"
+STORE_BACKUP = "store.backup"
+STORE_RESTORE = "store.restore"
 AUDIT_LIST = "audit.list"
 AUDIT_VERIFY = "audit.verify"
 
@@ -69,6 +71,8 @@ ACTIONS: dict[str, str] = {
     " aside as impossible there; actor: the engine; objects: the target, job and proposal",
     KEYS_ROTATE: "a new key to encrypt stored content, and the content re-encrypted with it",
     STORE_PRUNE: "messages pruned by the retention: section (detail: the counts)",
+    STORE_BACKUP: "a backup of the store written (objects: the file)",
+    STORE_RESTORE: "a backup restored onto a new store (recorded in the new store)",
     AUDIT_LIST: "the audit trail read",
     AUDIT_VERIFY: "the audit trail's chain verified (detail: intact, or the rows named)",
 }

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("engine.cli.keys", "app"),
     "status": ("engine.cli.status", "status"),
     "prune": ("engine.cli.prune", "prune"),
+    "backup": ("engine.cli.backup", "backup"),
+    "restore": ("engine.cli.backup", "restore"),
 }
 """Command name → (module, attribute): a command function or a Typer group."""
 
