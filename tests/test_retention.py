@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from engine.config.loader import load_config
 from engine.hl7v2.ack import read_ack
 from engine.mpi.tables import PatientEvent
+from engine.retention import prune
 from engine.retention.prune import Pruning, auto_vacuum_mode, plan
 from engine.retention.settings import Periods, RetentionSettings
 from engine.settings import ConfigError, Duration
@@ -201,7 +202,10 @@ def test_metadata_kept_shorter_than_content_is_refused(tmp_path: Path) -> None:
     assert "metadata.delivered is shorter than content.delivered" in str(refused.value)
 
 
-def test_a_new_sqlite_store_gives_pruned_space_back(tmp_path: Path) -> None:
+def test_a_new_sqlite_store_gives_pruned_space_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prune, "VACUUM_RESERVE", 8)  # a small store: keep only 8 free pages
     store = open_store(f"sqlite:///{tmp_path / 'space.db'}")
     assert auto_vacuum_mode(store) == "incremental"
     for _ in range(300):

@@ -202,10 +202,14 @@ def cutoff_of(rule: Rule, now: datetime | None = None) -> datetime:
 
 
 def newest_before(connection: Connection, cutoff: datetime) -> int | None:
-    """The id of the newest message received before ``cutoff`` (ids grow with receipt)."""
+    """The id of the newest message received before ``cutoff`` (ids grow with receipt): one
+    step down the index of receipt times (``max(id)`` would read every entry before it)."""
     messages = table_of(Message)
     found = connection.execute(
-        select(func.max(messages.c.id)).where(messages.c.received_at < cutoff)
+        select(messages.c.id)
+        .where(messages.c.received_at < cutoff)
+        .order_by(messages.c.received_at.desc())
+        .limit(1)
     ).scalar()
     return None if found is None else int(found)
 
@@ -265,8 +269,12 @@ def _save_mark(cursor: Any, statements: Statements, name: str, after_id: int) ->
         ).run(cursor, {"name": name, "after_id": after_id, "updated_at": now})
 
 
-VACUUM_PAGES = 4096
-"""Pages (16 MiB of 4 KiB pages) given back to the file system at most per batch."""
+VACUUM_PAGES = 1024
+"""Pages (4 MiB of 4 KiB pages) given back to the file system at most per batch: moving pages
+from the end of the file into the free ones is the costly part of a batch."""
+VACUUM_RESERVE = 8192
+"""Free pages (32 MiB) kept for the feed to reuse: only those beyond are given back, so that
+the file neither grows nor shrinks page by page in the steady state."""
 
 
 def incremental_vacuum(cursor: Any) -> int:
@@ -274,9 +282,9 @@ def incremental_vacuum(cursor: Any) -> int:
     ``auto_vacuum=INCREMENTAL``; on another it does nothing). The number of pages freed."""
     cursor.execute("PRAGMA freelist_count")
     free = int(cursor.fetchone()[0])
-    if not free:
+    if free <= VACUUM_RESERVE:
         return 0
-    cursor.execute(f"PRAGMA incremental_vacuum({min(free, VACUUM_PAGES)})")
+    cursor.execute(f"PRAGMA incremental_vacuum({min(free - VACUUM_RESERVE, VACUUM_PAGES)})")
     cursor.fetchall()  # the pragma frees a page per step: run it to the end
     cursor.execute("PRAGMA freelist_count")
     return free - int(cursor.fetchone()[0])

@@ -76,14 +76,18 @@ class RetentionSettings:
         " and still owes them to their destination.",
         default=False,
     )
-    batch: int = setting("Messages pruned per transaction.", default=200)
+    batch: int = setting(
+        "Messages pruned per transaction (each batch shares a commit with received messages:"
+        " about 7 ms for 100 on an SQLite store of millions).",
+        default=100,
+    )
     rate: int = setting("At most this many messages pruned per second.", default=1000)
     interval: Duration = setting(
         "Once caught up, look for messages to prune again this often.", default=Duration(60.0)
     )
     vacuum: bool = setting(
-        "SQLite: give the freed pages back to the file system after each batch (incremental"
-        " vacuum), so the file shrinks as well as stops growing.",
+        "SQLite: give freed pages beyond a reserve of 32 MiB back to the file system after each"
+        " batch (incremental vacuum), so the file shrinks as well as stops growing.",
         default=True,
     )
 
