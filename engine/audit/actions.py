@@ -37,6 +37,15 @@ STORE_BACKUP = "store.backup"
 STORE_RESTORE = "store.restore"
 AUDIT_LIST = "audit.list"
 AUDIT_VERIFY = "audit.verify"
+CONSOLE_LOGIN = "console.login"
+CONSOLE_LOGOUT = "console.logout"
+CONSOLE_ENROL = "console.enrol"
+CONSOLE_REFUSED = "console.refused"
+ROUTES_TEST = "routes.test"
+USERS_ADD = "users.add"
+USERS_CHANGE = "users.change"
+USERS_DISABLE = "users.disable"
+USERS_LIST = "users.list"
 
 ACTIONS: dict[str, str] = {
     MESSAGES_LIST: "stored messages listed (their header fields); objects: the messages shown",
@@ -75,5 +84,15 @@ ACTIONS: dict[str, str] = {
     STORE_RESTORE: "a backup restored onto a new store (recorded in the new store)",
     AUDIT_LIST: "the audit trail read",
     AUDIT_VERIFY: "the audit trail's chain verified (detail: intact, or the rows named)",
+    CONSOLE_LOGIN: "a console login: password, then second factor (refused: wrong, locked,"
+    " throttled; detail: why)",
+    CONSOLE_LOGOUT: "a console session ended by its user",
+    CONSOLE_ENROL: "a console user enrolled a TOTP second factor",
+    CONSOLE_REFUSED: "a console page or action refused to a user's role",
+    ROUTES_TEST: "a route run on a pasted message in the console (the message is not kept)",
+    USERS_ADD: "a console user added; objects: the user",
+    USERS_CHANGE: "a console user's password, role or second factor changed",
+    USERS_DISABLE: "a console user disabled",
+    USERS_LIST: "the console users listed",
 }
 """Action name → what it records."""

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("engine.cli.keys", "app"),
     "status": ("engine.cli.status", "status"),
     "prune": ("engine.cli.prune", "prune"),
+    "users": ("engine.cli.users", "app"),
+    "console": ("engine.cli.console", "console_command"),
     "backup": ("engine.cli.backup", "backup"),
     "restore": ("engine.cli.backup", "restore"),
 }

@@ -29,14 +29,16 @@ from engine.cli.common import (
     parse_when,
 )
 from engine.cli.tables import WORDS, Column, fit
-from engine.hl7v2.ack import read_ack
-from engine.hl7v2.charset import codec_for
+from engine.hl7v2.ack import answer_in_words
+from engine.hl7v2.charset import decode_stored
 from engine.hl7v2.escaping import unescape
-from engine.hl7v2.header import HeaderError, strip_preamble
+from engine.hl7v2.header import HeaderError
 from engine.hl7v2.paths import delimiters_of, flatten
+from engine.pipeline.resend import ResendRefused, wake
+from engine.pipeline.resend import resend as resend_message
 from engine.routes.router import Router
 from engine.store.messages import STATUSES, MessageFilter, find_messages, get_message
-from engine.store.queue import deliveries_of, record_resend, set_control
+from engine.store.queue import deliveries_of
 from engine.store.schema import DeliveryState, Message, MessageStatus
 
 app = typer.Typer(help="List, search and show stored messages.", no_args_is_help=True)
@@ -222,11 +224,6 @@ def search_messages(
     _list(db, actions.MESSAGES_SEARCH, criteria, limit, output)
 
 
-def decode_stored(raw: bytes, charset: str | None) -> str:
-    """A stored message as text, in the character set it was read with."""
-    return raw.decode(codec_for(charset or "") or "utf-8", "replace")
-
-
 def _print_fields(title: str, text: str, *, unescaped: bool = False) -> None:
     """Each valued field of ``text`` with its position; ``unescaped``: values as a person reads
     them (``\\F\\`` as ``|``), for an acknowledgement's texts."""
@@ -321,20 +318,7 @@ def _print_deliveries(engine, message: Message) -> None:  # type: ignore[no-unty
             line.append(f"\n    last error: {delivery.last_error}", style="red")
         console.print(line, soft_wrap=True)
         if delivery.ack:
-            console.print(Text(f"    answer: {_answer(delivery.ack)}"), soft_wrap=True)
-
-
-def _answer(ack: bytes) -> str:
-    """A destination's answer in words: an HL7 ACK's code, text and error; or, for what is no
-    HL7 message (the built-in ``mpi`` destination's note, ``MPI: created patient 12``), its
-    text as it is."""
-    if not strip_preamble(ack).startswith(b"MSH"):
-        return ack.decode("utf-8", "replace").strip()
-    reply = read_ack(ack)
-    words = f"{reply.code} {reply.text}".strip()
-    if reply.error and not reply.positive:
-        words += f"; ERR {reply.error}"
-    return words
+            console.print(Text(f"    answer: {answer_in_words(delivery.ack)}"), soft_wrap=True)
 
 
 @app.command("resend")
@@ -359,27 +343,19 @@ def _resend(
 ) -> None:
     touched: set[str] = set()
     for message_id in message_ids:
-        message = get_message(engine, message_id)
-        if message is None:
-            refuse(f"no message {message_id}")
-            fail(f"no message with id {message_id}")
-        if message.status == MessageStatus.REJECTED:
-            refuse(f"message {message_id} was rejected at intake")
-            fail(
-                f"message {message_id} was rejected at intake ({message.status_reason});"
-                " it cannot be routed"
-            )
-        routing = router.route(message.raw, message.charset, message.listener)
-        deliveries = routing.delivery_rows()
-        ids = record_resend(engine, message_id, routing.status, routing.reason, deliveries)
-        touched |= {o.destination for o in routing.outbound}
-        targets = ", ".join(o.destination for o in routing.outbound) or "nowhere"
+        try:
+            done = resend_message(engine, router, message_id)
+        except ResendRefused as refused:
+            refuse(refused.brief)
+            fail(str(refused))
+        touched |= set(done.destinations)
+        targets = ", ".join(done.destinations) or "nowhere"
+        ids = done.delivery_ids
         console.print(
-            f"message {message_id}: {routing.status}; queued for {targets}"
+            f"message {message_id}: {done.status}; queued for {targets}"
             + (f" (deliveries {', '.join(map(str, ids))})" if ids else ""),
             soft_wrap=True,
         )
         if not ids:
-            console.print(Text(f"    {routing.reason}", style="yellow"), soft_wrap=True)
-    for destination in sorted(touched):
-        set_control(engine, destination)
+            console.print(Text(f"    {done.reason}", style="yellow"), soft_wrap=True)
+    wake(engine, touched)

@@ -28,6 +28,7 @@ from engine.routes.mappings import MappingError, Mappings
 from engine.routes.model import RouteSettings
 from engine.settings import INVALID, Binder, ConfigError, Mark, Problem, compose_file
 from engine.store.settings import StoreSettings
+from engine.users.settings import ConsoleSettings
 
 SECTIONS: dict[str, Any] = {
     "listeners": ListenerSettings,
@@ -43,6 +44,7 @@ SINGLETONS: dict[str, Any] = {
     "store": StoreSettings,
     "admin": AdminSettings,
     "retention": RetentionSettings,
+    "console": ConsoleSettings,
 }
 """Top-level keys that hold one settings object (defaults apply when no file has the key)."""
 
@@ -204,6 +206,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
         store=singles.get("store", StoreSettings()),
         admin=singles.get("admin"),
         retention=singles.get("retention"),
+        console=singles.get("console", ConsoleSettings()),
         warnings=tuple(warnings),
     )
 

@@ -18,6 +18,7 @@ from engine.routes.model import RouteSettings
 from engine.settings import Problem
 from engine.store.settings import StoreSettings
 from engine.studies.settings import ArchiveSettings
+from engine.users.settings import ConsoleSettings
 
 __all__ = [
     "BUILT_IN_DESTINATIONS",
@@ -64,6 +65,8 @@ class EngineConfig:
     retention: RetentionSettings | None = None
     """How long messages are kept, pruned by the engine (the ``retention:`` section; None:
     kept for ever)."""
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    """The web console that ``crosswalk console`` serves (the ``console:`` section)."""
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
     """What is allowed but almost surely a mistake (a filter on a message type HL7 does not
     define), each with its file and line."""

@@ -27,6 +27,7 @@ from engine.routes.steps import STEPS
 from engine.settings import ByteSize, Duration, yaml_key
 from engine.store.settings import StoreSettings
 from engine.studies.settings import ArchiveSettings
+from engine.users.settings import ConsoleSettings
 
 
 def _default(field: dataclasses.Field[Any]) -> str:
@@ -114,6 +115,7 @@ BLOCKS: dict[str, Any] = {
     "audit-actions": actions_table,
     "admin-settings": lambda: settings_table(AdminSettings),
     "retention-settings": lambda: settings_table(RetentionSettings),
+    "console-settings": lambda: settings_table(ConsoleSettings),
     "retention-periods": lambda: settings_table(Periods),
     "steps": steps_reference,
     "operators": operators_table,

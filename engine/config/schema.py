@@ -25,6 +25,7 @@ from engine.routes.steps import STEPS, FieldTemplate, MessageTemplate, SegmentId
 from engine.settings import ByteSize, Duration, yaml_key
 from engine.store.settings import StoreSettings
 from engine.studies.settings import ArchiveSettings
+from engine.users.settings import ConsoleSettings
 
 PATH_PATTERN = r"^[A-Z][A-Z0-9]{2}(\[(\d+|\*)\])?-\d+(\[(\d+|\*)\])?(\.\d+(\.\d+)?)?$"
 _INTERPOLATED = {"type": "string", "pattern": r"\$\{"}
@@ -226,6 +227,7 @@ def config_schema() -> dict[str, Any]:
             "store": _object_schema(StoreSettings),
             "admin": _object_schema(AdminSettings),
             "retention": _object_schema(RetentionSettings),
+            "console": _object_schema(ConsoleSettings),
         },
         "additionalProperties": False,
         "$defs": {"condition": _condition_schema(), "step": _step_schema()},

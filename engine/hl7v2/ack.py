@@ -258,3 +258,16 @@ def _describe_err(fields: list[str], d: Delimiters, *, with_text: bool = True) -
             where += f"-{location[2]}"
         words += f" at {where}"
     return words.strip()
+
+
+def answer_in_words(ack: bytes) -> str:
+    """A destination's answer in words: an HL7 ACK's code, text and error; or, for what is no
+    HL7 message (the built-in ``mpi`` destination's note, ``MPI: created patient 12``), its
+    text as it is."""
+    if not strip_preamble(ack).startswith(b"MSH"):
+        return ack.decode("utf-8", "replace").strip()
+    reply = read_ack(ack)
+    words = f"{reply.code} {reply.text}".strip()
+    if reply.error and not reply.positive:
+        words += f"; ERR {reply.error}"
+    return words

@@ -74,3 +74,8 @@ def codec_for(name: str) -> str | None:
 def supported_charsets() -> list[str]:
     """HL7 names this engine decodes, for error messages and docs."""
     return sorted(_TABLE_0211)
+
+
+def decode_stored(raw: bytes, charset: str | None) -> str:
+    """A stored message as text, in the character set it was read with."""
+    return raw.decode(codec_for(charset or "") or "utf-8", "replace")

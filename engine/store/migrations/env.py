@@ -12,6 +12,7 @@ from engine.reconcile import tables as _reconcile_tables  # noqa: F401  (the rec
 from engine.review import tables as _review_tables  # noqa: F401  (the review audit trail)
 from engine.store.schema import Base
 from engine.studies import tables as _study_tables  # noqa: F401  (registers the study tables)
+from engine.users import tables as _user_tables  # noqa: F401  (console users)
 
 config = context.config
 target_metadata = Base.metadata

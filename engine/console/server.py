@@ -1,0 +1,60 @@
+"""Serving the console with uvicorn on ``console.host:port`` (TLS by the listeners' rules)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+
+import uvicorn
+from sqlalchemy import Engine
+
+from engine.config.model import EngineConfig
+from engine.console.app import build_app
+from engine.console.sessions import Sessions
+from engine.console.visits import Console, environment_secret
+from engine.mllp.tls import server_context
+
+log = logging.getLogger(__name__)
+
+
+def console_for(store: Engine, config: EngineConfig, key: bytes | None = None) -> Console:
+    settings = config.console
+    sessions = Sessions(
+        float(settings.idle_timeout),
+        float(settings.session_lifetime),
+        secure=settings.tls is not None,
+        key=key or environment_secret(),
+    )
+    return Console(store, config, sessions)
+
+
+def serve(
+    store: Engine,
+    config: EngineConfig,
+    port: int | None = None,
+    announce: Callable[[str], None] = log.info,
+) -> None:
+    """Bind (OSError when the address is taken) and serve until interrupted."""
+    settings = config.console
+    host = settings.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server(
+        (host, settings.port if port is None else port), family=family, backlog=128
+    )
+    context: ssl.SSLContext | None = (
+        server_context(settings.tls) if settings.tls is not None else None
+    )
+    uv = uvicorn.Config(
+        build_app(console_for(store, config)),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
+    uv.load()
+    uv.ssl = context
+    scheme = "https" if context is not None else "http"
+    announce(f"console on {scheme}://{host}:{sock.getsockname()[1]}")
+    uvicorn.Server(uv).run(sockets=[sock])

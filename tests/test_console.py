@@ -1,0 +1,371 @@
+"""The web console: every route for each role (allowed and refused), logins with lockout and
+throttling, TOTP enrolment, sessions that expire, CSRF, security headers, the audit trail, and
+the pages' work (proposal decisions, resend, route test) through the engine's functions."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from engine.audit.trail import EventFilter, events
+from engine.console import sessions
+from engine.hl7v2.check import examine
+from engine.reconcile.tables import ProposalStatus
+from engine.review.worklist import ReviewFilter, rows
+from engine.store.received import message_row
+from engine.store.schema import Delivery, Message
+from engine.users.accounts import Role, add_user, disable, find, set_password
+from tests.console_support import (
+    PASSWORD,
+    add_everyone,
+    client_of,
+    console_folder,
+    console_over,
+    csrf_of,
+    log_in,
+)
+from tests.support import cli_env, crosswalk
+from tests.support import run_crosswalk as run
+from tests.test_review import prepared
+
+A08 = (
+    b"MSH|^~\\&|EHR|GENHOSP|PACS|RAD|20261204101500||ADT^A08^ADT_A01|CTRL123|P|2.5.1\r"
+    b"EVN|A08|20261204101500\r"
+    b"PID|1||100234^^^GENHOSP^MR||SMITH^WILLIAM^J||19580314|M\r"
+)
+
+
+def stored(store: Engine, raw: bytes = A08) -> int:
+    """A message as the listener would have stored it, waiting for routing."""
+    row = message_row(raw, len(raw), examine(raw), datetime.now(UTC), "ehr", "127.0.0.1:1")
+    row |= {"status": "routed", "status_reason": "", "ack_code": "AA", "ack": b""}
+    with store.begin() as connection:
+        return int(connection.execute(insert(Message).values(row)).inserted_primary_key[0])
+
+
+@pytest.fixture
+def setup(store: Engine, tmp_path: Path):  # type: ignore[no-untyped-def]
+    prepared(store, tmp_path)
+    add_everyone(store)
+    return console_over(store, console_folder(tmp_path))
+
+
+def pending(store: Engine) -> list[int]:
+    with store.connect() as connection:
+        return [r.proposal_id for r in rows(connection, ReviewFilter(), "GENHOSP")]
+
+
+# (method, path, roles allowed): every route of the app but login, logout and static files.
+ROUTES = [
+    ("GET", "/", Role.ALL),
+    ("GET", "/queues", Role.ALL),
+    ("POST", "/queues/pacs/pause", (Role.ANALYST, Role.ADMIN)),
+    ("GET", "/messages", (Role.ANALYST, Role.ADMIN)),
+    ("GET", "/messages/{message}", (Role.ANALYST, Role.ADMIN)),
+    ("GET", "/messages/{message}/resend", (Role.ANALYST, Role.ADMIN)),
+    ("POST", "/messages/999999/resend", (Role.ANALYST, Role.ADMIN)),
+    ("GET", "/routes", (Role.ANALYST, Role.ADMIN)),
+    ("POST", "/routes", (Role.ANALYST, Role.ADMIN)),
+    ("GET", "/review", (Role.REVIEWER, Role.ADMIN)),
+    ("GET", "/review/{proposal}", (Role.REVIEWER, Role.ADMIN)),
+    ("POST", "/review/999999/decide", (Role.REVIEWER, Role.ADMIN)),
+    ("GET", "/review/batch", (Role.REVIEWER, Role.ADMIN)),
+    ("POST", "/review/batch?band=none", (Role.REVIEWER, Role.ADMIN)),
+    ("GET", "/mpi?family=SMITH", (Role.REVIEWER, Role.ADMIN)),
+    ("GET", "/mpi/1", (Role.REVIEWER, Role.ADMIN)),
+    ("GET", "/audit", (Role.ADMIN,)),
+]
+
+
+def test_every_route_is_open_to_its_roles_and_refused_to_the_others(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+    message, proposal = stored(store), pending(store)[0]
+    for role in Role.ALL:
+        client = client_of(setup)
+        # Not logged in: every page sends to the login.
+        assert client.get("/review").headers["location"] == "/login"
+        log_in(client, role)
+        csrf = csrf_of(client.get("/").text)
+        for method, template, allowed in ROUTES:
+            path = template.format(message=message, proposal=proposal)
+            data = {"csrf": csrf, "verb": "defer", "route": "inbound", "message": A08.decode()}
+            answer = client.request(method, path, data=data if method == "POST" else None)
+            where = f"{role} {method} {path}"
+            if role in allowed:
+                assert answer.status_code in (200, 303, 404, 409), (where, answer.status_code)
+                assert answer.headers.get("location") != "/login", where
+            else:
+                assert answer.status_code == 403, (where, answer.status_code)
+                assert "may not use" in answer.text
+    with store.connect() as connection:
+        refused = events(connection, EventFilter(action="console.refused"))
+    assert {e.actor for e in refused} == {Role.VIEWER, Role.ANALYST, Role.REVIEWER}
+    assert all(e.remote_address == "testclient" for e in refused)
+
+
+def test_a_post_without_the_sessions_csrf_token_is_refused(setup) -> None:  # type: ignore[no-untyped-def]
+    client = client_of(setup)
+    log_in(client, Role.ANALYST)
+    for token in ("", "forged"):
+        answer = client.post("/queues/pacs/pause", data={"csrf": token})
+        assert answer.status_code == 403 and "expired" in answer.text
+    page = client.get("/")
+    assert client.post("/queues/pacs/pause", data={"csrf": csrf_of(page.text)}).status_code == 303
+    assert "paused" in client.get("/queues").text
+    # The login form has its own token too.
+    other = client_of(setup)
+    other.get("/login")
+    answer = other.post("/login", data={"name": "analyst", "password": PASSWORD, "csrf": "x"})
+    assert answer.status_code == 403
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_sessions_end_when_idle_and_after_their_lifetime(
+    setup, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    monkeypatch.setattr(sessions, "time", clock)
+    client = client_of(setup)
+    log_in(client, Role.VIEWER)
+    idle, lifetime = setup.sessions.idle, setup.sessions.lifetime
+    clock.now += idle - 1
+    assert client.get("/").status_code == 200  # used: the idle time starts again
+    clock.now += idle - 1
+    assert client.get("/").status_code == 200
+    clock.now += idle + 1
+    assert client.get("/").headers["location"] == "/login"
+    log_in(client, Role.VIEWER)
+    for _ in range(int(lifetime // (idle - 1)) + 1):
+        clock.now += idle - 1
+        answer = client.get("/")
+        if answer.status_code != 200:
+            break
+    assert answer.headers["location"] == "/login"
+
+
+def test_the_cookie_is_httponly_samesite_and_the_headers_forbid_framing(setup) -> None:  # type: ignore[no-untyped-def]
+    client = client_of(setup)
+    page = client.get("/login")
+    cookie = page.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "strict-transport-security" not in page.headers  # only under TLS
+    assert "<script>" not in page.text and " style=" not in page.text
+
+
+def test_wrong_passwords_lock_the_account_and_addresses_are_throttled(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+    client = client_of(setup)
+
+    def attempt(name: str, password: str) -> int:
+        form = client.get("/login")
+        data = {"name": name, "password": password, "csrf": csrf_of(form.text)}
+        return client.post("/login", data=data).status_code
+
+    assert [attempt("viewer", "wrong password!") for _ in range(3)] == [401, 401, 401]
+    account = find(store, "viewer")
+    assert account is not None and account.locked_until is not None
+    assert attempt("viewer", PASSWORD) == 401  # locked: the right password is refused too
+    statuses = [attempt(f"nobody{i}", "wrong password!") for i in range(8)]
+    assert statuses[:6] == [401] * 6 and statuses[6:] == [429, 429]  # 10 a minute per address
+    with store.connect() as connection:
+        logins = events(connection, EventFilter(action="console.login"))
+    details = [e.detail for e in logins]
+    assert "wrong password; account locked" in details and "account locked" in details
+    assert details.count("throttled") == 2
+    assert all("wrong password!" not in e.detail for e in logins)
+    # A new password unlocks (`crosswalk users passwd`).
+    set_password(store, "viewer", PASSWORD + "2")
+    assert attempt("viewer", PASSWORD + "2") in (303, 429)
+
+
+def test_reviewers_enrol_a_second_factor_and_give_a_code_every_time(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+    client = client_of(setup)
+    form = client.get("/login")
+    answer = client.post(
+        "/login", data={"name": "reviewer", "password": PASSWORD, "csrf": csrf_of(form.text)}
+    )
+    assert answer.headers["location"] == "/login/code"
+    enrol = client.get("/login/code")
+    assert "<svg" in enrol.text and 'id="totp-key"' in enrol.text
+    # Half-way through the login nothing is open.
+    assert client.get("/review").headers["location"] == "/login"
+    wrong = client.post("/login/code", data={"code": "000000", "csrf": csrf_of(enrol.text)})
+    assert wrong.status_code == 401
+    assert find(store, "reviewer").enrolled is False  # type: ignore[union-attr]
+    log_in(client_of(setup), "reviewer")
+    assert find(store, "reviewer").enrolled is True  # type: ignore[union-attr]
+    # The next login asks for a code without showing the secret again.
+    again = client_of(setup)
+    form = again.get("/login")
+    again.post(
+        "/login", data={"name": "reviewer", "password": PASSWORD, "csrf": csrf_of(form.text)}
+    )
+    page = again.get("/login/code")
+    assert "totp-key" not in page.text and "<svg" not in page.text
+    # A viewer needs none.
+    viewer = client_of(setup)
+    log_in(viewer, Role.VIEWER)
+    with store.connect() as connection:
+        enrolled = events(connection, EventFilter(action="console.enrol"))
+    assert [e.actor for e in enrolled] == ["reviewer"]
+
+
+def test_disabling_a_user_ends_their_session(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+    client = client_of(setup)
+    log_in(client, Role.ANALYST)
+    assert client.get("/messages").status_code == 200
+    disable(store, "analyst")
+    assert client.get("/messages").headers["location"] == "/login"
+
+
+def test_a_proposal_is_decided_once_and_the_next_one_follows(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+    add_user(store, "bob", Role.REVIEWER, PASSWORD)
+    alice, bob = client_of(setup), client_of(setup)
+    log_in(alice, Role.REVIEWER)
+    log_in(bob, "bob")
+    first, second = pending(store)[:2]
+    page_a, page_b = alice.get(f"/review/{first}"), bob.get(f"/review/{first}")
+    assert "differs" in page_a.text and "<svg" in page_a.text and 'id="approve"' in page_a.text
+    answer = alice.post(
+        f"/review/{first}/decide", data={"verb": "approve", "csrf": csrf_of(page_a.text)}
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == f"/review/{second}"
+    late = bob.post(
+        f"/review/{first}/decide",
+        data={"verb": "reject", "reason": "no", "csrf": csrf_of(page_b.text)},
+    )
+    assert late.status_code == 409
+    assert f"proposal {first} is approved by reviewer" in late.text
+    with store.connect() as connection:
+        merges = connection.execute(select(Delivery.destination)).scalars().all()
+        shown = events(connection, EventFilter(action="review", object=f"proposal:{first}"))
+    assert merges == ["pacs"]
+    assert [(e.action, e.actor, e.outcome) for e in shown] == [
+        ("review.show", "reviewer", "ok"),
+        ("review.show", "bob", "ok"),
+        ("review.approve", "reviewer", "ok"),
+        ("review.reject", "bob", "refused"),
+        ("review.show", "bob", "ok"),
+    ]
+    # A rejection needs a reason.
+    page = alice.get(f"/review/{second}")
+    refused = alice.post(
+        f"/review/{second}/decide", data={"verb": "reject", "csrf": csrf_of(page.text)}
+    )
+    assert refused.status_code == 409 and "needs a reason" in refused.text
+
+
+def test_batch_approval_needs_the_count_typed(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+    client = client_of(setup)
+    log_in(client, Role.ADMIN)
+    page = client.get("/review/batch")
+    count = int(re.search(r'id="batch-count">(\d+)<', page.text).group(1))  # type: ignore[union-attr]
+    assert count == len(pending(store)) > 0
+    wrong = client.post(
+        "/review/batch", data={"confirm": str(count + 1), "csrf": csrf_of(page.text)}
+    )
+    assert wrong.status_code == 409 and pending(store)
+    done = client.post("/review/batch", data={"confirm": str(count), "csrf": csrf_of(page.text)})
+    assert f"{count} approved" in done.text
+    with store.connect() as connection:
+        approved = rows(connection, ReviewFilter(statuses=(ProposalStatus.APPROVED,)), "")
+    assert len(approved) == count
+
+
+def test_a_message_as_a_named_tree_resent_after_confirmation(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+    message = stored(store)
+    client = client_of(setup)
+    log_in(client, Role.ANALYST)
+    listed = client.get("/messages", params={"text": "SMITH", "type": "ADT^A08"})
+    assert f'href="/messages/{message}"' in listed.text
+    page = client.get(f"/messages/{message}")
+    assert "Patient Name" in page.text and "Message Control ID" in page.text
+    assert "SMITH" in page.text
+    confirm = client.get(f"/messages/{message}/resend")
+    assert "Yes, resend" in confirm.text
+    with store.connect() as connection:
+        assert connection.execute(select(Delivery.id)).first() is None  # nothing before
+    done = client.post(f"/messages/{message}/resend", data={"csrf": csrf_of(confirm.text)})
+    assert "queued for pacs" in done.text
+    with store.connect() as connection:
+        assert connection.execute(select(Delivery.destination)).scalars().all() == ["pacs"]
+        audited = events(connection, EventFilter(object=f"message:{message}"))
+        searched = events(connection, EventFilter(action="messages.search"))
+    assert [e.action for e in audited] == ["messages.search", "messages.show", "messages.resend"]
+    assert searched[0].criteria["text"] == "(given)"
+
+
+def test_a_route_tested_on_a_pasted_message_shows_the_field_diff(setup) -> None:  # type: ignore[no-untyped-def]
+    client = client_of(setup)
+    log_in(client, Role.ANALYST)
+    page = client.get("/routes")
+    assert "inbound" in page.text and "merges" in page.text
+    pasted = A08.decode().replace("\r", "\n")
+    answer = client.post(
+        "/routes", data={"route": "inbound", "message": pasted, "csrf": csrf_of(page.text)}
+    )
+    assert "→ pacs: 1 change(s)" in answer.text
+    assert "PID-5.1" in answer.text and "CHANGED" in answer.text
+
+
+def typed(*args: str, line: str) -> subprocess.CompletedProcess[str]:
+    """``crosswalk ARGS`` with ``line`` on its standard input."""
+    return subprocess.run(
+        crosswalk(*args),
+        input=line + "\n",
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+
+
+def test_users_command_adds_lists_and_disables(db_url: str) -> None:
+    added = typed(
+        "users",
+        "add",
+        "carol",
+        "--role",
+        "analyst",
+        "--password-stdin",
+        "--db",
+        db_url,
+        line=PASSWORD,
+    )
+    assert added.returncode == 0, added.stderr
+    again = typed(
+        "users",
+        "add",
+        "carol",
+        "--role",
+        "analyst",
+        "--password-stdin",
+        "--db",
+        db_url,
+        line=PASSWORD,
+    )
+    assert again.returncode == 2 and "already a user 'carol'" in again.stderr
+    short = typed(
+        "users", "add", "dave", "--role", "admin", "--password-stdin", "--db", db_url, line="short"
+    )
+    assert short.returncode == 2 and "at least 12" in short.stderr
+    assert run("users", "disable", "carol", "--db", db_url).returncode == 0
+    listed = run("users", "list", "--db", db_url)
+    assert re.search(r"carol\W+analyst\W+disabled", listed.stdout), listed.stdout
