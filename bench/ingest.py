@@ -1,8 +1,12 @@
 """Ingest benchmark: Crosswalk (durable commits) against a bare python-hl7 server, same client.
 
-Three servers run as subprocesses and one client measures them in the same run:
-- crosswalk: `crosswalk serve` with one listener and no routes (SQLite, WAL, synchronous=FULL):
-  intake alone; bench/pipeline.py measures intake, routing and delivery together;
+The servers run as subprocesses and one client measures them in the same run:
+- crosswalk shipped: `crosswalk serve` with the shipped configuration (the routes/ folder, as
+  `make run` starts it: the PACS routes and the MPI feed) delivering to a live PACS
+  (bench/pacs_receiver.py): what a new user measures; the queue left when a figure's run ends
+  is printed, since the ACK path only counts if routing, the MPI and delivery keep up;
+- crosswalk: the same with one listener and no routes (SQLite, WAL, synchronous=FULL): intake
+  alone; bench/pipeline.py measures intake, routing and delivery together;
 - python-hl7: hl7.mllp's start_hl7_server parsing each message and answering create_ack(),
   storing nothing (the baseline of the issue);
 - durable floor: bench/minimal_durable_server.py, one SQLite commit per message and nothing else
@@ -28,11 +32,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mllp_load import RunResult, adt_message, run_load_blocking
+from pipeline import make_config
 
 from engine.store.crypto import new_key_line
 from engine.testing import free_port, wait_for_port
@@ -42,11 +48,13 @@ PACED_RATE = 500
 MEMORY_FOLDER = Path("/dev/shm")
 ON_TMPFS = "crosswalk on tmpfs"
 ENCRYPTED = "crosswalk encrypted"
+SHIPPED = "crosswalk shipped"
+FLOOR = "durable floor"
 
 
 def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subprocess.Popen[bytes]]]:
     quiet = {"stdout": subprocess.DEVNULL}
-    names = ["crosswalk", ENCRYPTED, "python-hl7", "durable floor"]
+    names = [FLOOR, SHIPPED, "crosswalk", ENCRYPTED, "python-hl7"]
     if db is None and MEMORY_FOLDER.is_dir():
         names.append(ON_TMPFS)
     ports = {name: free_port() for name in names}
@@ -65,13 +73,24 @@ def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subproces
             str(ROOT / "bench" / "baseline_hl7_server.py"),
             str(ports["python-hl7"]),
         ],
-        "durable floor": [
+        FLOOR: [
             sys.executable,
             str(ROOT / "bench" / "minimal_durable_server.py"),
-            str(ports["durable floor"]),
+            str(ports[FLOOR]),
             f"{folder}/floor.db",
         ],
     }
+    shipped = make_config(Path(folder), 0)
+    commands[SHIPPED] = [
+        sys.executable,
+        "-m",
+        "engine",
+        "serve",
+        "--config",
+        str(shipped),
+        "--db",
+        shipped_url(folder, db),
+    ]
     keys = Path(folder) / "content.keys"
     keys.write_text(new_key_line() + "\n")
     commands[ENCRYPTED] = crosswalk(
@@ -84,13 +103,49 @@ def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subproces
         memory = Path(tempfile.mkdtemp(dir=MEMORY_FOLDER, prefix="crosswalk-bench-"))
         commands[ON_TMPFS] = crosswalk(f"sqlite:///{memory}/crosswalk.db", ports[ON_TMPFS])
     env = dict(os.environ, CROSSWALK_LOG_LEVEL="WARNING")
-    servers = {}
+    pacs_port = free_port()
+    pacs = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "pacs_receiver.py"), str(pacs_port), os.devnull],
+        **quiet,  # type: ignore[call-overload]
+    )
+    wait_for_port(pacs_port, pacs)
+    shipped_env = dict(
+        env,
+        PACS_PORT=str(pacs_port),
+        CROSSWALK_PORT=str(ports[SHIPPED]),
+        CROSSWALK_MAPPINGS=str(ROOT / "mappings"),
+    )
+    servers = {"PACS": (pacs_port, pacs)}
     for name, command in commands.items():
         own = dict(env, CROSSWALK_KEYS=str(keys)) if name == ENCRYPTED else env
+        own = shipped_env if name == SHIPPED else own
         process = subprocess.Popen(command, cwd=ROOT, env=own, **quiet)  # type: ignore[call-overload]
         wait_for_port(ports[name], process)
         servers[name] = (ports[name], process)
     return servers
+
+
+def shipped_url(folder: str, db: str | None) -> str:
+    """The shipped configuration's store: its own SQLite file, or the same server database."""
+    return db or f"sqlite:///{folder}/shipped.db"
+
+
+def backlog(url: str) -> int:
+    """Messages the shipped engine still has to route or deliver (queued or received)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            waiting = connection.execute(
+                text("SELECT count(*) FROM messages WHERE status IN ('received', 'queued')")
+            ).scalar_one()
+            queued = connection.execute(
+                text("SELECT count(*) FROM deliveries WHERE state = 'queued'")
+            ).scalar_one()
+        return int(waiting) + int(queued)
+    finally:
+        engine.dispose()
 
 
 def median_run(runs: list[RunResult]) -> RunResult:
@@ -120,11 +175,18 @@ def main() -> None:
     parser.add_argument("--db", help="database URL for Crosswalk (default: a fresh SQLite file)")
     args = parser.parse_args()
     measured: dict[str, dict[str, RunResult]] = {}
+    left: tuple[int, int] = (0, 0)
     with tempfile.TemporaryDirectory() as folder:
         servers = start_servers(folder, args.db)
         try:
             for number, (name, (port, _)) in enumerate(servers.items()):
+                if name == "PACS":
+                    continue
                 measured[name] = measure(port, str(number), args.messages, args.rounds)
+                if name == SHIPPED:
+                    at_end = backlog(shipped_url(folder, args.db))
+                    time.sleep(1)
+                    left = (at_end, backlog(shipped_url(folder, args.db)))
         finally:
             for _, process in servers.values():
                 process.terminate()
@@ -142,7 +204,17 @@ def main() -> None:
             label = f"{name}: {kind if kind != 'paced' else f'1 connection at {PACED_RATE} msg/s'}"
             print(result.line(label))
     cw, base = measured["crosswalk"], measured["python-hl7"]
-    floor = measured["durable floor"]
+    floor, shipped = measured[FLOOR], measured[SHIPPED]
+    for kind in ("1 connection", "8 connections"):
+        print(
+            f"{SHIPPED} / {FLOOR}, {kind}: {shipped[kind].rate / floor[kind].rate:.2f}"
+            + (" (target >= 0.8)" if kind == "1 connection" else "")
+        )
+    print(
+        f"{SHIPPED} ACK p99 at {PACED_RATE} msg/s: {shipped['paced'].percentile(0.99):.2f} ms"
+        f" (target <= 2 ms); left to route or deliver after its last run: {left[0]},"
+        f" a second later: {left[1]}"
+    )
     one = cw["1 connection"].rate / base["1 connection"].rate
     eight = cw["8 connections"].rate / base["8 connections"].rate
     print(
@@ -150,7 +222,7 @@ def main() -> None:
         f"8 connections {eight:.2f}x"
     )
     print(
-        f"crosswalk / durable floor, 1 connection: "
+        f"crosswalk (no routes) / {FLOOR}, 1 connection: "
         f"{cw['1 connection'].rate / floor['1 connection'].rate:.2f}"
     )
     if ON_TMPFS in measured:
