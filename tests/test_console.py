@@ -79,6 +79,8 @@ ROUTES = [
     ("GET", "/mpi?family=SMITH", (Role.REVIEWER, Role.ADMIN)),
     ("GET", "/mpi/1", (Role.REVIEWER, Role.ADMIN)),
     ("GET", "/audit", (Role.ADMIN,)),
+    ("GET", "/users", (Role.ADMIN,)),
+    ("POST", "/users", (Role.ADMIN,)),
 ]
 
 
@@ -369,3 +371,33 @@ def test_users_command_adds_lists_and_disables(db_url: str) -> None:
     assert run("users", "disable", "carol", "--db", db_url).returncode == 0
     listed = run("users", "list", "--db", db_url)
     assert re.search(r"carol\W+analyst\W+disabled", listed.stdout), listed.stdout
+
+
+def test_an_admin_adds_and_disables_a_user_on_the_users_page(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+    client = client_of(setup)
+    log_in(client, Role.ADMIN)
+    page = client.get("/users")
+    assert "reviewer" in page.text and "enrolled" in page.text  # the admin just enrolled
+    data = {
+        "verb": "add",
+        "name": "erin",
+        "role": "analyst",
+        "password": PASSWORD,
+        "csrf": csrf_of(page.text),
+    }
+    assert "user erin added (analyst)" in client.post("/users", data=data).text
+    short = client.post("/users", data=data | {"name": "fred", "password": "short"})
+    assert short.status_code == 409 and "at least 12" in short.text
+    gone = client.post(
+        "/users", data={"verb": "disable", "name": "erin", "csrf": csrf_of(page.text)}
+    )
+    assert "user erin disabled" in gone.text
+    assert find(store, "erin").disabled and find(store, "fred") is None  # type: ignore[union-attr]
+    with store.connect() as connection:
+        changes = events(connection, EventFilter(action="users"))
+    assert [(e.action, e.outcome, e.objects) for e in changes] == [
+        ("users.add", "ok", ("user:erin",)),
+        ("users.add", "refused", ("user:fred",)),
+        ("users.disable", "ok", ("user:erin",)),
+    ]
+    assert all(PASSWORD not in e.detail and e.actor == "admin" for e in changes)

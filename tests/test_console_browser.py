@@ -32,6 +32,7 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
 
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -40,6 +41,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 def browser() -> Iterator[WebDriver]:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for argument in (
         "--headless=new",
         "--no-sandbox",
@@ -69,9 +71,22 @@ def running_console(db_url: str, folder: Path, log: Path) -> tuple[subprocess.Po
     return process, f"http://127.0.0.1:{port}"
 
 
+LABELLED = """
+return Array.from(document.querySelectorAll("input, select, textarea"))
+  .filter(e => e.type !== "hidden")
+  .filter(e => !(e.id && document.querySelector(`label[for="${e.id}"]`)))
+  .map(e => e.outerHTML);
+"""
+
+
 def shot(driver: WebDriver, name: str) -> None:
+    """Save a screenshot of the page, after checking that every field has a label and the
+    browser reported nothing (a script or style the Content-Security-Policy refused)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    assert driver.execute_script(LABELLED) == [], name
+    problems = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not [p for p in problems if "Content Security Policy" in p], problems
 
 
 def log_in(driver: WebDriver, url: str, name: str) -> str:
@@ -144,12 +159,12 @@ def test_an_analyst_resends_a_message_from_its_page(
         shot(browser, "08-messages")
         browser.get(f"{url}/messages/{message}")
         shot(browser, "09-message")
-        browser.find_element(By.ID, "resend").click()
+        browser.find_element(By.ID, "resend").send_keys(Keys.ENTER)  # keyboard only
         confirm = WebDriverWait(browser, 10).until(
             lambda d: d.find_element(By.ID, "confirm-resend")
         )
         shot(browser, "10-resend-confirm")
-        confirm.click()
+        confirm.send_keys(Keys.ENTER)
         done = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "resent"))
         assert "queued for pacs" in done.text
         shot(browser, "11-resent")

@@ -68,6 +68,9 @@ def _fresh(console: Console, request: Request) -> Session:
 
 
 def _login(console: Console, request: Request, form: Mapping[str, object]) -> Response:
+    current = console.sessions.read(request.cookies.get(COOKIE))
+    if current is not None and current.stage == Stage.FULL and request.method == "GET":
+        return to("/", request)  # already logged in: a fresh login form would end the session
     session = _fresh(console, request)
     if request.method == "GET":
         return keep(console, render(console, request, "login.html", session, None), session)
