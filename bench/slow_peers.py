@@ -157,12 +157,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--peers", type=int, default=300)
+    parser.add_argument(
+        "--rejections-per-second",
+        type=float,
+        default=None,
+        help="the listener's rejection budget (default: the engine's; 0: none, as before it)",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="crosswalk-slow-"))
     db = folder / "cw.db"
     port = free_port()
+    config = folder / "routes"
+    config.mkdir()
+    budget = args.rejections_per_second
+    (config / "listener.yaml").write_text(
+        "listeners:\n  bench:\n    port: 2575\n"
+        + (f"    rejections_per_second: {budget}\n" if budget is not None else "")
+    )
     engine = subprocess.Popen(
-        [sys.executable, "-m", "engine", "serve", "--db", str(db), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+            "--config",
+            str(config),
+        ],
         cwd=folder,
         stdout=subprocess.DEVNULL,
         stderr=(folder / "serve.log").open("wb"),

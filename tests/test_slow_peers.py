@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.hl7v2.ack import read_ack
+from engine.mllp.framing import encode_frame
 from engine.testing import Peer, free_port, wait_for_port
 from tests.support import adt, cli_env, crosswalk, running_engine
 
@@ -137,3 +138,24 @@ def test_at_the_open_file_limit_new_connections_are_refused_and_open_ones_served
     assert "open-file limit: 64" in text
     assert "max_connections add up to 64, more than the 32 connections" in text
     assert "at the 32 connections the open-file limit leaves room for" in text
+
+
+def test_a_connection_over_its_rejection_budget_waits_and_the_others_do_not(db_url: str) -> None:
+    """40 frames with no MSH at a budget of 20 rejections a second: each is stored and answered
+    AR, but the last ones wait for the budget (a second at least), while a sender that works
+    is answered at once meanwhile."""
+    with running_engine(db_url, rejections_per_second=20) as engine:
+        with Peer(engine.port(), timeout=10) as hostile, Peer(engine.port()) as working:
+            started = time.monotonic()
+            hostile.send_raw(b"".join(encode_frame(b"PID|1||%d\r" % n) for n in range(40)))
+            first = read_ack(hostile.read())
+            assert first.code == "AR", first
+            asked = time.monotonic()
+            assert read_ack(working.exchange(adt("W1"))).code == "AA"
+            answered_working = time.monotonic()
+            codes = [first.code] + [read_ack(hostile.read()).code for _ in range(39)]
+            finished = time.monotonic()
+        assert codes == ["AR"] * 40
+        assert finished - started >= 0.9, "20 over the budget of 20 a second wait a second"
+        assert answered_working - asked < finished - started
+        assert engine.stats().held_back >= 19

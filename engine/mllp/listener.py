@@ -17,7 +17,6 @@ import ssl
 import typing
 from asyncio.sslproto import SSLProtocol
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,8 +33,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _MAX_PENDING = 64
 """Decoded frames a connection may queue before it stops reading from the socket."""
 
-Reply = Callable[[list[bytes]], None]
-"""Called by a handler, exactly once per message, with the ACK payloads to write back."""
+
+class Reply(Protocol):
+    """Called by a handler, exactly once per message, with the ACK payloads to write back;
+    ``rejected`` when the message was refused (it counts against the connection's budget)."""
+
+    def __call__(self, acks: list[bytes], rejected: bool = False) -> None: ...
 
 
 class FrameHandler(Protocol):
@@ -62,6 +65,9 @@ class ListenerLimits:
     """Addresses that may connect (empty: any)."""
     max_connections: int = 64
     """Connections open at once; a connection beyond it is closed at once."""
+    rejections_per_second: float = 20.0
+    """Rejected messages a connection may have a second (a burst of as many) before its next
+    message waits until the budget allows it (0: no limit)."""
 
 
 @dataclass(slots=True)
@@ -82,6 +88,8 @@ class ListenerStats:
     """Connections whose TLS handshake failed, or whose certificate's subject is not allowed."""
     refused: int = 0
     """Connections closed at once: from an address not allowed, or over max_connections."""
+    held_back: int = 0
+    """Messages that waited because their connection was over its rejection budget."""
     evicted: int = 0
     """Connections that never completed a message, closed to give their slot to a newcomer."""
 
@@ -136,16 +144,15 @@ class MLLPListener:
         victim = min(idle, key=lambda c: c.opened)
         self._connections.discard(victim)
         self.stats.evicted += 1
-        host = victim.peer.rsplit(":", 1)[0]  # once a minute per address, not per connection
-        if now - self._refusals_logged.get(host, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
-            self._refusals_logged[host] = now
-            log.warning(
-                "listener %s: %s: closed %s, open %.0fs without a message, for a new connection",
-                self.limits.name,
-                why,
-                victim.peer,
-                now - victim.opened,
-            )
+        self.log_once(  # once a minute per address, not per connection
+            victim.peer.rsplit(":", 1)[0],
+            now,
+            "listener %s: %s: closed %s, open %.0fs without a message, for a new connection",
+            self.limits.name,
+            why,
+            victim.peer,
+            now - victim.opened,
+        )
         if victim.transport is not None:
             victim.transport.abort()
         return True
@@ -162,16 +169,24 @@ class MLLPListener:
         self.stats.tls_refused += 1  # after the log line: whoever sees the count finds the line
 
     def log_refusal(self, address: str, reason: str, now: float) -> None:
-        """Logged once per address per minute: a flood must not flood the log."""
         self.stats.refused += 1
-        if now - self._refusals_logged.get(address, -REFUSAL_LOG_INTERVAL) < REFUSAL_LOG_INTERVAL:
+        self.log_once(
+            address,
+            now,
+            "listener %s: connection from %s refused: %s",
+            self.limits.name,
+            address,
+            reason,
+        )
+
+    def log_once(self, key: str, now: float, text: str, *args: object) -> None:
+        """A warning logged once a minute per ``key``: a flood must not flood the log."""
+        if now - self._refusals_logged.get(key, -REFUSAL_LOG_INTERVAL) < REFUSAL_LOG_INTERVAL:
             return
         if len(self._refusals_logged) > 10_000:
             self._refusals_logged.clear()
-        self._refusals_logged[address] = now
-        log.warning(
-            "listener %s: connection from %s refused: %s", self.limits.name, address, reason
-        )
+        self._refusals_logged[key] = now
+        log.warning(text, *args)
 
     @property
     def port(self) -> int:
@@ -242,6 +257,8 @@ class _Connection(asyncio.Protocol):
         """Messages this connection completed (frames handed over)."""
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._allowance = self.limits.rejections_per_second  # rejections it may have now
+        self._allowance_at = self._last_activity
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------------
 
@@ -384,8 +401,7 @@ class _Connection(asyncio.Protocol):
                 break
         self._settle_if_idle()
 
-    def _reply(self, acks: list[bytes]) -> None:
-        self._busy = False
+    def _reply(self, acks: list[bytes], rejected: bool = False) -> None:
         if self._lost:
             self.listener.stats.unanswered += 1
             log.warning(
@@ -398,7 +414,38 @@ class _Connection(asyncio.Protocol):
             assert transport is not None
             transport.write(b"".join(encode_frame(ack) for ack in acks))
             self._last_activity = self._loop.time()
+        wait = self._spend_rejection() if rejected else 0.0
+        if wait > 0:  # still busy: the next message, and closing, wait for the budget
+            self._loop.call_later(wait, self._release)
+            return
+        self._release()
+
+    def _release(self) -> None:
+        self._busy = False
         self._next()
+
+    def _spend_rejection(self) -> float:
+        """Count a rejection against the connection's budget (a token bucket refilled at
+        ``rejections_per_second``); the seconds its next message must wait, 0 when within it."""
+        rate = self.limits.rejections_per_second
+        if rate <= 0:
+            return 0.0
+        now = self._loop.time()
+        self._allowance = min(rate, self._allowance + (now - self._allowance_at) * rate) - 1
+        self._allowance_at = now
+        if self._allowance >= 0:
+            return 0.0
+        self.listener.stats.held_back += 1
+        self.listener.log_once(
+            f"budget {self.peer.rsplit(':', 1)[0]}",
+            now,
+            "listener %s: %s has more than %g messages a second rejected; its next messages"
+            " wait their turn",
+            self.limits.name,
+            self.peer,
+            rate,
+        )
+        return -self._allowance / rate
 
     def _settle_if_idle(self) -> None:
         if not self._ending or self._busy or self.events:

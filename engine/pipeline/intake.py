@@ -150,7 +150,7 @@ class Intake:
                     self.observe(self.listener.name, "not stored", " ".join(codes), size, elapsed)
                 return
             self._log(result, control_id)
-            reply(list(result.settled.acks))
+            reply(list(result.settled.acks), result.settled.status == MessageStatus.REJECTED)
             if self.observe is not None:
                 settled = result.settled
                 elapsed = time.monotonic() - started

@@ -77,6 +77,13 @@ class ListenerSettings:
         " senders' places.",
         default=64,
     )
+    rejections_per_second: float = setting(
+        "Messages a connection may have rejected (AR/AE for what it sent) a second before its"
+        " next message waits its turn: every rejected frame is still stored and answered, but"
+        " a sender of garbage cannot take the store and the event loop from the senders that"
+        " work. 0: no limit.",
+        default=20.0,
+    )
 
     def check(self) -> list[Issue]:
         """Problems with these values."""
@@ -93,6 +100,8 @@ class ListenerSettings:
             problems.append(Issue("read_timeout must be more than 0", None))
         if self.max_connections < 1:
             problems.append(Issue("max_connections must be at least 1"))
+        if self.rejections_per_second < 0:
+            problems.append(Issue("rejections_per_second must be 0 (no limit) or more"))
         for entry in self.allow:
             try:
                 ipaddress.ip_network(entry, strict=False)
