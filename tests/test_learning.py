@@ -83,6 +83,11 @@ def _probabilities(store: Engine) -> dict[str, tuple[int, float, str, str]]:
         }
 
 
+def _by_field(evidence: str) -> dict[str, dict[str, object]]:
+    """A proposal's evidence items by comparison (and ``prior``, reviewers')."""
+    return {item["field"]: item for item in json.loads(evidence)}
+
+
 def _reject(store: Engine, found: dict[str, tuple[int, float, str, str]], count: int) -> None:
     pending = [uid for uid in sorted(found) if found[uid][2] == ProposalStatus.PENDING]
     for uid in pending[:count]:
@@ -105,7 +110,9 @@ def test_rejections_of_one_error_pattern_lower_it_in_the_next_run(
     reconcile(store, SETTINGS)
     before = _probabilities(store)
     assert len(before) == len(FAMILIES)
-    assert all(json.loads(ev)[3]["level"] == "one_digit" for _i, _p, _s, ev in before.values())
+    assert all(
+        _by_field(ev)["birth_date"]["level"] == "one_digit" for _i, _p, _s, ev in before.values()
+    )
     _reject(store, before, 8)
     reconcile(store, SETTINGS)
     after = _probabilities(store)
@@ -116,7 +123,7 @@ def test_rejections_of_one_error_pattern_lower_it_in_the_next_run(
         old, new = before[uid][1], after[uid][1]
         assert new < old
         assert new == pytest.approx(weight * old / (weight + 8))
-        items = {item["field"]: item for item in json.loads(after[uid][3])}
+        items = _by_field(after[uid][3])
         assert items[REVIEWERS]["level"] == "0 of 8 approved" and items[REVIEWERS]["weight"] < 0
     learnt = _learnt(store)
     assert (learnt.approved, learnt.rejected, learnt.left_out) == (0, 8, 0)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, inspect, select, update
 
 from engine.config.loader import load_config
 from engine.mpi.importer import MpiImport
@@ -339,9 +339,18 @@ def test_term_frequency_makes_rare_names_count_more() -> None:
 def test_exclusive_probabilities_split_between_lookalikes() -> None:
     rows = np.array([0, 0, 1])
     odds = np.array([20.0, 20.0, 20.0])
-    probabilities = model.exclusive_probabilities(rows, odds, 2)
+    probabilities = model.exclusive_probabilities(rows, odds, 2, 0.9)
     assert probabilities[0] == pytest.approx(0.5, abs=1e-5)
     assert probabilities[2] > 0.9999
+
+
+def test_not_in_the_mpi_weighs_one_minus_the_match_rate() -> None:
+    """Posterior odds 1 (prior π / patients times the Bayes factor) against a study whose
+    patient is not in the MPI (prior 1 - π): with π = 0.9 the candidate is ten times likelier."""
+    even = np.array([0.0])
+    rows = np.array([0])
+    assert model.exclusive_probabilities(rows, even, 1, 0.9)[0] == pytest.approx(1 / 1.1)
+    assert model.exclusive_probabilities(rows, even, 1, 0.5)[0] == pytest.approx(1 / 1.5)
 
 
 def test_reconciler_settings_are_checked_with_file_and_line(tmp_path: Path) -> None:
@@ -629,6 +638,9 @@ def test_blocking_finds_patients_when_birth_date_and_family_name_both_fail(
         "7.4,,X4,OTHER,NOWAK,TERESA,,,F,2025-01-02,CT,CT,9 OAK AVE,62799,217 555 0199",
         # a nickname, married, the day mistyped
         "7.5,,X5,OTHER,JONES,BILL,,1958-03-15,M,2025-01-02,CT,CT,,,",
+        # only an initial for the given name, the year mistyped: the family name's keys of
+        # every given name with that initial
+        "7.6,,X6,OTHER,SMITH,W,,1968-03-14,M,2025-01-02,CT,CT,,,",
     ]
     MpiImport(store, write(tmp_path / "mpi.csv", ADDRESS_MPI_HEADER, mpi)).run()
     StudyImport(store, write(tmp_path / "studies.csv", ADDRESS_STUDY_HEADER, studies)).run()
@@ -638,9 +650,14 @@ def test_blocking_finds_patients_when_birth_date_and_family_name_both_fail(
     assert "100500" in found["7.3"]["H"]
     assert found["7.4"]["P"] == {"100388"}
     assert "100800" in found["7.5"]["Y"]
+    assert found["7.6"] == {blocking.INITIAL_SOURCE: {"100800"}}
     # none of them is found by the keys that were there before
-    for uid in ("7.1", "7.3", "7.4", "7.5"):
+    for uid in ("7.1", "7.3", "7.4", "7.5", "7.6"):
         assert not set(found[uid]) & {"F", "G", "birth date"}, uid
+    # every key made anew (SQLite: staged, then in key order): the patient index is back
+    with store.connect() as connection:
+        indexes = inspect(connection).get_indexes("patient_keys")
+    assert [index["column_names"] for index in indexes] == [["patient_id"]]
 
 
 def test_one_slip_variants_and_house_numbers() -> None:

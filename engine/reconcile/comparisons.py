@@ -31,6 +31,7 @@ __all__ = [
     "FAMILY_NAME",
     "GIVEN_NAME",
     "IDENTIFIER",
+    "MIDDLE_NAME",
     "ONE_SLIP_LENGTH",
     "PHONE",
     "SEX",
@@ -339,6 +340,49 @@ GIVEN_NAME = Comparison(
 )
 
 
+# --- middle name ----------------------------------------------------------------------------
+
+MIDDLE_S: Field = ("s", "middle")
+MIDDLE_P: Field = ("p", "middle")
+
+
+def _no_middle_name(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    """A middle name missing on either side, or one side's given name being the other's middle
+    name (that evidence is the given name's ``middle_swapped``, not counted twice)."""
+    return either_empty(MIDDLE_S, MIDDLE_P)(pairs, _where) | _middle_swapped(pairs, _where)
+
+
+def _full_middle(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    """Both middle names more than an initial, and the same."""
+    full = (pairs.lengths(*MIDDLE_S) > 1) & (pairs.lengths(*MIDDLE_P) > 1)
+    return full & same(MIDDLE_S, MIDDLE_P)(pairs, _where)
+
+
+def _middle_initial(pairs: Pairs, _where: np.ndarray) -> np.ndarray:
+    """The same first letter, one of them (or both) an initial: C against CATHERINE."""
+    one_letter = (pairs.lengths(*MIDDLE_S) == 1) | (pairs.lengths(*MIDDLE_P) == 1)
+    return one_letter & same(MIDDLE_S, MIDDLE_P, first_letter)(pairs, _where)
+
+
+def _similar_middle_name(pairs: Pairs, where: np.ndarray) -> np.ndarray:
+    full = (pairs.lengths(*MIDDLE_S) > 1) & (pairs.lengths(*MIDDLE_P) > 1)
+    return similar_name(pairs, MIDDLE_S, MIDDLE_P, full & where)
+
+
+MIDDLE_NAME = Comparison(
+    "middle_name",
+    (
+        Level.null(_no_middle_name),
+        Level("exact", _full_middle, m=0.6, u=0.01),
+        Level("initial", _middle_initial, m=0.3, u=0.07),
+        Level("similar", _similar_middle_name, m=0.03, u=0.003),
+        Level.otherwise("different", m=0.07, u=0.917),
+    ),
+)
+"""Middle names or initials: PACS often keep only the initial, so an initial agreeing with the
+MPI's full middle name is a level of its own (weaker than the full name, far from nothing)."""
+
+
 # --- birth date -----------------------------------------------------------------------------
 
 BIRTH_S: Field = ("s", "birth")
@@ -556,7 +600,17 @@ ACCESSION = Comparison(
 """An order with the study's accession number: of this patient, or of another one."""
 
 
-COMPARISONS = (FAMILY_NAME, GIVEN_NAME, BIRTH_DATE, SEX, IDENTIFIER, ADDRESS, PHONE, ACCESSION)
+COMPARISONS = (
+    FAMILY_NAME,
+    GIVEN_NAME,
+    MIDDLE_NAME,
+    BIRTH_DATE,
+    SEX,
+    IDENTIFIER,
+    ADDRESS,
+    PHONE,
+    ACCESSION,
+)
 """Every comparison the model weighs, in the order evidence is listed (the columns of the
 level matrix)."""
 COLUMNS = {comparison.name: column for column, comparison in enumerate(COMPARISONS)}

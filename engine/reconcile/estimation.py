@@ -55,11 +55,16 @@ class Parameters:
 
     @classmethod
     def from_json(cls, text: str) -> Parameters | None:
-        """The parameters saved by a run; None for a form this version does not know."""
+        """The parameters saved by a run; None for a form this version does not know. A
+        comparison added since the run starts from its starting m and prior u."""
         try:
             parameters = cls(**json.loads(text))
         except (TypeError, ValueError):
             return None
+        for comparison in COMPARISONS:
+            if comparison.name not in parameters.m and comparison.name not in parameters.u:
+                parameters.m[comparison.name] = comparison.starting_m
+                parameters.u[comparison.name] = comparison.prior_u
         known = all(len(parameters.m.get(c.name, ())) == len(c.levels) for c in COMPARISONS)
         return parameters if known else None
 
@@ -197,7 +202,7 @@ def estimate_match_rate(
     rate = start
     for _ in range(50):
         probabilities = exclusive_probabilities(
-            study_rows, bayes_log2 + prior_log2_odds(rate, patients), studies
+            study_rows, bayes_log2 + prior_log2_odds(rate, patients), studies, rate
         )
         matched = np.bincount(study_rows, weights=probabilities, minlength=studies)
         new = float(np.clip(matched.mean() if studies else start, 0.01, 0.999))
@@ -236,12 +241,15 @@ def match_weights(
 
 
 def exclusive_probabilities(
-    study_rows: np.ndarray, log2_odds: np.ndarray, studies: int
+    study_rows: np.ndarray, log2_odds: np.ndarray, studies: int, match_rate: float
 ) -> np.ndarray:
     """The probability that each candidate is *the* patient of its study, given that a study
-    has at most one: odds_i / (1 + Σ odds of the study's candidates). Two near-identical
-    candidates (twins) share the probability instead of both looking certain."""
+    has at most one: odds_i / ((1 - π) + Σ odds of the study's candidates), ``log2_odds``
+    including the prior π / patients. The study's patient is not in the MPI with prior 1 - π
+    (and every pair then random); candidate i is it with prior π / patients times its Bayes
+    factor. Two near-identical candidates (twins) share the probability instead of both
+    looking certain."""
     clipped = np.clip(log2_odds, -MAX_LOG2_ODDS, MAX_LOG2_ODDS)
     odds = np.exp2(clipped)
     total = np.bincount(study_rows, weights=odds, minlength=studies)
-    return odds / (1.0 + total[study_rows])
+    return odds / ((1.0 - match_rate) + total[study_rows])

@@ -213,7 +213,9 @@ def _frequency_bonus(
 ) -> dict[str, np.ndarray]:
     """Per pair, log2(u_exact / tf(value)) where the level is ``exact``: rare names weigh
     more, common ones less, but an exact match never less than a near spelling (NANCY =
-    NANCY is better evidence than NANCY ~ NANCIE, however common NANCY is).
+    NANCY is better evidence than NANCY ~ NANCIE, however common NANCY is). A near spelling
+    (``similar``, ``phonetic``) of a rare name weighs more by the frequency of the patient's
+    name: SANDOVL for SANDOVAL more than MILLWR for MILLER (never less than the level).
 
     Swapped names are adjusted to weigh what the same names in the right fields would: the
     family and the given name swapped are one observation, not two rare coincidences."""
@@ -232,6 +234,12 @@ def _frequency_bonus(
         values = getattr(studies, comparison.frequency_field)
         by_study = _term_bonus(values, table, u_exact, lowest)
         bonus = np.where(level == exact, by_study[pairs.study_rows], 0.0)
+        # A slip of a rare name is as rare as the name: the chance that a random patient's
+        # name is one slip from the study's is about that of the patient's name itself. A
+        # common name's slip keeps the level's weight (a small MPI's frequencies say little).
+        spelt = np.flatnonzero(np.isin(level, spellings))
+        patient_values = pairs.values("p", comparison.frequency_field, spelt)
+        bonus[spelt] = _term_bonus(patient_values, table, u_exact, 0.0)
         if "swapped" in comparison.names:
             swapped = comparison.code_of("swapped")
             crossed = getattr(studies, SWAPPED_FIELDS[comparison.frequency_field])
@@ -285,7 +293,9 @@ def score(
         )
     prior = estimation.prior_log2_odds(parameters.match_rate, parameters.patients)
     total = bayes + prior
-    model = estimation.exclusive_probabilities(pairs.study_rows, total, len(study_uids))
+    model = estimation.exclusive_probabilities(
+        pairs.study_rows, total, len(study_uids), parameters.match_rate
+    )
     which = learnt.patterns_of(levels) if learnt is not None else np.full(len(model), -1)
     probability = learnt.adjust(which, model) if learnt is not None else model
     keep = np.flatnonzero(probability >= settings.possible)
