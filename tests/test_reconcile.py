@@ -503,6 +503,24 @@ def test_a_slip_of_the_first_letter_is_a_similar_name_and_swapped_names_count_on
         _frequency_bonus(right_levels, right, parameters, frequencies),
     )
     assert weights[2, :2].sum() == pytest.approx(exact[0, :2].sum())
+    # Swapped and misspelt (DAVIS^ANDREW for ANDRE^DAVID): near spellings, not two rare names.
+    near = Pairs(
+        _records(["DAVIS"], ["ANDREW"]),
+        _records(["ANDRE"], ["DAVID"]),
+        np.zeros(1, int),
+        np.zeros(1, int),
+    )
+    near_levels = compare(near)
+    assert family.levels[near_levels[0, 0]].name == "swapped"
+    rare = {"family": {"ANDRE": 1e-6}, "given": {"DAVIS": 1e-6}}
+    near_weights = model.match_weights(
+        near_levels, parameters, _frequency_bonus(near_levels, near, parameters, rare)
+    )
+    spelt = [
+        max(parameters.weights()[column][c.code_of(level)] for level in c.spellings)
+        for column, c in enumerate((family, given))
+    ]
+    assert near_weights[0, :2].tolist() == pytest.approx(spelt)
 
 
 IMPLAUSIBLE_MPI = [

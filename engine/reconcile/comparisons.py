@@ -45,6 +45,7 @@ __all__ = [
     "first_letter",
     "other_century",
     "same",
+    "share_a_word",
     "similar_name",
     "study_turned",
     "swapped",
@@ -217,7 +218,7 @@ def _share_word(a: str, b: str) -> bool:
     return bool(a) and bool(b) and not set(a.split()).isdisjoint(b.split())
 
 
-def _overlap(pairs: Pairs, a: Field, b: Field) -> np.ndarray:
+def share_a_word(pairs: Pairs, a: Field, b: Field) -> np.ndarray:
     """Per pair, whether the two names share a word (equal single words included)."""
     equal = pairs.codes(*a) == pairs.codes(*b)
     equal &= pairs.codes(*a) != 0
@@ -230,7 +231,7 @@ def swapped(pairs: Pairs) -> np.ndarray:
     made once per pair set, for both name comparisons."""
 
     def build() -> np.ndarray:
-        crossed = _overlap(pairs, FAMILY_S, GIVEN_P) & _overlap(pairs, GIVEN_S, FAMILY_P)
+        crossed = share_a_word(pairs, FAMILY_S, GIVEN_P) & share_a_word(pairs, GIVEN_S, FAMILY_P)
         filled_all = ~(
             pairs.empty(*FAMILY_S)
             | pairs.empty(*GIVEN_S)

@@ -23,6 +23,7 @@ from engine.reconcile.comparisons import (
     GIVEN_NAME,
     IDENTIFIER,
     compare,
+    share_a_word,
 )
 from engine.reconcile.kernel import Pairs, Records
 from engine.reconcile.names import name_words
@@ -218,7 +219,8 @@ def _frequency_bonus(
     name: SANDOVL for SANDOVAL more than MILLWR for MILLER (never less than the level).
 
     Swapped names are adjusted to weigh what the same names in the right fields would: the
-    family and the given name swapped are one observation, not two rare coincidences."""
+    family and the given name swapped are one observation, not two rare coincidences (names
+    swapped and misspelt weigh as near spellings)."""
     weights = parameters.weights()
     out = {}
     for column, comparison in enumerate(COMPARISONS):
@@ -234,21 +236,31 @@ def _frequency_bonus(
         values = getattr(studies, comparison.frequency_field)
         by_study = _term_bonus(values, table, u_exact, lowest)
         bonus = np.where(level == exact, by_study[pairs.study_rows], 0.0)
-        # A slip of a rare name is as rare as the name: the chance that a random patient's
-        # name is one slip from the study's is about that of the patient's name itself. A
-        # common name's slip keeps the level's weight (a small MPI's frequencies say little).
+        # A slip of a rare name is about as rare as the name: the chance that a random
+        # patient's name is one slip from the study's is about that of the commoner of the two
+        # (DAVIS for DAVID: DAVIS is common). A common name's slip keeps the level's weight
+        # (a small MPI's frequencies say little).
+        field = comparison.frequency_field
         spelt = np.flatnonzero(np.isin(level, spellings))
-        patient_values = pairs.values("p", comparison.frequency_field, spelt)
-        bonus[spelt] = _term_bonus(patient_values, table, u_exact, 0.0)
+        bonus[spelt] = np.minimum(
+            _term_bonus(pairs.values("p", field, spelt), table, u_exact, 0.0),
+            _term_bonus(pairs.values("s", field, spelt), table, u_exact, 0.0),
+        )
         if "swapped" in comparison.names:
             swapped = comparison.code_of("swapped")
-            crossed = getattr(studies, SWAPPED_FIELDS[comparison.frequency_field])
+            crossed_field = SWAPPED_FIELDS[field]
+            crossed = getattr(studies, crossed_field)
             as_exact = (
                 weights[column][exact]
                 - weights[column][swapped]
                 + _term_bonus(crossed, table, u_exact, lowest)
             )
-            bonus = np.where(level == swapped, as_exact[pairs.study_rows], bonus)
+            # Swapped names that are only near spellings of each other weigh as near spellings.
+            as_spelt = weights[column][spellings].max() - weights[column][swapped]
+            same = share_a_word(pairs, ("s", crossed_field), ("p", field))
+            bonus = np.where(
+                level == swapped, np.where(same, as_exact[pairs.study_rows], as_spelt), bonus
+            )
         out[comparison.name] = bonus
     return out
 
