@@ -689,3 +689,24 @@ def test_one_slip_variants_and_house_numbers() -> None:
     assert slipped not in blocking.record_keys(studies, 0, study=True)
     studies.birth = [""]  # no birth date: the names one slip away are asked for too
     assert slipped in blocking.record_keys(studies, 0, study=True)
+
+
+def test_em_never_learns_a_disagreement_away_when_no_match_in_the_training_set_shows_it() -> None:
+    """Training pairs whose true matches all agree on address and phone (nobody moved): EM
+    keeps "different" at no less than a tenth of its starting m, so a patient who did move is
+    not ruled out by one field."""
+    names = [c.name for c in COMPARISONS]
+    agree = [1] * len(COMPARISONS)
+    differ = [len(c.levels) - 1 for c in COMPARISONS]
+    levels = np.array([agree] * 2_000 + [differ] * 8_000, dtype=np.int8)
+    start = model.starting_m()
+    u = {c.name: [0.0] + [0.001] * (len(c.levels) - 2) + [1.0] for c in COMPARISONS}
+    u = {name: model._normalised(np.array(values)) for name, values in u.items()}
+    m, _, _ = model.estimate_m([(levels, ())], u, start, iterations=50)
+    for name in ("address", "phone"):
+        index = names.index(name)
+        learnt, started = m[name][-1], start[name][-1]
+        assert learnt >= 0.1 * started * 0.9, (name, learnt, started)  # floored, renormalised
+        weight = np.log2(learnt / u[name][-1])
+        assert weight > -8, (name, weight)
+        assert levels[:2_000, index].max() == 1  # no true match disagreed on it

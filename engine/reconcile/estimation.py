@@ -16,6 +16,11 @@ FLOOR = 1e-9
 """No probability is estimated below this: a level never seen is rare, not impossible."""
 MAX_LOG2_ODDS = 60.0
 EM_TOLERANCE = 1e-4
+M_FLOOR_SHARE = 0.1
+"""EM never learns a level's m below this share of its starting m: a synthetic or clean
+training set in which true matches never disagree on an address (no patient moved) would
+otherwise drive that level's m to nothing, and a patient who did move would be all but ruled
+out by one field (about -30 bits where the start says -3)."""
 """EM stops when no probability moves by more than this in an iteration."""
 PRIOR_PAIRS = 1000.0
 """How many random pairs the prior u values count for."""
@@ -139,6 +144,7 @@ def _em(
     iterations: int,
 ) -> tuple[dict[str, list[float]], float, int, bool]:
     patterns, counts = _patterns(levels)
+    floors = {k: np.asarray(v) * M_FLOOR_SHARE for k, v in m.items()}
     m = {k: list(v) for k, v in m.items()}
     for iteration in range(1, iterations + 1):
         match = lam * _likelihoods(patterns, m)
@@ -152,7 +158,7 @@ def _em(
             level_counts = np.bincount(
                 patterns[:, column], weights=weighted, minlength=len(comparison.levels)
             )
-            values = _normalised(level_counts)
+            values = _floored(_normalised(level_counts), floors[comparison.name])
             change = max(
                 change, max(abs(a - b) for a, b in zip(values, m[comparison.name], strict=True))
             )
@@ -160,6 +166,14 @@ def _em(
         if change < EM_TOLERANCE:
             return m, lam, iteration, True
     return m, lam, iterations, False
+
+
+def _floored(values: list[float], floor: np.ndarray) -> list[float]:
+    """``values`` (a distribution over levels, null first) with none of the non-null levels
+    below ``floor``, renormalised."""
+    raised = np.asarray(values, dtype=float)
+    raised[1:] = np.maximum(raised[1:], floor[1:])
+    return _normalised(raised)
 
 
 def estimate_m(
