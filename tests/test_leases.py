@@ -4,6 +4,8 @@ the keeper sharing work between engines; SQLite has none (one engine per file)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from engine.leases.records import (
     Fence,
     LeaseLost,
     acquire,
+    end_stalled_transactions,
     read_leases,
     release,
     renew,
@@ -26,6 +29,8 @@ from engine.store.database import open_store
 from engine.store.operations import DeliveryUpdate, RoutedMessage, RoutingRecord
 from engine.store.schema import DeliveryState
 from engine.store.writer import StoreWriter
+from engine.testing import free_port
+from tests.support import cli_env, crosswalk, serving
 
 ON_POSTGRESQL = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 """Leases need PostgreSQL: these tests run on the test server (skipped when it is not set)."""
@@ -54,12 +59,12 @@ def test_renewal_keeps_a_lease_and_an_expired_one_is_taken_over_at_a_higher_epoc
 ) -> None:
     epoch = acquire(pg, "mpi", "a", 0.5)
     assert epoch == 1
-    assert renew(pg, "a", {"mpi": 1}, 0.5) == {"mpi"}
+    assert renew(pg, "a", {"mpi": 1}, 0.5) == ({"mpi"}, set())
     assert acquire(pg, "mpi", "b", 30) is None  # renewed: still a's
     time.sleep(0.7)
     assert acquire(pg, "mpi", "b", 30) == 2
-    assert renew(pg, "a", {"mpi": 1}, 30) == set()  # a finds it gone
-    assert renew(pg, "b", {"mpi": 2}, 30) == {"mpi"}
+    assert renew(pg, "a", {"mpi": 1}, 30) == (set(), set())  # a finds it gone
+    assert renew(pg, "b", {"mpi": 2}, 30) == ({"mpi"}, set())
 
 
 @ON_POSTGRESQL
@@ -188,6 +193,26 @@ def test_a_takeover_waits_for_a_fenced_write_in_progress(pg: Engine) -> None:
             check.close()
 
 
+@ON_POSTGRESQL
+def test_a_fenced_write_left_idle_by_a_paused_engine_does_not_hold_the_takeover(
+    pg: Engine,
+) -> None:
+    """The server ends an engine's transaction idle for half the lease time: a holder paused in
+    the middle of a fenced write releases the lease row before the lease can expire."""
+    end_stalled_transactions(pg, 0.4)
+    acquire(pg, "mpi", "a", 0.4)
+    stalled = pg.raw_connection()
+    try:
+        Fence("mpi", "a", 1).check(stalled.cursor())  # then nothing: the engine is paused
+        time.sleep(0.6)
+        began = time.monotonic()
+        assert acquire(pg, "mpi", "b", 30) == 2
+        assert time.monotonic() - began < 0.5
+    finally:
+        with contextlib.suppress(Exception):
+            stalled.close()
+
+
 class Work:
     """A piece of work that records when it ran."""
 
@@ -294,3 +319,28 @@ def test_sqlite_has_no_leases(tmp_path: Path) -> None:
             LeaseKeeper(store)
     finally:
         store.dispose()
+
+
+def test_a_second_engine_on_one_sqlite_file_is_refused_with_the_first_ones_pid(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "c.db"
+    first_port, second_port = free_port(), free_port()
+    with serving(
+        ["--db", str(db), "--port", str(first_port)], first_port, tmp_path / "1.log"
+    ) as first:
+        second = subprocess.run(
+            crosswalk("serve", "--db", str(db), "--port", str(second_port)),
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=60,
+        )
+        assert first.poll() is None  # the first goes on
+    assert second.returncode != 0
+    assert f"is in use by another engine (pid {first.pid} on" in second.stderr
+    assert "run several engines on PostgreSQL" in second.stderr
+    assert first.returncode == 0
+    # Once the first has stopped, the file is free again.
+    with serving(["--db", str(db), "--port", str(second_port)], second_port, tmp_path / "2.log"):
+        pass

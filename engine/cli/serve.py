@@ -15,6 +15,7 @@ from engine import logs
 from engine.cli.common import DbOption, fail, load_config_or_fail, use_keys
 from engine.config.loader import load_config
 from engine.config.model import EngineConfig
+from engine.leases.keeper import LEASE_TTL
 from engine.pipeline.open_files import check_connection_room, raise_open_file_limit
 from engine.pipeline.reload import log_warnings
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT
@@ -82,6 +83,15 @@ def serve(
             " what is left to route is routed first at the next start.",
         ),
     ] = SHUTDOWN_TIMEOUT,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="PostgreSQL (several engines): seconds an engine's hold on a queue, the MPI or"
+            " routing lasts unless renewed; another engine takes over that long after it dies."
+            " Every engine on one database should use the same value.",
+        ),
+    ] = LEASE_TTL,
 ) -> None:
     """Run the engine: listeners, store and routes, until SIGTERM or SIGINT."""
     try:
@@ -115,6 +125,7 @@ def serve(
                 routing_timeout=routing_timeout,
                 commit_timeout=commit_timeout,
                 shutdown_timeout=shutdown_timeout,
+                lease_ttl=lease_ttl,
             )
             runner.run(server.run())
     except StoreError as error:

@@ -26,7 +26,16 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from engine.leases.records import MEMBER, Fence, acquire, release, renew, survey
+from engine.leases.records import (
+    MEMBER,
+    Fence,
+    acquire,
+    end_stalled_transactions,
+    lease_engine,
+    release,
+    renew,
+    survey,
+)
 from engine.store.database import describe_failure
 
 log = logging.getLogger(__name__)
@@ -99,6 +108,8 @@ class LeaseKeeper:
     _poke: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _stopped: bool = False
+    _db: Engine | None = None
+    """The keeper's own connections (statements bounded by a renewal period)."""
     engines: int = 1
     """Engines alive at the last look (this one included)."""
 
@@ -117,6 +128,8 @@ class LeaseKeeper:
 
     async def start(self) -> None:
         """Say this engine is alive and start renewing and taking leases."""
+        end_stalled_transactions(self.store, self.ttl)
+        self._db = lease_engine(self.store, self.renew_every)
         self._member = _Member(MEMBER + self.holder)
         await self._join()
         loop = asyncio.get_running_loop()
@@ -127,9 +140,13 @@ class LeaseKeeper:
     async def _join(self) -> None:
         assert self._member is not None
         epoch = await asyncio.to_thread(
-            acquire, self.store, self._member.name, self.holder, self.ttl
+            acquire, self._leases(), self._member.name, self.holder, self.ttl
         )
         self._member.epoch = epoch or 0
+
+    def _leases(self) -> Engine:
+        assert self._db is not None, "start() first"
+        return self._db
 
     def holds(self, name: str) -> bool:
         return name in self.held
@@ -166,9 +183,12 @@ class LeaseKeeper:
                     await task
         async with self._lock:
             await self._give_back(list(self.held), member=True)
+        if self._db is not None:
+            self._db.dispose()
 
     async def _run(self) -> None:
         while True:
+            self._poke.clear()  # a want() from here on is seen at the next tick
             try:
                 async with self._lock:
                     await self._tick()
@@ -180,7 +200,6 @@ class LeaseKeeper:
                     " in time stops",
                     describe_failure(error),
                 )
-            self._poke.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.renew_every):
                     await self._poke.wait()
@@ -191,19 +210,21 @@ class LeaseKeeper:
         began = time.monotonic()
         held = {name: lease.fence.epoch for name, lease in self.held.items()}
         held[self._member.name] = self._member.epoch
-        kept = await asyncio.to_thread(renew, self.store, self.holder, held, self.ttl)
-        if self._member.name not in kept:
+        kept, locked = await asyncio.to_thread(renew, self._leases(), self.holder, held, self.ttl)
+        if self._member.name not in kept | locked:
             await self._join()  # deleted as dead while this engine was paused: join again
         until = began + self.ttl - self.margin
         for name, lease in list(self.held.items()):
             if name in kept:
                 lease.valid_until = until
+            elif name in locked:
+                log.warning("leases: %s could not be renewed (its row is locked)", name)
             else:
                 log.warning("leases: %s was taken over by another engine; its work stops", name)
                 await self._stop_work(name)
         if self._stopped:
             return
-        seen = await asyncio.to_thread(survey, self.store, list(self._wanted), self.holder)
+        seen = await asyncio.to_thread(survey, self._leases(), list(self._wanted), self.holder)
         self.engines = seen.engines
         share = math.ceil(len(self._wanted) / seen.engines)
         if len(self.held) > share:
@@ -215,7 +236,7 @@ class LeaseKeeper:
 
     async def _take(self, name: str) -> None:
         began = time.monotonic()
-        epoch = await asyncio.to_thread(acquire, self.store, name, self.holder, self.ttl)
+        epoch = await asyncio.to_thread(acquire, self._leases(), name, self.holder, self.ttl)
         if epoch is None:
             return  # another engine was quicker
         fence = Fence(name, self.holder, epoch)
@@ -242,7 +263,7 @@ class LeaseKeeper:
         if member and self._member is not None:
             epochs[self._member.name] = self._member.epoch
         try:
-            await asyncio.to_thread(release, self.store, self.holder, epochs)
+            await asyncio.to_thread(release, self._leases(), self.holder, epochs)
         except Exception as error:  # they expire by themselves
             log.warning("leases: could not hand back %s: %s", names, describe_failure(error))
         for name in names:

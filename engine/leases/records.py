@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import OperationalError
 
 from engine.errors import CrosswalkError
+from engine.store.database import open_engine
 
 MEMBER = "engine:"
 """Prefix of the rows that say an engine is alive: ``engine:<holder>``."""
@@ -59,12 +61,48 @@ _ACQUIRE = text(
 )
 _RENEW = text(
     """
-    UPDATE leases AS l SET expires_at = now() + make_interval(secs => :ttl)
-    FROM unnest(CAST(:names AS text[]), CAST(:epochs AS bigint[])) AS h(name, epoch)
-    WHERE l.name = h.name AND l.epoch = h.epoch AND l.holder = :holder
-    RETURNING l.name
+    UPDATE leases SET expires_at = now() + make_interval(secs => :ttl)
+    WHERE name = :name AND epoch = :epoch AND holder = :holder
     """
 )
+
+
+def end_stalled_transactions(engine: Engine, ttl: float) -> None:
+    """Have the server end this engine's transactions left idle for ``ttl / 2`` seconds.
+
+    A write fenced by a lease locks the lease's row until it commits: were the engine paused
+    in the middle of one, no one could take its leases over until it resumed. Its leases
+    expire no sooner than ``3 * ttl / 4`` after its last renewal, so by then the server has
+    already rolled such a transaction back (and the engine's writer reconnects).
+    """
+    timeout_ms = max(1, int(ttl * 500))
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}")
+        dbapi_connection.commit()
+
+    engine.dispose()  # the connections already open get it as they are made again
+
+
+def lease_engine(store: Engine, wait: float) -> Engine:
+    """The keeper's own connections to the store (two at most): apart from the engine's pool,
+    so that busy workers never hold up a renewal, and with every statement bounded by ``wait``
+    seconds (a lease row locked by a paused engine's write must not hold a renewal for long)."""
+    engine = open_engine(
+        store.url.render_as_string(hide_password=False), pool_size=2, max_overflow=0
+    )
+    timeout_ms = max(1, int(wait * 1000))
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {timeout_ms}")
+            cursor.execute(f"SET statement_timeout = {timeout_ms}")
+        dbapi_connection.commit()
+
+    return engine
 
 
 def acquire(engine: Engine, name: str, holder: str, ttl: float) -> int | None:
@@ -75,18 +113,39 @@ def acquire(engine: Engine, name: str, holder: str, ttl: float) -> int | None:
     return None if row is None else int(row[0])
 
 
-def renew(engine: Engine, holder: str, held: Mapping[str, int], ttl: float) -> set[str]:
-    """Extend the leases ``held`` (name → epoch) by ``ttl`` seconds from now: the names still
-    held. One missing was taken over (after it expired): its work must stop."""
-    if not held:
-        return set()
-    names = list(held)
-    with engine.begin() as connection:
-        rows = connection.execute(
-            _RENEW,
-            {"names": names, "epochs": [held[n] for n in names], "holder": holder, "ttl": ttl},
-        )
-        return {row[0] for row in rows}
+def renew(
+    engine: Engine, holder: str, held: Mapping[str, int], ttl: float
+) -> tuple[set[str], set[str]]:
+    """Extend the leases ``held`` (name → epoch) by ``ttl`` seconds from now: the names
+    renewed, and those whose row stayed locked (held still, not renewed: their work stops if
+    their time runs out). One in neither was taken over (after it expired): its work must stop.
+
+    Each lease is renewed in a transaction of its own: renewing waits for the writes fenced by
+    a lease (they lock its row until they commit), and holding one lease row while waiting for
+    another could deadlock with a write fenced by both.
+    """
+    kept: set[str] = set()
+    locked: set[str] = set()
+    with engine.connect() as connection:
+        for name, epoch in held.items():
+            params = {"name": name, "epoch": epoch, "holder": holder, "ttl": ttl}
+            try:
+                renewed = connection.execute(_RENEW, params).rowcount
+            except OperationalError as error:
+                if not _timed_out(error):
+                    raise
+                connection.rollback()  # its row is locked: try again next time
+                locked.add(name)
+                continue
+            connection.commit()
+            if renewed:
+                kept.add(name)
+    return kept, locked
+
+
+def _timed_out(error: OperationalError) -> bool:
+    """A lock or statement timeout (SQLSTATE 55P03, 57014), not a lost connection."""
+    return getattr(error.orig, "sqlstate", None) in ("55P03", "57014")
 
 
 def release(engine: Engine, holder: str, held: Mapping[str, int]) -> None:

@@ -28,11 +28,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 
 from engine.hl7v2.ack import AckReply, read_ack, sent_control_id
+from engine.leases.keeper import Lease, LeaseKeeper
+from engine.leases.records import LeaseLost
 from engine.mllp.client import MLLPClient, MLLPError
 from engine.mllp.tls import client_context
 from engine.pipeline.settings import DestinationSettings
 from engine.store.limits import WINDOW_BYTES, WINDOW_DELIVERIES
-from engine.store.operations import DeliveryUpdate, QueuedDelivery
+from engine.store.operations import DeliveryUpdate, Fence, QueuedDelivery
 from engine.store.queue import Control, load_queued, queued_partitions, read_controls, set_control
 from engine.store.schema import DeliveryState
 from engine.store.writer import Chain, StoreWriter
@@ -48,6 +50,14 @@ STORE_RETRY_MAX = 30.0
 """Longest wait before sending again after a delivery's outcome could not be stored."""
 ANSWERED_KEPT = 8
 """Control ids of a connection's last settled messages: a late answer to one is passed over."""
+SHARED_POLL = 0.25
+"""Seconds between reads of an idle queue while other engines share the store (one of them
+may be the one routing messages into it)."""
+
+
+def lease_name(destination: str, partition: int) -> str:
+    """The lease that owns one partition of a destination's queue."""
+    return f"queue:{destination}#{partition}"
 
 
 class Window:
@@ -132,6 +142,27 @@ class QueueWorker:
         """Told of each outcome (a delivery settled, or ``retry``: an attempt failed)."""
         self._uncommitted: dict[int, asyncio.Future[None]] = {}
         """Settled deliveries whose new state is not committed yet."""
+        self.lease: Lease | None = None
+        """The lease of this queue when several engines share the store (None: alone): its
+        fence goes with every result, and nothing is sent once it is no longer valid."""
+
+    def fresh(self) -> QueueWorker:
+        """A new worker for the same queue and settings (a lease taken again)."""
+        raise NotImplementedError
+
+    @property
+    def fence(self) -> Fence | None:
+        return None if self.lease is None else self.lease.fence
+
+    def check_lease(self) -> None:
+        """Raise :class:`LeaseLost` once this worker may no longer act (right before a send)."""
+        if self.lease is not None and not self.lease.valid():
+            raise LeaseLost(f"the lease of {self.name} was not renewed in time")
+
+    async def parked(self) -> None:
+        """The lease ran out: wait to be stopped (the keeper stops the work)."""
+        log.warning("destination %s: lease not renewed in time; nothing more is sent", self.name)
+        await asyncio.Event().wait()
 
     @property
     def name(self) -> str:
@@ -215,7 +246,12 @@ class QueueWorker:
             self.from_store = False
         self._wakeup.clear()
         if not self.items and not self.from_store and not self._reload:
-            await self._wakeup.wait()
+            try:
+                async with asyncio.timeout(None if self.lease is None else SHARED_POLL):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                if self.lease is not None and self.lease.others_alive():
+                    self.from_store = True  # another engine may have queued deliveries
         return None
 
     async def _sleep(self, seconds: float) -> bool:
@@ -267,6 +303,11 @@ class DestinationWorker(QueueWorker):
         self.settings = settings
         _warn_insecure(settings)
 
+    def fresh(self) -> DestinationWorker:
+        return DestinationWorker(
+            self.settings, self.partition, self.writer, self.store, self.stopped
+        )
+
     async def stop(self) -> None:
         await super().stop()
         if self._client is not None:
@@ -291,6 +332,8 @@ class DestinationWorker(QueueWorker):
                     store_backoff = 0.0
             except asyncio.CancelledError:
                 raise
+            except LeaseLost:
+                await self.parked()
             except Exception:
                 log.exception("destination %s: worker failed; restarting it in 5s", self.name)
                 self._restart_from_store()
@@ -417,6 +460,7 @@ class DestinationWorker(QueueWorker):
             self._answered.clear()
             log.info("destination %s: connected to %s:%d", self.name, settings.host, settings.port)
         expected = sent_control_id(delivery.payload)
+        self.check_lease()  # nothing between this and the write: no send after a takeover
         try:
             await self._client.write(delivery.payload)
             while True:
@@ -448,7 +492,14 @@ class DestinationWorker(QueueWorker):
             self.observe(self.destination, "retry")
         self.writer.submit(
             DeliveryUpdate(
-                delivery.id, state, attempts, error, ack, done=_log_failure, next_attempt_at=due
+                delivery.id,
+                state,
+                attempts,
+                error,
+                ack,
+                done=_log_failure,
+                next_attempt_at=due,
+                fence=self.fence,
             )
         )
 
@@ -457,7 +508,9 @@ class DestinationWorker(QueueWorker):
     ) -> None:
         """Record the delivery's outcome and move on. The next message is sent while the outcome
         commits (the chain keeps the results in order), except after a failed commit: then each
-        outcome is waited for, so a failing store costs one repeated message, not a window."""
+        outcome is waited for, so a failing store costs one repeated message, not a window. A
+        leased queue (several engines) always waits: an engine that dies leaves the next holder
+        at most the one message in flight to send again."""
         self.items.popleft()
         if state == DeliveryState.DELIVERED:
             self.delivered += 1
@@ -473,9 +526,11 @@ class DestinationWorker(QueueWorker):
 
         chain = self._chain
         self.writer.submit(
-            DeliveryUpdate(delivery.id, state, attempts, error, ack, done=done, chain=chain)
+            DeliveryUpdate(
+                delivery.id, state, attempts, error, ack, done=done, chain=chain, fence=self.fence
+            )
         )
-        if self._careful:
+        if self._careful or self.lease is not None:
             await committed
             self._careful = chain.broken is not None
 
@@ -519,7 +574,11 @@ def _unobserved(destination: str, outcome: str) -> None:
 
 
 class DeliveryService:
-    """Every destination's workers, and the operators' controls applied to them."""
+    """Every destination's workers, and the operators' controls applied to them.
+
+    With a lease keeper (several engines share the store), a worker runs only while this engine
+    holds the lease of its queue partition; ``workers`` holds those running here.
+    """
 
     def __init__(
         self,
@@ -527,13 +586,17 @@ class DeliveryService:
         writer: StoreWriter,
         store: Engine,
         observe: Callable[[str, str], None] | None = None,
+        keeper: LeaseKeeper | None = None,
     ) -> None:
         self.destinations = destinations
         self.writer = writer
         self.store = store
         self.observe = observe or _unobserved
         """Told of each worker's outcomes (the engine's metrics)."""
+        self.keeper = keeper
         self.workers: dict[tuple[str, int], QueueWorker] = {}
+        self._leased: dict[tuple[str, int], QueueWorker] = {}
+        """With a keeper: each queue's worker as configured, copied when its lease is taken."""
         self._applied: dict[str, int] = {}
         """Per destination, the generation of the last control applied."""
         self._control_task: asyncio.Task[None] | None = None
@@ -549,26 +612,57 @@ class DeliveryService:
         partitions = set(range(settings.worker_count))
         partitions |= await asyncio.to_thread(queued_partitions, self.store, settings.name)
         for partition in sorted(partitions):
-            if (settings.name, partition) in self.workers:
+            if (settings.name, partition) in self.workers | self._leased:
                 continue
             worker = DestinationWorker(
                 settings, partition, self.writer, self.store, stopped=self._stopped
             )
             worker.apply(control, reload=False)
-            worker.observe = self.observe
-            self.workers[(settings.name, partition)] = worker
-            worker.start()
+            self._launch(worker)
 
     def add(self, worker: QueueWorker) -> None:
         """Run a built-in destination's worker (the MPI) alongside the configured ones."""
-        worker.observe = self.observe
-        self.workers[(worker.destination, worker.partition)] = worker
-        worker.start()
+        self._launch(worker)
+
+    def _launch(self, worker: QueueWorker) -> None:
+        """Run the worker: at once when this engine is alone, else whenever it holds the lease
+        of the worker's queue partition (a fresh copy each time it takes it)."""
+        key = (worker.destination, worker.partition)
+        if self.keeper is None:
+            worker.observe = self.observe
+            self.workers[key] = worker
+            worker.start()
+            return
+        self._leased[key] = worker
+
+        async def take(lease: Lease) -> None:
+            running = self._leased[key].fresh()
+            controls = await asyncio.to_thread(read_controls, self.store)
+            running.apply(controls.get(key[0], Control()), reload=False)
+            running.lease = lease
+            running.observe = self.observe
+            self.workers[key] = running
+            running.start()
+
+        async def give_up() -> None:
+            running = self.workers.pop(key, None)
+            if running is not None:
+                await running.stop()
+
+        self.keeper.want(lease_name(*key), take, give_up)
+
+    def configured(self, key: tuple[str, int]) -> list[QueueWorker]:
+        """The worker of a queue running here, and (several engines) the one it is copied
+        from when this engine takes the queue's lease: what a new configuration updates."""
+        return [w for w in (self.workers.get(key), self._leased.get(key)) if w is not None]
 
     def push(self, deliveries: Iterable[QueuedDelivery]) -> None:
         for delivery in deliveries:
-            worker = self.workers.get((delivery.destination, delivery.partition))
+            key = (delivery.destination, delivery.partition)
+            worker = self.workers.get(key)
             if worker is None:
+                if key in self._leased:
+                    continue  # another engine holds this queue's lease and reads the store
                 log.warning(
                     "no worker for destination %s partition %d; delivery %d waits in the store",
                     delivery.destination,
@@ -582,18 +676,23 @@ class DeliveryService:
         """Apply a reloaded configuration: new destinations start, changed ones take the new
         settings at their next connection, removed ones stop (their queues stay stored)."""
         self.destinations = destinations
-        for key, worker in list(self.workers.items()):
-            if not isinstance(worker, DestinationWorker):
+        for key in sorted(self._leased.keys() | self.workers.keys()):
+            if not any(isinstance(w, DestinationWorker) for w in self.configured(key)):
                 continue  # built in: not configured, never removed
             settings = destinations.get(key[0])
             if settings is None:
                 log.warning(
                     "destination %s removed from the configuration; its queue stays stored", key[0]
                 )
-                await worker.stop()
-                del self.workers[key]
-            else:
-                worker.update_settings(settings)
+                if self.keeper is not None and self._leased.pop(key, None) is not None:
+                    await self.keeper.unwant(lease_name(*key))
+                running = self.workers.pop(key, None)
+                if running is not None:
+                    await running.stop()
+                continue
+            for worker in self.configured(key):
+                if isinstance(worker, DestinationWorker):
+                    worker.update_settings(settings)
         controls = await asyncio.to_thread(read_controls, self.store)
         for settings in destinations.values():
             await self._start_destination(settings, controls.get(settings.name, Control()))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, select
 
+from engine.leases.keeper import Lease
 from engine.pipeline.routing_process import InlineRouting
 from engine.routes.router import Router
 from engine.store.limits import (
@@ -31,7 +32,7 @@ from engine.store.limits import (
     READ_ROWS,
     fitting,
 )
-from engine.store.operations import QueuedDelivery, RoutingRecord
+from engine.store.operations import Fence, QueuedDelivery, RoutingRecord
 from engine.store.received import AcceptedMessage
 from engine.store.schema import Message, MessageStatus
 from engine.store.writer import StoreWriter
@@ -42,6 +43,8 @@ BATCH = 64
 """Messages routed per slice of the event loop (and at most ``BATCH_BYTES`` of them)."""
 PENDING_LIMIT = PENDING_MESSAGES
 RETRY_AFTER = 5.0
+SHARED_POLL = 0.25
+"""Seconds between reads of the store for messages other engines received (several engines)."""
 
 
 def load_received(
@@ -91,11 +94,21 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._last_id = 0
         self._rescan = False
+        self.fence: Fence | None = None
+        """The routing lease, when several engines share the store: every record is fenced."""
+        self.lease: Lease | None = None
+        """The routing lease, when several engines share the store."""
+        self.caught_up = asyncio.Event()
+        """Set once what the store held as received when routing began is routed."""
 
     def accept(self, message: AcceptedMessage) -> None:
         """Intake committed ``message``; route it soon."""
         if self.from_store:
             self.missed = True
+        elif self._crowded():
+            # Another engine may have stored a message of the same feed just before this one:
+            # only the store has them in order.
+            self._read_from_store()
         elif (
             len(self.pending) >= PENDING_LIMIT
             or self.pending_bytes + len(message.raw) > PENDING_BYTES
@@ -134,6 +147,10 @@ class Dispatcher:
         self.pending_bytes -= sum(len(m.raw) for m in batch)
         return batch
 
+    def _crowded(self) -> bool:
+        """Whether other engines store messages too (this engine routes for all of them)."""
+        return self.lease is not None and self.lease.others_alive()
+
     def has_routes(self, listener: str) -> bool:
         return bool(self.routing.router.routes_for(listener))
 
@@ -151,7 +168,11 @@ class Dispatcher:
             self._last_id = 0
         while True:
             self.missed = False
-            batch = await asyncio.to_thread(load_received, self.store, self._last_id)
+            # With other engines, every read starts from the oldest message waiting: one they
+            # stored can commit after a message with a later id was routed, and reading past
+            # the last id routed would leave it behind the newer messages of its own feed.
+            after = 0 if self._crowded() else self._last_id
+            batch = await asyncio.to_thread(load_received, self.store, after)
             if not batch:
                 if self.missed:  # committed after the read began: read again
                     continue
@@ -168,9 +189,29 @@ class Dispatcher:
                 "left from before the restart" if starting else "from the store",
             )
         self.from_store = False
+        self.caught_up.set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
+
+    async def take(self, lease: Lease) -> None:
+        """This engine took the routing lease: route from the store (every engine's messages
+        waiting), then as they come, reading the store for other engines' messages every
+        ``SHARED_POLL`` seconds while other engines are alive."""
+        self.fence = lease.fence
+        self.lease = lease
+        self.recheck()
+        self.start()
+
+    async def release(self) -> None:
+        """The routing lease was lost or handed back: stop routing at once (the messages stay
+        received in the store, for the next holder)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._read_from_store()
 
     @property
     def running(self) -> bool:
@@ -204,7 +245,12 @@ class Dispatcher:
         await self.routing.close()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        polled = loop.time()
         while True:
+            if self._crowded() and loop.time() - polled >= SHARED_POLL:
+                polled = loop.time()
+                self.recheck()  # other engines' messages are only in the store
             if self.from_store:
                 try:
                     await self.catch_up()
@@ -218,7 +264,9 @@ class Dispatcher:
                 continue
             if not self.pending:
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                with contextlib.suppress(TimeoutError):  # leased: look again at the others
+                    async with asyncio.timeout(None if self.lease is None else SHARED_POLL):
+                        await self._wakeup.wait()
                 continue
             batch = self._take_batch()
             try:
@@ -248,7 +296,9 @@ class Dispatcher:
                     message.summary or "see the message",
                     message.message_id,
                 )
-        queued = await self.writer.run(RoutingRecord(routed, done=lambda result: None))
+        queued = await self.writer.run(
+            RoutingRecord(routed, done=lambda result: None, fence=self.fence)
+        )
         self._last_id = batch[-1].id
         self.routed += len(batch)
         self.deliver(queued)

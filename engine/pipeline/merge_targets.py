@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from engine.audit import actions
 from engine.audit.tables import Outcome
 from engine.audit.trail import Trail, ref
+from engine.leases.records import LeaseLost
 from engine.merge_targets.job import ArchiveJob, JobError
 from engine.merge_targets.orthanc import (
     ArchiveRefusal,
@@ -55,6 +56,9 @@ class MergeTargetWorker(QueueWorker):
         self.trail = trail
         self.errored = 0
 
+    def fresh(self) -> MergeTargetWorker:
+        return MergeTargetWorker(self.settings, self.writer, self.store, self.trail)
+
     async def _run(self) -> None:
         while not self._stopping:
             try:
@@ -67,6 +71,8 @@ class MergeTargetWorker(QueueWorker):
                 await self._work(delivery)
             except asyncio.CancelledError:
                 raise
+            except LeaseLost:
+                await self.parked()
             except Exception as error:
                 # No values (PHI) in the log: the kind of error, and where.
                 log.error(
@@ -87,6 +93,7 @@ class MergeTargetWorker(QueueWorker):
             await self._resumed.wait()
             attempts += 1
             settings = self.settings  # a reload may change them between tries
+            self.check_lease()  # no change to the archive after another engine took the queue
             try:
                 job = ArchiveJob.decode(delivery.payload)
                 moved = await asyncio.to_thread(_apply, settings, job)
@@ -108,6 +115,7 @@ class MergeTargetWorker(QueueWorker):
                         str(error),
                         None,
                         next_attempt_at=due,
+                        fence=self.fence,
                     )
                 )
                 if await self._sleep(backoff):
@@ -138,7 +146,9 @@ class MergeTargetWorker(QueueWorker):
         """Commit the job's outcome, then move on (a failed commit restarts from the store:
         the job is applied again, and finds it done)."""
         answer = note.encode() if note is not None else None
-        await self.writer.run(DeliveryUpdate(delivery.id, state, attempts, error, answer))
+        await self.writer.run(
+            DeliveryUpdate(delivery.id, state, attempts, error, answer, fence=self.fence)
+        )
         self.items.popleft()
         if state == DeliveryState.DELIVERED:
             self.delivered += 1
@@ -213,10 +223,11 @@ def run_merge_targets(
     removed from the configuration keeps working what it has queued until the engine restarts
     (its jobs are approvals already made)."""
     for name, settings in targets.items():
-        worker = delivery.workers.get((name, 0))
-        if isinstance(worker, MergeTargetWorker):
-            if worker.settings != settings:
-                warn_insecure(settings)
-            worker.settings = settings
-        elif worker is None:
+        workers = delivery.configured((name, 0))
+        for worker in workers:
+            if isinstance(worker, MergeTargetWorker):
+                if worker.settings != settings:
+                    warn_insecure(settings)
+                worker.settings = settings
+        if not workers:
             delivery.add(MergeTargetWorker(settings, writer, store, trail))

@@ -27,7 +27,7 @@ from engine.mpi.records import MpiRecords
 from engine.pipeline.delivery import QueueWorker
 from engine.store.fastsql import Statements
 from engine.store.limits import BATCH_BYTES, fitting
-from engine.store.operations import DeliveryUpdate, QueuedDelivery
+from engine.store.operations import DeliveryUpdate, Fence, QueuedDelivery
 from engine.store.schema import DeliveryState
 from engine.store.writer import StoreWriter
 
@@ -45,8 +45,12 @@ class MpiBatch:
     done: Any
     urgent: bool = False
     outcomes: list[tuple[str, str]] = field(default_factory=list)
+    fence: Fence | None = None
+    """The MPI's lease, when several engines share the store."""
 
     def write(self, cursor: Any, statements: Statements) -> list[tuple[str, str]]:
+        if self.fence is not None:
+            self.fence.check(cursor)
         # A delivery settled already was committed by an earlier attempt whose answer was lost
         # (a server that stopped answering): applying its message again would apply it twice.
         settled = _settled(cursor, statements, [d.id for d in self.deliveries])
@@ -220,6 +224,9 @@ class MpiWorker(QueueWorker):
         super().__init__(MPI, 0, writer, store)
         self.errored = 0
 
+    def fresh(self) -> MpiWorker:
+        return MpiWorker(self.writer, self.store)
+
     async def _run(self) -> None:
         backoff = 0.0
         while not self._stopping:
@@ -231,7 +238,9 @@ class MpiWorker(QueueWorker):
                 count = fitting((len(d.payload) for d in self.items), BATCH, BATCH_BYTES)
                 batch = list(itertools.islice(self.items, count))
                 try:
-                    outcomes = await self.writer.run(MpiBatch(batch, done=lambda result: None))
+                    outcomes = await self.writer.run(
+                        MpiBatch(batch, done=lambda result: None, fence=self.fence)
+                    )
                 except Exception as error:
                     backoff = min(60.0, backoff * 2 or 1.0)
                     log.error(

@@ -17,11 +17,13 @@ import signal
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from sqlalchemy import Engine
 
 from engine.audit.syslog import exporter
 from engine.audit.trail import Actor, Trail
+from engine.leases.keeper import LEASE_TTL, Lease, LeaseKeeper
 from engine.mllp.listener import ListenerLimits, ListenerStats, MLLPListener
 from engine.mllp.tls import ServerTLS
 from engine.observability.admin import AdminEndpoint
@@ -38,12 +40,24 @@ from engine.pipeline.settings import ListenerSettings, LoadConfig, PipelineConfi
 from engine.retention.runner import Pruner
 from engine.routes.router import Router
 from engine.settings import ConfigError, Problem
-from engine.store.database import check_writable, open_store, redact, resolve_url
+from engine.store.database import (
+    StoreError,
+    check_writable,
+    hold_as_only_engine,
+    open_store,
+    redact,
+    resolve_url,
+)
+from engine.store.operations import Barrier
 from engine.store.writer import COMMIT_TIMEOUT, StoreWriter
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 10.0
+ROUTING = "routing"
+"""The lease of routing the stored messages (several engines on one PostgreSQL)."""
+PRUNING = "retention"
+"""The lease of pruning the store by the ``retention:`` section."""
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -81,7 +95,6 @@ def listener_limits(settings: ListenerSettings) -> ListenerLimits:
         tls=tls,
         allow=tuple(ipaddress.ip_network(entry, strict=False) for entry in settings.allow),
         max_connections=settings.max_connections,
-        rejections_per_second=float(settings.rejections_per_second),
     )
 
 
@@ -100,6 +113,7 @@ class Server:
         routing_timeout: float = DEFAULT_TIMEOUT,
         commit_timeout: float = COMMIT_TIMEOUT,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+        lease_ttl: float = LEASE_TTL,
     ) -> None:
         self.config = config
         self.db_url = resolve_url(db_url)
@@ -115,6 +129,12 @@ class Server:
         """Seconds a server database may take over a commit before senders get AE."""
         self.shutdown_timeout = shutdown_timeout
         """Seconds from SIGTERM to exit, whatever is still to route (it is, at the next start)."""
+        self.lease_ttl = lease_ttl
+        """PostgreSQL: seconds before another engine takes over the work of one that died."""
+        self.keeper: LeaseKeeper | None = None
+        """Who owns which work when several engines share a PostgreSQL store (None: SQLite)."""
+        self._only_engine: IO[str] | None = None
+        """SQLite: the lock that keeps a second engine off the file while this one runs."""
         self.store: Engine | None = None
         self.writer: StoreWriter | None = None
         self.delivery: DeliveryService | None = None
@@ -138,12 +158,22 @@ class Server:
     async def start(self) -> None:
         log.info("opening store %s", redact(self.db_url))
         self.store = await asyncio.to_thread(open_store, self.db_url)
+        try:
+            self._only_engine = hold_as_only_engine(self.store)
+        except StoreError:
+            self.store.dispose()
+            raise
         await asyncio.to_thread(check_writable, self.store)
         self.writer = StoreWriter(self.store, commit_timeout=self.commit_timeout)
         self.writer.observe_commit = self.metrics.observe_commit
         self.writer.start(asyncio.get_running_loop())
+        await self._start_keeper()
         self.delivery = DeliveryService(
-            self.config.destinations, self.writer, self.store, self.metrics.observe_delivery
+            self.config.destinations,
+            self.writer,
+            self.store,
+            self.metrics.observe_delivery,
+            keeper=self.keeper,
         )
         await self.delivery.start()
         self.delivery.add(MpiWorker(self.writer, self.store))
@@ -157,8 +187,14 @@ class Server:
             self.delivery.push,
             self.metrics.observe_routed,
         )
-        await self.dispatcher.catch_up()
-        self.dispatcher.start()
+        if self.keeper is None:
+            await self.dispatcher.catch_up()
+            self.dispatcher.start()
+        else:
+            self.keeper.want(ROUTING, self.dispatcher.take, self.dispatcher.release)
+            await self.keeper.settle()
+            if self.keeper.holds(ROUTING):  # as alone: what was left is routed first
+                await self.dispatcher.caught_up.wait()
         try:
             for name, settings in self.config.listeners.items():
                 intake = Intake(
@@ -180,8 +216,15 @@ class Server:
         await self._start_admin()
         retention = self.config.retention
         if retention is not None and retention.enabled:
-            self.pruner = Pruner(retention, self.store, self.writer)
-            self.pruner.start()
+            self.pruner = pruner = Pruner(retention, self.store, self.writer)
+            if self.keeper is None:
+                pruner.start()
+            else:  # one engine prunes at a time
+
+                async def prune(lease: Lease) -> None:
+                    pruner.start()
+
+                self.keeper.want(PRUNING, prune, pruner.stop)
         warn_expiring_certificates(self.config)
         self._daily = asyncio.get_running_loop().create_task(
             check_daily(lambda: self.config), name="certificate check"
@@ -197,6 +240,20 @@ class Server:
                 self.trail,
             )
             self.watcher.start()
+
+    async def _start_keeper(self) -> None:
+        """On PostgreSQL, engines share the store: each queue partition, the MPI and routing
+        run where their lease is held (engine/leases/)."""
+        if self.store is None or self.store.dialect.name != "postgresql":
+            return
+        writer = self.writer
+        assert writer is not None
+
+        async def flush() -> None:
+            await writer.run(Barrier())
+
+        self.keeper = LeaseKeeper(self.store, ttl=self.lease_ttl, flush=flush)
+        await self.keeper.start()
 
     async def _start_admin(self) -> None:
         """The admin endpoint, when configured. A port in use is logged, not fatal: the feeds
@@ -238,7 +295,8 @@ class Server:
             for name in self.config.listeners
             if name not in self.listeners or not self.listeners[name].serving
         ]
-        if self.dispatcher is None or not self.dispatcher.running:
+        routes_here = self.keeper is None or self.keeper.holds(ROUTING)
+        if self.dispatcher is None or (routes_here and not self.dispatcher.running):
             reasons.append("routing: not running")
         if self._stopping.is_set():
             reasons.append("engine: stopping")
@@ -322,6 +380,8 @@ class Server:
         await asyncio.gather(*(listener.stop(grace / 2) for listener in self.listeners.values()))
         if self.dispatcher is not None:
             await self.dispatcher.stop(until=deadline - min(1.0, grace / 4))
+        if self.keeper is not None:  # stops the work it runs, then hands the leases back
+            await self.keeper.stop()
         if self.delivery is not None:
             await self.delivery.stop()
         if self.pruner is not None:
@@ -330,6 +390,9 @@ class Server:
             await self.writer.close(timeout=max(0.5, deadline - loop.time()))
         if self.store is not None:
             self.store.dispose()
+        if self._only_engine is not None:
+            self._only_engine.close()
+            self._only_engine = None
         log.info("engine stopped")
 
     async def run(self) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import alembic.util
 from alembic import command
@@ -199,6 +201,35 @@ def _sqlite_path(engine: Engine) -> Path | None:
     if name.startswith("file:"):  # a URI filename: file:PATH?mode=…
         name = name[len("file:") :].split("?", 1)[0]
     return Path(name).expanduser().resolve()
+
+
+def hold_as_only_engine(engine: Engine) -> IO[str] | None:
+    """Take an SQLite store for this engine alone: an exclusive lock on ``FILE-engine.lock``,
+    held while the returned file stays open (None for a server database, which engines share).
+
+    Raises ``StoreError`` naming the engine that holds it: two engines on one SQLite file would
+    both send every queue.
+    """
+    path = _sqlite_path(engine)
+    if path is None:
+        return None
+    handle = path.with_name(path.name + "-engine.lock").open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StoreError(
+            f"the SQLite store {path} is in use by another engine ({holder}): an SQLite store"
+            " serves one engine. Stop that one first, or run several engines on PostgreSQL"
+            " (docs/operations.md)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
 
 
 def space_problem(engine: Engine) -> str | None:
