@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 from engine.audit import tables as _audit_tables  # noqa: F401
+from engine.hl7v2.check import examine
 from engine.mpi import tables as _mpi_tables  # noqa: F401  (the metadata compared is complete)
 from engine.pipeline.intake import Intake
 from engine.pipeline.settings import ListenerSettings
@@ -19,9 +20,11 @@ from engine.reconcile import tables as _reconcile_tables  # noqa: F401
 from engine.review import tables as _review_tables  # noqa: F401
 from engine.store.database import StoreError, open_store, resolve_url
 from engine.store.messages import MessageFilter, find_messages
-from engine.store.schema import Base
+from engine.store.received import message_row
+from engine.store.schema import Base, Message
 from engine.store.writer import StoreWriter
 from engine.studies import tables as _study_tables  # noqa: F401
+from engine.users import tables as _user_tables  # noqa: F401
 from tests.support import adt
 
 
@@ -94,6 +97,27 @@ def test_stored_times_are_utc_and_filter_by_time(store) -> None:  # type: ignore
         len(find_messages(store, MessageFilter(until=datetime.now(UTC) + timedelta(seconds=1))))
         == 1
     )
+
+
+def test_since_finds_every_message_received_since_whatever_its_id(store) -> None:  # type: ignore[no-untyped-def]
+    """The lower bound on ids that makes a search by time fast is exact: a message stored
+    with a later id but an earlier time (a clock set back) is left out, and none is lost."""
+    now = datetime.now(UTC)
+    times = [now - timedelta(hours=h) for h in (5, 1, 3, 0, 4)]  # ids 1..5, not in time order
+    with store.begin() as connection:
+        for n, when in enumerate(times, start=1):
+            raw = adt(f"S{n}")
+            row = message_row(raw, len(raw), examine(raw), when, "ehr", "test")
+            row |= {"status": "routed", "status_reason": "", "ack_code": "AA", "ack": b""}
+            connection.execute(insert(Message).values(row))
+    for hours, expected in (
+        (2, ["S4", "S2"]),
+        (3.5, ["S4", "S3", "S2"]),
+        (6, ["S5", "S4", "S3", "S2", "S1"]),
+    ):
+        found = find_messages(store, MessageFilter(since=now - timedelta(hours=hours)))
+        assert [m.control_id for m in found] == expected
+    assert find_messages(store, MessageFilter(since=now + timedelta(hours=1))) == []
 
 
 async def receive(intake: Intake, control_ids: list[str]) -> list[bytes]:

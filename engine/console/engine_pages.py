@@ -38,6 +38,8 @@ from engine.store.queue import (
 
 PAGE = 50
 """Messages shown per search."""
+TEXT_WINDOW = timedelta(days=7)
+"""How far back a text search reads when no Since is given."""
 
 
 def routes(console: Console) -> list[Route]:
@@ -127,7 +129,13 @@ def _when(text: str) -> datetime | None:
 def messages(visit: Visit) -> Response:
     names = ("since", "until", "type", "control_id", "status", "sender", "text", "listener")
     given = {name: visit.field(name) for name in names}
-    error = ""
+    error, note = "", ""
+    if given["text"] and not given["since"]:
+        # Text is searched by reading each message: a default window keeps a search on a
+        # store of millions of messages within a second; a Since given widens it.
+        since_default = datetime.now(UTC) - TEXT_WINDOW
+        given["since"] = since_default.strftime("%Y-%m-%d")
+        note = f"Text is searched in the last {TEXT_WINDOW.days} days unless Since is given."
     found: list[object] = []
     if given["status"] and given["status"] not in STATUSES:
         error = f"status must be one of {', '.join(STATUSES)}"
@@ -154,7 +162,9 @@ def messages(visit: Visit) -> Response:
             objects=[ref("message", m.id) for m in found],  # type: ignore[attr-defined]
             criteria=wanted,
         )
-    return visit.render("messages.html", found=found, given=given, statuses=STATUSES, error=error)
+    return visit.render(
+        "messages.html", found=found, given=given, statuses=STATUSES, error=error, note=note
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 
 import uvicorn
@@ -15,6 +16,7 @@ from engine.console.app import build_app
 from engine.console.sessions import Sessions
 from engine.console.visits import Console, environment_secret
 from engine.mllp.tls import server_context
+from engine.review.upkeep import refresh
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,23 @@ def console_for(store: Engine, config: EngineConfig, key: bytes | None = None) -
         key=key or environment_secret(),
     )
     return Console(store, config, sessions)
+
+
+UPKEEP_INTERVAL = 30.0
+"""Seconds between two runs of the review's upkeep while the console runs."""
+
+
+def keep_proposals_current(
+    store: Engine, mrn_authority: str, stop: threading.Event, interval: float = UPKEEP_INTERVAL
+) -> None:
+    """Until ``stop``: every ``interval``, proposals follow merges of their candidates and
+    those of resolved studies close (what every ``crosswalk review`` command does first)."""
+    while not stop.is_set():
+        try:
+            refresh(store, mrn_authority)
+        except Exception as error:  # the next round tries again; the pages still work
+            log.warning("console: review upkeep failed: %s", type(error).__name__)
+        stop.wait(interval)
 
 
 def serve(
@@ -57,4 +76,15 @@ def serve(
     uv.ssl = context
     scheme = "https" if context is not None else "http"
     announce(f"console on {scheme}://{host}:{sock.getsockname()[1]}")
-    uvicorn.Server(uv).run(sockets=[sock])
+    stop = threading.Event()
+    upkeep = threading.Thread(
+        target=keep_proposals_current,
+        args=(store, config.review.mrn_authority, stop),
+        name="review upkeep",
+        daemon=True,
+    )
+    upkeep.start()
+    try:
+        uvicorn.Server(uv).run(sockets=[sock])
+    finally:
+        stop.set()

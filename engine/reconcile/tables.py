@@ -90,6 +90,8 @@ class Proposal(Base):
         UniqueConstraint("study_uid", "patient_id"),
         Index("ix_proposals_patient_id", "patient_id"),
         Index("ix_proposals_status_probability", "status", "probability"),
+        # The review worklist filtered by band, most probable first (the console's filter).
+        Index("ix_proposals_status_band_probability", "status", "band", "probability"),
         # One orphan, one patient: a second approval of the same study cannot be stored.
         Index(
             "uq_proposals_approved_study",

@@ -76,7 +76,11 @@ def build_query(criteria: MessageFilter, dialect: str = "sqlite") -> Select[Mess
     query = select(Message)
     c = criteria
     if c.since:
-        query = query.where(Message.received_at >= c.since)
+        # Also bound the id from below (exact: the least id received since): the newest-first
+        # scan by id then stops there instead of reading every older message to the first one.
+        # ``id + 0``: min(id) would walk the ids from the oldest; this reads the time index.
+        first = select(func.min(Message.id + 0)).where(Message.received_at >= c.since)
+        query = query.where(Message.received_at >= c.since, Message.id >= first.scalar_subquery())
     if c.until:
         query = query.where(Message.received_at < c.until)
     if c.message_type:
