@@ -95,6 +95,7 @@ def listener_limits(settings: ListenerSettings) -> ListenerLimits:
         tls=tls,
         allow=tuple(ipaddress.ip_network(entry, strict=False) for entry in settings.allow),
         max_connections=settings.max_connections,
+        rejections_per_second=float(settings.rejections_per_second),
     )
 
 
