@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -270,3 +270,12 @@ def store_mode(
         yield request.param
     finally:
         crypto.configure(None)
+
+
+def answers_to(future: asyncio.Future[list[bytes]]) -> Callable[..., None]:
+    """A listener's reply callback that settles ``future`` with the ACK payloads."""
+
+    def reply(acks: list[bytes], rejected: bool = False) -> None:
+        future.set_result(acks)
+
+    return reply

@@ -15,6 +15,7 @@ from engine.store.queue import read_controls, set_control, summarize
 from engine.testing import FakeReceiver, Peer, free_port, wait_for_port
 from tests.support import (
     adt,
+    answers_to,
     assert_fits,
     cli_env,
     config_folder,
@@ -278,7 +279,7 @@ def test_queue_status_shows_what_waits_to_be_routed(db_url: str, tmp_path: Path)
         intake = Intake(writer, ListenerSettings(name="ehr"))
         for control_id in ids("W", 2):
             done: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
-            intake.on_frame(adt(control_id), "test", done.set_result)
+            intake.on_frame(adt(control_id), "test", answers_to(done))
             await done
         await writer.close()
 

@@ -25,7 +25,7 @@ from engine.store.schema import Base, Message
 from engine.store.writer import StoreWriter
 from engine.studies import tables as _study_tables  # noqa: F401
 from engine.users import tables as _user_tables  # noqa: F401
-from tests.support import adt
+from tests.support import adt, answers_to
 
 
 def test_migrations_create_exactly_the_schema_the_models_describe(db_url: str) -> None:
@@ -82,7 +82,7 @@ def test_stored_times_are_utc_and_filter_by_time(store) -> None:  # type: ignore
         writer.start()
         intake = Intake(writer, ListenerSettings(name="t"))
         done: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
-        intake.on_frame(adt("T1"), "test", done.set_result)
+        intake.on_frame(adt("T1"), "test", answers_to(done))
         acks = await done
         await writer.close()
         return acks
@@ -125,7 +125,7 @@ async def receive(intake: Intake, control_ids: list[str]) -> list[bytes]:
     loop = asyncio.get_running_loop()
     answers = [loop.create_future() for _ in control_ids]
     for control_id, answer in zip(control_ids, answers, strict=True):
-        intake.on_frame(adt(control_id), "test", answer.set_result)
+        intake.on_frame(adt(control_id), "test", answers_to(answer))
     return [(await answer)[0] for answer in answers]
 
 
