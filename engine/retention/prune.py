@@ -208,7 +208,7 @@ def newest_before(connection: Connection, cutoff: datetime) -> int | None:
     found = connection.execute(
         select(messages.c.id)
         .where(messages.c.received_at < cutoff)
-        .order_by(messages.c.received_at.desc())
+        .order_by(messages.c.received_at.desc(), messages.c.id.desc())  # ties: the newest id
         .limit(1)
     ).scalar()
     return None if found is None else int(found)
