@@ -340,29 +340,22 @@ def typed(*args: str, line: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_users_command_adds_lists_and_disables(db_url: str) -> None:
-    added = typed(
-        "users",
-        "add",
-        "carol",
-        "--role",
-        "analyst",
-        "--password-stdin",
-        "--db",
-        db_url,
-        line=PASSWORD,
-    )
+    def add() -> subprocess.CompletedProcess[str]:
+        return typed(
+            "users",
+            "add",
+            "carol",
+            "--role",
+            "analyst",
+            "--password-stdin",
+            "--db",
+            db_url,
+            line=PASSWORD,
+        )
+
+    added = add()
     assert added.returncode == 0, added.stderr
-    again = typed(
-        "users",
-        "add",
-        "carol",
-        "--role",
-        "analyst",
-        "--password-stdin",
-        "--db",
-        db_url,
-        line=PASSWORD,
-    )
+    again = add()
     assert again.returncode == 2 and "already a user 'carol'" in again.stderr
     short = typed(
         "users", "add", "dave", "--role", "admin", "--password-stdin", "--db", db_url, line="short"

@@ -5,10 +5,12 @@ PACS, and at most the in-flight message of each queue is delivered twice."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,35 +99,45 @@ def _check_delivered(pacs: FakeReceiver, feeds: list[Feed], faults: int, queues:
     assert sum(n - 1 for n in twice.values()) <= faults * queues, twice
 
 
-def test_two_engines_behind_haproxy_survive_the_lease_holder_killed_under_load(
-    db_url: str, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def _cluster_under_load(
+    db_url: str, tmp_path: Path, engine_count: int, feed_count: int
+) -> Iterator[tuple[Engines, FakeReceiver, list[Feed]]]:
+    """``engine_count`` engines (one partition each) behind HAProxy, ``feed_count`` feeds
+    started and PER_FEED messages acknowledged: the moment to hit the lease holder."""
     pacs = FakeReceiver()
     folder = config_folder(
         tmp_path,
         ROUTES,
-        endpoints=destination_yaml(pacs.port, partition_by="PID-3.1", partitions=2),
+        endpoints=destination_yaml(pacs.port, partition_by="PID-3.1", partitions=engine_count),
     )
     front = free_port()
-    feeds = _feeds(front, 4)
+    feeds = _feeds(front, feed_count)
     try:
         with Engines(folder, db_url, tmp_path, "--lease-ttl", str(TTL)) as engines:
-            ports = engines.start(2)
+            ports = engines.start(engine_count)
             with haproxy(front, ports, tmp_path):
                 for feed in feeds:
                     feed.start()
                 while sum(len(feed.acked) for feed in feeds) < PER_FEED:
                     time.sleep(0.05)
-                victim, queues = _holder_pid(db_url)
-                os.kill(victim, signal.SIGKILL)
-                took = _wait_for_takeover(db_url, victim)
-                for feed in feeds:
-                    feed.join(120)
-                _check_delivered(pacs, feeds, faults=1, queues=queues)
+                yield engines, pacs, feeds
     finally:
         for feed in feeds:
             feed.stopping.set()
         pacs.stop()
+
+
+def test_two_engines_behind_haproxy_survive_the_lease_holder_killed_under_load(
+    db_url: str, tmp_path: Path
+) -> None:
+    with _cluster_under_load(db_url, tmp_path, 2, 4) as (_, pacs, feeds):
+        victim, queues = _holder_pid(db_url)
+        os.kill(victim, signal.SIGKILL)
+        took = _wait_for_takeover(db_url, victim)
+        for feed in feeds:
+            feed.join(120)
+        _check_delivered(pacs, feeds, faults=1, queues=queues)
     assert took < TTL + TTL / 4 + 2.0
     print(f"takeover after SIGKILL: {took:.2f}s (lease {TTL:g}s)")
 
@@ -133,40 +145,21 @@ def test_two_engines_behind_haproxy_survive_the_lease_holder_killed_under_load(
 def test_three_engines_a_paused_holder_resumed_after_the_takeover_sends_nothing_stale(
     db_url: str, tmp_path: Path
 ) -> None:
-    pacs = FakeReceiver()
-    folder = config_folder(
-        tmp_path,
-        ROUTES,
-        endpoints=destination_yaml(pacs.port, partition_by="PID-3.1", partitions=3),
-    )
-    front = free_port()
-    feeds = _feeds(front, 5)
-    try:
-        with Engines(folder, db_url, tmp_path, "--lease-ttl", str(TTL)) as engines:
-            ports = engines.start(3)
-            with haproxy(front, ports, tmp_path):
-                for feed in feeds:
-                    feed.start()
-                while sum(len(feed.acked) for feed in feeds) < PER_FEED:
-                    time.sleep(0.05)
-                victim, queues = _holder_pid(db_url)
-                os.kill(victim, signal.SIGSTOP)
-                try:
-                    took = _wait_for_takeover(db_url, victim)
-                    before = len(pacs.received)
-                    time.sleep(1.0)
-                finally:
-                    os.kill(victim, signal.SIGCONT)
-                for feed in feeds:
-                    feed.join(120)
-                n = engines.processes.index(next(p for p in engines.processes if p.pid == victim))
-                assert engines.processes[n].poll() is None  # resumed, still serving
-                _check_delivered(pacs, feeds, faults=1, queues=queues)
-        assert before > 0
-        assert "not renewed in time" in engines.log(n) or "taken over" in engines.log(n)
-    finally:
+    with _cluster_under_load(db_url, tmp_path, 3, 5) as (engines, pacs, feeds):
+        victim, queues = _holder_pid(db_url)
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            took = _wait_for_takeover(db_url, victim)
+            before = len(pacs.received)
+            time.sleep(1.0)
+        finally:
+            os.kill(victim, signal.SIGCONT)
         for feed in feeds:
-            feed.stopping.set()
-        pacs.stop()
+            feed.join(120)
+        n = engines.processes.index(next(p for p in engines.processes if p.pid == victim))
+        assert engines.processes[n].poll() is None  # resumed, still serving
+        _check_delivered(pacs, feeds, faults=1, queues=queues)
+    assert before > 0
+    assert "not renewed in time" in engines.log(n) or "taken over" in engines.log(n)
     assert took < TTL + TTL / 4 + 2.0
     print(f"takeover after SIGSTOP: {took:.2f}s (lease {TTL:g}s)")
