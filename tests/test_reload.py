@@ -11,7 +11,15 @@ import pytest
 
 from engine.hl7v2.ack import read_ack
 from engine.testing import FakeReceiver, Peer, free_port
-from tests.support import adt, cli_env, config_folder, destination_yaml, running_pipeline, serving
+from tests.support import (
+    Pipeline,
+    adt,
+    cli_env,
+    config_folder,
+    destination_yaml,
+    running_pipeline,
+    serving,
+)
 
 ROUTE = """routes:
   all:
@@ -77,6 +85,27 @@ def test_an_edited_route_and_table_apply_without_a_restart(
         # The previous configuration is still running, on the same connection.
         assert exchange_and_wait(peer, pacs, "H4")[2:4] == ["AMBULANT", "TWO"]
     pacs.stop()
+
+
+def test_an_edit_made_while_the_engine_starts_is_applied(db_url: str, tmp_path: Path) -> None:
+    """The watcher compares against the files the configuration was read from, not against
+    the files as they are when it starts watching (seconds later, after the store and the
+    listeners): an edit in between is applied, not taken as the starting point."""
+    pacs = FakeReceiver()
+    folder = config_folder(
+        tmp_path, ROUTE.format(value="ONE"), endpoints=destination_yaml(pacs.port)
+    )
+    (tmp_path / "mappings" / "classes.csv").write_text(TABLE.format(name="OUTPATIENT"))
+    engine = Pipeline(db_url, folder)
+    (folder / "routes.yaml").write_text(ROUTE.format(value="SECOND"))
+    engine.start()
+    try:
+        wait_for_reload(engine, 1)
+        with Peer(engine.port()) as peer:
+            assert exchange_and_wait(peer, pacs, "E1")[2:4] == ["OUTPATIENT", "SECOND"]
+    finally:
+        engine.stop()
+        pacs.stop()
 
 
 def test_sighup_reloads(db_url: str, tmp_path: Path) -> None:

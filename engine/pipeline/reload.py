@@ -50,6 +50,7 @@ class ConfigWatcher:
         load: LoadConfig,
         interval: float = 1.0,
         trail: Trail | None = None,
+        baseline: Snapshot | None = None,
     ) -> None:
         self.folder = folder
         self.trail = trail
@@ -62,10 +63,13 @@ class ConfigWatcher:
         self.failures = 0
         self._requested = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._seen: Snapshot = {}
+        self._seen: Snapshot | None = baseline
+        """The files as the running configuration was loaded from them: an edit made after
+        the load and before ``start`` is a change like any other, not the starting point."""
 
     def start(self) -> None:
-        self._seen = snapshot([self.folder, self.mappings])
+        if self._seen is None:
+            self._seen = snapshot([self.folder, self.mappings])
         self._task = asyncio.get_running_loop().create_task(self._run(), name="config watcher")
 
     def request(self) -> None:

@@ -34,7 +34,7 @@ from engine.pipeline.dispatcher import Dispatcher
 from engine.pipeline.intake import Intake
 from engine.pipeline.merge_targets import run_merge_targets
 from engine.pipeline.mpi_destination import MPI, MpiWorker
-from engine.pipeline.reload import ConfigWatcher
+from engine.pipeline.reload import ConfigWatcher, Snapshot, snapshot
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT, make_routing
 from engine.pipeline.settings import ListenerSettings, LoadConfig, PipelineConfig
 from engine.retention.runner import Pruner
@@ -121,6 +121,10 @@ class Server:
         self.config_folder = config_folder
         self.load = load
         """Reads the configuration folder again on a change or SIGHUP (hot reload)."""
+        self.config_files: Snapshot | None = (
+            snapshot([config_folder, config.mappings]) if config_folder is not None else None
+        )
+        """The configuration files as ``config`` was read from them (the watcher's baseline)."""
         self.reload_interval = reload_interval
         self.route_in_process = route_in_process
         """Route on the event loop even where a routing process is possible."""
@@ -239,6 +243,7 @@ class Server:
                 self.load,
                 self.reload_interval,
                 self.trail,
+                baseline=self.config_files,
             )
             self.watcher.start()
 
