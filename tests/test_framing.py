@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine.mllp.framing import Frame, FrameDecoder, Garbage, OversizeFrame, encode_frame
+from engine.mllp.framing import (
+    OVERSIZE_HEAD,
+    Frame,
+    FrameDecoder,
+    Garbage,
+    OversizeFrame,
+    encode_frame,
+)
 
 MSG = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\rPID|1\r"
 
@@ -65,6 +72,13 @@ def test_oversize_frame_keeps_its_head_and_size_and_the_next_frame_decodes() -> 
 def test_oversize_frame_arriving_at_once() -> None:
     big = b"MSH|" + b"y" * 3000
     assert decode(encode_frame(big), max_size=1024) == [OversizeFrame(big[:1024], len(big))]
+
+
+def test_of_a_huge_frame_only_the_first_bytes_are_kept() -> None:
+    """A frame far over a large limit keeps OVERSIZE_HEAD bytes, not the whole limit."""
+    big = b"MSH|" + b"z" * (3 * OVERSIZE_HEAD)
+    events = decode(encode_frame(big), max_size=2 * OVERSIZE_HEAD)
+    assert events == [OversizeFrame(big[:OVERSIZE_HEAD], len(big))]
 
 
 def test_in_frame_tracks_an_unfinished_message() -> None:

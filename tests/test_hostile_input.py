@@ -19,7 +19,7 @@ from engine.hl7v2.check import examine
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.header import Delimiters, version_tuple
 from engine.hl7v2.message import Message
-from engine.mllp.framing import Frame, OversizeFrame, encode_frame
+from engine.mllp.framing import OVERSIZE_HEAD, Frame, OversizeFrame, encode_frame
 from engine.store.database import open_store
 from engine.store.schema import MessageStatus
 from engine.testing import Peer
@@ -188,7 +188,7 @@ def test_an_endless_frame_is_counted_not_buffered() -> None:
     limit = 1 << 20
     stream = chunk + b"y" * (20 * (1 << 20)) + b"\x1c\r"
     events = decode_in_pieces(stream, list(range(65536, len(stream), 65536)), limit)
-    assert events == [OversizeFrame(stream[1 : limit + 1], len(stream) - 3)]
+    assert events == [OversizeFrame(stream[1 : OVERSIZE_HEAD + 1], len(stream) - 3)]
 
 
 # -- header checks and the ACKs built from them -------------------------------------------------

@@ -28,7 +28,8 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class OversizeFrame:
-    """A payload longer than the limit: its first bytes and its full size."""
+    """A payload longer than the limit: its first bytes (``OVERSIZE_HEAD`` at most) and its
+    full size."""
 
     head: bytes
     size: int
@@ -44,6 +45,11 @@ class Garbage:
 
 Event = Frame | OversizeFrame | Garbage
 
+OVERSIZE_HEAD = 64 * 1024
+"""Bytes kept of a frame over the limit: enough to read its header and see what it was. The
+rest is refused anyway; keeping a megabyte of each would let a sender of huge frames fill the
+store and hold the writer that every other sender's commits wait on."""
+
 
 def encode_frame(payload: bytes) -> bytes:
     """Wrap ``payload`` in an MLLP frame."""
@@ -53,10 +59,19 @@ def encode_frame(payload: bytes) -> bytes:
 class FrameDecoder:
     """Incremental MLLP decoder; feed it what the socket gives, collect events in order."""
 
-    __slots__ = ("_buffer", "_discarded", "_head", "_in_frame", "_max_size", "_searched")
+    __slots__ = (
+        "_buffer",
+        "_discarded",
+        "_head",
+        "_head_size",
+        "_in_frame",
+        "_max_size",
+        "_searched",
+    )
 
     def __init__(self, max_size: int = 1024 * 1024) -> None:
         self._max_size = max_size
+        self._head_size = min(max_size, OVERSIZE_HEAD)
         self._buffer = bytearray()
         self._in_frame = False
         self._searched = 0  # bytes of the current frame already searched for FS/VT
@@ -102,7 +117,7 @@ class FrameDecoder:
             if end < 0:
                 self._searched = len(buffer)
                 if self._head is None and len(buffer) > self._max_size:
-                    self._head = bytes(buffer[: self._max_size])
+                    self._head = bytes(buffer[: self._head_size])
                 if self._head is not None:
                     self._discarded += len(buffer)
                     buffer.clear()
@@ -111,7 +126,7 @@ class FrameDecoder:
             if self._head is not None:
                 events.append(OversizeFrame(self._head, self._discarded + end))
             elif end > self._max_size:
-                events.append(OversizeFrame(bytes(buffer[: self._max_size]), end))
+                events.append(OversizeFrame(bytes(buffer[: self._head_size]), end))
             else:
                 events.append(Frame(bytes(buffer[:end])))
             self._reset_frame()

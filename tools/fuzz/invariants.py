@@ -14,7 +14,14 @@ from engine.hl7v2.escaping import escape, unescape
 from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.header import Delimiters, HeaderError
 from engine.hl7v2.message import Message
-from engine.mllp.framing import Event, Frame, FrameDecoder, Garbage, OversizeFrame
+from engine.mllp.framing import (
+    OVERSIZE_HEAD,
+    Event,
+    Frame,
+    FrameDecoder,
+    Garbage,
+    OversizeFrame,
+)
 
 _FRAMING_BYTES = (b"\x0b", b"\x1c")
 
@@ -39,7 +46,8 @@ def check_decoder(data: bytes, cuts: list[int], max_size: int) -> list[Event]:
     """Decode ``data`` whole and in pieces: the same frames, in the same order, either way.
 
     Every frame's payload is free of VT and FS and within the limit; an oversize frame keeps
-    exactly its first ``max_size`` bytes and counts its full size. Returns the frames.
+    exactly its first ``max_size`` bytes (``OVERSIZE_HEAD`` at most) and counts its full size.
+    Returns the frames.
     """
     whole = decode_in_pieces(data, [], max_size)
     pieces = decode_in_pieces(data, cuts, max_size)
@@ -50,7 +58,7 @@ def check_decoder(data: bytes, cuts: list[int], max_size: int) -> list[Event]:
             assert len(event.payload) <= max_size
             assert not any(b in event.payload for b in _FRAMING_BYTES)
         elif isinstance(event, OversizeFrame):
-            assert len(event.head) == max_size < event.size
+            assert len(event.head) == min(max_size, OVERSIZE_HEAD) and max_size < event.size
             assert not any(b in event.head for b in _FRAMING_BYTES)
     # Every frame was delimited by a VT: there are never more frames than VTs.
     assert len(frames) <= data.count(b"\x0b")
