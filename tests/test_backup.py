@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from sqlalchemy.engine import make_url
 from engine.mpi.tables import Patient
 from engine.store.crypto import new_key_line
 from engine.store.database import open_store
-from tests.support import ROOT, crosswalk
+from engine.testing import Peer
+from tests.support import ROOT, adt, crosswalk, running_engine
 
 MPI_EXPORT = ROOT / "samples" / "mpi_export.csv"
 
@@ -122,3 +124,64 @@ def test_postgresql_is_backed_up_with_pg_dump_and_restored(
     done = run("restore", str(backup), "--db", target)
     assert done.returncode == 0, done.stderr
     assert patients(target) == patients(source) == 20
+
+
+def _fill(url: str) -> None:
+    """The same MPI and messages (one a duplicate) into a store."""
+    assert run("mpi", "import", str(MPI_EXPORT), "--db", url).returncode == 0
+    with running_engine(url) as engine, Peer(engine.port(), timeout=10) as peer:
+        for control_id in ("C1", "C2", "C3", "C2"):
+            assert b"MSA|AA|" in peer.exchange(adt(control_id))
+
+
+def _described(output: str) -> dict[str, str]:
+    """``backup verify``'s lines by their label (``rows``, ``migration``…)."""
+    lines = (line.strip().split(": ", 1) for line in output.splitlines()[1:])
+    return {parts[0]: parts[1] for parts in lines if len(parts) == 2}
+
+
+def test_verify_describes_a_postgresql_dump_as_it_does_an_sqlite_backup(
+    postgres_databases: tuple[str, str], tmp_path: Path
+) -> None:
+    """Counts, messages by status, queued deliveries, migration and each listener's recovery
+    point read from the dump itself match those of an SQLite backup of the same data; the
+    newest message time is the store's own."""
+    source = postgres_databases[0]
+    sqlite = f"sqlite:///{tmp_path / 'store.db'}"
+    for url in (source, sqlite):
+        _fill(url)
+    shown = {}
+    for name, url in (("pg", source), ("sqlite", sqlite)):
+        backup = tmp_path / f"{name}.backup"
+        assert run("backup", str(backup), "--db", url).returncode == 0
+        checked = run("backup", "verify", str(backup))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        shown[name] = _described(checked.stdout)
+    pg, lite = shown["pg"], shown["sqlite"]
+    assert pg["integrity"] == "ok"
+    for label in ("migration", "rows", "messages by status"):
+        assert pg[label] == lite[label], label
+    assert "messages 4" in pg["rows"] and "patients 20" in pg["rows"]
+    assert "proposals 0" in pg["rows"]
+    point = "recovery point, listener test"
+    assert pg[point].split(", received")[0] == lite[point].split(", received")[0]
+    assert "control id C2" in pg[point]
+    store = open_store(source)
+    with store.connect() as connection:
+        newest = connection.execute(text("SELECT max(received_at) FROM messages")).scalar_one()
+    store.dispose()
+    assert pg["newest message"].startswith(newest.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
+
+
+def test_a_truncated_postgresql_dump_fails_verify(
+    postgres_databases: tuple[str, str], tmp_path: Path
+) -> None:
+    source = postgres_databases[0]
+    _fill(source)
+    backup = tmp_path / "pg.backup"
+    assert run("backup", str(backup), "--db", source).returncode == 0
+    data = backup.read_bytes()
+    backup.write_bytes(data[: len(data) * 3 // 4])
+    checked = run("backup", "verify", str(backup))
+    assert checked.returncode != 0
+    assert "integrity: ok" not in checked.stdout

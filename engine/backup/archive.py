@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from engine.backup import postgres
 from engine.backup.contents import Contents, read_contents
+from engine.backup.dumped import read_dump_contents
 from engine.backup.sealed import is_sealed, open_file, seal_file
 from engine.backup.sqlite import copy_online, settle_restored
 from engine.errors import CrosswalkError
@@ -126,7 +127,8 @@ def verify_backup(path: Path, keyring: Keyring | None = None) -> Checked:
     """Read the whole backup: its integrity, and what it holds."""
     with _opened(path, keyring) as (clear, encrypted):
         if _kind(clear) == "postgresql":
-            return Checked("postgresql", encrypted, None, postgres.listing(clear))
+            listing = postgres.listing(clear)
+            return Checked("postgresql", encrypted, read_dump_contents(clear), listing)
         return Checked("sqlite", encrypted, read_contents(clear))
 
 

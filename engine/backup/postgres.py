@@ -22,13 +22,18 @@ def libpq_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _run(program: str, *args: str) -> str:
-    found = shutil.which(program)
+def program(name: str) -> str:
+    """The path of a PostgreSQL client program (``DumpError`` if it is not installed)."""
+    found = shutil.which(name)
     if found is None:
-        raise DumpError(f"{program} is not installed (Debian: apt-get install postgresql-client)")
-    done = subprocess.run([found, *args], capture_output=True, text=True)
+        raise DumpError(f"{name} is not installed (Debian: apt-get install postgresql-client)")
+    return found
+
+
+def _run(name: str, *args: str) -> str:
+    done = subprocess.run([program(name), *args], capture_output=True, text=True)
     if done.returncode != 0:
-        raise DumpError(f"{program} failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise DumpError(f"{name} failed: {done.stderr.strip().splitlines()[-1:]}")
     return done.stdout
 
 
