@@ -227,7 +227,7 @@ class Server:
             else:  # one engine prunes at a time
 
                 async def prune(lease: Lease) -> None:
-                    pruner.start()
+                    pruner.start(lease)
 
                 self.keeper.want(PRUNING, prune, pruner.stop)
         warn_expiring_certificates(self.config)

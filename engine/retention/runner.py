@@ -1,6 +1,10 @@
 """Pruning inside the running engine: each batch is one operation of the engine's writer (so it
 never contends with the writer for the store), chosen by a read in a thread, at most
-``rate`` messages a second; once every rule is caught up, the next pass waits ``interval``."""
+``rate`` messages a second; once every rule is caught up, the next pass waits ``interval``.
+
+When several engines share a PostgreSQL store, only the holder of the pruning lease prunes: it
+looks at the lease before each batch, and each batch is fenced by it (refused in its own
+transaction once another engine took the lease over)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from engine.leases.keeper import Lease
+from engine.leases.records import LeaseLost
 from engine.retention.prune import Applied, Batch, Pruning, auto_vacuum_mode
 from engine.retention.settings import RetentionSettings
 from engine.store.database import describe_failure
@@ -20,17 +26,20 @@ from engine.store.writer import StoreWriter
 log = logging.getLogger(__name__)
 
 
-class _PruneBatch:
+class PruneBatch:
     """One batch as a write operation of the engine's writer (not urgent: it shares the next
     commit of received messages rather than taking an fsync of its own)."""
 
     urgent = False
 
-    def __init__(self, pruning: Pruning, batch: Batch) -> None:
+    def __init__(self, pruning: Pruning, batch: Batch, lease: Lease | None = None) -> None:
         self.pruning = pruning
         self.batch = batch
+        self.lease = lease
 
     def write(self, cursor: Any, statements: Statements) -> Applied:
+        if self.lease is not None:
+            self.lease.fence.check(cursor)
         return self.pruning.apply(cursor, statements, self.batch)
 
     def done(self, result: Any) -> None:
@@ -48,8 +57,12 @@ class Pruner:
         self.pruned: dict[str, int] = {}
         """Messages pruned since the start, by rule (``metadata:delivered``…)."""
         self._task: asyncio.Task[None] | None = None
+        self.lease: Lease | None = None
+        """The pruning lease, when several engines share the store (None: alone)."""
 
-    def start(self) -> None:
+    def start(self, lease: Lease | None = None) -> None:
+        """Prune from now on (under ``lease``, when several engines share the store)."""
+        self.lease = lease
         self._task = asyncio.get_running_loop().create_task(self._run(), name="retention")
 
     async def stop(self) -> None:
@@ -72,6 +85,8 @@ class Pruner:
                 await self.run_pass()
             except asyncio.CancelledError:
                 raise
+            except LeaseLost as error:  # the keeper stops this task; another engine prunes
+                log.warning("retention: pruning stopped: %s", error)
             except Exception as error:  # the store is away: pruning waits, the feeds go on
                 log.warning("retention: pruning stopped for now: %s", describe_failure(error))
             await asyncio.sleep(float(self.settings.interval))
@@ -93,7 +108,10 @@ class Pruner:
                 batch = await asyncio.to_thread(self._next, index)
                 if batch is None:
                     break
-                applied: Applied = await self.writer.run(_PruneBatch(self.pruning, batch))
+                if self.lease is not None and not self.lease.valid():
+                    raise LeaseLost("the pruning lease was not renewed in time")
+                op = PruneBatch(self.pruning, batch, self.lease)
+                applied: Applied = await self.writer.run(op)
                 self.pruning.advance(batch, applied)
                 self.pruned[rule.name] = self.pruned.get(rule.name, 0) + applied.pruned
                 total += applied.pruned
