@@ -44,9 +44,12 @@ class Feed:
     """A sender on one connection that sends F0000, F0001, … and resends each message until it
     gets AA, as an interface engine does; it records every answer."""
 
-    def __init__(self, port: int, pid: str = "PID|1||123456^^^GENHOSP^MR||DOE^JANE") -> None:
+    def __init__(
+        self, port: int, pid: str = "PID|1||123456^^^GENHOSP^MR||DOE^JANE", prefix: str = "F"
+    ) -> None:
         self.peer = Peer(port, timeout=30)
         self.pid = pid
+        self.prefix = prefix
         self.answers: list[tuple[str, str]] = []
         self.accepted: list[str] = []
         self._stop = threading.Event()
@@ -67,7 +70,7 @@ class Feed:
     def _run(self) -> None:
         number = 0
         while not self._stop.is_set():
-            control_id = f"F{number:04d}"
+            control_id = f"{self.prefix}{number:04d}"
             reply = read_ack(self.peer.exchange(adt(control_id, pid=self.pid)))
             assert reply.control_id == control_id
             self.answers.append((control_id, reply.code))
