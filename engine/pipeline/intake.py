@@ -17,7 +17,7 @@ from engine.hl7v2.check import Examination, examine
 from engine.hl7v2.errors import ErrorCode, Location, Problem
 from engine.mllp.listener import Reply
 from engine.pipeline.settings import ListenerSettings
-from engine.store.operations import NewMessage, Settled, StoredMessage
+from engine.store.operations import NewMessage, Settled, StoredMessage, duplicate_reason
 from engine.store.received import AcceptedMessage, message_row
 from engine.store.schema import MessageStatus
 from engine.store.writer import StoreWriter
@@ -107,7 +107,7 @@ class Intake:
                 status, reason, text = MessageStatus.REJECTED, str(problem), problem.text
             elif copy_id is not None:
                 outcome, status = Outcome.ACCEPTED, MessageStatus.DUPLICATE
-                reason = f"duplicate of message {copy_id}"
+                reason = duplicate_reason(copy_id)
                 text = DUPLICATE_TEXT
             elif routed:
                 outcome, status, reason, text = Outcome.ACCEPTED, MessageStatus.RECEIVED, "", ""

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Text, bindparam, case, cast, insert, literal, select, true, update
 
+from engine.store.crypto import encrypting
 from engine.store.fastsql import Statements
 from engine.store.schema import Delivery, DeliveryState, Message, MessageStatus, table_of
 
@@ -89,8 +90,16 @@ def duplicate_key(sending_application: str, sending_facility: str, control_id: s
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def _find_copy() -> tuple[Any, list[str]]:
-    statement = (
+DUPLICATE_REASON = "duplicate of message "
+
+
+def duplicate_reason(copy_id: int) -> str:
+    """The status reason of a duplicate: which message it copies."""
+    return f"{DUPLICATE_REASON}{copy_id}"
+
+
+def _copy_query() -> Any:
+    return (
         select(_messages.c.id)
         .where(
             _messages.c.dedup_key == bindparam("dedup_key"),
@@ -101,11 +110,52 @@ def _find_copy() -> tuple[Any, list[str]]:
         .order_by(_messages.c.id)
         .limit(1)
     )
-    return statement, ["dedup_key", "since"]
+
+
+def _find_copy() -> tuple[Any, list[str]]:
+    return _copy_query(), ["dedup_key", "since"]
 
 
 def _add_message() -> tuple[Any, list[str]]:
     return insert(_messages).returning(_messages.c.id), _MESSAGE_COLUMNS
+
+
+_SETTLED_COLUMNS = ("status", "ack_code", "ack")
+"""What a duplicate stores instead of a fresh message's values (and its reason)."""
+
+
+def _add_message_once() -> tuple[Any, list[str]]:
+    """One statement that looks for an accepted copy and stores the message, settled as a
+    duplicate when one is found: the duplicate check costs no round trip of its own.
+
+    The fresh message's values bind under their column names, a duplicate's under
+    ``duplicate_<column>``; its reason names the copy's id, composed in SQL (clear text: only
+    when content is not encrypted). Returns the new id and the copy's (or NULL).
+    """
+    copy = _copy_query().cte("copy")
+    fresh = copy.c.id.is_(None)
+    values: list[Any] = []
+    for name in _MESSAGE_COLUMNS:
+        column = _messages.c[name]
+        if name == "duplicate_of":
+            values.append(copy.c.id)
+        elif name == "status_reason":
+            reason = literal(DUPLICATE_REASON, Text) + cast(copy.c.id, Text)
+            values.append(case((fresh, bindparam(name, type_=column.type)), else_=reason))
+        elif name in _SETTLED_COLUMNS:
+            duplicate = bindparam(f"duplicate_{name}", type_=column.type)
+            values.append(case((fresh, bindparam(name, type_=column.type)), else_=duplicate))
+        else:
+            values.append(bindparam(name, type_=column.type))
+    one = select(literal(1).label("one")).subquery("one")
+    source = select(*values).select_from(one.outerjoin(copy, true()))
+    statement = (
+        insert(_messages)
+        .from_select(_MESSAGE_COLUMNS, source)
+        .returning(_messages.c.id, _messages.c.duplicate_of)
+    )
+    keys = [*_MESSAGE_COLUMNS, "since", *(f"duplicate_{name}" for name in _SETTLED_COLUMNS)]
+    return statement, keys
 
 
 @dataclass(slots=True)
@@ -114,7 +164,8 @@ class NewMessage:
 
     row: dict[str, Any]
     settle: Callable[[int | None], Settled]
-    """Called inside the transaction with the id of an earlier copy (or None)."""
+    """Called inside the transaction with the id of an earlier copy (or None); on a server
+    database ahead of the statement, once for each fate (any id stands for a copy's)."""
     done: Callable[[Any], None]
     """Called on the event loop with the :class:`StoredMessage`, or the exception."""
     duplicate_since: datetime | None = None
@@ -145,12 +196,74 @@ class NewMessage:
         row["duplicate_of"] = copy_id
         return settled
 
+    @property
+    def one_statement(self) -> bool:
+        """Whether a server database stores this message in one statement (its duplicate check
+        folded in), so that the writer may commit it without a transaction of its own."""
+        return not encrypting()
+
     @staticmethod
     def write_group(
         ops: list[NewMessage], cursor: Any, statements: Statements
     ) -> list[StoredMessage]:
-        """Store several messages in two round trips to a server database instead of two each:
-        one query finds every earlier copy, one pipelined insert stores them all."""
+        """Store messages on a server database: each in one statement that also looks for its
+        copy, all of them in one pipelined round trip. Each statement sees the ones before it,
+        so a copy earlier in the same group is found."""
+        if encrypting():  # a duplicate's reason is sealed here, once its copy is known
+            return NewMessage._write_group_sealed(ops, cursor, statements)
+        add = statements.get("add_message_once", _add_message_once)
+        rows = [op._both_settlements() for op in ops]
+        if len(ops) == 1:  # psycopg's pipeline costs a round trip of its own
+            cursor.execute(add.sql, add.params(rows[0][0]))
+            returned = [cursor.fetchone()]
+        else:
+            cursor.executemany(
+                add.sql, [add.params(values) for values, _, _ in rows], returning=True
+            )
+            returned = []
+            while True:
+                returned.append(cursor.fetchone())
+                if not cursor.nextset():
+                    break
+        stored = []
+        for op, (new_id, copy_id), (_, fresh, duplicate) in zip(ops, returned, rows, strict=True):
+            settled = fresh if copy_id is None else op._settle_as(duplicate, copy_id)
+            stored.append(StoredMessage(new_id, settled, copy_id))
+        return stored
+
+    def _both_settlements(self) -> tuple[dict[str, Any], Settled, Settled]:
+        """The statement's values for both fates (fresh, duplicate): it picks one."""
+        fresh = self._settle(None)
+        # The copy's id only shows in a duplicate's reason, which the statement composes.
+        duplicate = fresh if self.duplicate_since is None else self.settle(0)
+        values = self.row | {
+            "since": self.duplicate_since,
+            "duplicate_status": duplicate.status,
+            "duplicate_ack_code": duplicate.ack_code,
+            "duplicate_ack": b"".join(duplicate.acks),
+        }
+        return values, fresh, duplicate
+
+    def _settle_as(self, duplicate: Settled, copy_id: int) -> Settled:
+        """The row as the statement stored it: a duplicate of ``copy_id``."""
+        settled = Settled(
+            duplicate.status, duplicate_reason(copy_id), duplicate.ack_code, duplicate.acks
+        )
+        self.row.update(
+            status=settled.status,
+            status_reason=settled.reason,
+            duplicate_of=copy_id,
+            ack_code=settled.ack_code,
+            ack=b"".join(settled.acks),
+        )
+        return settled
+
+    @staticmethod
+    def _write_group_sealed(
+        ops: list[NewMessage], cursor: Any, statements: Statements
+    ) -> list[StoredMessage]:
+        """Store several messages in two round trips: one query finds every earlier copy, one
+        pipelined insert stores them all."""
         keys = [op.row["dedup_key"] for op in ops]
         checked = [key for key, op in zip(keys, ops, strict=True) if op.duplicate_since]
         if len(ops) == 1 or len(set(keys)) < len(keys):

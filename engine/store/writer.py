@@ -33,7 +33,9 @@ class WriteOp(Protocol):
 
     ``urgent`` operations (a received message, whose sender waits for its ACK) are committed at
     once; the others (routing records, delivery results) may wait up to ``LINGER`` seconds to
-    share the commit of the next urgent one, which saves an fsync each.
+    share the commit of the next urgent one, which saves an fsync each. An operation whose
+    ``one_statement`` is true writes a single statement on a server database, and is then
+    committed by it when it is alone (autocommit: one round trip).
     """
 
     urgent: bool
@@ -330,6 +332,8 @@ class StoreWriter:
         connection = self._connection
         cursor = connection.cursor()
         try:
+            if not self._sqlite and len(batch) == 1 and getattr(batch[0], "one_statement", False):
+                return self._write_alone(batch[0], connection, cursor)
             if self._sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
             stored = (
@@ -348,6 +352,18 @@ class StoreWriter:
         finally:
             with contextlib.suppress(Exception):  # already closed after a failure
                 cursor.close()
+
+    def _write_alone(self, op: WriteOp, connection: Any, cursor: Any) -> list[Any]:
+        """A server database: an operation that writes one statement runs it in autocommit, so
+        that the statement and its commit are one round trip (a transaction costs a BEGIN and
+        a COMMIT of its own); its ``done`` still runs only once it is durable."""
+        driver = connection.driver_connection
+        driver.autocommit = True
+        try:
+            return self._write_grouped([op], cursor)
+        finally:
+            with contextlib.suppress(Exception):  # a broken connection is discarded anyway
+                driver.autocommit = False
 
     def _write_grouped(self, batch: list[WriteOp], cursor: Any) -> list[Any]:
         """On a server database, runs of operations of a kind that can write together (received
