@@ -17,6 +17,7 @@ from engine.console.sessions import Sessions
 from engine.console.visits import Console, environment_secret
 from engine.mllp.tls import server_context
 from engine.review.upkeep import refresh
+from engine.store import text_index
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,27 @@ def keep_proposals_current(
             refresh(store, mrn_authority)
         except Exception as error:  # the next round tries again; the pages still work
             log.warning("console: review upkeep failed: %s", type(error).__name__)
+        stop.wait(interval)
+
+
+INDEX_INTERVAL = 10.0
+"""Seconds between two catch-ups of the message text index."""
+PURGE_EVERY = 360
+"""Catch-ups between two purges of pruned messages from the text index (an hour)."""
+
+
+def keep_text_index(store: Engine, stop: threading.Event, interval: float = INDEX_INTERVAL) -> None:
+    """Until ``stop``: every ``interval``, the text index takes in the messages stored since;
+    now and then it lets go of those retention deleted or emptied."""
+    rounds = 0
+    while not stop.is_set():
+        try:
+            if rounds % PURGE_EVERY == 0:
+                text_index.purge(store)
+            text_index.catch_up(store)
+        except Exception as error:  # searches read the messages the index has not reached
+            log.warning("console: text index upkeep failed: %s", type(error).__name__)
+        rounds += 1
         stop.wait(interval)
 
 
@@ -84,6 +106,9 @@ def serve(
         daemon=True,
     )
     upkeep.start()
+    threading.Thread(
+        target=keep_text_index, args=(store, stop), name="text index", daemon=True
+    ).start()
     try:
         uvicorn.Server(uv).run(sockets=[sock])
     finally:
