@@ -65,9 +65,18 @@ class Engines:
     """
 
     def __init__(
-        self, folder: Path, db_url: str, logs: Path, *extra: str, code: Path | None = None
+        self,
+        folder: Path,
+        db_url: str,
+        logs: Path,
+        *extra: str,
+        code: Path | None = None,
+        admin: bool = False,
     ) -> None:
         self.code = code
+        self.admin = admin
+        """Give each engine an admin endpoint on a port of its own (``admin_ports``)."""
+        self.admin_ports: list[int] = []
         """Run the engine from this source tree instead of this one (a baseline)."""
         self.folder = folder
         self.db_url = db_url
@@ -82,6 +91,10 @@ class Engines:
         for _ in range(count):
             port = free_port()
             n = len(self.processes)
+            admin = []
+            if self.admin:
+                self.admin_ports.append(free_port())
+                admin = ["--admin-port", str(self.admin_ports[-1])]
             log = (self.logs / f"engine{n}.log").open("wb")
             process = subprocess.Popen(
                 crosswalk(
@@ -92,6 +105,7 @@ class Engines:
                     self.db_url,
                     "--port",
                     str(port),
+                    *admin,
                     *self.extra,
                 ),
                 stdout=log,

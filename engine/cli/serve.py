@@ -16,6 +16,7 @@ from engine.cli.common import DbOption, fail, load_config_or_fail, use_keys
 from engine.config.loader import load_config
 from engine.config.model import EngineConfig
 from engine.leases.keeper import LEASE_TTL
+from engine.observability.settings import AdminSettings
 from engine.pipeline.open_files import check_connection_room, raise_open_file_limit
 from engine.pipeline.reload import log_warnings
 from engine.pipeline.routing_process import DEFAULT_TIMEOUT
@@ -92,6 +93,16 @@ def serve(
             " Every engine on one database should use the same value.",
         ),
     ] = LEASE_TTL,
+    admin_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Port of the admin endpoint (metrics, health, status), instead of the admin:"
+            " section's; turns it on if there is none. Several engines on one host with one"
+            " configuration folder need one each.",
+        ),
+    ] = None,
 ) -> None:
     """Run the engine: listeners, store and routes, until SIGTERM or SIGINT."""
     try:
@@ -113,6 +124,10 @@ def serve(
         if port is not None:
             listener = dataclasses.replace(listener, port=port)
         engine_config = dataclasses.replace(engine_config, listeners={name: listener})
+    if admin_port is not None:
+        admin = engine_config.admin or AdminSettings()
+        admin = dataclasses.replace(admin, port=admin_port, enabled=True)
+        engine_config = dataclasses.replace(engine_config, admin=admin)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             server = Server(

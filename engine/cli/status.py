@@ -105,8 +105,8 @@ def _read(endpoint: str, context: ssl.SSLContext | None) -> Sample:
 
 
 def render(console: Console, sample: Sample, previous: Sample | None) -> Group:
-    """The three tables: listeners, routing, destinations. Rates are since ``previous`` (else
-    since the engine started)."""
+    """The tables: listeners, routing, destinations, and the engines when several share a
+    PostgreSQL store. Rates are since ``previous`` (else since the engine started)."""
     document = sample.document
     now = datetime.fromisoformat(document["time"])
     started = datetime.fromisoformat(document["started"])
@@ -151,6 +151,9 @@ def render(console: Console, sample: Sample, previous: Sample | None) -> Group:
     routing = document["routing"]
     routed = routing["routed"]
     backlog = routing["backlog"]
+    engines = document.get("engines") or []
+    names = {e["holder"]: _engine_name(e) for e in engines}
+    router = next((names[e["holder"]] for e in engines if "routing" in e["leases"]), "no engine")
     parts += [
         listeners.table,
         Text.assemble(
@@ -159,36 +162,109 @@ def render(console: Console, sample: Sample, previous: Sample | None) -> Group:
             (f"{routed.get('errored', 0)} errored", "red" if routed.get("errored") else ""),
             f"; {backlog} waiting"
             + (f" (oldest {_duration(routing['backlog_oldest_seconds'])})" if backlog else ""),
+            f"; routed by {router}" if engines else "",
         ),
     ]
+
+    def queue_row(q: dict[str, Any]) -> list[Any]:
+        cells: list[Any] = [
+            q["destination"] + (f"/{q['partition']}" if q["partition"] else ""),
+            Text("PAUSED", "bold red") if q["paused"] else Text("active", "green"),
+            str(q["queued"]),
+            _duration(q["oldest_seconds"]) if q["oldest_seconds"] is not None else "-",
+            str(q["set_aside"]),
+            str(q["outcomes"].get("delivered", 0)),
+            q["last_error"],
+        ]
+        if engines:  # which engine sends this partition (its lease)
+            cells.append(names.get(q.get("owner") or "", Text("none", "bold red")))
+        return cells
+
     queues = fit(
         console,
-        _QUEUE_COLUMNS,
-        (
-            (
-                q["destination"] + (f"/{q['partition']}" if q["partition"] else ""),
-                Text("PAUSED", "bold red") if q["paused"] else Text("active", "green"),
-                str(q["queued"]),
-                _duration(q["oldest_seconds"]) if q["oldest_seconds"] is not None else "-",
-                str(q["set_aside"]),
-                str(q["outcomes"].get("delivered", 0)),
-                q["last_error"],
-            )
-            for q in document["queues"]
-        ),
+        _QUEUE_COLUMNS if engines else _QUEUE_COLUMNS[:-1],
+        (queue_row(q) for q in document["queues"]),
         title="destinations",
         title_justify="left",
         show_edge=False,
     )
     parts.append(queues.table)
+    fitted = [listeners, queues]
+    if engines:
+        table = _engines_table(console, engines, previous, now, since)
+        parts.append(table.table)
+        fitted.append(table)
     if document.get("store_error"):
         parts.append(Text(f"store: {document['store_error']}", style="red"))
-    dropped = listeners.note() or queues.note()
+    dropped = next((note for note in (f.note() for f in fitted) if note), "")
     if dropped:
         parts.append(Text(dropped, style="dim"))
     return Group(*parts)
 
 
+def _engine_name(engine: dict[str, Any]) -> str:
+    return f"{engine['host']}:{engine['pid']}"
+
+
+def _engines_table(
+    console: Console,
+    engines: list[dict[str, Any]],
+    previous: Sample | None,
+    now: datetime,
+    since: float,
+) -> Any:
+    """Each engine sharing the store: alive or gone, the leases it holds, its listeners'
+    connections, rate and last message (another engine's as of its last renewal)."""
+    before: dict[str, int] = {}
+    if previous is not None:
+        for engine in previous.document.get("engines") or []:
+            before[engine["holder"]] = sum(item["messages"] for item in engine["listeners"])
+
+    def row(engine: dict[str, Any]) -> tuple[Any, ...]:
+        listeners = engine["listeners"]
+        messages = sum(item["messages"] for item in listeners)
+        if engine["holder"] in before:
+            rate = (messages - before[engine["holder"]]) / since
+        elif engine.get("started"):
+            up = (now - datetime.fromisoformat(engine["started"])).total_seconds()
+            rate = messages / max(1.0, up)
+        else:
+            rate = 0.0
+        last = max((item["last_message"] or "" for item in listeners), default="")
+        state = (
+            Text("alive", "green") if engine["alive"] else Text("GONE", "bold red"),
+            Text(" (this one)", "dim") if engine["this"] else "",
+        )
+        alive = engine["alive"]  # a gone engine's last figures are not its connections now
+        return (
+            _engine_name(engine),
+            Text.assemble(*state),
+            ", ".join(engine["leases"]) or "-",
+            str(sum(item["open_connections"] for item in listeners)) if alive else "-",
+            f"{rate:.1f}" if alive else "-",
+            _ago(now, last or None),
+            engine.get("admin") or "-",
+        )
+
+    return fit(
+        console,
+        _ENGINE_COLUMNS,
+        (row(engine) for engine in engines),
+        title="engines (on one PostgreSQL)",
+        title_justify="left",
+        show_edge=False,
+    )
+
+
+_ENGINE_COLUMNS = (
+    Column("engine"),
+    Column("state"),
+    Column("leases", WORDS),
+    Column("connections", justify="right"),
+    Column("per second", justify="right"),
+    Column("last message", WORDS, drop=1),
+    Column("admin", drop=2),
+)
 _LISTENER_COLUMNS = (
     Column("listener"),
     Column("state"),
@@ -206,6 +282,7 @@ _QUEUE_COLUMNS = (
     Column("set aside", justify="right", drop=2),
     Column("delivered", justify="right", drop=1),
     Column("last error", TEXT),
+    Column("engine"),
 )
 
 

@@ -21,8 +21,9 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -32,6 +33,7 @@ from engine.leases.records import (
     acquire,
     end_stalled_transactions,
     lease_engine,
+    publish,
     release,
     renew,
     survey,
@@ -100,6 +102,9 @@ class LeaseKeeper:
     flush: Callable[[], Awaitable[None]] | None = None
     """Waits until writes submitted so far are committed: before a lease is handed back, so
     that its next holder reads them."""
+    describe: Callable[[], Mapping[str, Any]] | None = None
+    """What this engine says of itself (listeners, admin endpoint): written into its row at
+    every renewal, for ``crosswalk status`` on any engine."""
     held: dict[str, Lease] = field(default_factory=dict)
     _wanted: dict[str, _Work] = field(default_factory=dict)
     _member: _Member | None = None
@@ -213,6 +218,8 @@ class LeaseKeeper:
         kept, locked = await asyncio.to_thread(renew, self._leases(), self.holder, held, self.ttl)
         if self._member.name not in kept | locked:
             await self._join()  # deleted as dead while this engine was paused: join again
+        if self.describe is not None:
+            await asyncio.to_thread(publish, self._leases(), self.holder, self.describe())
         until = began + self.ttl - self.margin
         for name, lease in list(self.held.items()):
             if name in kept:

@@ -7,8 +7,9 @@ expired (or its holder takes it again), and every take raises its epoch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -148,6 +149,28 @@ def _timed_out(error: OperationalError) -> bool:
     return getattr(error.orig, "sqlstate", None) in ("55P03", "57014")
 
 
+def publish(engine: Engine, holder: str, info: Mapping[str, Any]) -> None:
+    """Write what this engine says of itself (``info``, as JSON) into its ``engine:`` row."""
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE leases SET info = :info WHERE name = :name AND holder = :holder"),
+            {"info": json.dumps(info), "name": MEMBER + holder, "holder": holder},
+        )
+
+
+def queue_lease(destination: str, partition: int) -> str:
+    """The lease that owns one partition of a destination's queue."""
+    return f"queue:{destination}#{partition}"
+
+
+def queue_of_lease(name: str) -> tuple[str, int] | None:
+    """The destination and partition a queue's lease owns (None: not a queue's lease)."""
+    destination, _, partition = name.removeprefix("queue:").rpartition("#")
+    if not name.startswith("queue:") or not partition.isdigit():
+        return None
+    return destination, int(partition)
+
+
 def release(engine: Engine, holder: str, held: Mapping[str, int]) -> None:
     """Give up these leases at once (another engine may take them now); the rows that said
     this engine was alive are deleted."""
@@ -229,3 +252,49 @@ def read_leases(engine: Engine) -> list[HeldLease]:
             )
         ).all()
     return [HeldLease(r[0], r[1], int(r[2]), r[3], bool(r[4])) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRow:
+    """An engine sharing the store, as its rows say (``crosswalk status``)."""
+
+    holder: str
+    alive: bool
+    """Its ``engine:`` row is renewed (not expired)."""
+    leases: list[str] = field(default_factory=list)
+    """The leases it holds, unexpired, by name."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """What it last said of itself (:func:`publish`); empty from an older engine."""
+
+    @property
+    def host(self) -> str:
+        return self.holder.rsplit(":", 2)[0]
+
+    @property
+    def pid(self) -> int | None:
+        parts = self.holder.rsplit(":", 2)
+        return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def read_engines(engine: Engine) -> list[EngineRow]:
+    """Every engine with a row (alive, or dead for under an hour), each with the leases it
+    holds; an SQLite store has none."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT name, holder, expires_at <= now(), info FROM leases ORDER BY name")
+        ).all()
+    held: dict[str, list[str]] = {}
+    for name, holder, expired, _ in rows:
+        if not name.startswith(MEMBER) and not expired:
+            held.setdefault(holder, []).append(name)
+    engines = []
+    for name, holder, expired, info in rows:
+        if name.startswith(MEMBER):
+            try:
+                said = json.loads(info) if info else {}
+            except ValueError:
+                said = {}
+            engines.append(EngineRow(holder, not expired, held.get(holder, []), said))
+    return engines

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, String
+from sqlalchemy import BigInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from engine.store.schema import Base, UTCDateTime
@@ -25,3 +25,6 @@ class Lease(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     """On the database's clock: every engine judges expiry by the same clock."""
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    info: Mapped[str | None] = mapped_column(Text)
+    """``engine:`` rows: the engine's own summary (JSON: listeners, admin endpoint), written
+    as it renews, for ``crosswalk status``."""

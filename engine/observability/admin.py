@@ -4,7 +4,8 @@
 - ``GET /healthz``: 200 while the process and its event loop run.
 - ``GET /readyz``: 200 when the engine can take messages (store reachable, every listener
   bound, the routing process alive), else 503 with the reasons, one per line.
-- ``GET /status``: JSON for ``crosswalk status`` (listeners, routing, queues; no PHI).
+- ``GET /status``: JSON for ``crosswalk status`` (listeners, routing, queues, and the engines
+  sharing a PostgreSQL store with the leases each holds; no PHI).
 
 The socket is bound here, before uvicorn is given it, so a port in use is the engine's own
 clear error rather than uvicorn's exit; uvicorn's signal handling is left out (SIGTERM and
@@ -32,6 +33,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from engine.mllp.tls import server_context
+from engine.observability.cluster import engines_document, iso, listeners_of
 from engine.observability.metrics import EngineMetrics, StoreCounts
 from engine.observability.settings import AdminSettings
 
@@ -98,24 +100,7 @@ def status_document(
     metrics: EngineMetrics, counts: StoreCounts, reasons: list[str]
 ) -> dict[str, Any]:
     """What ``/status`` answers: counters since the start, queues as stored, readiness."""
-    view = metrics.view
-    stats = view.listener_stats()
-    listeners = []
-    for name in view.listener_names():
-        listener = stats.get(name)
-        activity = metrics.activity.get(name)
-        listeners.append(
-            {
-                "name": name,
-                "bound": listener is not None,
-                "open_connections": listener.open_connections if listener else 0,
-                "connections": listener.connections if listener else 0,
-                "refused": (listener.refused + listener.tls_refused) if listener else 0,
-                "messages": activity.messages if activity else 0,
-                "by_status": dict(activity.by_status) if activity else {},
-                "last_message": _iso(activity.last_message) if activity else None,
-            }
-        )
+    listeners = listeners_of(metrics)
     queues = [
         {
             "destination": q.destination,
@@ -126,12 +111,13 @@ def status_document(
             "paused": q.paused,
             "last_error": q.last_error,
             "outcomes": metrics.outcomes.get(q.destination, {}) if q.partition == 0 else {},
+            "owner": q.owner,
         }
         for q in counts.queues
     ]
     return {
         "time": datetime.now(UTC).isoformat(),
-        "started": _iso(metrics.started),
+        "started": iso(metrics.started),
         "ready": not reasons,
         "not_ready": reasons,
         "listeners": listeners,
@@ -141,12 +127,9 @@ def status_document(
             "backlog_oldest_seconds": counts.backlog_oldest,
         },
         "queues": queues,
+        "engines": engines_document(counts.engines, metrics.view.lease_holder(), listeners),
         "store_error": counts.error,
     }
-
-
-def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 class _EngineUvicorn(uvicorn.Server):
@@ -166,6 +149,8 @@ class AdminEndpoint:
         self._server: _EngineUvicorn | None = None
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self.url: str | None = None
+        """Where it answers, once started (``https://host:port``)."""
 
     async def start(self) -> None:
         """Bind (OSError when the address is taken) and serve in the background."""
@@ -191,7 +176,9 @@ class AdminEndpoint:
             self._server.serve(sockets=[sock]), name="admin endpoint"
         )
         scheme = "https" if context is not None else "http"
-        log.info("admin endpoint on %s://%s:%d", scheme, settings.host, self.port)
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        self.url = f"{scheme}://{host}:{self.port}"
+        log.info("admin endpoint on %s", self.url)
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:

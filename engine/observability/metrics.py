@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
+from engine.leases.records import EngineRow, queue_lease, queue_of_lease, read_engines
 from engine.mllp.listener import ListenerStats
 from engine.reconcile.tables import Proposal, ReconcileRun
 from engine.review.tables import ReviewDecision
@@ -60,6 +61,10 @@ class EngineView(Protocol):
         """Why the engine cannot take messages now (empty: it can), without I/O."""
         ...
 
+    def lease_holder(self) -> str | None:
+        """This engine's name in the leases (None: alone on an SQLite store)."""
+        ...
+
 
 @dataclass
 class ListenerActivity:
@@ -82,6 +87,8 @@ class StoreCounts:
     runs: dict[str, int] = field(default_factory=dict)
     proposals: dict[tuple[str, str], int] = field(default_factory=dict)
     decisions: dict[tuple[str, bool], int] = field(default_factory=dict)
+    engines: list[EngineRow] = field(default_factory=list)
+    """The engines sharing the store and their leases (PostgreSQL; empty on SQLite)."""
     error: str = ""
     """Why the store could not be read (the counts are then those of the last good read)."""
 
@@ -99,6 +106,8 @@ class QueueState:
     paused: bool
     last_error: str = ""
     """Why the head of the queue is not delivered yet (empty: nothing went wrong)."""
+    owner: str = ""
+    """The engine holding this partition's lease (several engines; empty: none, or alone)."""
 
 
 class EngineMetrics:
@@ -163,6 +172,8 @@ class EngineMetrics:
         self.outcomes: dict[str, dict[str, int]] = {}
         """Deliveries settled since the start, by destination and outcome."""
         self.started = time.time()
+        self.admin_url: str | None = None
+        """Where this engine's admin endpoint answers, once started (other engines show it)."""
         self._store = StoreCounts()
         self._store_lock = threading.Lock()
         self.registry.register(_Scraped(self))
@@ -234,6 +245,7 @@ class EngineMetrics:
                 runs=last.runs,
                 proposals=last.proposals,
                 decisions=last.decisions,
+                engines=last.engines,
                 error=f"the store could not be read: {type(error).__name__}",
             )
 
@@ -301,9 +313,13 @@ def read_store_counts(store: Engine, destinations: Sequence[str]) -> StoreCounts
             )
         ).all()
     controls = read_controls(store)
+    counts.engines = read_engines(store)
+    owners = {lease: e.holder for e in counts.engines for lease in e.leases}
+    # several engines: every partition with a lease shows, queued or not
+    leased = {part for part in map(queue_of_lease, owners) if part is not None}
     names = set(destinations) | {d for d, _ in queued} | set(aside)
     for name in sorted(names):
-        partitions = sorted(p for d, p in queued if d == name) or [0]
+        partitions = sorted({p for d, p in queued.keys() | leased if d == name}) or [0]
         for partition in partitions:
             count, oldest = queued.get((name, partition), (0, None))
             counts.queues.append(
@@ -315,6 +331,7 @@ def read_store_counts(store: Engine, destinations: Sequence[str]) -> StoreCounts
                     oldest=_age(now, oldest),
                     paused=controls[name].paused if name in controls else False,
                     last_error=heads.get((name, partition), ""),
+                    owner=owners.get(queue_lease(name, partition), ""),
                 )
             )
     counts.backlog = int(backlog)
@@ -442,8 +459,27 @@ class _Scraped(Collector):
         for (action, automatic), n in sorted(counts.decisions.items()):
             decisions.add_metric([action, "true" if automatic else "false"], n)
         yield decisions
+        yield from self._lease_metrics(counts)
         yield GaugeMetricFamily(
             "crosswalk_store_readable",
             "1 when the last read of the store's counts succeeded.",
             value=0.0 if counts.error else 1.0,
         )
+
+    def _lease_metrics(self, counts: StoreCounts) -> Iterator[Metric]:
+        """Several engines on one PostgreSQL: how many are alive, and which leases this one
+        holds (summed over the engines, each lease is held once)."""
+        me = self.metrics.view.lease_holder()
+        if me is None:
+            return
+        yield GaugeMetricFamily(
+            "crosswalk_engines_alive",
+            "Engines sharing the store whose lease rows are renewed.",
+            value=sum(1 for e in counts.engines if e.alive),
+        )
+        held = GaugeMetricFamily(
+            "crosswalk_lease_held", "1 when this engine holds the lease.", labels=["lease"]
+        )
+        for lease, holder in sorted({(n, e.holder) for e in counts.engines for n in e.leases}):
+            held.add_metric([lease], 1.0 if holder == me else 0.0)
+        yield held

@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 
 from engine.hl7v2.ack import AckReply, read_ack, sent_control_id
 from engine.leases.keeper import Lease, LeaseKeeper
-from engine.leases.records import LeaseLost
+from engine.leases.records import LeaseLost, queue_lease
 from engine.mllp.client import MLLPClient, MLLPError
 from engine.mllp.tls import client_context
 from engine.pipeline.settings import DestinationSettings
@@ -57,7 +57,7 @@ may be the one routing messages into it)."""
 
 def lease_name(destination: str, partition: int) -> str:
     """The lease that owns one partition of a destination's queue."""
-    return f"queue:{destination}#{partition}"
+    return queue_lease(destination, partition)
 
 
 class Window:

@@ -16,6 +16,7 @@ import os
 import signal
 import ssl
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +28,7 @@ from engine.leases.keeper import LEASE_TTL, Lease, LeaseKeeper
 from engine.mllp.listener import ListenerLimits, ListenerStats, MLLPListener
 from engine.mllp.tls import ServerTLS
 from engine.observability.admin import AdminEndpoint
+from engine.observability.cluster import summary
 from engine.observability.metrics import EngineMetrics
 from engine.pipeline.certificates import check_daily, warn_expiring_certificates
 from engine.pipeline.delivery import DeliveryService
@@ -258,7 +260,9 @@ class Server:
         async def flush() -> None:
             await writer.run(Barrier())
 
-        self.keeper = LeaseKeeper(self.store, ttl=self.lease_ttl, flush=flush)
+        self.keeper = LeaseKeeper(
+            self.store, ttl=self.lease_ttl, flush=flush, describe=partial(summary, self.metrics)
+        )
         await self.keeper.start()
 
     async def _start_admin(self) -> None:
@@ -280,6 +284,7 @@ class Server:
             )
             return
         self.admin = endpoint
+        self.metrics.admin_url = endpoint.url
 
     # --- what the engine shows of itself (engine.observability.metrics.EngineView) ---------
 
@@ -294,6 +299,9 @@ class Server:
 
     def store_engine(self) -> Engine | None:
         return self.store
+
+    def lease_holder(self) -> str | None:
+        return None if self.keeper is None else self.keeper.holder
 
     def not_ready(self) -> list[str]:
         reasons = [
