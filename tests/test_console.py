@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import re
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from engine.audit.trail import EventFilter, events
 from engine.console import sessions
 from engine.hl7v2.check import examine
 from engine.reconcile.tables import ProposalStatus
 from engine.review.worklist import ReviewFilter, rows
+from engine.store.rates import route_rates
 from engine.store.received import message_row
 from engine.store.schema import Delivery, Message
 from engine.users.accounts import Role, add_user, disable, find, set_password
@@ -394,3 +395,49 @@ def test_an_admin_adds_and_disables_a_user_on_the_users_page(setup, store: Engin
         ("users.disable", "ok", ("user:erin",)),
     ]
     assert all(PASSWORD not in e.detail and e.actor == "admin" for e in changes)
+
+
+def test_the_dashboard_shows_each_routes_rates(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+    """Per route, messages per minute over the last five minutes: routed (a delivery queued),
+    errored (the reason names the route), filtered (the rest of its source's messages);
+    messages older than the window and not yet routed do not count."""
+    now = datetime.now(UTC)
+    ids = [stored(store) for _ in range(10)]
+    with store.begin() as connection:
+        connection.execute(
+            update(Message)
+            .where(Message.id.in_(ids[6:8]))
+            .values(status="errored", status_reason="errored in inbound for pacs: no table X")
+        )
+        connection.execute(update(Message).where(Message.id == ids[8]).values(status="received"))
+        old = now - timedelta(minutes=6)
+        connection.execute(update(Message).where(Message.id == ids[9]).values(received_at=old))
+        connection.execute(
+            insert(Delivery),
+            [
+                {
+                    "message_id": i,
+                    "route": "inbound",
+                    "destination": "pacs",
+                    "payload": b"",
+                    "state": "queued",
+                    "created_at": now,
+                }
+                for i in ids[:3]
+            ],
+        )
+    sources = {"inbound": ["ehr"], "merges": ["review"]}
+    rates = {r.route: r for r in route_rates(store, sources, now=now + timedelta(seconds=1))}
+    assert (rates["inbound"].routed, rates["inbound"].filtered, rates["inbound"].errored) == (
+        pytest.approx(3 / 5),
+        pytest.approx(3 / 5),
+        pytest.approx(2 / 5),
+    )
+    assert (rates["merges"].routed, rates["merges"].filtered) == (0, 0)
+    client = client_of(setup)
+    log_in(client, Role.VIEWER)
+    page = client.get("/").text
+    row = re.search(r"<tr><td>inbound</td>.*?</tr>", page, re.S)
+    assert row and re.findall(r">(\d+\.\d)<", row.group(0)) == ["0.6", "0.6", "0.4"], page
+    refreshed = client.get("/queues").text
+    assert 'id="route-rates" hx-swap-oob="true"' in refreshed and "<td>inbound</td>" in refreshed

@@ -35,6 +35,8 @@ from engine.store.queue import (
     set_control,
     summarize,
 )
+from engine.store.rates import WINDOW as RATES_WINDOW
+from engine.store.rates import route_rates
 
 PAGE = 50
 """Messages shown per search."""
@@ -75,8 +77,11 @@ def _queues(visit: Visit) -> dict[str, Any]:
     config = visit.console.config
     summaries = summarize(visit.store, config.destinations)
     waiting, oldest = routing_backlog(visit.store)
+    sources = {name: route.source for name, route in config.routes.items()}
     return {
         "queues": summaries,
+        "rates": route_rates(visit.store, sources),
+        "rates_minutes": int(RATES_WINDOW.total_seconds() // 60),
         "age": _age,
         "backlog": waiting,
         "backlog_age": _age(oldest),
