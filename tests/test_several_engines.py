@@ -67,6 +67,7 @@ def _wait_for_takeover(db_url: str, victim: int, timeout: float = 15) -> float:
     """Seconds until every lease the victim held is held, unexpired, by another engine."""
     store = open_store(db_url)
     began = time.monotonic()
+    work = []
     try:
         while time.monotonic() - began < timeout:
             rows = read_leases(store)
@@ -76,7 +77,8 @@ def _wait_for_takeover(db_url: str, victim: int, timeout: float = 15) -> float:
             time.sleep(0.05)
     finally:
         store.dispose()
-    raise AssertionError(f"no takeover within {timeout}s")
+    held = [(r.name, r.holder.split(":")[-2], "expired" if r.expired else "held") for r in work]
+    raise AssertionError(f"no takeover within {timeout}s (victim {victim}): {held}")
 
 
 def _check_delivered(pacs: FakeReceiver, feeds: list[Feed], faults: int, queues: int) -> None:

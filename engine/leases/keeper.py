@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -22,8 +23,9 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -33,7 +35,6 @@ from engine.leases.records import (
     acquire,
     end_stalled_transactions,
     lease_engine,
-    publish,
     release,
     renew,
     survey,
@@ -41,6 +42,7 @@ from engine.leases.records import (
 from engine.store.database import describe_failure
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEASE_TTL = 6.0
 """Seconds a lease lasts unless renewed: a dead engine's work is taken over after at most this
@@ -115,6 +117,11 @@ class LeaseKeeper:
     _stopped: bool = False
     _db: Engine | None = None
     """The keeper's own connections (statements bounded by a renewal period)."""
+    _thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="leases")
+    )
+    """The keeper's own thread: a renewal never waits behind the engine's other blocking
+    calls (the default executor has a few threads, all of them busy under load)."""
     engines: int = 1
     """Engines alive at the last look (this one included)."""
 
@@ -142,11 +149,14 @@ class LeaseKeeper:
         self._watch = loop.create_task(self._watch_expiry(), name="lease expiry")
         log.info("leases: this engine is %s (leases last %.0fs)", self.holder, self.ttl)
 
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a lease statement on the keeper's own thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, functools.partial(function, *args))
+
     async def _join(self) -> None:
         assert self._member is not None
-        epoch = await asyncio.to_thread(
-            acquire, self._leases(), self._member.name, self.holder, self.ttl
-        )
+        epoch = await self._call(acquire, self._leases(), self._member.name, self.holder, self.ttl)
         self._member.epoch = epoch or 0
 
     def _leases(self) -> Engine:
@@ -190,6 +200,7 @@ class LeaseKeeper:
             await self._give_back(list(self.held), member=True)
         if self._db is not None:
             self._db.dispose()
+        self._thread.shutdown(wait=False)
 
     async def _run(self) -> None:
         while True:
@@ -215,11 +226,10 @@ class LeaseKeeper:
         began = time.monotonic()
         held = {name: lease.fence.epoch for name, lease in self.held.items()}
         held[self._member.name] = self._member.epoch
-        kept, locked = await asyncio.to_thread(renew, self._leases(), self.holder, held, self.ttl)
+        info = None if self.describe is None else dict(self.describe())
+        kept, locked = await self._call(renew, self._leases(), self.holder, held, self.ttl, info)
         if self._member.name not in kept | locked:
             await self._join()  # deleted as dead while this engine was paused: join again
-        if self.describe is not None:
-            await asyncio.to_thread(publish, self._leases(), self.holder, self.describe())
         until = began + self.ttl - self.margin
         for name, lease in list(self.held.items()):
             if name in kept:
@@ -231,7 +241,7 @@ class LeaseKeeper:
                 await self._stop_work(name)
         if self._stopped:
             return
-        seen = await asyncio.to_thread(survey, self._leases(), list(self._wanted), self.holder)
+        seen = await self._call(survey, self._leases(), list(self._wanted), self.holder)
         self.engines = seen.engines
         share = math.ceil(len(self._wanted) / seen.engines)
         if len(self.held) > share:
@@ -243,7 +253,7 @@ class LeaseKeeper:
 
     async def _take(self, name: str) -> None:
         began = time.monotonic()
-        epoch = await asyncio.to_thread(acquire, self._leases(), name, self.holder, self.ttl)
+        epoch = await self._call(acquire, self._leases(), name, self.holder, self.ttl)
         if epoch is None:
             return  # another engine was quicker
         fence = Fence(name, self.holder, epoch)
@@ -270,7 +280,7 @@ class LeaseKeeper:
         if member and self._member is not None:
             epochs[self._member.name] = self._member.epoch
         try:
-            await asyncio.to_thread(release, self._leases(), self.holder, epochs)
+            await self._call(release, self._leases(), self.holder, epochs)
         except Exception as error:  # they expire by themselves
             log.warning("leases: could not hand back %s: %s", names, describe_failure(error))
         for name in names:

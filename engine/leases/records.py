@@ -66,6 +66,13 @@ _RENEW = text(
     WHERE name = :name AND epoch = :epoch AND holder = :holder
     """
 )
+_RENEW_MEMBER = text(
+    """
+    UPDATE leases SET expires_at = now() + make_interval(secs => :ttl),
+        info = COALESCE(:info, info)
+    WHERE name = :name AND epoch = :epoch AND holder = :holder
+    """
+)
 
 
 def end_stalled_transactions(engine: Engine, ttl: float) -> None:
@@ -115,11 +122,17 @@ def acquire(engine: Engine, name: str, holder: str, ttl: float) -> int | None:
 
 
 def renew(
-    engine: Engine, holder: str, held: Mapping[str, int], ttl: float
+    engine: Engine,
+    holder: str,
+    held: Mapping[str, int],
+    ttl: float,
+    info: Mapping[str, Any] | None = None,
 ) -> tuple[set[str], set[str]]:
     """Extend the leases ``held`` (name → epoch) by ``ttl`` seconds from now: the names
     renewed, and those whose row stayed locked (held still, not renewed: their work stops if
     their time runs out). One in neither was taken over (after it expired): its work must stop.
+    ``info``: what this engine says of itself, written into its ``engine:`` row as it is
+    renewed (``crosswalk status`` on any engine shows it).
 
     Each lease is renewed in a transaction of its own: renewing waits for the writes fenced by
     a lease (they lock its row until they commit), and holding one lease row while waiting for
@@ -129,9 +142,13 @@ def renew(
     locked: set[str] = set()
     with engine.connect() as connection:
         for name, epoch in held.items():
-            params = {"name": name, "epoch": epoch, "holder": holder, "ttl": ttl}
+            params: dict[str, Any] = {"name": name, "epoch": epoch, "holder": holder, "ttl": ttl}
+            statement = _RENEW
+            if name.startswith(MEMBER):
+                statement = _RENEW_MEMBER
+                params["info"] = None if info is None else json.dumps(info)
             try:
-                renewed = connection.execute(_RENEW, params).rowcount
+                renewed = connection.execute(statement, params).rowcount
             except OperationalError as error:
                 if not _timed_out(error):
                     raise
@@ -147,15 +164,6 @@ def renew(
 def _timed_out(error: OperationalError) -> bool:
     """A lock or statement timeout (SQLSTATE 55P03, 57014), not a lost connection."""
     return getattr(error.orig, "sqlstate", None) in ("55P03", "57014")
-
-
-def publish(engine: Engine, holder: str, info: Mapping[str, Any]) -> None:
-    """Write what this engine says of itself (``info``, as JSON) into its ``engine:`` row."""
-    with engine.begin() as connection:
-        connection.execute(
-            text("UPDATE leases SET info = :info WHERE name = :name AND holder = :holder"),
-            {"info": json.dumps(info), "name": MEMBER + holder, "holder": holder},
-        )
 
 
 def queue_lease(destination: str, partition: int) -> str:
@@ -264,7 +272,7 @@ class EngineRow:
     leases: list[str] = field(default_factory=list)
     """The leases it holds, unexpired, by name."""
     info: dict[str, Any] = field(default_factory=dict)
-    """What it last said of itself (:func:`publish`); empty from an older engine."""
+    """What it last said of itself (written by :func:`renew`); empty from an older engine."""
 
     @property
     def host(self) -> str:
