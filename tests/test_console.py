@@ -9,8 +9,10 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, insert, select, update
+from starlette.testclient import TestClient
 
 from engine.audit.trail import EventFilter, events
 from engine.console import sessions
@@ -20,7 +22,9 @@ from engine.review.worklist import ReviewFilter, rows
 from engine.store.rates import route_rates
 from engine.store.received import message_row
 from engine.store.schema import Delivery, Message
+from engine.testing import Peer, free_port, wait_for_port
 from engine.users.accounts import Role, add_user, disable, find, set_password
+from engine.users.keys import stored_key
 from tests.console_support import (
     PASSWORD,
     add_everyone,
@@ -30,7 +34,7 @@ from tests.console_support import (
     csrf_of,
     log_in,
 )
-from tests.support import cli_env, crosswalk
+from tests.support import cli_env, crosswalk, serving
 from tests.support import run_crosswalk as run
 from tests.test_review import prepared
 
@@ -395,6 +399,61 @@ def test_an_admin_adds_and_disables_a_user_on_the_users_page(setup, store: Engin
         ("users.disable", "ok", ("user:erin",)),
     ]
     assert all(PASSWORD not in e.detail and e.actor == "admin" for e in changes)
+
+
+def test_sessions_outlive_a_restart_of_the_console(
+    setup, store: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The signing key is made once and kept in the store: a console started again over the
+    same store (no $CROSSWALK_CONSOLE_KEY) reads the cookies of the one before it."""
+    monkeypatch.delenv("CROSSWALK_CONSOLE_KEY", raising=False)
+    before = console_over(store, console_folder(tmp_path))
+    client = client_of(before)
+    log_in(client, Role.VIEWER)
+    assert client.get("/").status_code == 200
+    cookies = dict(client.cookies)
+
+    def restarted() -> TestClient:
+        again = client_of(console_over(store, console_folder(tmp_path)))
+        again.cookies.update(cookies)
+        return again
+
+    assert restarted().get("/").status_code == 200
+    assert stored_key(store) == stored_key(store)
+    monkeypatch.setenv("CROSSWALK_CONSOLE_KEY", "another key")  # the environment's key wins
+    assert restarted().get("/").headers["location"] == "/login"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_serve_with_console_serves_both_and_sessions_outlive_the_restart(
+    db_url: str, store: Engine, tmp_path: Path
+) -> None:
+    """``crosswalk serve --console``: one process takes messages and serves the console (its
+    console: section); the console shows what the engine just stored; after the process is
+    stopped and started again, the browser's session still holds (the key is in the store)."""
+    console_port, mllp_port = free_port(), free_port()
+    console = f"console:\n  port: {console_port}\n  require_mfa: false\n"
+    folder = console_folder(tmp_path, console=console)
+    add_user(store, "ana", Role.ANALYST, PASSWORD)
+    args = ["--config", str(folder), "--db", db_url, "--port", str(mllp_port), "--console"]
+    env = cli_env(CROSSWALK_CONSOLE_KEY="")
+    with serving(args, mllp_port, tmp_path / "first.log", env) as engine:
+        wait_for_port(console_port, engine)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{console_port}", timeout=10)
+        log_in(client, "ana")  # type: ignore[arg-type]
+        peer = Peer(mllp_port)
+        peer.send(A08)
+        assert b"MSA|AA" in peer.read()
+        found = client.get("/messages?control_id=CTRL123")
+        assert found.status_code == 200 and "CTRL123" in found.text
+    assert engine.returncode == 0
+    with pytest.raises(httpx.ConnectError):
+        client.get("/")
+    with serving(args, mllp_port, tmp_path / "second.log", env) as engine:
+        wait_for_port(console_port, engine)
+        assert client.get("/").status_code == 200, "the session ended with the restart"
+    assert engine.returncode == 0
+    assert f"console on http://127.0.0.1:{console_port}" in (tmp_path / "first.log").read_text()
 
 
 def test_the_dashboard_shows_each_routes_rates(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]

@@ -6,15 +6,17 @@ import asyncio
 import dataclasses
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from engine import logs
-from engine.cli.common import DbOption, fail, load_config_or_fail, use_keys
+from engine.cli.common import DbOption, fail, load_config_or_fail, open_store_or_fail, use_keys
 from engine.config.loader import load_config
 from engine.config.model import EngineConfig
+from engine.console.server import ConsoleServer
 from engine.leases.keeper import LEASE_TTL
 from engine.observability.settings import AdminSettings
 from engine.pipeline.open_files import check_connection_room, raise_open_file_limit
@@ -103,6 +105,14 @@ def serve(
             " configuration folder need one each.",
         ),
     ] = None,
+    console: Annotated[
+        bool,
+        typer.Option(
+            "--console",
+            help="Serve the web console from this process too, on the console: section's"
+            " address (as `crosswalk console` would).",
+        ),
+    ] = False,
 ) -> None:
     """Run the engine: listeners, store and routes, until SIGTERM or SIGINT."""
     try:
@@ -128,6 +138,7 @@ def serve(
         admin = engine_config.admin or AdminSettings()
         admin = dataclasses.replace(admin, port=admin_port, enabled=True)
         engine_config = dataclasses.replace(engine_config, admin=admin)
+    web = _start_console(engine_config, db) if console else None
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             server = Server(
@@ -147,3 +158,17 @@ def serve(
         fail(str(error))
     except RuntimeError as error:
         fail(str(error))
+    finally:
+        if web is not None:
+            web.stop()
+
+
+def _start_console(config: EngineConfig, db: str | None) -> ConsoleServer:
+    """The web console, bound and serving from a thread of its own."""
+    try:
+        server = ConsoleServer(open_store_or_fail(db), config)
+    except OSError as error:
+        fail(f"cannot listen on {config.console.host}: {error.strerror or error}; nothing started")
+    threading.Thread(target=server.run, name="console", daemon=True).start()
+    log.info("console on %s", server.address)
+    return server

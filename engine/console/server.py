@@ -18,17 +18,20 @@ from engine.console.visits import Console, environment_secret
 from engine.mllp.tls import server_context
 from engine.review.upkeep import refresh
 from engine.store import text_index
+from engine.users.keys import stored_key
 
 log = logging.getLogger(__name__)
 
 
 def console_for(store: Engine, config: EngineConfig, key: bytes | None = None) -> Console:
+    """The console over ``store``; its sessions signed with ``key``, else
+    ``$CROSSWALK_CONSOLE_KEY``, else the key kept in the store (made at the first start)."""
     settings = config.console
     sessions = Sessions(
         float(settings.idle_timeout),
         float(settings.session_lifetime),
         secure=settings.tls is not None,
-        key=key or environment_secret(),
+        key=key or environment_secret() or stored_key(store),
     )
     return Console(store, config, sessions)
 
@@ -71,6 +74,56 @@ def keep_text_index(store: Engine, stop: threading.Event, interval: float = INDE
         stop.wait(interval)
 
 
+class ConsoleServer:
+    """The console bound to its address, with its background upkeep: :meth:`run` serves in the
+    calling thread until :meth:`stop` (or, in the main thread, SIGINT/SIGTERM)."""
+
+    def __init__(self, store: Engine, config: EngineConfig, port: int | None = None) -> None:
+        """Bind (OSError when the address is taken)."""
+        settings = config.console
+        self.store, self.config = store, config
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        self.socket = socket.create_server(
+            (settings.host, settings.port if port is None else port), family=family, backlog=128
+        )
+        context: ssl.SSLContext | None = (
+            server_context(settings.tls) if settings.tls is not None else None
+        )
+        uv = uvicorn.Config(
+            build_app(console_for(store, config)),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+        uv.load()
+        uv.ssl = context
+        self.server = uvicorn.Server(uv)
+        scheme = "https" if context is not None else "http"
+        self.address = f"{scheme}://{settings.host}:{self.socket.getsockname()[1]}"
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        threading.Thread(
+            target=keep_proposals_current,
+            args=(self.store, self.config.review.mrn_authority, self._stop),
+            name="review upkeep",
+            daemon=True,
+        ).start()
+        threading.Thread(
+            target=keep_text_index, args=(self.store, self._stop), name="text index", daemon=True
+        ).start()
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            self._stop.set()
+
+    def stop(self) -> None:
+        """End :meth:`run` (from another thread): requests in progress finish first."""
+        self._stop.set()
+        self.server.should_exit = True
+
+
 def serve(
     store: Engine,
     config: EngineConfig,
@@ -78,38 +131,6 @@ def serve(
     announce: Callable[[str], None] = log.info,
 ) -> None:
     """Bind (OSError when the address is taken) and serve until interrupted."""
-    settings = config.console
-    host = settings.host
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server(
-        (host, settings.port if port is None else port), family=family, backlog=128
-    )
-    context: ssl.SSLContext | None = (
-        server_context(settings.tls) if settings.tls is not None else None
-    )
-    uv = uvicorn.Config(
-        build_app(console_for(store, config)),
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=2,
-    )
-    uv.load()
-    uv.ssl = context
-    scheme = "https" if context is not None else "http"
-    announce(f"console on {scheme}://{host}:{sock.getsockname()[1]}")
-    stop = threading.Event()
-    upkeep = threading.Thread(
-        target=keep_proposals_current,
-        args=(store, config.review.mrn_authority, stop),
-        name="review upkeep",
-        daemon=True,
-    )
-    upkeep.start()
-    threading.Thread(
-        target=keep_text_index, args=(store, stop), name="text index", daemon=True
-    ).start()
-    try:
-        uvicorn.Server(uv).run(sockets=[sock])
-    finally:
-        stop.set()
+    console = ConsoleServer(store, config, port)
+    announce(f"console on {console.address}")
+    console.run()

@@ -3,8 +3,9 @@ throttling per address.
 
 The cookie holds the user's id, how far the login got (password given, second factor given),
 when it began and was last used, and the CSRF token; it is signed (itsdangerous, HMAC-SHA256)
-with a key made when the console starts, so a restart ends every session. Each request checks
-the account again, so disabling a user ends their sessions at once.
+with the key kept in the store (``engine.users.keys``), so sessions outlive a restart of the
+console. Each request checks the account again, so disabling a user ends their sessions at
+once.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class Sessions:
         self.idle = idle
         self.lifetime = lifetime
         self.secure = secure
-        self._signer = URLSafeSerializer(key or secrets.token_bytes(32), salt="console-session")
+        self.key = key or secrets.token_bytes(32)
+        """Signs the cookies (and, with another salt, a single sign-on's pending state)."""
+        self._signer = URLSafeSerializer(self.key, salt="console-session")
 
     def new(self, user_id: int, name: str, stage: str) -> Session:
         now = time.time()

@@ -225,7 +225,6 @@ def missing(visit: Visit, action: str, kind: str, key: int) -> Response:
 
 
 def environment_secret() -> bytes | None:
-    """``CROSSWALK_CONSOLE_KEY`` (several console processes behind one address share it),
-    else None: a key of the process's own."""
+    """``CROSSWALK_CONSOLE_KEY`` when set, else None: the key kept in the store."""
     value = os.environ.get("CROSSWALK_CONSOLE_KEY", "")
     return value.encode() if value else None

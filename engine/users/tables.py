@@ -34,3 +34,14 @@ class ConsoleUser(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (UniqueConstraint("name", name="uq_console_users_name"),)
+
+
+class ConsoleKey(Base):
+    """A secret of the console's kept in the store: the key that signs its session cookies."""
+
+    __tablename__ = "console_keys"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(EncryptedText("console_keys.value"))
+    """URL-safe base64; encrypted with content encryption on."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
