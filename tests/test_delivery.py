@@ -386,14 +386,15 @@ def test_no_message_is_passed_while_an_earlier_outcome_is_not_stored(
     pacs = FakeReceiver()
     with running_pipeline(db_url, tmp_path, pacs.port) as engine:
         send_all(engine.port(), ids("F", 6))
-        assert wait_until(lambda: pacs.control_ids().count("F002") >= 3, timeout=10)
+        # the worker sends F002 again 1 s, then 2 s after each failed commit (store backoff)
+        assert wait_until(lambda: pacs.control_ids().count("F002") >= 3, timeout=30)
         (summary,) = summarize(store, ["pacs"])
         assert summary.queued == 4, "nothing after F002 is recorded as delivered"
         assert pacs.control_ids()[-2:] == ["F002", "F002"], "only F002 is sent while it fails"
         with store.begin() as connection:  # space is freed
             for statement in REPAIR[dialect]:
                 connection.execute(sql(statement))
-        assert wait_until(lambda: pacs.control_ids()[-1:] == ["F005"], timeout=15)
+        assert wait_until(lambda: pacs.control_ids()[-1:] == ["F005"], timeout=30)
         assert wait_until(lambda: summarize(store, ["pacs"])[0].queued == 0)
     with running_pipeline(db_url, tmp_path, pacs.port):
         time.sleep(0.5)  # a restart sends nothing stale
