@@ -19,6 +19,7 @@ from engine.console import sessions
 from engine.hl7v2.check import examine
 from engine.reconcile.tables import ProposalStatus
 from engine.review.worklist import ReviewFilter, rows
+from engine.store import text_index
 from engine.store.rates import route_rates
 from engine.store.received import message_row
 from engine.store.schema import Delivery, Message
@@ -500,3 +501,22 @@ def test_the_dashboard_shows_each_routes_rates(setup, store: Engine) -> None:  #
     assert row and re.findall(r">(\d+\.\d)<", row.group(0)) == ["0.6", "0.6", "0.4"], page
     refreshed = client.get("/queues").text
     assert 'id="route-rates" hx-swap-oob="true"' in refreshed and "<td>inbound</td>" in refreshed
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_text_search_reads_every_day_once_the_index_is_kept(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+    """Without the text index a text search looks at the last 7 days (and says so); once the
+    console's index has begun, at every day."""
+    old = stored(store, A08.replace(b"SMITH^WILLIAM", b"QUIGLEY^ROSALIND"))
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    with store.begin() as connection:
+        connection.execute(update(Message).where(Message.id == old).values(received_at=month_ago))
+    stored(store)  # a newer message, without the name
+    client = client_of(setup)
+    log_in(client, Role.ANALYST)
+    before = client.get("/messages?text=QUIGLEY").text
+    assert "in the last 7 days unless Since is given" in before
+    assert f'href="/messages/{old}"' not in before
+    assert text_index.catch_up(store) == 2
+    after = client.get("/messages?text=QUIGLEY").text
+    assert "last 7 days" not in after and f'href="/messages/{old}"' in after

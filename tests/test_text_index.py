@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, insert, text, update
 
 from engine.console.server import keep_text_index
-from engine.store import crypto, text_index
+from engine.store import crypto, messages, text_index
 from engine.store.database import open_store
 from engine.store.messages import MessageFilter, find_messages
 from engine.store.schema import Message, table_of
@@ -54,7 +54,10 @@ def _payloads(count: int) -> list[bytes]:
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> Engine:
+def sqlite_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    # Searches read the newest 20,000 messages one by one; these stores hold a few dozen,
+    # so only the newest 3 are read and the index answers for the others.
+    monkeypatch.setattr(messages, "READ_NEWEST", 3)
     return open_store(f"sqlite:///{tmp_path / 'crosswalk.db'}")
 
 
@@ -87,6 +90,26 @@ class TestSearchThroughTheIndex:
             assert _ids(sqlite_store, search, newest_first=first) == expected, search
         assert scanned[("5007", True)] == [8], "the fixture's MRN 5007 is in one message"
         assert len(scanned[("MÜLLER", True)]) == 30
+
+    def test_finds_what_the_scan_finds_within_times(self, sqlite_store: Engine) -> None:
+        """Since, until, and both (the index then reads the window's ids alone)."""
+        _store_messages(sqlite_store, _payloads(60))
+        now = datetime.now(UTC)
+        windows = [
+            (now - timedelta(minutes=50), None),
+            (None, now - timedelta(minutes=30)),
+            (now - timedelta(minutes=45), now - timedelta(minutes=20)),
+        ]
+
+        def search(text_: str, since: datetime | None, until: datetime | None) -> list[int]:
+            criteria = MessageFilter(text=text_, since=since, until=until)
+            return [m.id for m in find_messages(sqlite_store, criteria, limit=50)]
+
+        scanned = {(t, w): search(t, *w) for t in ("KOWALSKI", "ADT", "5007") for w in windows}
+        text_index.catch_up(sqlite_store)
+        for (text_, window), expected in scanned.items():
+            assert search(text_, *window) == expected, (text_, window)
+        assert len(scanned[("ADT", windows[2])]) == 25
 
     def test_messages_newer_than_the_index_are_read(self, sqlite_store: Engine) -> None:
         _store_messages(sqlite_store, _payloads(40))

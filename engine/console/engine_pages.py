@@ -27,6 +27,7 @@ from engine.hl7v2.header import HeaderError
 from engine.hl7v2.message import Message as Hl7Message
 from engine.hl7v2.paths import flatten
 from engine.pipeline.resend import ResendRefused, resend, wake
+from engine.store import text_index
 from engine.store.messages import STATUSES, MessageFilter, find_messages, get_message
 from engine.store.queue import (
     deliveries_of,
@@ -135,8 +136,8 @@ def messages(visit: Visit) -> Response:
     names = ("since", "until", "type", "control_id", "status", "sender", "text", "listener")
     given = {name: visit.field(name) for name in names}
     error, note = "", ""
-    if given["text"] and not given["since"]:
-        # Text is searched by reading each message: a default window keeps a search on a
+    if given["text"] and not given["since"] and not text_index.ready(visit.store):
+        # Without the text index each message is read: a default window keeps a search on a
         # store of millions of messages within a second; a Since given widens it.
         since_default = datetime.now(UTC) - TEXT_WINDOW
         given["since"] = since_default.strftime("%Y-%m-%d")

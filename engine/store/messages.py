@@ -16,6 +16,8 @@ from engine.store.schema import Delivery, DeliveryState, Message, MessageStatus
 QUEUE_STATUSES = ("queued", "delivered")
 """Statuses that describe a message's deliveries rather than its own status column."""
 STATUSES = (*MessageStatus.ALL, *QUEUE_STATUSES)
+READ_NEWEST = 20_000
+"""Messages a text search reads one by one, newest first, before it turns to the text index."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +74,21 @@ def _status_condition(status: str) -> Any:
     return Message.status == status
 
 
-def build_query(criteria: MessageFilter, dialect: str = "sqlite") -> Select[Message]:
+def build_query(
+    criteria: MessageFilter, dialect: str = "sqlite", *, id_floor: bool = True
+) -> Select[Message]:
+    """The query of ``criteria``; ``id_floor``: bound the ids from below when a time is (for a
+    scan by id; it reads the time index from Since on, needless when the text index leads)."""
     query = select(Message)
     c = criteria
     if c.since:
+        query = query.where(Message.received_at >= c.since)
+    if c.since and id_floor:
         # Also bound the id from below (exact: the least id received since): the newest-first
         # scan by id then stops there instead of reading every older message to the first one.
         # ``id + 0``: min(id) would walk the ids from the oldest; this reads the time index.
         first = select(func.min(Message.id + 0)).where(Message.received_at >= c.since)
-        query = query.where(Message.received_at >= c.since, Message.id >= first.scalar_subquery())
+        query = query.where(Message.id >= first.scalar_subquery())
     if c.until:
         query = query.where(Message.received_at < c.until)
     if c.message_type:
@@ -118,7 +126,8 @@ def find_messages(
     with Session(engine, expire_on_commit=False) as session:
         query = build_query(criteria, engine.dialect.name).order_by(order)
         if criteria.text and text_index.usable(engine):
-            through_index = _through_index(session, query, criteria.text, limit, newest_first)
+            led = build_query(criteria, engine.dialect.name, id_floor=False).order_by(order)
+            through_index = _through_index(session, led, criteria, limit, newest_first)
             if through_index is not None:
                 return through_index
         if not criteria.text or crypto.current_keyring() is None:
@@ -137,16 +146,36 @@ def find_messages(
 
 
 def _through_index(
-    session: Session, query: Select[Message], text: str, limit: int, newest_first: bool
+    session: Session,
+    query: Select[Message],
+    criteria: MessageFilter,
+    limit: int,
+    newest_first: bool,
 ) -> list[Message] | None:
-    """The text search's answer read through the text index; None where it cannot be."""
-    indexed = text_index.matching(_forms(text))
+    """The text search's answer read through the text index; None where it cannot be.
+    ``query``: the criteria's, without the id floor (the index, or the few messages newer
+    than it, are read rather than a range of ids)."""
+    ids = None
+    if criteria.since and criteria.until:
+        # A window closed on both sides: the least and greatest ids in it (exact) read the time
+        # index over the window alone, and keep a text found in most messages from being
+        # gathered from all of them.
+        window = (Message.received_at >= criteria.since, Message.received_at < criteria.until)
+        ids = (
+            select(func.min(Message.id + 0)).where(*window).scalar_subquery(),
+            select(func.max(Message.id + 0)).where(*window).scalar_subquery(),
+        )
+    indexed = text_index.matching(_forms(criteria.text or ""), ids)
     reach = text_index.reach(session.connection())
     if indexed is None or not reach:
         return None
-    # The index finds the text among the messages it holds; the newer ones are read.
-    older = query.where(Message.id <= reach, indexed)
-    newer = query.where(Message.id > reach)
+    # The newest messages (and any the index has not reached) are read one by one: a text
+    # found in many messages is found there at once, where gathering every message the index
+    # names would take long; the index finds the rarer ones among the older messages.
+    newest = session.scalar(select(func.max(Message.id))) or 0
+    boundary = min(reach, newest - READ_NEWEST)
+    older = query.where(Message.id <= boundary, indexed)
+    newer = query.where(Message.id > boundary)
     found: list[Message] = []
     for part in (newer, older) if newest_first else (older, newer):
         found += session.scalars(part.limit(limit - len(found))).all()

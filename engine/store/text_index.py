@@ -45,6 +45,14 @@ def usable(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite" and crypto.current_keyring() is None
 
 
+def ready(engine: Engine) -> bool:
+    """Whether text searches on this store go through the index (kept, and begun)."""
+    if not usable(engine):
+        return False
+    with engine.connect() as connection:
+        return bool(reach(connection))
+
+
 def _exists(connection: Connection) -> bool:
     found = connection.execute(
         text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"),
@@ -125,13 +133,16 @@ def purge(engine: Engine, *, step: int = 20000) -> int:
     return gone
 
 
-def matching(forms: set[bytes]) -> Any | None:
+def matching(forms: set[bytes], ids: tuple[Any, Any] | None = None) -> Any | None:
     """A condition on ``Message.id``: the message's bytes hold one of ``forms`` (per the
-    index); None when a form is too short for the index to find."""
+    index), its id within ``ids`` (low, high: SQL values) when given; None when a form is too
+    short for the index to find."""
     if not forms or any(len(form) < SHORTEST for form in forms):
         return None
     phrases = " OR ".join('"' + _body(form).replace('"', '""') + '"' for form in sorted(forms))
     found = select(_index.c.rowid).where(
         text(f"{TABLE} MATCH :phrases").bindparams(phrases=phrases)
     )
+    if ids is not None:  # the index then reads that range only
+        found = found.where(_index.c.rowid.between(*ids))
     return Message.id.in_(found)
