@@ -27,7 +27,7 @@ from engine.routes.steps import STEPS
 from engine.settings import ByteSize, Duration, yaml_key
 from engine.store.settings import StoreSettings
 from engine.studies.settings import ArchiveSettings
-from engine.users.settings import ConsoleSettings
+from engine.users.settings import ConsoleSettings, OidcSettings
 
 
 def _default(field: dataclasses.Field[Any]) -> str:
@@ -116,6 +116,7 @@ BLOCKS: dict[str, Any] = {
     "admin-settings": lambda: settings_table(AdminSettings),
     "retention-settings": lambda: settings_table(RetentionSettings),
     "console-settings": lambda: settings_table(ConsoleSettings),
+    "console-oidc-settings": lambda: settings_table(OidcSettings),
     "retention-periods": lambda: settings_table(Periods),
     "steps": steps_reference,
     "operators": operators_table,

@@ -9,7 +9,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.console import engine_pages, login, review_pages, users_page
+from engine.console import engine_pages, login, oidc, review_pages, users_page
 from engine.console.visits import Console
 
 STATIC = Path(__file__).parent / "static"
@@ -54,6 +54,7 @@ def build_app(console: Console) -> ASGIApp:
     app = Starlette(
         routes=[
             *login.routes(console),
+            *oidc.routes(console),
             *engine_pages.routes(console),
             *review_pages.routes(console),
             *users_page.routes(console),

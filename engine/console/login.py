@@ -72,8 +72,10 @@ def _login(console: Console, request: Request, form: Mapping[str, object]) -> Re
     if current is not None and current.stage == Stage.FULL and request.method == "GET":
         return to("/", request)  # already logged in: a fresh login form would end the session
     session = _fresh(console, request)
+    sso = console.settings.oidc.label if console.settings.oidc else ""
     if request.method == "GET":
-        return keep(console, render(console, request, "login.html", session, None), session)
+        page = render(console, request, "login.html", session, None, sso_label=sso)
+        return keep(console, page, session)
     name = str(form.get("name", "")).strip()
     password = str(form.get("password", ""))
 
@@ -87,6 +89,7 @@ def _login(console: Console, request: Request, form: Mapping[str, object]) -> Re
             status_code=status,
             error=message,
             name=name,
+            sso_label=sso,
         )
         return keep(console, page, session)
 

@@ -99,26 +99,28 @@ def add_user(store: Engine, name: str, role: str, password: str) -> Account:
     """A new enabled account (``AccountError`` if the name is taken or a value is bad)."""
     name, role = check_name(name), check_role(role)
     check_password(password)
-    now = datetime.now(UTC)
     with for_writing(store).begin() as connection:
         if connection.execute(select(_users.c.id).where(_users.c.name == name)).first():
             raise AccountError(f"there is already a user {name!r}")
-        connection.execute(
-            insert(_users).values(
-                name=name,
-                role=role,
-                password_hash=_hasher.hash(password),
-                totp_secret="",
-                totp_last_step=0,
-                disabled=False,
-                failed_logins=0,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        connection.execute(insert(_users).values(_new_row(name, role, _hasher.hash(password))))
     found = find(store, name)
     assert found is not None
     return found
+
+
+def _new_row(name: str, role: str, password_hash: str) -> dict[str, object]:
+    now = datetime.now(UTC)
+    return {
+        "name": name,
+        "role": role,
+        "password_hash": password_hash,
+        "totp_secret": "",
+        "totp_last_step": 0,
+        "disabled": False,
+        "failed_logins": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _change(store: Engine, name: str, **values: object) -> None:
@@ -247,6 +249,33 @@ def _matching_step(totp: pyotp.TOTP, code: str, now: datetime) -> int | None:
         if pyotp.utils.strings_equal(totp.generate_otp(step), code):
             return step
     return None
+
+
+SSO = "sso:"
+"""How the password hash of an account made by single sign-on starts: it has no password."""
+
+
+def single_sign_on(store: Engine, name: str, role: str, issuer: str) -> Account:
+    """The account of ``name`` signed on by ``issuer``: made at their first login, its role set
+    from the provider's at each one. ``LoginRefused`` when a local account (one with a
+    password) has that name, or the account is disabled."""
+    name, role = check_name(name), check_role(role)
+    now = datetime.now(UTC)
+    with for_writing(store).begin() as connection:
+        row = connection.execute(select(_users).where(_users.c.name == name)).first()
+        if row is not None and not row.password_hash.startswith(SSO):
+            raise LoginRefused("a local account has this name")
+        if row is not None and row.disabled:
+            raise LoginRefused("account disabled")
+        if row is None:
+            connection.execute(insert(_users).values(_new_row(name, role, SSO + issuer)))
+        elif row.role != role:
+            connection.execute(
+                update(_users).where(_users.c.name == name).values(role=role, updated_at=now)
+            )
+    found = find(store, name)
+    assert found is not None
+    return found
 
 
 def logged_in(store: Engine, name: str) -> None:

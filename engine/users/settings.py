@@ -6,6 +6,12 @@ console:
   port: 8575
   tls: {cert: tls/crosswalk.crt, key: tls/crosswalk.key}
   require_mfa: true      # admins and reviewers must enrol a TOTP second factor
+  oidc:                  # optional single sign-on (OpenID Connect)
+    issuer: https://login.hospital.org/realms/staff
+    client_id: crosswalk-console
+    client_secret: ${file:/run/secrets/crosswalk-oidc}
+    role_claim: groups
+    role_map: {pacs-admins: admin, radiology-review: reviewer, interfaces: analyst}
 ```
 """
 
@@ -15,6 +21,56 @@ from dataclasses import dataclass
 
 from engine.mllp.tls import ListenerTLS
 from engine.settings import Duration, Issue, setting
+from engine.users.accounts import Role
+
+
+@dataclass(frozen=True, kw_only=True)
+class OidcSettings:
+    """Single sign-on through an OpenID Connect provider: the authorization code flow with
+    PKCE; the ID token's signature checked against the provider's published keys; a claim of
+    the token mapped to a role. Local accounts keep working beside it."""
+
+    issuer: str = setting(
+        "The provider's issuer URL (its `/.well-known/openid-configuration` is read).",
+        example="https://login.hospital.org/realms/staff",
+    )
+    client_id: str = setting("The console's client id at the provider.", example="crosswalk")
+    client_secret: str = setting(
+        "The client's secret; keep it out of the file with `${file:…}` or `${VAR}`.",
+        default="",
+        example="${file:/run/secrets/crosswalk-oidc}",
+    )
+    role_claim: str = setting(
+        "The ID token claim (a string or a list of strings) that says who the person is.",
+        default="groups",
+        example="roles",
+    )
+    role_map: dict[str, str] = setting(
+        "Claim value → console role (viewer, analyst, reviewer, admin); when several values"
+        " map, the most powerful role wins; a person with none is refused.",
+        default_factory=dict,
+        example="{pacs-admins: admin, radiology-review: reviewer}",
+    )
+    redirect_uri: str = setting(
+        "The console's callback as the provider knows it (behind a proxy); default: this"
+        " console's own address + `/login/oidc/callback`.",
+        default="",
+        example="https://crosswalk.hospital.org/login/oidc/callback",
+    )
+    label: str = setting(
+        "The words on the login page's button.", default="Single sign-on", example="Staff login"
+    )
+
+    def check(self) -> list[Issue]:
+        problems = []
+        if not self.issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            problems.append(Issue("issuer must be an https:// URL (http only on loopback)"))
+        if not self.role_map:
+            problems.append(Issue("role_map must map at least one claim value to a role"))
+        for value, role in self.role_map.items():
+            if role not in Role.ALL:
+                problems.append(Issue(f"role_map: {value!r} maps to {role!r}, not a role"))
+        return problems
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +106,10 @@ class ConsoleSettings:
     lockout_period: Duration = setting(
         "How long a locked account refuses every login (`crosswalk users passwd` unlocks).",
         default=Duration(900.0),
+    )
+    oidc: OidcSettings | None = setting(
+        "Single sign-on through an OpenID Connect provider, beside local accounts.",
+        default=None,
     )
 
     def check(self) -> list[Issue]:
