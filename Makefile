@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Test processes (pytest-xdist): most tests wait on sockets and subprocesses, so three share
+# two cores well. TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 3
 
 .PHONY: run test lint bench clean
 
@@ -27,7 +30,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check engine tests bench tools
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=15
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check engine tests bench tools
