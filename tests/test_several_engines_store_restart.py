@@ -84,6 +84,8 @@ def test_two_engines_ride_out_a_postgres_restart(tmp_path: Path) -> None:
                         feed.__exit__()
                 _check_delivered(server.url, pacs, feeds)
                 assert all(p.poll() is None for p in engines.processes)
+                for n in range(2):  # the outage in one line a part, no statement, no traceback
+                    assert "Traceback" not in engines.log(n)
         finally:
             pacs.stop()
     print(f"\nAA again {recovered:.1f}s after PostgreSQL was started again (down {DOWN:g}s)")

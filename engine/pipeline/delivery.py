@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from engine.hl7v2.ack import AckReply, read_ack, sent_control_id
 from engine.leases.keeper import Lease, LeaseKeeper
@@ -33,6 +34,7 @@ from engine.leases.records import LeaseLost, queue_lease
 from engine.mllp.client import MLLPClient, MLLPError
 from engine.mllp.tls import client_context
 from engine.pipeline.settings import DestinationSettings
+from engine.store.database import describe_failure
 from engine.store.limits import WINDOW_BYTES, WINDOW_DELIVERIES
 from engine.store.operations import DeliveryUpdate, Fence, QueuedDelivery
 from engine.store.queue import Control, load_queued, queued_partitions, read_controls, set_control
@@ -334,6 +336,14 @@ class DestinationWorker(QueueWorker):
                 raise
             except LeaseLost:
                 await self.parked()
+            except DBAPIError as error:  # the store is away: one line, no statement (PHI)
+                log.warning(
+                    "destination %s: the store cannot be read (%s); trying again in 5s",
+                    self.name,
+                    describe_failure(error),
+                )
+                self._restart_from_store()
+                await asyncio.sleep(5)
             except Exception:
                 log.exception("destination %s: worker failed; restarting it in 5s", self.name)
                 self._restart_from_store()
