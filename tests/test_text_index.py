@@ -55,9 +55,9 @@ def _payloads(count: int) -> list[bytes]:
 
 @pytest.fixture
 def sqlite_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    # Searches read the newest 20,000 messages one by one; these stores hold a few dozen,
-    # so only the newest 3 are read and the index answers for the others.
-    monkeypatch.setattr(messages, "READ_NEWEST", 3)
+    # A text found in more than 20,000 messages is searched by reading them; these stores
+    # hold a few dozen: more than 20 turns to reading, so both ways are taken below.
+    monkeypatch.setattr(messages, "SELECTIVE", 20)
     return open_store(f"sqlite:///{tmp_path / 'crosswalk.db'}")
 
 
@@ -130,6 +130,17 @@ class TestSearchThroughTheIndex:
             connection.execute(text("INSERT INTO message_text(rowid, body) VALUES (2, '')"))
         assert 2 not in _ids(sqlite_store, "KOWALSKI")
         assert _ids(sqlite_store, "KOWALSKI") == [10, 6]
+
+    def test_a_text_found_often_is_read_for(self, sqlite_store: Engine) -> None:
+        """Past SELECTIVE messages (20 here) the index is not used: reading newest first is
+        quicker than gathering every message it names."""
+        _store_messages(sqlite_store, _payloads(30))
+        text_index.catch_up(sqlite_store)
+        with sqlite_store.begin() as connection:
+            connection.execute(text("DELETE FROM message_text WHERE rowid = 5"))
+            connection.execute(text("INSERT INTO message_text(rowid, body) VALUES (5, '')"))
+        assert _ids(sqlite_store, "ADT") == list(range(30, 0, -1))  # 29 in the index: read
+        assert _ids(sqlite_store, "KOWALSKI") == [30, 26, 22, 18, 14, 10, 6, 2]  # 8: the index
 
     def test_purge_drops_deleted_and_emptied_messages(self, sqlite_store: Engine) -> None:
         _store_messages(sqlite_store, _payloads(12))

@@ -16,8 +16,10 @@ from engine.store.schema import Delivery, DeliveryState, Message, MessageStatus
 QUEUE_STATUSES = ("queued", "delivered")
 """Statuses that describe a message's deliveries rather than its own status column."""
 STATUSES = (*MessageStatus.ALL, *QUEUE_STATUSES)
-READ_NEWEST = 20_000
-"""Messages a text search reads one by one, newest first, before it turns to the text index."""
+SELECTIVE = 20_000
+"""A text the index finds in at most this many messages (in the search's window) is searched
+through the index; one found more often is found soon enough by reading messages newest first
+(or by the other criteria's indexes): gathering every message the index names would be slower."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +154,9 @@ def _through_index(
     limit: int,
     newest_first: bool,
 ) -> list[Message] | None:
-    """The text search's answer read through the text index; None where it cannot be.
-    ``query``: the criteria's, without the id floor (the index, or the few messages newer
-    than it, are read rather than a range of ids)."""
+    """The text search's answer read through the text index; None where it cannot be or the
+    text is found too often for the index to help. ``query``: the criteria's, without the id
+    floor (the index, or the few messages newer than it, are read rather than a range of ids)."""
     ids = None
     if criteria.since and criteria.until:
         # A window closed on both sides: the least and greatest ids in it (exact) read the time
@@ -165,17 +167,15 @@ def _through_index(
             select(func.min(Message.id + 0)).where(*window).scalar_subquery(),
             select(func.max(Message.id + 0)).where(*window).scalar_subquery(),
         )
-    indexed = text_index.matching(_forms(criteria.text or ""), ids)
+    found_by_index = text_index.matches(_forms(criteria.text or ""), ids)
     reach = text_index.reach(session.connection())
-    if indexed is None or not reach:
+    if found_by_index is None or not reach:
         return None
-    # The newest messages (and any the index has not reached) are read one by one: a text
-    # found in many messages is found there at once, where gathering every message the index
-    # names would take long; the index finds the rarer ones among the older messages.
-    newest = session.scalar(select(func.max(Message.id))) or 0
-    boundary = min(reach, newest - READ_NEWEST)
-    older = query.where(Message.id <= boundary, indexed)
-    newer = query.where(Message.id > boundary)
+    if text_index.more_than(session.connection(), found_by_index, SELECTIVE):
+        return None
+    # The index finds the text among the messages it holds; the newer ones are read.
+    older = query.where(Message.id <= reach, Message.id.in_(found_by_index))
+    newer = query.where(Message.id > reach)
     found: list[Message] = []
     for part in (newer, older) if newest_first else (older, newer):
         found += session.scalars(part.limit(limit - len(found))).all()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Connection, Engine, column, exists, func, select, table, text
+from sqlalchemy import Connection, Engine, Select, column, exists, func, select, table, text
 
 from engine.store import crypto
 from engine.store.database import for_writing
@@ -133,10 +133,9 @@ def purge(engine: Engine, *, step: int = 20000) -> int:
     return gone
 
 
-def matching(forms: set[bytes], ids: tuple[Any, Any] | None = None) -> Any | None:
-    """A condition on ``Message.id``: the message's bytes hold one of ``forms`` (per the
-    index), its id within ``ids`` (low, high: SQL values) when given; None when a form is too
-    short for the index to find."""
+def matches(forms: set[bytes], ids: tuple[Any, Any] | None = None) -> Select[Any] | None:
+    """The ids of the messages whose bytes hold one of ``forms`` (per the index), within
+    ``ids`` (low, high: SQL values) when given; None when a form is too short for the index."""
     if not forms or any(len(form) < SHORTEST for form in forms):
         return None
     phrases = " OR ".join('"' + _body(form).replace('"', '""') + '"' for form in sorted(forms))
@@ -145,4 +144,10 @@ def matching(forms: set[bytes], ids: tuple[Any, Any] | None = None) -> Any | Non
     )
     if ids is not None:  # the index then reads that range only
         found = found.where(_index.c.rowid.between(*ids))
-    return Message.id.in_(found)
+    return found
+
+
+def more_than(connection: Connection, found: Select[Any], count: int) -> bool:
+    """Whether the index names more than ``count`` messages (it reads at most ``count + 1``)."""
+    capped = found.limit(count + 1).subquery()
+    return int(connection.execute(select(func.count()).select_from(capped)).scalar() or 0) > count
