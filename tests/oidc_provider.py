@@ -21,7 +21,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 CLIENT_ID = "crosswalk-console"
@@ -40,6 +40,9 @@ class Provider:
         """Sign with this key instead of the published one (a forged token)."""
         self.nonce: str | None = None
         """Put this nonce in the token instead of the one asked for (a replayed token)."""
+        self.consent = False
+        """Show a page with a Continue link instead of redirecting at once (as a real provider
+        does after its login form: the way back is then a navigation from its own site)."""
         self.codes: dict[str, dict[str, str]] = {}
         self.seen: list[dict[str, str]] = []
         """The authorization requests received."""
@@ -75,7 +78,11 @@ class Provider:
         code = secrets.token_urlsafe(16)
         self.codes[code] = asked
         back = {"code": code, "state": asked.get("state", "")}
-        return RedirectResponse(f"{asked['redirect_uri']}?{urlencode(back)}", status_code=302)
+        there = f"{asked['redirect_uri']}?{urlencode(back)}"
+        if self.consent:
+            page = f'<!doctype html><title>Provider</title><a id="continue" href="{there}">Go</a>'
+            return HTMLResponse(page)
+        return RedirectResponse(there, status_code=302)
 
     async def token(self, request: Request) -> Response:
         form = dict(await request.form())
@@ -114,11 +121,12 @@ class Provider:
 
 
 @contextmanager
-def running_provider() -> Iterator[Provider]:
-    """A provider listening on a free loopback port until the block ends."""
+def running_provider(name: str = "127.0.0.1") -> Iterator[Provider]:
+    """A provider listening on a free loopback port until the block ends; ``name``: the host
+    its issuer URL names (``localhost``: another site than a console on 127.0.0.1)."""
     provider = Provider()
     sock = socket.create_server(("127.0.0.1", 0))
-    provider.issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    provider.issuer = f"http://{name}:{sock.getsockname()[1]}"
     config = uvicorn.Config(provider.app(), log_config=None, access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from engine.testing import FakeReceiver, free_port, wait_for_port
 from engine.users.accounts import Role, add_user
 from tests.console_support import PASSWORD, console_folder
+from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, running_provider
 from tests.support import Pipeline, cli_env, crosswalk
 from tests.test_console import stored
 from tests.test_review import prepared
@@ -177,3 +178,37 @@ def test_an_analyst_resends_a_message_from_its_page(
         process.wait(10)
         pipeline.stop()
         pacs.stop()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_single_sign_on_from_another_site(
+    store: Engine, db_url: str, tmp_path: Path, browser: WebDriver
+) -> None:
+    """The login page's button, a provider on another site (localhost; the console is on
+    127.0.0.1) and back from a page of the provider's: the pending sign-on's SameSite=Lax
+    cookie comes back with that navigation, and the page it lands on brings the
+    SameSite=Strict session along to the dashboard."""
+    secret = tmp_path / "oidc-secret"
+    secret.write_text(CLIENT_SECRET)
+    with running_provider("localhost") as provider:
+        provider.claims = {"sub": "id-9", "preferred_username": "dr.lind", "groups": ["radiology"]}
+        provider.consent = True
+        console = (
+            "console:\n  oidc:\n"
+            f"    issuer: {provider.issuer}\n    client_id: {CLIENT_ID}\n"
+            f"    client_secret: ${{file:{secret}}}\n"
+            "    role_map: {radiology: reviewer}\n    label: Hospital login\n"
+        )
+        folder = console_folder(tmp_path, console=console)
+        process, url = running_console(db_url, folder, tmp_path / "console.log")
+        try:
+            browser.get(f"{url}/login")
+            shot(browser, "13-login-sso")
+            browser.find_element(By.LINK_TEXT, "Hospital login").send_keys(Keys.ENTER)
+            WebDriverWait(browser, 15).until(lambda d: d.find_element(By.ID, "continue")).click()
+            WebDriverWait(browser, 15).until(lambda d: d.current_url.rstrip("/") == url)
+            assert "dr.lind (reviewer)" in browser.find_element(By.TAG_NAME, "header").text
+            shot(browser, "14-signed-on")
+        finally:
+            process.terminate()
+            process.wait(10)
