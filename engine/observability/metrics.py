@@ -468,14 +468,13 @@ class _Scraped(Collector):
 
     def _lease_metrics(self, counts: StoreCounts) -> Iterator[Metric]:
         """Several engines on one PostgreSQL: how many are alive, and which leases this one
-        holds (summed over the engines, each lease is held once)."""
+        holds (summed over the engines, each lease is held once). An SQLite store has one
+        engine and no leases."""
         me = self.metrics.view.lease_holder()
-        if me is None:
-            return
         yield GaugeMetricFamily(
             "crosswalk_engines_alive",
-            "Engines sharing the store whose lease rows are renewed.",
-            value=sum(1 for e in counts.engines if e.alive),
+            "Engines sharing the store whose lease rows are renewed (1 on SQLite).",
+            value=1 if me is None else sum(1 for e in counts.engines if e.alive),
         )
         held = GaugeMetricFamily(
             "crosswalk_lease_held", "1 when this engine holds the lease.", labels=["lease"]
