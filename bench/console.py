@@ -245,6 +245,8 @@ def main() -> None:
     login = client.post("/login", data={"name": "bench", "password": PASSWORD, "csrf": csrf})
     assert login.headers.get("location") == "/", "the benchmark's user could not log in"
     ids = rng.sample(range(1, proposals + 1), args.repeat)
+    day = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%d")
+    next_day = (datetime.now(UTC) - timedelta(days=29)).strftime("%Y-%m-%d")
     pages = {
         "baseline: login page (no store)": ["/login"],
         "worklist (100 most probable pending)": ["/review"],
@@ -268,6 +270,13 @@ def main() -> None:
             "/messages?text=NO SUCH TEXT&since=2000-01-01"
         ],
         "messages: text found often (all 60 days)": ["/messages?text=KOWALSKI&since=2000-01-01"],
+        "messages: text in every message (all 60 days)": [
+            "/messages?text=MAIN ST&since=2000-01-01"
+        ],
+        "messages: text (a name) on one day 30 days ago": [
+            f"/messages?text=KOWALSKI&since={day}&until={next_day}"
+        ],
+        "messages: text in every message + errored": ["/messages?text=MAIN ST&status=errored"],
     }
     anonymous = TestClient(build_app(console_for(store, config)), base_url="http://127.0.0.1")
     print(f"{'page':50} {'p50 ms':>8} {'p95 ms':>8} {'p95 / baseline':>15}")
