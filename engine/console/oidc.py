@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import secrets
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from authlib.integrations.httpx_client import OAuth2Client  # type: ignore[import-untyped]
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -132,7 +132,14 @@ def _redirect_uri(settings: OidcSettings, request: Request) -> str:
     return settings.redirect_uri or str(request.url_for("oidc_callback"))
 
 
-def _client(settings: OidcSettings, request: Request) -> OAuth2Client:
+def _client(settings: OidcSettings, request: Request) -> Any:
+    """authlib's OAuth 2 client for the flow (imported here: only a sign-on needs it, and its
+    import warns that this httpx is deprecated, which every command would print)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
+            OAuth2Client,
+        )
     return OAuth2Client(
         settings.client_id,
         settings.client_secret or None,
