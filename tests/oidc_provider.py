@@ -24,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from tests.certificates import Issued
+
 CLIENT_ID = "crosswalk-console"
 CLIENT_SECRET = "s3cret-only-the-console-knows"
 
@@ -121,13 +123,22 @@ class Provider:
 
 
 @contextmanager
-def running_provider(name: str = "127.0.0.1") -> Iterator[Provider]:
+def running_provider(name: str = "127.0.0.1", tls: Issued | None = None) -> Iterator[Provider]:
     """A provider listening on a free loopback port until the block ends; ``name``: the host
-    its issuer URL names (``localhost``: another site than a console on 127.0.0.1)."""
+    its issuer URL names (``localhost``: another site than a console on 127.0.0.1); ``tls``:
+    serve HTTPS with this certificate."""
     provider = Provider()
     sock = socket.create_server(("127.0.0.1", 0))
-    provider.issuer = f"http://{name}:{sock.getsockname()[1]}"
-    config = uvicorn.Config(provider.app(), log_config=None, access_log=False, lifespan="off")
+    scheme = "https" if tls else "http"
+    provider.issuer = f"{scheme}://{name}:{sock.getsockname()[1]}"
+    config = uvicorn.Config(
+        provider.app(),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

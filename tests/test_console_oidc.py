@@ -5,6 +5,7 @@ in the audit trail; local accounts beside it."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -19,6 +20,7 @@ from engine.audit.trail import EventFilter, events
 from engine.config.loader import load_config
 from engine.settings import ConfigError
 from engine.users.accounts import Role, add_user, disable, find
+from tests.certificates import Authority
 from tests.console_support import PASSWORD, client_of, console_folder, console_over, log_in
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 
@@ -31,6 +33,13 @@ def provider() -> Iterator[Provider]:
 
 @pytest.fixture
 def client(store: Engine, tmp_path: Path, provider: Provider) -> TestClient:
+    return console_client(store, tmp_path, provider)
+
+
+def console_client(
+    store: Engine, tmp_path: Path, provider: Provider, extra: str = ""
+) -> TestClient:
+    """A console whose sign-on goes to ``provider`` (``extra``: more oidc: lines)."""
     secret = tmp_path / "oidc-secret"
     secret.write_text(CLIENT_SECRET + "\n")
     console = (
@@ -43,17 +52,24 @@ def client(store: Engine, tmp_path: Path, provider: Provider) -> TestClient:
         "    role_claim: groups\n"
         "    role_map: {pacs-admins: admin, radiology: reviewer, interfaces: analyst}\n"
         "    label: Hospital login\n"
+        f"{extra}"
     )
     return client_of(console_over(store, console_folder(tmp_path, console=console)))
 
 
-def sign_on(client: TestClient, claims: dict[str, object], provider: Provider) -> httpx.Response:
-    """Through the login page's button, the provider and back: the callback's answer."""
+def sign_on(
+    client: TestClient,
+    claims: dict[str, object],
+    provider: Provider,
+    trust: ssl.SSLContext | bool = True,
+) -> httpx.Response:
+    """Through the login page's button, the provider (the browser trusting ``trust``) and
+    back: the callback's answer."""
     provider.claims = claims
     assert "Hospital login" in client.get("/login").text
     start = client.get("/login/oidc")
     assert start.status_code == 303
-    at_provider = httpx.get(start.headers["location"], follow_redirects=False, timeout=10)
+    at_provider = httpx.get(start.headers["location"], timeout=10, verify=trust)
     assert at_provider.status_code == 302, at_provider.text
     back = urlsplit(at_provider.headers["location"])
     return client.get(f"{back.path}?{back.query}")
@@ -174,3 +190,19 @@ def test_the_settings_refuse_an_unknown_role_and_plain_http(tmp_path: Path) -> N
         load_config(console_folder(tmp_path, console=console), {})
     said = str(refused.value)
     assert "'staff' maps to 'superuser', not a role" in said and "https://" in said
+
+
+def test_a_provider_over_https_is_trusted_through_its_ca(store: Engine, tmp_path: Path) -> None:
+    """``ca:`` names the CA the provider's certificate chains to (a hospital's own); without
+    it the system's CAs refuse that certificate and the sign-on does not start."""
+    authority = Authority(tmp_path / "pki")
+    with running_provider(tls=authority.issue("login")) as provider:
+        assert provider.issuer.startswith("https://")
+        trusting = console_client(store, tmp_path, provider, f"    ca: {authority.cert}\n")
+        browser_trust = ssl.create_default_context(cafile=str(authority.cert))
+        answer = sign_on(trusting, person("dr.osei", "pacs-admins"), provider, browser_trust)
+        assert answer.status_code == 200 and "dr.osei (admin)" in trusting.get("/").text
+        distrustful = console_client(store, tmp_path, provider)
+        refused = distrustful.get("/login/oidc")
+        assert refused.status_code == 502 and "cannot be reached" in refused.text
+        assert logins(store)[-1][1:] == ("error", "discovery: ConnectError")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,7 @@ class Endpoints:
 def endpoints(settings: OidcSettings) -> Endpoints:
     """The provider's endpoints, from its discovery document (its issuer must be its own)."""
     url = settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
-    document = httpx.get(url, timeout=TIMEOUT).raise_for_status().json()
+    document = httpx.get(url, timeout=TIMEOUT, verify=trust(settings)).raise_for_status().json()
     if document.get("issuer") != settings.issuer:
         raise SignOnRefused(
             "The sign-on provider is misconfigured.",
@@ -75,6 +76,11 @@ def endpoints(settings: OidcSettings) -> Endpoints:
     return Endpoints(
         document["authorization_endpoint"], document["token_endpoint"], document["jwks_uri"]
     )
+
+
+def trust(settings: OidcSettings) -> ssl.SSLContext | bool:
+    """What the provider's HTTPS certificate must chain to: ``ca``, else the system's CAs."""
+    return ssl.create_default_context(cafile=str(settings.ca)) if settings.ca else True
 
 
 def role_of(claims: dict[str, Any], settings: OidcSettings) -> str | None:
@@ -147,6 +153,7 @@ def _client(settings: OidcSettings, request: Request) -> Any:
         redirect_uri=_redirect_uri(settings, request),
         code_challenge_method="S256",
         timeout=TIMEOUT,
+        verify=trust(settings),
     )
 
 
@@ -233,7 +240,8 @@ def _signed_on(console: Console, settings: OidcSettings, request: Request) -> tu
                 code=params.get("code", ""),
                 code_verifier=pending["verifier"],
             )
-        keys = httpx.get(where.jwks, timeout=TIMEOUT).raise_for_status().json()
+        keys = httpx.get(where.jwks, timeout=TIMEOUT, verify=trust(settings))
+        keys = keys.raise_for_status().json()
     except (httpx.HTTPError, KeyError, ValueError, json.JSONDecodeError) as error:
         raise SignOnRefused(
             "The sign-on provider cannot be reached or refused the code.",

@@ -18,6 +18,7 @@ console:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.mllp.tls import ListenerTLS
 from engine.settings import Duration, Issue, setting
@@ -59,6 +60,12 @@ class OidcSettings:
     )
     label: str = setting(
         "The words on the login page's button.", default="Single sign-on", example="Staff login"
+    )
+    ca: Path | None = setting(
+        "CA certificate(s) (PEM) the provider's HTTPS certificate must chain to, relative to"
+        " this file; default: the system's.",
+        default=None,
+        example="tls/hospital-ca.crt",
     )
 
     def check(self) -> list[Issue]:
