@@ -5,6 +5,7 @@ in the audit trail; local accounts beside it."""
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,8 @@ def test_a_mapped_claim_signs_on_with_its_role(
         provider,
     )
     assert "dr.okafor (admin)" in client.get("/").text
+    row = re.search(r"<tr><td>dr\.okafor</td>.*?</tr>", client.get("/users").text, re.S)
+    assert row and "<td>admin</td>" in row.group(0) and "single sign-on" in row.group(0)
 
 
 def test_an_unmapped_claim_is_refused_in_words(

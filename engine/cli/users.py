@@ -132,7 +132,7 @@ def list_users(db: DbOption = None) -> None:
             a.name,
             a.role,
             "disabled" if a.disabled else ("locked" if a.locked_until else "enabled"),
-            "enrolled" if a.enrolled else "-",
+            a.second_factor,
             a.last_login_at.strftime("%Y-%m-%d %H:%M") if a.last_login_at else "never",
         )
         for a in found

@@ -62,6 +62,13 @@ class Account:
     locked_until: datetime | None
     last_login_at: datetime | None
     created_at: datetime
+    single_sign_on: bool = False
+    """Signs on through the OpenID Connect provider (no password; its second factor)."""
+
+    @property
+    def second_factor(self) -> str:
+        """In words, for lists: ``single sign-on``, ``enrolled`` or ``-``."""
+        return "single sign-on" if self.single_sign_on else "enrolled" if self.enrolled else "-"
 
 
 def _account(row: Any) -> Account:
@@ -74,6 +81,7 @@ def _account(row: Any) -> Account:
         row.locked_until,
         row.last_login_at,
         row.created_at,
+        row.password_hash.startswith(SSO),
     )
 
 
