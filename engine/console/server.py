@@ -55,6 +55,8 @@ def keep_proposals_current(
 
 INDEX_INTERVAL = 10.0
 """Seconds between two catch-ups of the message text index."""
+INDEX_PAUSE = 0.1
+"""Seconds between two batches of a catch-up: the engine's intake writes in between."""
 PURGE_EVERY = 360
 """Catch-ups between two purges of pruned messages from the text index (an hour)."""
 
@@ -67,7 +69,7 @@ def keep_text_index(store: Engine, stop: threading.Event, interval: float = INDE
         try:
             if rounds % PURGE_EVERY == 0:
                 text_index.purge(store)
-            text_index.catch_up(store)
+            text_index.catch_up(store, pause=INDEX_PAUSE)
         except Exception as error:  # searches read the messages the index has not reached
             log.warning("console: text index upkeep failed: %s", type(error).__name__)
         rounds += 1

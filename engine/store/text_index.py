@@ -17,6 +17,7 @@ messages that retention deleted or emptied.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, column, exists, func, select, table, text
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 TABLE = "message_text"
 SHORTEST = 3
 """Bytes a text needs for the index to find it: its pieces are three bytes long."""
-BATCH = 2000
-"""Messages indexed per transaction: short enough for intake's writes to pass between two."""
+BATCH = 500
+"""Messages indexed per transaction (~0.1 s of SQLite's write lock): intake's writes pass
+between two."""
 
 _index = table(TABLE, column("rowid"), column("body"))
 _CREATE = (
@@ -69,8 +71,12 @@ def reach(connection: Connection) -> int | None:
     return int(newest.scalar() or 0)
 
 
-def catch_up(engine: Engine, *, batch: int = BATCH, most: int | None = None) -> int:
+def catch_up(
+    engine: Engine, *, batch: int = BATCH, most: int | None = None, pause: float = 0.0
+) -> int:
     """Index the messages stored since the last batch (at most ``most``); how many were.
+    ``pause``: seconds to wait after each full batch, so that the engine's writers, which wait
+    for the write lock by polling, are not outrun while a large store is indexed.
 
     With encrypted content the index is dropped instead: it would hold the content in clear.
     """
@@ -101,6 +107,7 @@ def catch_up(engine: Engine, *, batch: int = BATCH, most: int | None = None) -> 
         done += len(rows)
         if len(rows) < size:
             break
+        time.sleep(pause)
     return done
 
 
