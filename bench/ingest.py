@@ -52,7 +52,12 @@ SHIPPED = "crosswalk shipped"
 FLOOR = "durable floor"
 
 
-def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subprocess.Popen[bytes]]]:
+SERVERS = [FLOOR, SHIPPED, "crosswalk", ENCRYPTED, "python-hl7", ON_TMPFS]
+
+
+def start_servers(
+    folder: str, db: str | None, only: list[str] | None = None
+) -> dict[str, tuple[int, subprocess.Popen[bytes]]]:
     quiet = {"stdout": subprocess.DEVNULL}
     names = [FLOOR, SHIPPED, "crosswalk", ENCRYPTED, "python-hl7"]
     if db is None and MEMORY_FOLDER.is_dir():
@@ -66,7 +71,7 @@ def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subproces
         serve = ["serve", "--config", str(config), "--db", url, "--port", str(port)]
         return [sys.executable, "-m", "engine", *serve]
 
-    commands = {
+    commands: dict[str, list[str]] = {
         "crosswalk": crosswalk(db or f"sqlite:///{folder}/crosswalk.db", ports["crosswalk"]),
         "python-hl7": [
             sys.executable,
@@ -102,6 +107,7 @@ def start_servers(folder: str, db: str | None) -> dict[str, tuple[int, subproces
     if ON_TMPFS in ports:
         memory = Path(tempfile.mkdtemp(dir=MEMORY_FOLDER, prefix="crosswalk-bench-"))
         commands[ON_TMPFS] = crosswalk(f"sqlite:///{memory}/crosswalk.db", ports[ON_TMPFS])
+    commands = {name: command for name, command in commands.items() if not only or name in only}
     env = dict(os.environ, CROSSWALK_LOG_LEVEL="WARNING")
     pacs_port = free_port()
     pacs = subprocess.Popen(
@@ -173,11 +179,17 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=4000, help="per run (default 4000)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--db", help="database URL for Crosswalk (default: a fresh SQLite file)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SERVERS,
+        help="measure only this server (repeat for several): e.g. the floor and the shipped one",
+    )
     args = parser.parse_args()
     measured: dict[str, dict[str, RunResult]] = {}
     left: tuple[int, int] = (0, 0)
     with tempfile.TemporaryDirectory() as folder:
-        servers = start_servers(folder, args.db)
+        servers = start_servers(folder, args.db, args.only)
         try:
             for number, (name, (port, _)) in enumerate(servers.items()):
                 if name == "PACS":
@@ -203,41 +215,49 @@ def main() -> None:
         for kind, result in results.items():
             label = f"{name}: {kind if kind != 'paced' else f'1 connection at {PACED_RATE} msg/s'}"
             print(result.line(label))
-    cw, base = measured["crosswalk"], measured["python-hl7"]
-    floor, shipped = measured[FLOOR], measured[SHIPPED]
-    for kind in ("1 connection", "8 connections"):
+    if FLOOR in measured and SHIPPED in measured:
+        floor, shipped = measured[FLOOR], measured[SHIPPED]
+        for kind in ("1 connection", "8 connections"):
+            print(
+                f"{SHIPPED} / {FLOOR}, {kind}: {shipped[kind].rate / floor[kind].rate:.2f}"
+                + (" (target >= 0.8)" if kind == "1 connection" else "")
+            )
+    if SHIPPED in measured:
         print(
-            f"{SHIPPED} / {FLOOR}, {kind}: {shipped[kind].rate / floor[kind].rate:.2f}"
-            + (" (target >= 0.8)" if kind == "1 connection" else "")
+            f"{SHIPPED} ACK p99 at {PACED_RATE} msg/s:"
+            f" {measured[SHIPPED]['paced'].percentile(0.99):.2f} ms (target <= 2 ms);"
+            f" left to route or deliver after its last run: {left[0]}, a second later: {left[1]}"
         )
-    print(
-        f"{SHIPPED} ACK p99 at {PACED_RATE} msg/s: {shipped['paced'].percentile(0.99):.2f} ms"
-        f" (target <= 2 ms); left to route or deliver after its last run: {left[0]},"
-        f" a second later: {left[1]}"
-    )
-    one = cw["1 connection"].rate / base["1 connection"].rate
-    eight = cw["8 connections"].rate / base["8 connections"].rate
-    print(
-        f"crosswalk / python-hl7: 1 connection {one:.2f}x (target >= 3x), "
-        f"8 connections {eight:.2f}x"
-    )
-    print(
-        f"crosswalk (no routes) / {FLOOR}, 1 connection: "
-        f"{cw['1 connection'].rate / floor['1 connection'].rate:.2f}"
-    )
-    if ON_TMPFS in measured:
+    if "crosswalk" not in measured:
+        return
+    cw = measured["crosswalk"]
+    if "python-hl7" in measured:
+        base = measured["python-hl7"]
+        one = cw["1 connection"].rate / base["1 connection"].rate
+        eight = cw["8 connections"].rate / base["8 connections"].rate
+        print(
+            f"crosswalk / python-hl7: 1 connection {one:.2f}x (target >= 3x), "
+            f"8 connections {eight:.2f}x"
+        )
+    if FLOOR in measured:
+        print(
+            f"crosswalk (no routes) / {FLOOR}, 1 connection: "
+            f"{cw['1 connection'].rate / measured[FLOOR]['1 connection'].rate:.2f}"
+        )
+    if ON_TMPFS in measured and "python-hl7" in measured:
         memory = measured[ON_TMPFS]["1 connection"].rate
         wait = (1 / cw["1 connection"].rate - 1 / memory) * 1e6
         print(
             f"{ON_TMPFS} (no fsync, not durable) / python-hl7, 1 connection:"
-            f" {memory / base['1 connection'].rate:.2f}x; the durable commit adds {wait:.0f} µs"
-            " a message"
+            f" {memory / measured['python-hl7']['1 connection'].rate:.2f}x; the durable commit"
+            f" adds {wait:.0f} µs a message"
         )
-    sealed = measured[ENCRYPTED]["1 connection"].rate / cw["1 connection"].rate
-    print(
-        f"{ENCRYPTED} / crosswalk, 1 connection: {sealed:.2f}"
-        " (content encrypted at rest; target >= 0.90)"
-    )
+    if ENCRYPTED in measured:
+        sealed = measured[ENCRYPTED]["1 connection"].rate / cw["1 connection"].rate
+        print(
+            f"{ENCRYPTED} / crosswalk, 1 connection: {sealed:.2f}"
+            " (content encrypted at rest; target >= 0.90)"
+        )
     p99 = cw["paced"].percentile(0.99)
     print(f"crosswalk ACK p99 at {PACED_RATE} msg/s: {p99:.2f} ms (target <= 2 ms)")
 
