@@ -19,7 +19,7 @@ from engine.console import sessions
 from engine.hl7v2.check import examine
 from engine.reconcile.tables import ProposalStatus
 from engine.review.worklist import ReviewFilter, rows
-from engine.store import text_index
+from engine.store import messages, text_index
 from engine.store.rates import route_rates
 from engine.store.received import message_row
 from engine.store.schema import Delivery, Message
@@ -504,9 +504,11 @@ def test_the_dashboard_shows_each_routes_rates(setup, store: Engine) -> None:  #
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_a_text_search_reads_every_day_once_the_index_is_kept(setup, store: Engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_text_search_reads_every_day_once_the_index_is_kept(
+    setup, store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     """Without the text index a text search looks at the last 7 days (and says so); once the
-    console's index has begun, at every day."""
+    console's index has begun, at every day, for a text the index finds in few messages."""
     old = stored(store, A08.replace(b"SMITH^WILLIAM", b"QUIGLEY^ROSALIND"))
     month_ago = datetime.now(UTC) - timedelta(days=30)
     with store.begin() as connection:
@@ -520,3 +522,6 @@ def test_a_text_search_reads_every_day_once_the_index_is_kept(setup, store: Engi
     assert text_index.catch_up(store) == 2
     after = client.get("/messages?text=QUIGLEY").text
     assert "last 7 days" not in after and f'href="/messages/{old}"' in after
+    monkeypatch.setattr(messages, "SELECTIVE", 0)  # a text found in more messages than that
+    frequent = client.get("/messages?text=QUIGLEY").text
+    assert "last 7 days" in frequent and f'href="/messages/{old}"' not in frequent

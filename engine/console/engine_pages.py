@@ -27,8 +27,13 @@ from engine.hl7v2.header import HeaderError
 from engine.hl7v2.message import Message as Hl7Message
 from engine.hl7v2.paths import flatten
 from engine.pipeline.resend import ResendRefused, resend, wake
-from engine.store import text_index
-from engine.store.messages import STATUSES, MessageFilter, find_messages, get_message
+from engine.store.messages import (
+    STATUSES,
+    MessageFilter,
+    find_messages,
+    get_message,
+    selective_text,
+)
 from engine.store.queue import (
     deliveries_of,
     requeue_errored,
@@ -136,12 +141,16 @@ def messages(visit: Visit) -> Response:
     names = ("since", "until", "type", "control_id", "status", "sender", "text", "listener")
     given = {name: visit.field(name) for name in names}
     error, note = "", ""
-    if given["text"] and not given["since"] and not text_index.ready(visit.store):
-        # Without the text index each message is read: a default window keeps a search on a
-        # store of millions of messages within a second; a Since given widens it.
+    if given["text"] and not given["since"] and not selective_text(visit.store, given["text"]):
+        # A text the index does not find in a few messages is found by reading them: a default
+        # window keeps a search on a store of millions of messages within a second (when other
+        # filters match none); a Since given widens it.
         since_default = datetime.now(UTC) - TEXT_WINDOW
         given["since"] = since_default.strftime("%Y-%m-%d")
-        note = f"Text is searched in the last {TEXT_WINDOW.days} days unless Since is given."
+        note = (
+            f"Text found in many messages (or without the text index) is searched in the last"
+            f" {TEXT_WINDOW.days} days unless Since is given."
+        )
     found: list[object] = []
     if given["status"] and given["status"] not in STATUSES:
         error = f"status must be one of {', '.join(STATUSES)}"

@@ -184,6 +184,18 @@ def _through_index(
     return found
 
 
+def selective_text(engine: Engine, text: str) -> bool:
+    """Whether a search for ``text`` (over every day) would go through the text index: it is
+    kept, and names the text in at most SELECTIVE messages."""
+    found_by_index = text_index.matches(_forms(text))
+    if not text_index.usable(engine) or found_by_index is None:
+        return False
+    with engine.connect() as connection:
+        if not text_index.reach(connection):
+            return False
+        return not text_index.more_than(connection, found_by_index, SELECTIVE)
+
+
 def get_message(engine: Engine, message_id: int) -> Message | None:
     with Session(engine, expire_on_commit=False) as session:
         return session.get(Message, message_id)

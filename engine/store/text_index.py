@@ -47,14 +47,6 @@ def usable(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite" and crypto.current_keyring() is None
 
 
-def ready(engine: Engine) -> bool:
-    """Whether text searches on this store go through the index (kept, and begun)."""
-    if not usable(engine):
-        return False
-    with engine.connect() as connection:
-        return bool(reach(connection))
-
-
 def _exists(connection: Connection) -> bool:
     found = connection.execute(
         text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"),
