@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -181,6 +184,55 @@ def test_messages_committed_together_find_their_copies(  # type: ignore[no-untyp
     if not threaded:
         assert writer.batches == 3  # each group in one commit
     assert "committing them one by one" not in caplog.text
+
+
+def test_a_server_database_answers_received_messages_before_other_work(store) -> None:  # type: ignore[no-untyped-def]
+    """The threaded writer (a server database's) commits received messages apart from the other
+    work that came at the same moment: the ACK waits for its own statements, not for a routing
+    record, an MPI batch or a delivery result (here one that takes as long as the ACK does)."""
+    import threading
+
+    answered = threading.Event()
+
+    @dataclass
+    class Waiting:
+        """Other work that finishes once ``until`` is set (True), or after 4 s (False)."""
+
+        until: threading.Event
+        done: Callable[[Any], None] = lambda result: None
+        started: threading.Event = field(default_factory=threading.Event)
+        urgent: bool = False
+
+        def write(self, cursor: Any, statements: Any) -> bool:
+            self.started.set()
+            return self.until.wait(4)
+
+    async def scenario() -> tuple[list[bytes], bool]:
+        loop = asyncio.get_running_loop()
+        writer = StoreWriter(store, threaded=True)
+        writer.start()
+        go = threading.Event()
+        gate = Waiting(go)
+        writer.submit(gate)  # holds the writer's thread while the next two are queued
+        await asyncio.to_thread(gate.started.wait, 5)
+        waiting: asyncio.Future[bool] = loop.create_future()
+        writer.submit(Waiting(answered, waiting.set_result))
+        answer: asyncio.Future[list[bytes]] = loop.create_future()
+
+        def reply(acks: list[bytes], rejected: bool = False) -> None:
+            answered.set()
+            answer.set_result(acks)
+
+        Intake(writer, ListenerSettings(name="t")).on_frame(adt("U1"), "test", reply)
+        go.set()
+        acks = await answer
+        finished = await waiting
+        await writer.close()
+        return acks, finished
+
+    acks, finished = asyncio.run(scenario())
+    assert b"MSA|AA|U1" in acks[0]
+    assert finished, "the message was answered while the other work was still being written"
 
 
 @pytest.mark.parametrize("threaded", [False, True])

@@ -533,6 +533,10 @@ class DestinationWorker(QueueWorker):
             if not committed.done():
                 committed.set_result(None)
             _log_failure(result)
+            if isinstance(result, BaseException):
+                # The worker may be idle by now (the queue sent before the outcome commits):
+                # wake it, to go back to the first message whose outcome is not stored.
+                self._wakeup.set()
 
         chain = self._chain
         self.writer.submit(

@@ -33,7 +33,8 @@ class WriteOp(Protocol):
 
     ``urgent`` operations (a received message, whose sender waits for its ACK) are committed at
     once; the others (routing records, delivery results) may wait up to ``LINGER`` seconds to
-    share the commit of the next urgent one, which saves an fsync each. An operation whose
+    share the commit of the next urgent one, which saves an fsync each (on SQLite; a server
+    database commits the urgent ones first, on their own, then the others). An operation whose
     ``one_statement`` is true writes a single statement on a server database, and is then
     committed by it when it is alone (autocommit: one round trip).
     """
@@ -97,7 +98,9 @@ class StoreWriter:
     On SQLite the commit runs on the event loop itself: a local fsync costs less than handing
     the work to a thread and back (~85 µs here), and every message submitted while the loop was
     busy joins the next commit. On a server database (PostgreSQL) a dedicated thread commits, so
-    the loop keeps reading while a commit waits on the network.
+    the loop keeps reading while a commit waits on the network; there received messages are
+    committed apart from other work (an extra commit costs a round trip, not an fsync of the
+    loop's), so an ACK waits for one round trip.
     """
 
     def __init__(
@@ -232,15 +235,14 @@ class StoreWriter:
                     break
             if late:
                 self._answer(late, [_failed(op, CommitTimeout(_NO_ANSWER)) for op in late])
-            if not batch:
-                continue
-            self._in_flight = (time.monotonic(), batch)
-            results = self._write_batch(batch)
-            self._in_flight = None
-            if batch is self._abandoned:
-                self._abandoned = None  # answered already, by the watch
-                continue
-            self._answer(batch, results)
+            for group in _urgent_first(batch):
+                self._in_flight = (time.monotonic(), group)
+                results = self._write_batch(group)
+                self._in_flight = None
+                if group is self._abandoned:
+                    self._abandoned = None  # answered already, by the watch
+                    continue
+                self._answer(group, results)
         self._release_connection()
 
     def _answer(self, batch: list[WriteOp], results: list[Any]) -> None:
@@ -404,6 +406,16 @@ def _cut(connection: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
     except Exception:
         log.debug("could not cut the database connection", exc_info=True)
+
+
+def _urgent_first(batch: list[WriteOp]) -> list[list[WriteOp]]:
+    """Threaded: the received messages of ``batch``, then the rest, each in the order submitted.
+    Two commits: a sender's ACK waits for its own statements only (one round trip for a lone
+    message), never for routing, MPI or delivery results that came at the same time."""
+    urgent = [op for op in batch if op.urgent]
+    if not urgent or len(urgent) == len(batch):
+        return [batch] if batch else []
+    return [urgent, [op for op in batch if not op.urgent]]
 
 
 def _broken(op: WriteOp) -> bool:
