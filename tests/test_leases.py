@@ -20,6 +20,7 @@ from engine.leases.records import (
     LeaseLost,
     acquire,
     end_stalled_transactions,
+    lease_engine,
     read_leases,
     release,
     renew,
@@ -199,7 +200,7 @@ def test_a_fenced_write_left_idle_by_a_paused_engine_does_not_hold_the_takeover(
 ) -> None:
     """The server ends an engine's transaction idle for half the lease time: a holder paused in
     the middle of a fenced write releases the lease row before the lease can expire."""
-    end_stalled_transactions(pg, 0.4)
+    end_stalled_transactions(pg, 0.4, "host:1:aaaaaa")
     acquire(pg, "mpi", "a", 0.4)
     stalled = pg.raw_connection()
     try:
@@ -211,6 +212,32 @@ def test_a_fenced_write_left_idle_by_a_paused_engine_does_not_hold_the_takeover(
     finally:
         with contextlib.suppress(Exception):
             stalled.close()
+
+
+@ON_POSTGRESQL
+def test_a_fenced_write_paused_mid_statement_is_ended_by_the_engine_taking_over(
+    pg: Engine,
+) -> None:
+    """A holder paused in the middle of a statement (here a COPY waiting for its rows) is not
+    idle, so the server's idle timeout does not end it: the engine taking the expired lease
+    over ends that holder's transactions, and takes the lease at its next try."""
+    stalled_holder = "host:1:aaaaaa"
+    end_stalled_transactions(pg, 0.4, stalled_holder)
+    assert acquire(pg, "mpi", stalled_holder, 0.4) == 1
+    leases = lease_engine(pg, 0.3)
+    stalled = pg.raw_connection()
+    try:
+        cursor = stalled.cursor()
+        cursor.execute("CREATE TEMPORARY TABLE stall (x integer)")
+        Fence("mpi", stalled_holder, 1).check(cursor)
+        copy = cursor.copy("COPY stall (x) FROM STDIN")  # type: ignore[attr-defined]
+        copy.__enter__()  # then nothing: the engine is paused in the middle of it
+        time.sleep(0.8)  # the lease expired, and the idle timeout did not end it
+        assert acquire(leases, "mpi", "host:2:bbbbbb", 30) is None
+        assert acquire(leases, "mpi", "host:2:bbbbbb", 30) == 2
+    finally:
+        stalled.invalidate()  # closed as it is: a rollback would wait on the COPY
+        leases.dispose()
 
 
 class Work:

@@ -140,7 +140,7 @@ class LeaseKeeper:
 
     async def start(self) -> None:
         """Say this engine is alive and start renewing and taking leases."""
-        end_stalled_transactions(self.store, self.ttl)
+        end_stalled_transactions(self.store, self.ttl, self.holder)
         self._db = lease_engine(self.store, self.renew_every)
         self._member = _Member(MEMBER + self.holder)
         await self._join()

@@ -8,6 +8,7 @@ expired (or its holder takes it again), and every take raises its epoch.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,8 @@ from sqlalchemy.exc import OperationalError
 
 from engine.errors import CrosswalkError
 from engine.store.database import open_engine
+
+log = logging.getLogger(__name__)
 
 MEMBER = "engine:"
 """Prefix of the rows that say an engine is alive: ``engine:<holder>``."""
@@ -75,20 +78,32 @@ _RENEW_MEMBER = text(
 )
 
 
-def end_stalled_transactions(engine: Engine, ttl: float) -> None:
-    """Have the server end this engine's transactions left idle for ``ttl / 2`` seconds.
+def application_name(holder: str) -> str:
+    """How the server names the connections of engine ``holder`` (``pg_stat_activity``): its
+    pid and random part first, so that a long host name cut at 63 bytes keeps it unique."""
+    host, _, rest = holder.partition(":")
+    return f"crosswalk {rest} {host}"[:63] if rest else f"crosswalk {holder}"[:63]
+
+
+def end_stalled_transactions(engine: Engine, ttl: float, holder: str) -> None:
+    """Have the server end this engine's transactions left idle for ``ttl / 2`` seconds, and
+    name its connections after ``holder`` (:func:`end_stalled_holder`).
 
     A write fenced by a lease locks the lease's row until it commits: were the engine paused
     in the middle of one, no one could take its leases over until it resumed. Its leases
     expire no sooner than ``3 * ttl / 4`` after its last renewal, so by then the server has
-    already rolled such a transaction back (and the engine's writer reconnects).
+    already rolled such a transaction back (and the engine's writer reconnects). A transaction
+    paused in the middle of a statement (a pipeline of statements half sent) is not idle: the
+    engine taking the lease over ends it (:func:`acquire`).
     """
     timeout_ms = max(1, int(ttl * 500))
+    name = application_name(holder)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}")
+            cursor.execute("SELECT set_config('application_name', %s, false)", (name,))
         dbapi_connection.commit()
 
     engine.dispose()  # the connections already open get it as they are made again
@@ -115,10 +130,56 @@ def lease_engine(store: Engine, wait: float) -> Engine:
 
 def acquire(engine: Engine, name: str, holder: str, ttl: float) -> int | None:
     """Take the lease ``name`` for ``ttl`` seconds if it is free (or expired, or already
-    ``holder``'s): its new epoch, or None when another engine holds it."""
-    with engine.begin() as connection:
-        row = connection.execute(_ACQUIRE, {"name": name, "holder": holder, "ttl": ttl}).first()
+    ``holder``'s): its new epoch, or None when another engine holds it.
+
+    An expired lease whose row stays locked (``engine`` bounds the wait) is held up by a
+    transaction of its last holder, paused or cut off mid-statement: that holder's
+    transactions are ended, and the lease is taken at the next try."""
+    try:
+        with engine.begin() as connection:
+            params = {"name": name, "holder": holder, "ttl": ttl}
+            row = connection.execute(_ACQUIRE, params).first()
+    except OperationalError as error:
+        if not _timed_out(error):
+            raise
+        end_stalled_holder(engine, name, holder)
+        return None
     return None if row is None else int(row[0])
+
+
+def end_stalled_holder(engine: Engine, name: str, holder: str) -> int:
+    """End the open transactions of the engine whose lease ``name`` expired (not ``holder``'s
+    own): they hold the lease's row, or rows its next holder must write. Its writes are fenced
+    and its work stopped on its own clock, so nothing it still had to commit is lost; it
+    reconnects when it runs again. The number of connections ended."""
+    with engine.begin() as connection:
+        stale = connection.execute(
+            text(
+                "SELECT holder FROM leases WHERE name = :name AND expires_at <= now()"
+                " AND holder <> :holder"
+            ),
+            {"name": name, "holder": holder},
+        ).scalar()
+        if stale is None:
+            return 0
+        ended = int(
+            connection.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                    " FROM pg_stat_activity WHERE application_name = :application"
+                    " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+                ),
+                {"application": application_name(stale)},
+            ).scalar_one()
+        )
+    log.warning(
+        "leases: %s expired but its row stayed locked by %s (paused or cut off in the middle"
+        " of a write): ended %d of its transactions",
+        name,
+        stale,
+        ended,
+    )
+    return ended
 
 
 def renew(
