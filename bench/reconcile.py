@@ -29,6 +29,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -307,6 +308,18 @@ def fresh_store(url: str | None, work: Path) -> Iterator[str]:
         admin.dispose()
 
 
+def import_data(url: str, data: Path, python: list[str], env: dict[str, str]) -> None:
+    """The MPI, the studies and the orders of ``data`` into the empty store ``url``."""
+    check_empty(url)
+    for what, name in (("mpi", "mpi.csv"), ("studies", "studies.csv")):
+        seconds, rss, out = run_child([*python, what, "import", str(data / name), "--db", url], env)
+        print(out.strip())
+        print(f"crosswalk {what} import: {seconds:.1f}s, peak RSS {rss} MiB")
+    start = time.perf_counter()
+    orders = insert_orders(url, data / "orders.csv")
+    print(f"{orders:,} orders inserted in {time.perf_counter() - start:.1f}s")
+
+
 def insert_orders(url: str, path: Path) -> int:
     """The orders of ``path`` (accession, mrn) as the order feed records them; how many."""
     with path.open(newline="", encoding="utf-8") as file:
@@ -520,6 +533,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="folder for the generated data (kept)")
     parser.add_argument("--skip-splink", action="store_true", help="do not run the baseline")
     parser.add_argument("--febrl4", action="store_true", help="FEBRL4 instead of the generator")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="SQLite file kept after the imports and reused when it exists (only the"
+        " reconciler's run is repeated: its keys and proposals are made anew in a copy)",
+    )
+    parser.add_argument("--export-to", type=Path, help="keep the proposals' CSV export here")
     args = parser.parse_args()
     splink_missing = importlib.util.find_spec("splink") is None
     if splink_missing and not args.skip_splink:
@@ -535,23 +555,22 @@ def main() -> None:
             scale = (args.patients, args.orphans)
         env = dict(os.environ, CROSSWALK_LOG_LEVEL="WARNING")
         python = [sys.executable, "-m", "engine"]
-        with fresh_store(args.db, folder) as url:
-            check_empty(url)
-            for what, name in (("mpi", "mpi.csv"), ("studies", "studies.csv")):
-                seconds, rss, out = run_child(
-                    [*python, what, "import", str(data / name), "--db", url], env
-                )
-                print(out.strip())
-                print(f"crosswalk {what} import: {seconds:.1f}s, peak RSS {rss} MiB")
-            start = time.perf_counter()
-            orders = insert_orders(url, data / "orders.csv")
-            print(f"{orders:,} orders inserted in {time.perf_counter() - start:.1f}s")
+        with fresh_store(None if args.store else args.db, folder) as url:
+            if args.store and args.store.exists():
+                shutil.copyfile(args.store, folder / "reconcile.db")
+                print(f"imported store copied from {args.store}")
+            else:
+                import_data(url, data, python, env)
+                if args.store:
+                    shutil.copyfile(folder / "reconcile.db", args.store)
             seconds, rss, out = run_child([*python, "reconcile", "run", "--db", url], env)
             print(out.strip())
             print(f"crosswalk reconcile run: {seconds:.1f}s, peak RSS {rss} MiB")
             _, _, export = run_child(
                 [*python, "reconcile", "export", "--db", url, "--format", "csv"], env
             )
+            if args.export_to:
+                args.export_to.write_text(export, encoding="utf-8")
             truth, siblings = read_truth(data), read_siblings(data)
             blocking_report(url, truth)
         ours = score_export(truth, siblings, read_export(export))

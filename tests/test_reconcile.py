@@ -18,7 +18,7 @@ from engine.mpi.importer import MpiImport
 from engine.mpi.tables import Order, PatientIdentifier
 from engine.reconcile import blocking
 from engine.reconcile import estimation as model
-from engine.reconcile.comparisons import COMPARISONS, compare
+from engine.reconcile.comparisons import COLUMNS, COMPARISONS, compare, names_alone
 from engine.reconcile.kernel import Pairs, Records
 from engine.reconcile.names import identifier_key, name_words, same_person_names
 from engine.reconcile.run import _frequency_bonus, reconcile
@@ -124,6 +124,27 @@ def test_comparison_levels_say_how_two_records_agree() -> None:
     assert named[3]["accession"] == "order_of_another"
 
 
+def test_a_pair_resting_on_names_and_birth_date_alone_needs_more_to_be_strong() -> None:
+    levels = np.zeros((4, len(COMPARISONS)), dtype=np.int8)
+    for name in ("family_name", "given_name", "birth_date"):
+        levels[:, COLUMNS[name]] = COMPARISONS[COLUMNS[name]].code_of("exact")
+    levels[1, COLUMNS["phone"]] = COMPARISONS[COLUMNS["phone"]].code_of("same")
+    levels[2, COLUMNS["middle_name"]] = COMPARISONS[COLUMNS["middle_name"]].code_of("initial")
+    identifier = COMPARISONS[COLUMNS["identifier"]]
+    levels[3, COLUMNS["identifier"]] = identifier.code_of("different")
+    assert names_alone(levels).tolist() == [True, False, True, True]
+    settings = ReconcilerSettings()  # strong 0.99, on names alone 0.999
+    assert settings.band(0.995) == "strong"  # something else agrees
+    assert settings.band(0.995, names_alone="exact") == "possible"
+    assert settings.band(0.9995, names_alone="exact") == "strong"
+    assert settings.band(0.9995, names_alone="similar") == "strong"
+    assert settings.band(0.99999, names_alone="nickname") == "possible"  # LISA for MELISSA
+    assert ReconcilerSettings(strong_on_names_alone=0.99).band(0.995, names_alone="exact") == (
+        "strong"
+    )
+    assert ReconcilerSettings(strong_on_names_alone=1.5).check()
+
+
 def test_orphans_get_the_right_patient_and_twins_are_never_strong(
     store: Engine, tmp_path: Path
 ) -> None:
@@ -141,7 +162,9 @@ def test_orphans_get_the_right_patient_and_twins_are_never_strong(
     report = reconcile(store, SETTINGS)
     assert report.orphans == 5 and report.scored == 5
     found = {(uid, rank): (mrn, band) for uid, mrn, band, _p, rank, _s in proposals(store)}
-    assert found[("1.1", 1)] == ("100234", "strong")
+    # A nickname, a misspelt family name and a swapped birth date, with nothing else agreeing:
+    # namesakes look like that, a reviewer decides.
+    assert found[("1.1", 1)] == ("100234", "possible")
     assert found[("1.2", 1)][0] == "100388"
     assert found[("1.4", 1)][0] == "100600"
     assert found[("1.3", 1)][0] == "100500"
@@ -475,6 +498,34 @@ def _records(family: list[str], given: list[str]) -> Records:
         linked=[frozenset()] * size,
         keys=list(range(1, size + 1)),
     )
+
+
+def test_the_patients_keys_made_in_one_loop_are_each_records_keys() -> None:
+    patients = _records(
+        ["SMITH", "", "O BRIEN", "NGUYEN", "LI", "GARCIA LOPEZ"],
+        ["JOHN", "MARY", "", "J", "AN", "WILLIAM"],
+    )
+    patients.birth = ["19450312", "19900101", "19781224", "", "2001", "19660707"]
+    patients.street = ["12A ELM ST", "", "7 HIGH RD", "0040 MAIN", "", "ONE WAY"]
+    patients.postal = ["02134", "", "", "99501", "10001", "10002"]
+    patients.phone = ["5551234", "", "5559876", "", "", ""]
+    patients.other_families = [
+        frozenset({"SMYTH", "JONES"}),
+        frozenset({"KELLY"}),
+        frozenset(),
+        frozenset({""}),
+        frozenset(),
+        frozenset({"LOPEZ"}),
+    ]
+    patients.keyed_identifiers = [frozenset({"12345"}), *[frozenset()] * 4, frozenset({"9", "8"})]
+    keys, owners = blocking.patient_keys(patients)
+    expected = {
+        (key, patient_id)
+        for row, patient_id in enumerate(patients.keys)
+        for key in blocking.record_keys(patients, row)
+    }
+    assert len(keys) == len(expected) and set(zip(keys, owners, strict=True)) == expected
+    assert {key[0] for key in keys} == set("INFYGPH")
 
 
 def test_a_slip_of_the_first_letter_is_a_similar_name_and_swapped_names_count_once() -> None:

@@ -170,36 +170,86 @@ def watermark(connection: Connection) -> int:
     return connection.execute(select(func.coalesce(func.max(_events.c.id), 0))).scalar_one()
 
 
-def _insert(connection: Connection, rows: list[tuple[str, int]]) -> None:
+def _insert(connection: Connection, rows: KeyRows) -> None:
     """Insert keys on the DBAPI cursor (a first run writes millions)."""
     compiled = insert(_keys).compile(dialect=connection.dialect)
     cursor = connection.connection.cursor()
     try:
         if compiled.positiontup:
-            cursor.executemany(compiled.string, rows)
+            cursor.executemany(compiled.string, list(zip(*rows, strict=True)))
         else:
-            cursor.executemany(compiled.string, [{"key": k, "patient_id": p} for k, p in rows])
+            cursor.executemany(
+                compiled.string, [{"key": k, "patient_id": p} for k, p in zip(*rows, strict=True)]
+            )
     finally:
         cursor.close()
 
 
-def _key_rows(connection: Connection, ids: list[int]) -> list[tuple[str, int]]:
-    """The (key, patient id) rows of the live patients ``ids``, sorted: a chunk's keys go
-    into the index together, a third faster than in patient order. An encrypted store's keys
-    are their keyed hashes (made here: in the second process when there is one)."""
+def patient_keys(records: Records) -> tuple[list[str], list[int]]:
+    """The blocking keys of every patient of ``records`` and, beside each, its patient id:
+    ``record_keys`` of each row (the tests hold them equal), in one loop without its
+    study-only variants (a first run keys a million patients)."""
+    keys: list[str] = []
+    owners: list[int] = []
+    for patient_id, family, given, birth, others, keyed, street, postal, phone in zip(
+        records.keys,
+        records.family,
+        records.given,
+        records.birth,
+        records.other_families,
+        records.keyed_identifiers,
+        records.street,
+        records.postal,
+        records.phone,
+        strict=True,
+    ):
+        codes = {family_key(name) for name in others if name} if others else set()
+        if family:
+            codes.add(family_key(family))
+        first = given[:3]
+        made = [f"I{value}" for value in keyed]
+        if given:
+            made += [f"N{code}{first}" for code in codes]
+        if len(birth) == 8:
+            year = birth[:4]
+            made += [f"F{code}{year}" for code in codes]
+            if len(given) > 1:
+                made.append(f"Y{first}{year}{birth[4:6]}")
+            if given:
+                made.append(f"G{first}{birth[4:8]}")
+        if phone:
+            made.append(f"P{phone}")
+        if postal and (number := house_number(street)):
+            made.append(f"H{number}.{postal}")
+        keys += made
+        owners += [patient_id] * len(made)
+    return keys, owners
+
+
+KeyRows = tuple[list[str], list[int]]
+"""Keys and, beside each, its patient id (two lists: quicker to pickle than pairs)."""
+
+
+def _key_rows(connection: Connection, ids: list[int], ordered: bool) -> KeyRows:
+    """The keys of the live patients ``ids``, sorted when ``ordered``: a chunk's keys go
+    into the index together, a third faster than in patient order (staged keys are ordered
+    by SQLite itself). An encrypted store's keys are their keyed hashes (made here: in the
+    second process when there is one)."""
     records = load_patients(connection, ids, live_only=True, for_keys=True)
+    keys, owners = patient_keys(records)
     stored = crypto.stored_form(_keys.c.key)
-    return sorted(
-        (stored(key), patient_id)
-        for row, patient_id in enumerate(records.keys)
-        for key in record_keys(records, row)
-    )
+    if stored is not str:
+        keys = [stored(key) for key in keys]
+    if not ordered:
+        return keys, owners
+    order = sorted(range(len(keys)), key=lambda i: (keys[i], owners[i]))
+    return [keys[i] for i in order], [owners[i] for i in order]
 
 
 def key_worker() -> None:
-    """A process of its own (``_keys_made_elsewhere``): reads (URL, ids) pickled from stdin,
-    writes the key rows pickled to stdout chunk by chunk, then None."""
-    url, ids = pickle.load(sys.stdin.buffer)
+    """A process of its own (``_keys_made_elsewhere``): reads (URL, ids, ordered) pickled from
+    stdin, writes the key rows pickled to stdout chunk by chunk, then None."""
+    url, ids, ordered = pickle.load(sys.stdin.buffer)
     crypto.configure(crypto.keyring_from_environment())  # to read an encrypted MPI
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the rows
@@ -207,14 +257,14 @@ def key_worker() -> None:
     try:
         with store.connect() as connection:
             for chunk in chunks(ids, REFRESH_CHUNK):
-                pickle.dump(_key_rows(connection, chunk), out, pickle.HIGHEST_PROTOCOL)
+                pickle.dump(_key_rows(connection, chunk, ordered), out, pickle.HIGHEST_PROTOCOL)
         pickle.dump(None, out)
         out.flush()
     finally:
         store.dispose()
 
 
-def _keys_made_elsewhere(store: Engine, ids: list[int]) -> Iterator[list[tuple[str, int]]]:
+def _keys_made_elsewhere(store: Engine, ids: list[int], ordered: bool) -> Iterator[KeyRows]:
     """The key rows of ``ids``, made by another process: Python makes the next chunk's keys
     while the database inserts this one's (both cores busy)."""
     command = [sys.executable, "-c", "from engine.reconcile.blocking import key_worker as k; k()"]
@@ -225,7 +275,7 @@ def _keys_made_elsewhere(store: Engine, ids: list[int]) -> Iterator[list[tuple[s
     ) as worker:
         assert worker.stdin is not None and worker.stdout is not None
         try:
-            pickle.dump((url, ids), worker.stdin, pickle.HIGHEST_PROTOCOL)
+            pickle.dump((url, ids, ordered), worker.stdin, pickle.HIGHEST_PROTOCOL)
             worker.stdin.close()
             while (rows := pickle.load(worker.stdout)) is not None:
                 yield rows
@@ -268,17 +318,17 @@ def refresh_keys(store: Engine, since: int | None, progress: Progress | None = N
         if staged:
             connection.exec_driver_sql(f"CREATE TEMP TABLE {STAGED} (key TEXT, patient_id INT)")
         made = (
-            _keys_made_elsewhere(store, ids)
+            _keys_made_elsewhere(store, ids, not staged)
             if elsewhere
-            else (_key_rows(connection, chunk) for chunk in chunks(ids, REFRESH_CHUNK))
+            else (_key_rows(connection, chunk, not staged) for chunk in chunks(ids, REFRESH_CHUNK))
         )
         for index, rows in enumerate(made):
             chunk = ids[index * REFRESH_CHUNK : (index + 1) * REFRESH_CHUNK]
             if since is not None:
                 connection.execute(delete(_keys).where(in_values(_keys.c.patient_id, chunk)))
-            if rows and staged:
+            if rows[0] and staged:
                 _stage(connection, rows)
-            elif rows:
+            elif rows[0]:
                 _insert(connection, rows)
             if progress is not None:
                 progress(len(chunk))
@@ -296,10 +346,10 @@ patient index is built once at the end: about twice as fast as millions of inser
 indexes."""
 
 
-def _stage(connection: Connection, rows: list[tuple[str, int]]) -> None:
+def _stage(connection: Connection, rows: KeyRows) -> None:
     cursor = connection.connection.cursor()
     try:
-        cursor.executemany(f"INSERT INTO {STAGED} VALUES (?, ?)", rows)
+        cursor.executemany(f"INSERT INTO {STAGED} VALUES (?, ?)", list(zip(*rows, strict=True)))
     finally:
         cursor.close()
 

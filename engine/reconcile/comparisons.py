@@ -43,6 +43,7 @@ __all__ = [
     "day_month_swapped",
     "either_empty",
     "first_letter",
+    "names_alone",
     "other_century",
     "same",
     "share_a_word",
@@ -616,6 +617,28 @@ COMPARISONS = (
 level matrix)."""
 COLUMNS = {comparison.name: column for column, comparison in enumerate(COMPARISONS)}
 """A comparison's column in the level matrix, by name."""
+
+
+CORROBORATING = {
+    "middle_name": ("exact", "similar"),
+    "identifier": ("same_value", "one_edit"),
+    "address": ("same",),
+    "phone": ("same",),
+    "accession": ("order_of_patient",),
+}
+"""The levels that say more than a name and a birth date: a namesake born the same day (or a
+twin) seldom shares them; a middle initial is too common to count."""
+
+
+def names_alone(levels: np.ndarray) -> np.ndarray:
+    """Per pair, whether nothing but names, birth date and sex agree (no ``CORROBORATING``
+    level)."""
+    corroborated = np.zeros(len(levels), dtype=bool)
+    for name, agreeing in CORROBORATING.items():
+        comparison = COMPARISONS[COLUMNS[name]]
+        codes = [comparison.code_of(level) for level in agreeing]
+        corroborated |= np.isin(levels[:, COLUMNS[name]], codes)
+    return ~corroborated
 
 
 def compare(pairs: Pairs) -> np.ndarray:

@@ -23,6 +23,7 @@ from engine.reconcile.comparisons import (
     GIVEN_NAME,
     IDENTIFIER,
     compare,
+    names_alone,
     share_a_word,
 )
 from engine.reconcile.kernel import Pairs, Records
@@ -313,6 +314,7 @@ def score(
     keep = np.flatnonzero(probability >= settings.possible)
     given = COLUMNS["given_name"]
     different = GIVEN_NAME.code_of("different")
+    alone = names_alone(levels)
     order = keep[np.lexsort((-probability[keep], pairs.study_rows[keep]))]
     scored: list[Scored] = []
     rank = 0
@@ -331,7 +333,11 @@ def score(
                 pairs.patients.keys[int(pairs.patient_rows[row])],
                 p,
                 float(total[row] - prior) + sum(float(item["weight"]) for item in moved),
-                settings.band(p, int(levels[row, given]) == different),
+                settings.band(
+                    p,
+                    int(levels[row, given]) == different,
+                    GIVEN_NAME.levels[int(levels[row, given])].name if alone[row] else "",
+                ),
                 rank,
                 _evidence(levels[row], weights[row], prior, *moved),
             )

@@ -33,6 +33,14 @@ class ReconcilerSettings:
         " like.",
         default=True,
     )
+    strong_on_names_alone: float = setting(
+        "Match probability a candidate needs for `strong` when only names, birth date and sex"
+        " agree (no identifier, address, phone, full middle name or order does): namesakes"
+        " look like that in a large MPI (WILLIAM for a BILLY born the same day), so the"
+        " probability must be this high (or `strong`, if higher) and the given name no"
+        " nickname.",
+        default=0.999,
+    )
     max_candidates: int = setting("Most proposals kept per study (its best candidates).", default=3)
     max_block_size: int = setting(
         "A blocking key shared by more MPI patients than this yields no candidates (it would"
@@ -93,6 +101,8 @@ class ReconcilerSettings:
         problems: list[Issue] = []
         if not 0 < self.possible <= self.strong < 1:
             problems.append(Issue("thresholds must satisfy 0 < possible <= strong < 1", None))
+        if not 0 < self.strong_on_names_alone < 1:
+            problems.append(Issue("strong_on_names_alone must be between 0 and 1", "0.999"))
         if self.max_candidates < 1 or self.max_block_size < 1:
             problems.append(Issue("max_candidates and max_block_size must be at least 1", None))
         if self.random_pairs < 1000:
@@ -109,7 +119,13 @@ class ReconcilerSettings:
     def placeholder_id(self, value: str) -> bool:
         return not value or self._ids.fullmatch(value.upper()) is not None
 
-    def band(self, probability: float, given_differs: bool = False) -> str:
+    def band(self, probability: float, given_differs: bool = False, names_alone: str = "") -> str:
+        """``strong`` or ``possible``. ``names_alone``: the given name's level when only
+        names, birth date and sex agree ('' when something else does too)."""
         if given_differs and self.strong_needs_given_name:
             return "possible"
+        if names_alone:
+            alone = max(self.strong, self.strong_on_names_alone)
+            strong = names_alone != "nickname" and probability >= alone
+            return "strong" if strong else "possible"
         return "strong" if probability >= self.strong else "possible"
