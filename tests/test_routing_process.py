@@ -298,3 +298,34 @@ def test_a_message_that_hangs_routing_is_errored_and_the_feed_goes_on(
         caplog.text
     )
     assert not children(os.getpid()), "every child killed or closed is reaped"
+
+
+def test_a_child_left_with_a_batch_at_shutdown_is_ended_at_once(tmp_path: Path) -> None:
+    """The engine stops while the child routes a long batch (its answer will never be read):
+    closing kills and reaps it at once instead of waiting for the batch, so no thread stays
+    blocked waiting for the child and holds up the engine's exit."""
+    slow = """routes:
+  slow:
+    source: ehr
+    steps:
+      - set:
+          field: MSH-8
+          template: "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}x"
+    destinations: [pacs]
+"""
+
+    async def scenario() -> tuple[float, int]:
+        forked = ForkedRouting(router(tmp_path, slow), timeout=60)
+        routing = asyncio.create_task(forked.route(batch(400)))
+        await asyncio.sleep(0.5)
+        pid = child_of(forked)
+        routing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await routing
+        started = time.monotonic()
+        await forked.close()
+        return time.monotonic() - started, pid
+
+    took, pid = asyncio.run(scenario())
+    assert took < 2, f"closing waited {took:.1f}s for a batch of ~10 s"
+    assert gone(pid) and not children(os.getpid())

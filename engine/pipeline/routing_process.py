@@ -232,6 +232,8 @@ class _Child:
         self.pid = pid
         self.reader = reader
         self.writer = writer
+        self.busy = False
+        """A batch was sent and its answer not read (nor will it be, once retired)."""
 
     @classmethod
     async def fork(cls, router: Router) -> _Child:
@@ -252,11 +254,13 @@ class _Child:
     async def route(self, batch: Sequence[AcceptedMessage]) -> RoutedBatch:
         sent = [(m.id, m.raw, m.charset, m.listener) for m in batch]
         data = pickle.dumps(sent, pickle.HIGHEST_PROTOCOL)
+        self.busy = True
         try:
             self.writer.write(_LENGTH.pack(len(data)) + data)
             await self.writer.drain()
             (size,) = _LENGTH.unpack(await self.reader.readexactly(_LENGTH.size))
             result = pickle.loads(await self.reader.readexactly(size))
+            self.busy = False
         except (asyncio.IncompleteReadError, ConnectionError):
             raise ChildGone(f"routing process {self.pid} exited") from None
         if not isinstance(result, RoutedBatch) or len(result.routed) != len(batch):
@@ -268,10 +272,13 @@ class _Child:
             os.kill(self.pid, signal.SIGKILL)
 
     async def close(self) -> None:
-        """End of input: the child exits; reap it (killing it if it hangs)."""
+        """End of input: the child exits; reap it (killing it if it hangs, or if it is still
+        working on a batch whose answer nobody will read)."""
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
+        if self.busy:
+            self.kill()
         try:
             async with asyncio.timeout(5):
                 await asyncio.to_thread(os.waitpid, self.pid, 0)
@@ -280,6 +287,11 @@ class _Child:
             await asyncio.to_thread(os.waitpid, self.pid, 0)
         except ChildProcessError:
             pass  # already reaped
+        except asyncio.CancelledError:
+            # The thread waiting for the child cannot be cancelled, and the engine's exit waits
+            # for that thread: the child must end now, not when its batch is done.
+            self.kill()
+            raise
 
 
 def _child_main(sock: socket.socket, router: Router) -> None:  # pragma: no cover - child
