@@ -9,6 +9,7 @@ engine recovers by itself; everything that got AA is stored once and reaches the
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import tempfile
@@ -177,12 +178,12 @@ def test_sqlite_on_a_full_disk_answers_ae_then_recovers_when_space_is_freed(
 
 
 def test_postgres_shut_down_and_started_mid_feed_answers_ae_then_recovers(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A throwaway PostgreSQL is shut down mid-feed and started again 3 s later: AE while it is
     down, on the same connection; then AA again without a restart; nothing AA'd is lost and
-    the PACS gets everything in order."""
-    with throwaway_postgres() as server:
+    the PACS gets everything in order. The log says so in a few lines, not two per AE."""
+    with throwaway_postgres() as server, caplog.at_level(logging.ERROR):
         pacs = FakeReceiver()
         with running_pipeline(server.url, tmp_path, pacs.port) as engine:
             with Feed(engine.port()) as feed:
@@ -191,6 +192,11 @@ def test_postgres_shut_down_and_started_mid_feed_answers_ae_then_recovers(
                 feed, server.url, pacs, "PostgreSQL: shut down 3 s mid-feed, started again"
             )
         pacs.stop()
+    not_stored = [r for r in caplog.records if "message NOT stored" in r.getMessage()]
+    failed = [r for r in caplog.records if "store write failed" in r.getMessage()]
+    assert feed.codes().count("AE") >= 20
+    assert 1 <= len(not_stored) <= 4, [r.getMessage() for r in not_stored]
+    assert 1 <= len(failed) <= 8, [r.getMessage() for r in failed]
 
 
 # -- stores the engine refuses to start on --------------------------------------------------------

@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.logs import Throttled
 from engine.mllp.capacity import PROCESS
 from engine.mllp.framing import Event, Frame, FrameDecoder, Garbage, OversizeFrame, encode_frame
 from engine.mllp.tls import ServerTLS, peer_names, subject_allowed
@@ -103,7 +104,7 @@ class MLLPListener:
         self.stats = ListenerStats()
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
-        self._refusals_logged: dict[str, float] = {}
+        self._refusals = Throttled(log, REFUSAL_LOG_INTERVAL)
 
     def refuse(self, address: str) -> str | None:
         """Why a connection from ``address`` is refused, or None: not in ``allow``, or the
@@ -181,12 +182,7 @@ class MLLPListener:
 
     def log_once(self, key: str, now: float, text: str, *args: object) -> None:
         """A warning logged once a minute per ``key``: a flood must not flood the log."""
-        if now - self._refusals_logged.get(key, -REFUSAL_LOG_INTERVAL) < REFUSAL_LOG_INTERVAL:
-            return
-        if len(self._refusals_logged) > 10_000:
-            self._refusals_logged.clear()
-        self._refusals_logged[key] = now
-        log.warning(text, *args)
+        self._refusals.log(key, text, *args, now=now)
 
     @property
     def port(self) -> int:

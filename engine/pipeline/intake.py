@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from engine.hl7v2.ack import POSITIVE_CODES, Outcome, ack_codes, build_ack
 from engine.hl7v2.check import Examination, examine
 from engine.hl7v2.errors import ErrorCode, Location, Problem
+from engine.logs import Throttled
 from engine.mllp.listener import Reply
 from engine.pipeline.settings import ListenerSettings
 from engine.store.operations import NewMessage, Settled, StoredMessage, duplicate_reason
@@ -44,6 +45,9 @@ class Intake:
         observe: Callable[[str, str, str, int, float], None] | None = None,
     ) -> None:
         self.writer = writer
+        self._not_stored = Throttled(log, 10.0, logging.ERROR)
+        """While the store is down every message fails: one line per kind of error, then one
+        every ten seconds with the count of the others (each one's control id at DEBUG)."""
         self.observe = observe
         """Told of every message answered: listener, status, ACK code(s), size, seconds."""
         self.accepted = accepted
@@ -130,12 +134,15 @@ class Intake:
 
         def done(result: StoredMessage | BaseException) -> None:
             if isinstance(result, BaseException):
-                log.error(
+                name, error = self.listener.name, type(result).__name__
+                if not self._not_stored.log(
+                    error,
                     "message NOT stored, answering an error: listener=%s control_id=%s error=%s",
-                    self.listener.name,
+                    name,
                     control_id,
-                    type(result).__name__,
-                )
+                    error,
+                ):
+                    log.debug("message NOT stored: listener=%s control_id=%s", name, control_id)
                 self.unsure()
                 failure = Problem(ErrorCode.INTERNAL_ERROR, NOT_STORED_TEXT)
                 codes = ack_codes(header, Outcome.ERROR)

@@ -22,10 +22,14 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from engine.errors import CrosswalkError
+from engine.logs import Throttled
 from engine.store.database import describe_failure
 from engine.store.fastsql import Statements
 
 log = logging.getLogger(__name__)
+FAILURE_LOG_INTERVAL = 10.0
+"""Seconds between two log lines of the same kind of failed write (a store that is down fails
+every write: one line, then one every ten seconds with the count of the others)."""
 
 
 class WriteOp(Protocol):
@@ -131,6 +135,7 @@ class StoreWriter:
         """Threaded: since when the thread has been committing which batch."""
         self._abandoned: list[WriteOp] | None = None
         """Threaded: the batch answered with CommitTimeout while the thread still held it."""
+        self._failures = Throttled(log, FAILURE_LOG_INTERVAL, logging.ERROR)
         self._watch: asyncio.Task[None] | None = None
         self.batches = 0
         self.stored = 0
@@ -300,7 +305,9 @@ class StoreWriter:
                     results = self._write_one_by_one(batch)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, ChainBroken):
-                log.error("store write failed: %s", describe_failure(result))
+                self._failures.log(
+                    type(result).__name__, "store write failed: %s", describe_failure(result)
+                )
         self.batches += 1
         self.stored += sum(1 for r in results if not isinstance(r, BaseException))
         return results
