@@ -224,6 +224,17 @@ def destination_yaml(port: int, **settings: object) -> str:
 
 
 ALL_TO_PACS = "routes:\n  all:\n    source: ehr\n    destinations: [pacs]\n"
+SLOW_ROUTE = """
+routes:
+  slow:
+    source: ehr
+    steps:
+      - set:
+          field: MSH-8
+          template: "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}x"
+    destinations: [pacs]
+"""
+"""A route that takes ~25 ms a message (a template's empty loop of a million turns)."""
 
 
 class Pipeline(EngineThread):

@@ -22,6 +22,7 @@ from engine.store.schema import MessageStatus
 from engine.testing import FakeReceiver, Peer, free_port, wait_for_port
 from tests.support import (
     ALL_TO_PACS,
+    SLOW_ROUTE,
     adt,
     cli_env,
     config_folder,
@@ -189,18 +190,6 @@ def test_sigkill_while_routing_and_delivering_loses_and_reorders_nothing(
         lasts = list(reversed(dict.fromkeys(reversed(mine))))
         assert firsts == sorted(firsts) and lasts == sorted(lasts), "sent order kept"
         assert set(sender.acknowledged) <= set(firsts)
-
-
-SLOW_ROUTE = """
-routes:
-  slow:
-    source: ehr
-    steps:
-      - set:
-          field: MSH-8
-          template: "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}x"
-    destinations: [pacs]
-"""
 
 
 def test_sigterm_with_a_routing_backlog_exits_within_the_shutdown_timeout(

@@ -18,7 +18,14 @@ from engine.pipeline.routing_process import ForkedRouting, InlineRouting, Routed
 from engine.routes.router import Router
 from engine.store.received import AcceptedMessage
 from engine.testing import Peer, free_port, wait_for_port
-from tests.support import adt, cli_env, config_folder, crosswalk, destination_yaml
+from tests.support import (
+    SLOW_ROUTE,
+    adt,
+    cli_env,
+    config_folder,
+    crosswalk,
+    destination_yaml,
+)
 
 pytestmark = pytest.mark.skipif(not ForkedRouting.available(), reason="needs Linux and 2 cores")
 
@@ -304,18 +311,9 @@ def test_a_child_left_with_a_batch_at_shutdown_is_ended_at_once(tmp_path: Path) 
     """The engine stops while the child routes a long batch (its answer will never be read):
     closing kills and reaps it at once instead of waiting for the batch, so no thread stays
     blocked waiting for the child and holds up the engine's exit."""
-    slow = """routes:
-  slow:
-    source: ehr
-    steps:
-      - set:
-          field: MSH-8
-          template: "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}x"
-    destinations: [pacs]
-"""
 
     async def scenario() -> tuple[float, int]:
-        forked = ForkedRouting(router(tmp_path, slow), timeout=60)
+        forked = ForkedRouting(router(tmp_path, SLOW_ROUTE), timeout=60)
         routing = asyncio.create_task(forked.route(batch(400)))
         await asyncio.sleep(0.5)
         pid = child_of(forked)
