@@ -476,6 +476,7 @@ def test_keys_made_in_a_second_process_are_the_same(
     with store.connect() as connection:
         here = sorted(connection.execute(select(PatientKey.key, PatientKey.patient_id)).all())
     monkeypatch.setattr(blocking, "PARALLEL_KEYS", 1)
+    monkeypatch.setattr(blocking, "REFRESH_CHUNK", 1)  # a chunk a patient: both processes
     assert reconcile(store, SETTINGS, rebuild_keys=True).keys_refreshed == len(MPI)
     with store.connect() as connection:
         there = sorted(connection.execute(select(PatientKey.key, PatientKey.patient_id)).all())
@@ -723,10 +724,10 @@ def test_blocking_finds_patients_when_birth_date_and_family_name_both_fail(
     # none of them is found by the keys that were there before
     for uid in ("7.1", "7.3", "7.4", "7.5", "7.6"):
         assert not set(found[uid]) & {"F", "G", "birth date"}, uid
-    # every key made anew (SQLite: staged, then in key order): the patient index is back
+    # every key made anew (appended by patient, then indexed in one go): the key index is back
     with store.connect() as connection:
         indexes = inspect(connection).get_indexes("patient_keys")
-    assert [index["column_names"] for index in indexes] == [["patient_id"]]
+    assert [index["column_names"] for index in indexes] == [["key", "patient_id"]]
 
 
 def test_one_slip_variants_and_house_numbers() -> None:

@@ -21,6 +21,7 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from datetime import date
 from typing import Any
 
@@ -45,11 +46,14 @@ REFRESH_CHUNK = 20_000
 DEFAULT_CACHE_KIB = 2000
 """SQLite's page cache (its default) once the keys are in."""
 PARALLEL_KEYS = 100_000
-"""From this many patients to key (a first run), the keys are made in a second process."""
-KEYS_VERSION = 3
+"""From this many patients to key (a first run), the keys are made in other processes."""
+KEY_PROCESSES = 2
+"""Processes making keys (a first run): reading patients is most of it, inserting the least."""
+KEYS_VERSION = 4
 """What the keys of ``record_keys`` are; a store keyed by another version is re-keyed in full.
 2: family name + given-name prefix keys; identifiers keyed only when their key differs from
-the value stored. 3: given name + birth year and month; house number + postal code; phone."""
+the value stored. 3: given name + birth year and month; house number + postal code; phone.
+4: the same keys, stored by patient (migration 0017 left the table empty)."""
 KEY_KINDS = {
     "I": "identifier digits",
     "F": "family name + birth year",
@@ -173,10 +177,12 @@ def watermark(connection: Connection) -> int:
 def _insert(connection: Connection, rows: KeyRows) -> None:
     """Insert keys on the DBAPI cursor (a first run writes millions)."""
     compiled = insert(_keys).compile(dialect=connection.dialect)
+    columns = {"key": rows[0], "patient_id": rows[1]}
     cursor = connection.connection.cursor()
     try:
         if compiled.positiontup:
-            cursor.executemany(compiled.string, list(zip(*rows, strict=True)))
+            values = (columns[name] for name in compiled.positiontup)
+            cursor.executemany(compiled.string, list(zip(*values, strict=True)))
         else:
             cursor.executemany(
                 compiled.string, [{"key": k, "patient_id": p} for k, p in zip(*rows, strict=True)]
@@ -230,68 +236,77 @@ KeyRows = tuple[list[str], list[int]]
 """Keys and, beside each, its patient id (two lists: quicker to pickle than pairs)."""
 
 
-def _key_rows(connection: Connection, ids: list[int], ordered: bool) -> KeyRows:
-    """The keys of the live patients ``ids``, sorted when ``ordered``: a chunk's keys go
-    into the index together, a third faster than in patient order (staged keys are ordered
-    by SQLite itself). An encrypted store's keys are their keyed hashes (made here: in the
-    second process when there is one)."""
+def _key_rows(connection: Connection, ids: list[int]) -> KeyRows:
+    """The keys of the live patients ``ids`` (in their order, as the table stores them). An
+    encrypted store's keys are their keyed hashes (made here: in a key process when there is
+    one)."""
     records = load_patients(connection, ids, live_only=True, for_keys=True)
     keys, owners = patient_keys(records)
     stored = crypto.stored_form(_keys.c.key)
     if stored is not str:
         keys = [stored(key) for key in keys]
-    if not ordered:
-        return keys, owners
-    order = sorted(range(len(keys)), key=lambda i: (keys[i], owners[i]))
-    return [keys[i] for i in order], [owners[i] for i in order]
+    return keys, owners
 
 
 def key_worker() -> None:
-    """A process of its own (``_keys_made_elsewhere``): reads (URL, ids, ordered) pickled from
-    stdin, writes the key rows pickled to stdout chunk by chunk, then None."""
-    url, ids, ordered = pickle.load(sys.stdin.buffer)
+    """A process of its own (``_keys_made_elsewhere``): reads (URL, chunks of ids) pickled from
+    stdin, writes each chunk's key rows pickled to stdout, then None."""
+    url, id_chunks = pickle.load(sys.stdin.buffer)
     crypto.configure(crypto.keyring_from_environment())  # to read an encrypted MPI
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the rows
     store = open_engine(url)
     try:
         with store.connect() as connection:
-            for chunk in chunks(ids, REFRESH_CHUNK):
-                pickle.dump(_key_rows(connection, chunk, ordered), out, pickle.HIGHEST_PROTOCOL)
+            for chunk in id_chunks:
+                pickle.dump(_key_rows(connection, chunk), out, pickle.HIGHEST_PROTOCOL)
         pickle.dump(None, out)
         out.flush()
     finally:
         store.dispose()
 
 
-def _keys_made_elsewhere(store: Engine, ids: list[int], ordered: bool) -> Iterator[KeyRows]:
-    """The key rows of ``ids``, made by another process: Python makes the next chunk's keys
-    while the database inserts this one's (both cores busy)."""
+def _keys_made_elsewhere(store: Engine, id_chunks: list[list[int]]) -> Iterator[KeyRows]:
+    """The key rows of each of ``id_chunks``, in order, made by ``KEY_PROCESSES`` other
+    processes (each every n-th chunk) while this one inserts."""
     command = [sys.executable, "-c", "from engine.reconcile.blocking import key_worker as k; k()"]
     url = store.url.render_as_string(hide_password=False)
     env = {**os.environ, **crypto.keys_for_child()}
-    with subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
-    ) as worker:
-        assert worker.stdin is not None and worker.stdout is not None
-        try:
-            pickle.dump((url, ids, ordered), worker.stdin, pickle.HIGHEST_PROTOCOL)
+    count = max(1, min(KEY_PROCESSES, len(id_chunks)))
+    with ExitStack() as stack:
+        workers = []
+        for first in range(count):
+            worker = stack.enter_context(
+                subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            )
+            stack.callback(_stop, worker)
+            workers.append(worker)
+            assert worker.stdin is not None and worker.stdout is not None
+            pickle.dump((url, id_chunks[first::count]), worker.stdin, pickle.HIGHEST_PROTOCOL)
             worker.stdin.close()
-            while (rows := pickle.load(worker.stdout)) is not None:
-                yield rows
-            worker.wait()
-        except EOFError:
-            raise RuntimeError("the process making blocking keys failed") from None
-        finally:
-            if worker.poll() is None:
-                worker.kill()
+        outputs = [worker.stdout for worker in workers if worker.stdout is not None]
+        try:
+            for index in range(len(id_chunks)):
+                yield pickle.load(outputs[index % count])
+            for worker, output in zip(workers, outputs, strict=True):
+                if pickle.load(output) is not None:
+                    raise EOFError
+                worker.wait()
+        except (EOFError, pickle.UnpicklingError):
+            raise RuntimeError("a process making blocking keys failed") from None
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.kill()
 
 
 def refresh_keys(store: Engine, since: int | None, progress: Progress | None = None) -> int:
     """Bring ``patient_keys`` up to date with the MPI; return the new watermark.
 
-    ``since``: the watermark of the previous refresh; None rebuilds every key. Many patients
-    (a first run) are keyed in a second process while this one inserts.
+    ``since``: the watermark of the previous refresh; None rebuilds every key: they are
+    appended in patient order with the index by key dropped, then indexed in one go. Many
+    patients (a first run) are keyed in other processes while this one inserts.
     """
     with store.connect() as connection:
         newest = watermark(connection)
@@ -309,60 +324,31 @@ def refresh_keys(store: Engine, since: int | None, progress: Progress | None = N
     url = store.url
     in_memory = url.get_backend_name() == "sqlite" and (url.database or ":memory:") == ":memory:"
     elsewhere = since is None and len(ids) >= PARALLEL_KEYS and not in_memory
-    staged = since is None and store.dialect.name == "sqlite"
+    id_chunks = list(chunks(ids, REFRESH_CHUNK))
+    by_key = next(iter(_keys.indexes))
     with store.begin() as connection:
         if store.dialect.name == "sqlite":  # millions of keys into one index
             connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
         if since is None:
             connection.execute(delete(_keys))
-        if staged:
-            connection.exec_driver_sql(f"CREATE TEMP TABLE {STAGED} (key TEXT, patient_id INT)")
+            by_key.drop(connection)
         made = (
-            _keys_made_elsewhere(store, ids, not staged)
+            _keys_made_elsewhere(store, id_chunks)
             if elsewhere
-            else (_key_rows(connection, chunk, not staged) for chunk in chunks(ids, REFRESH_CHUNK))
+            else (_key_rows(connection, chunk) for chunk in id_chunks)
         )
-        for index, rows in enumerate(made):
-            chunk = ids[index * REFRESH_CHUNK : (index + 1) * REFRESH_CHUNK]
+        for chunk, rows in zip(id_chunks, made, strict=True):
             if since is not None:
                 connection.execute(delete(_keys).where(in_values(_keys.c.patient_id, chunk)))
-            if rows[0] and staged:
-                _stage(connection, rows)
-            elif rows[0]:
+            if rows[0]:
                 _insert(connection, rows)
             if progress is not None:
                 progress(len(chunk))
-        if staged:
-            _insert_staged(connection)
+        if since is None:
+            by_key.create(connection)
         if store.dialect.name == "sqlite":
             connection.exec_driver_sql(f"PRAGMA cache_size=-{DEFAULT_CACHE_KIB}")
     return newest
-
-
-STAGED = "staged_patient_keys"
-"""SQLite, every key made anew: keys land in this table without an index first, then go into
-``patient_keys`` in key order (appended to its B-tree, not inserted all over it) and its
-patient index is built once at the end: about twice as fast as millions of inserts into two
-indexes."""
-
-
-def _stage(connection: Connection, rows: KeyRows) -> None:
-    cursor = connection.connection.cursor()
-    try:
-        cursor.executemany(f"INSERT INTO {STAGED} VALUES (?, ?)", list(zip(*rows, strict=True)))
-    finally:
-        cursor.close()
-
-
-def _insert_staged(connection: Connection) -> None:
-    index = next(iter(_keys.indexes))
-    connection.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
-    connection.exec_driver_sql(
-        f"INSERT INTO {_keys.name} (key, patient_id)"
-        f" SELECT key, patient_id FROM {STAGED} ORDER BY key, patient_id"
-    )
-    connection.exec_driver_sql(f"DROP TABLE {STAGED}")
-    index.create(connection)
 
 
 def _blocks(

@@ -16,13 +16,15 @@ class PatientKey(Base):
 
     __tablename__ = "patient_keys"
 
+    # Stored by patient: a first run appends a million patients' keys in id order, then builds
+    # the index by key in one go (about half the time of inserting them in key order).
+    patient_id: Mapped[int] = mapped_column(Id, primary_key=True)
     key: Mapped[str] = mapped_column(LookupText("blocking key", 64), primary_key=True)
     """The key; its keyed hash in an encrypted store (blocking keys are made of names and
     dates)."""
-    patient_id: Mapped[int] = mapped_column(Id, primary_key=True)
 
     __table_args__ = (
-        Index("ix_patient_keys_patient_id", "patient_id"),
+        Index("ix_patient_keys_key", "key", "patient_id"),
         {"sqlite_with_rowid": False},
     )
 
