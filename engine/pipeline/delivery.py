@@ -57,11 +57,6 @@ SHARED_POLL = 0.25
 may be the one routing messages into it)."""
 
 
-def lease_name(destination: str, partition: int) -> str:
-    """The lease that owns one partition of a destination's queue."""
-    return queue_lease(destination, partition)
-
-
 class Window:
     """The head of a queue held in memory, with the bytes of its payloads counted."""
 
@@ -170,6 +165,25 @@ class QueueWorker:
     def name(self) -> str:
         suffix = f"#{self.partition}" if self.parallel or self.partition else ""
         return f"{self.destination}{suffix}"
+
+    @property
+    def who(self) -> str:
+        """How the log names this worker."""
+        return f"destination {self.name}"
+
+    async def _start_again(self, error: Exception) -> None:
+        """The worker's loop failed: read the queue from the store again in 5 s. A store that is
+        away is one line without its statement (whose parameters may be PHI)."""
+        if isinstance(error, DBAPIError):
+            log.warning(
+                "%s: the store cannot be read (%s); trying again in 5s",
+                self.who,
+                describe_failure(error),
+            )
+        else:
+            log.exception("%s: worker failed; restarting it in 5s", self.who)
+        self._restart_from_store()
+        await asyncio.sleep(5)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -336,18 +350,8 @@ class DestinationWorker(QueueWorker):
                 raise
             except LeaseLost:
                 await self.parked()
-            except DBAPIError as error:  # the store is away: one line, no statement (PHI)
-                log.warning(
-                    "destination %s: the store cannot be read (%s); trying again in 5s",
-                    self.name,
-                    describe_failure(error),
-                )
-                self._restart_from_store()
-                await asyncio.sleep(5)
-            except Exception:
-                log.exception("destination %s: worker failed; restarting it in 5s", self.name)
-                self._restart_from_store()
-                await asyncio.sleep(5)
+            except Exception as error:
+                await self._start_again(error)
 
     async def _rewind(self, wait: float) -> None:
         """A delivery's outcome could not be stored: send again from the first message whose
@@ -663,7 +667,7 @@ class DeliveryService:
             if running is not None:
                 await running.stop()
 
-        self.keeper.want(lease_name(*key), take, give_up)
+        self.keeper.want(queue_lease(*key), take, give_up)
 
     def configured(self, key: tuple[str, int]) -> list[QueueWorker]:
         """The worker of a queue running here, and (several engines) the one it is copied
@@ -699,7 +703,7 @@ class DeliveryService:
                     "destination %s removed from the configuration; its queue stays stored", key[0]
                 )
                 if self.keeper is not None and self._leased.pop(key, None) is not None:
-                    await self.keeper.unwant(lease_name(*key))
+                    await self.keeper.unwant(queue_lease(*key))
                 running = self.workers.pop(key, None)
                 if running is not None:
                     await running.stop()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import SQLAlchemyError, StatementError
 
 from engine.hl7v2.charset import codec_for
 from engine.hl7v2.fieldpath import PathError
@@ -25,7 +25,6 @@ from engine.hl7v2.message import Message, MessageError
 from engine.mpi.feed import MpiRefusal, apply_message
 from engine.mpi.records import MpiRecords
 from engine.pipeline.delivery import QueueWorker
-from engine.store.database import describe_failure
 from engine.store.fastsql import Statements
 from engine.store.limits import BATCH_BYTES, fitting
 from engine.store.operations import DeliveryUpdate, Fence, QueuedDelivery
@@ -228,6 +227,10 @@ class MpiWorker(QueueWorker):
     def fresh(self) -> MpiWorker:
         return MpiWorker(self.writer, self.store)
 
+    @property
+    def who(self) -> str:
+        return "MPI"
+
     async def _run(self) -> None:
         backoff = 0.0
         while not self._stopping:
@@ -268,14 +271,5 @@ class MpiWorker(QueueWorker):
                         )
             except asyncio.CancelledError:
                 raise
-            except DBAPIError as error:  # the store is away: one line, no statement (PHI)
-                log.warning(
-                    "MPI worker: the store cannot be read (%s); trying again in 5s",
-                    describe_failure(error),
-                )
-                self._restart_from_store()
-                await asyncio.sleep(5)
-            except Exception:
-                log.exception("MPI worker failed; restarting it in 5s")
-                self._restart_from_store()
-                await asyncio.sleep(5)
+            except Exception as error:
+                await self._start_again(error)
