@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from engine.config.loader import load_config
 from engine.hl7v2.ack import read_ack
-from engine.hl7v2.fieldpath import FieldPath
 from engine.mpi.queries import patients_with_identifier, search, view
-from engine.mpi.tables import Order, Patient
+from engine.mpi.tables import Order, Patient, PatientEvent
 from engine.pipeline import mpi_destination as worker
 from engine.store.database import open_store
 from engine.store.queue import set_control
@@ -450,14 +450,14 @@ def test_an_unexpected_error_sets_only_its_message_aside(
     """A bug met by one message (here an exception quoting patient data) sets that message
     aside with the kind of error, logs where without the values, and the queue goes on."""
     caplog.set_level(logging.INFO)
-    real = worker.apply_message
+    real = worker._applied
 
-    def buggy(records, message, message_id):  # type: ignore[no-untyped-def]
-        if message.value(FieldPath("MSH", 10)) == "BUG":
-            raise KeyError(message.value(FieldPath("PID", 5, component=1)))
-        return real(records, message, message_id)
+    def buggy(records, delivery, codecs):  # type: ignore[no-untyped-def]
+        if delivery.control_id == "BUG":
+            raise KeyError(delivery.payload.split(b"|")[-1].split(b"^")[0].decode())
+        return real(records, delivery, codecs)
 
-    monkeypatch.setattr(worker, "apply_message", buggy)
+    monkeypatch.setattr(worker, "_applied", buggy)
     with mpi_feed(db_url, tmp_path) as feed:
         deliveries = send_in_one_batch(
             feed,
@@ -481,19 +481,19 @@ def test_a_failing_store_sets_nothing_aside_and_the_batch_is_retried(
 ) -> None:
     """An OperationalError (a lost connection, a locked or full database) is the store's, not
     the message's: the batch fails whole and is applied again once the store is back."""
-    real = worker.apply_message
+    real = worker._applied
     failures: list[str] = []
 
     with mpi_feed(db_url, tmp_path) as feed:
         dbapi = feed.store.dialect.loaded_dbapi
 
-        def flaky(records, message, message_id):  # type: ignore[no-untyped-def]
+        def flaky(records, delivery, codecs):  # type: ignore[no-untyped-def]
             if len(failures) < 2:
-                failures.append(message.value(FieldPath("MSH", 10)))
+                failures.append(delivery.control_id)
                 raise dbapi.OperationalError("the server closed the connection")
-            return real(records, message, message_id)
+            return real(records, delivery, codecs)
 
-        monkeypatch.setattr(worker, "apply_message", flaky)
+        monkeypatch.setattr(worker, "_applied", flaky)
         deliveries = send_in_one_batch(
             feed,
             adt("A04", "F1", "PID|1||601^^^GENHOSP^MR||ONE^A"),
@@ -511,20 +511,20 @@ def test_an_integrity_error_is_tried_once_more_then_set_aside(
 ) -> None:
     """A unique identifier another writer (an `mpi import`) committed a moment before: applied
     again, the message finds it. An IntegrityError that stays sets the message aside."""
-    real = worker.apply_message
+    real = worker._applied
     raised: list[str] = []
 
     with mpi_feed(db_url, tmp_path) as feed:
         dbapi = feed.store.dialect.loaded_dbapi
 
-        def clashing(records, message, message_id):  # type: ignore[no-untyped-def]
-            control_id = message.value(FieldPath("MSH", 10))
+        def clashing(records, delivery, codecs):  # type: ignore[no-untyped-def]
+            control_id = delivery.control_id
             if control_id == "I2" and raised.count(control_id) < failures + 1:
                 raised.append(control_id)  # + 1: the first pass over the whole batch
                 raise dbapi.IntegrityError("duplicate key value violates unique constraint")
-            return real(records, message, message_id)
+            return real(records, delivery, codecs)
 
-        monkeypatch.setattr(worker, "apply_message", clashing)
+        monkeypatch.setattr(worker, "_applied", clashing)
         deliveries = send_in_one_batch(
             feed,
             adt("A04", "I1", "PID|1||601^^^GENHOSP^MR||ONE^A"),
@@ -546,8 +546,6 @@ def test_a_delivery_settled_by_an_earlier_commit_is_not_applied_again(
     """A batch whose commit went through but whose answer was lost (a server that stopped
     answering) is retried by the worker: what is settled already is not applied twice."""
     from sqlalchemy import update
-
-    from engine.mpi.tables import PatientEvent
 
     with mpi_feed(db_url, tmp_path) as feed:
         set_control(feed.store, "mpi", paused=True, reason="test: hold the queue")
@@ -580,3 +578,87 @@ def test_a_delivery_settled_by_an_earlier_commit_is_not_applied_again(
     assert deliveries[0].ack == b"MPI: created patient 1", "left as it was"
     assert deliveries[0].message_id not in events
     assert deliveries[1].message_id in events
+
+
+def test_registrations_are_read_in_routing_orders_and_merges_by_the_worker(
+    tmp_path: Path,
+) -> None:
+    """The routing process reads what an A01/A08 tells the MPI (its worker then needs no parse
+    on the engine's event loop); merges, orders and what the MPI refuses are left to the worker,
+    which reads them itself and records why it refuses."""
+    from engine.mpi.feed import Registration
+    from engine.pipeline.routing_process import route_batch
+    from engine.routes.router import Router
+    from engine.store.received import AcceptedMessage
+
+    router = Router(load_config(config_folder(tmp_path, MPI_ROUTE, endpoints=ENDPOINTS), {}))
+    messages = [
+        adt("A08", "R1", PID_SMITH),
+        adt("A40", "R2", PID_SMITH, extra=("MRG|T999^^^GENHOSP^MR",)),
+        hl7("MSH|^~\\&|EPIC|GENHOSP|PACS|RAD|20261101||ADT^A08|R3|P|2.5.1"),  # refused: no PID
+        hl7(
+            "MSH|^~\\&|RIS|GENHOSP|PACS|RAD|20261101||ORM^O01|R4|P|2.5.1",
+            PID_SMITH,
+            "ORC|NW|448812|||||||20261101",
+        ),
+        adt("A08", "R5", PID_SMITH.replace("SMITH^JOHN", "SM\\E\\ITH^JOHN")),
+    ]
+    batch = [AcceptedMessage(n, m, "UNICODE UTF-8", "ehr") for n, m in enumerate(messages, 1)]
+    prepared = [m.deliveries[0]["prepared"] for m in route_batch(router, batch).routed]
+    first, merge, refused, order, escaped = prepared
+    assert isinstance(first, Registration) and first.trigger == "A08"
+    assert first.when == "20261101080000.000000"
+    assert first.demographics.name.family == "SMITH"
+    assert {(i.value, i.authority) for i in first.demographics.identifiers} == {
+        ("100234", "GENHOSP"),
+        ("E445566", "EPI"),
+    }
+    assert merge is None and refused is None and order is None
+    assert isinstance(escaped, Registration)
+    assert escaped.demographics.name.family == "SM\\ITH"
+
+
+def test_deliveries_read_back_from_the_store_give_the_same_mpi(tmp_path: Path) -> None:
+    """A registration read in the routing process and one the worker reads from a delivery
+    loaded back from the store (after a restart) change the MPI alike."""
+    feed_day = (Path(__file__).parent.parent / "samples" / "feed_day.hl7").read_text()
+    payloads = [hl7(*block.splitlines()) for block in feed_day.split("\n\n") if block.strip()]
+
+    def mpi(store_url: str) -> list[tuple[object, ...]]:
+        store = open_store(store_url)
+        with Session(store) as session:
+            patients = [
+                (p.id, p.family_name, p.given_name, p.birth_date, p.street, p.merged_into)
+                for p in session.scalars(select(Patient).order_by(Patient.id))
+            ]
+            events = session.execute(
+                select(
+                    PatientEvent.patient_id,
+                    PatientEvent.kind,
+                    PatientEvent.event_time,
+                    PatientEvent.message_id,
+                    PatientEvent.detail,
+                ).order_by(PatientEvent.id)
+            ).all()
+        store.dispose()
+        return [*patients, *map(tuple, events)]
+
+    for folder in ("live", "held", "restarted"):
+        (tmp_path / folder).mkdir()
+    live_url = f"sqlite:///{tmp_path / 'live.db'}"
+    with mpi_feed(live_url, tmp_path / "live") as feed:  # prepared in routing
+        feed.send(*payloads)
+    live = mpi(live_url)
+    assert len(live) > len(payloads)
+    url = f"sqlite:///{tmp_path / 'held.db'}"
+    with mpi_feed(url, tmp_path / "held") as feed:
+        set_control(feed.store, "mpi", paused=True, reason="test: hold the queue")
+        time.sleep(1.2)  # the worker sees the pause
+        for payload in payloads:
+            assert read_ack(feed.peer.exchange(payload)).code == "AA"
+        feed.sent = len(payloads)
+    with mpi_feed(url, tmp_path / "restarted") as feed:  # read back: nothing prepared
+        feed.sent = len(payloads)
+        set_control(feed.store, "mpi", paused=False, reason="")
+        feed.send()
+    assert mpi(url) == live

@@ -37,8 +37,50 @@ class Applied:
     not linked, order recorded, ignored."""
 
 
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What an ADT that registers or updates a patient (A01, A04, A08 …) tells the MPI, read
+    from the message beforehand (in the routing process, on another core): applying it needs
+    neither the message nor its parse."""
+
+    trigger: str
+    when: str
+    """The event time (:func:`event_time`)."""
+    demographics: Demographics
+
+
+_NOT_REGISTRATIONS = ("A40", "A47", "A37")
+
+
+def read_registration(message: Message) -> Registration | None:
+    """The registration ``message`` carries; None for a merge, an identifier change, an unlink,
+    an order or anything else. Raises what :func:`apply_message` would (MpiRefusal …)."""
+    code, trigger, _ = message.type_parts()
+    if code != "ADT" or trigger in _NOT_REGISTRATIONS:
+        return None
+    trigger = bounds.without_nul(trigger, "MSH-9.2")  # it goes into the patient's history
+    when = event_time(message)
+    return Registration(trigger, when, from_pid(message, _segment(message, "PID")))
+
+
+def apply_registration(
+    records: MpiRecords, registration: Registration, message_id: int | None
+) -> Applied:
+    """Apply a registration read with :func:`read_registration`, in the caller's transaction."""
+    return register(
+        records,
+        registration.demographics,
+        registration.when,
+        label=f"ADT^{registration.trigger}",
+        message_id=message_id,
+    )
+
+
 def apply_message(records: MpiRecords, message: Message, message_id: int | None) -> Applied:
     """Apply one ADT or order message to the MPI, in the caller's transaction."""
+    registration = read_registration(message)
+    if registration is not None:
+        return apply_registration(records, registration, message_id)
     code, trigger, _ = message.type_parts()
     trigger = bounds.without_nul(trigger, "MSH-9.2")  # it goes into the patient's history
     when = event_time(message)
@@ -47,12 +89,7 @@ def apply_message(records: MpiRecords, message: Message, message_id: int | None)
             return _merge(records, message, message_id, when)
         if trigger == "A47":
             return _change_identifier(records, message, message_id, when)
-        if trigger == "A37":
-            return _unlink(records, message, message_id, when)
-        pid = _segment(message, "PID")
-        return register(
-            records, from_pid(message, pid), when, label=f"ADT^{trigger}", message_id=message_id
-        )
+        return _unlink(records, message, message_id, when)
     if code in ("ORM", "OMI"):
         return _order(records, message, message_id, when)
     return Applied(None, "ignored")

@@ -18,11 +18,17 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError, StatementError
 
-from engine.hl7v2.charset import codec_for
+from engine.hl7v2.charset import codec_for, decode_stored
 from engine.hl7v2.fieldpath import PathError
 from engine.hl7v2.header import HeaderError
 from engine.hl7v2.message import Message, MessageError
-from engine.mpi.feed import MpiRefusal, apply_message
+from engine.mpi.feed import (
+    MpiRefusal,
+    Registration,
+    apply_message,
+    apply_registration,
+    read_registration,
+)
 from engine.mpi.records import MpiRecords
 from engine.pipeline.delivery import QueueWorker
 from engine.store.fastsql import Statements
@@ -63,7 +69,9 @@ class MpiBatch:
     ) -> list[tuple[str, str]]:
         records = MpiRecords(cursor, statements)
         dbapi = statements.engine.dialect.loaded_dbapi
-        codecs = _codecs(cursor, statements, [d.message_id for d in deliveries])
+        codecs = _codecs(
+            cursor, statements, [d.message_id for d in deliveries if d.prepared is None]
+        )
         # Optimistic: the whole batch under one savepoint. A message's own error (rare) rolls it
         # back and the batch is applied again with a savepoint per message, to set that one
         # aside. An error of the store itself fails the batch: the worker retries it.
@@ -125,13 +133,26 @@ def _applied(
     records: MpiRecords, delivery: QueuedDelivery, codecs: dict[int, str]
 ) -> tuple[str, str]:
     """Apply one message to the MPI: (delivered, what happened); errors propagate."""
-    codec = codecs.get(delivery.message_id, "utf-8")
-    message = Message.parse(delivery.payload.decode(codec, "replace"))
-    applied = apply_message(records, message, delivery.message_id)
+    if isinstance(delivery.prepared, Registration):
+        applied = apply_registration(records, delivery.prepared, delivery.message_id)
+    else:
+        codec = codecs.get(delivery.message_id, "utf-8")
+        message = Message.parse(delivery.payload.decode(codec, "replace"))
+        applied = apply_message(records, message, delivery.message_id)
     note = f"MPI: {applied.action}" + (
         f" patient {applied.patient_id}" if applied.patient_id else ""
     )
     return DeliveryState.DELIVERED, note
+
+
+def prepare(payload: bytes, charset: str | None) -> Registration | None:
+    """What the MPI worker needs of a payload it is sent, read beforehand (by the routing
+    process, on another core): a registration, or None for any other message and for one the
+    MPI refuses (the worker then reads the payload itself, and records why)."""
+    try:
+        return read_registration(Message.parse(decode_stored(payload, charset)))
+    except Exception:  # the worker meets the same error and sets the message aside
+        return None
 
 
 def _in_savepoint(

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from engine.errors import CrosswalkError
+from engine.pipeline.mpi_destination import MPI, prepare
 from engine.routes.router import Router
 from engine.store.operations import RoutedMessage
 from engine.store.received import AcceptedMessage
@@ -65,14 +66,13 @@ def route_batch(router: Router, batch: Sequence[AcceptedMessage]) -> RoutedBatch
                 )
             )
             continue
+        deliveries = routing.delivery_rows()
+        for row in deliveries:
+            payload = row["payload"]
+            if row["destination"] == MPI and isinstance(payload, bytes):
+                row["prepared"] = prepare(payload, message.charset)  # parsed here, on this core
         routed.append(
-            RoutedMessage(
-                message.id,
-                routing.status,
-                routing.reason,
-                routing.delivery_rows(),
-                routing.summary,
-            )
+            RoutedMessage(message.id, routing.status, routing.reason, deliveries, routing.summary)
         )
     return RoutedBatch(routed, failures)
 

@@ -317,6 +317,10 @@ class QueuedDelivery:
     control_id: str
     attempts: int = 0
     message_id: int = 0
+    prepared: Any = None
+    """What the destination's worker needs of the payload, read beforehand in the routing
+    process (the MPI's registration), or None. Never stored: a delivery read back from the
+    store has none, and its worker reads the payload itself."""
 
 
 @dataclass(slots=True)
@@ -327,7 +331,8 @@ class RoutedMessage:
     status: str
     reason: str
     deliveries: list[dict[str, Any]] = field(default_factory=list)
-    """Column values: route, destination, partition, payload, control_id."""
+    """Column values: route, destination, partition, payload, control_id; and, not stored,
+    ``prepared`` (:attr:`QueuedDelivery.prepared`)."""
     summary: str = ""
     """The reason without field values (PHI): what the log may say."""
 
@@ -386,6 +391,7 @@ class RoutingRecord:
             for message in self.routed
             for values in message.deliveries
         ]
+        prepared = [row.pop("prepared", None) for row in rows]
         new_ids = statements.get("add_delivery", _add_delivery).insert_many(cursor, rows)
         return [
             QueuedDelivery(
@@ -395,8 +401,9 @@ class RoutingRecord:
                 row["payload"],
                 row["control_id"],
                 message_id=row["message_id"],
+                prepared=ready,
             )
-            for new_id, row in zip(new_ids, rows, strict=True)
+            for new_id, row, ready in zip(new_ids, rows, prepared, strict=True)
         ]
 
 
