@@ -14,7 +14,7 @@ from engine.mllp.framing import Frame, FrameDecoder, encode_frame
 ADT_TEMPLATE = (
     "MSH|^~\\&|EPIC|GENHOSP|PACS|RADIOLOGY|20261123101500||ADT^A01^ADT_A01|{cid}|P|2.5.1||||||UNICODE UTF-8\r"
     "EVN|A01|20261123101500|||JSMITH^SMITH^JOHN^^^^^^GENHOSP\r"
-    "PID|1||{mrn}^^^GENHOSP^MR~987-65-4321^^^SSA^SS~E{mrn}^^^EPI^PI||MÜLLER^HANS^PETER^^DR^^L~MUELLER^HANS^^^^^A||19800304|M||2106-3^White^HL70005|"
+    "PID|1||{mrn}^^^GENHOSP^MR~{ssn}^^^SSA^SS~E{mrn}^^^EPI^PI||MÜLLER^HANS^PETER^^DR^^L~MUELLER^HANS^^^^^A||19800304|M||2106-3^White^HL70005|"
     "1200 N ELM ST^APT 4B^SPRINGFIELD^IL^62701^USA^H||(217)555-0100^PRN^PH^^1^217^5550100|(217)555-0199^WPN^PH|EN^English^HL70296|M^Married^HL70002|"
     "CHR^Christian^HL70006|{mrn}001^^^GENHOSP^AN|987-65-4321|||N^Not Hispanic^HL70189\r"
     "PD1|||GENERAL HOSPITAL^^1234|1122334455^JONES^ALICE^^^DR^MD^^NPI\r"
@@ -34,7 +34,12 @@ ADT_TEMPLATE = (
 def adt_message(sequence: int, prefix: str = "B") -> bytes:
     """A ~1.5 KB ADT^A01 with 13 segments and a unique control id."""
     cid = f"{prefix}{sequence:012d}"
-    return ADT_TEMPLATE.format(cid=cid, mrn=f"{100000 + sequence % 900000}").encode("utf-8")
+    mrn = 100000 + sequence % 900000
+    # Each MRN its own patient (a shared SSN would make every message update one patient that
+    # gathers thousands of identifiers: an MPI no feed produces).
+    ssn = f"9{mrn:08d}"
+    ssn = f"{ssn[:3]}-{ssn[3:5]}-{ssn[5:]}"
+    return ADT_TEMPLATE.format(cid=cid, mrn=mrn, ssn=ssn).encode("utf-8")
 
 
 @dataclass
