@@ -730,6 +730,68 @@ def test_blocking_finds_patients_when_birth_date_and_family_name_both_fail(
     assert [index["column_names"] for index in indexes] == [["key", "patient_id"]]
 
 
+def test_a_family_name_and_initial_range_too_large_is_narrowed_not_dropped(
+    store: Engine, tmp_path: Path
+) -> None:
+    """SMITH^J in a large MPI holds more patients than a range may pair: each study keeps the
+    range's patients born on its birth date or one slip from it (without a birth date, those
+    with its middle initial) instead of losing the range, and the patient in it."""
+    mpi = [
+        "100800,GENHOSP,SMITH,JAMES,KEITH,1958-03-14,M,,,",
+        "100801,GENHOSP,SMITH,JOHN,PAUL,1971-06-02,M,,,",
+        "100802,GENHOSP,SMITH,JOSEPH,,1980-11-23,M,,,",
+        "100803,GENHOSP,SMITH,JEROME,ALAN,1944-01-09,M,,,",
+        "100804,GENHOSP,SMITH,JULIAN,,1999-12-30,M,,,",
+    ]
+    studies = [
+        "8.1,,X1,OTHER,SMITH,J,,1968-03-14,M,2025-01-02,CT,CT,,,",  # the year mistyped
+        "8.2,,X2,OTHER,SMITH,J,,1958-14-03,M,2025-01-02,CT,CT,,,",  # day and month swapped
+        "8.3,,X3,OTHER,SMITH,J,K,,M,2025-01-02,CT,CT,,,",  # no birth date: the middle initial
+        "8.4,,X4,OTHER,SMITH,J,,,M,2025-01-02,CT,CT,,,",  # neither: the range says too little
+        "8.5,,X5,OTHER,SMITH,J,,2001-07-07,M,2025-01-02,CT,CT,,,",  # nobody born near it
+    ]
+    MpiImport(store, write(tmp_path / "mpi.csv", ADDRESS_MPI_HEADER, mpi)).run()
+    StudyImport(store, write(tmp_path / "studies.csv", ADDRESS_STUDY_HEADER, studies)).run()
+    blocking.refresh_keys(store, None)
+    from engine.reconcile.records import load_studies
+    from engine.studies.orphans import Orphan, classify
+
+    orphans = [o for o in classify(store, settings=SETTINGS) if isinstance(o, Orphan)]
+    uids = [o.study.study_uid for o in orphans]
+    found: dict[int, dict[str, set[str]]] = {}
+    with store.connect() as connection:
+        studies_read = load_studies(connection, [o.study for o in orphans], SETTINGS)
+        query = select(PatientIdentifier.patient_id, PatientIdentifier.value)
+        mrns = {patient: value for patient, value in connection.execute(query)}
+        # five patients in SMITH^J: a range may hold 20 // 10 = 2 of them
+        for size in (20, 50):
+            sources = blocking.candidate_sources(connection, studies_read, size, {})
+            rows, patients = sources.get(blocking.INITIAL_SOURCE, ([], []))
+            by_uid: dict[str, set[str]] = {uid: set() for uid in uids}
+            for row, patient in zip(rows, patients, strict=True):
+                by_uid[uids[row]].add(mrns[patient])
+            found[size] = by_uid
+    assert found[20] == {
+        "8.1": {"100800"},
+        "8.2": {"100800"},
+        "8.3": {"100800"},
+        "8.4": set(),
+        "8.5": set(),
+    }
+    every = {"100800", "100801", "100802", "100803", "100804"}
+    assert found[50] == {uid: every for uid in ("8.1", "8.2", "8.3", "8.4", "8.5")}
+
+
+def test_a_birth_date_near_another_is_one_slip_from_it() -> None:
+    assert blocking.near_birth("19680314", "19580314")  # a digit
+    assert blocking.near_birth("19581403", "19580314")  # day and month swapped
+    assert blocking.near_birth("20580314", "19580314")  # the century
+    assert blocking.near_birth("19583014", "19580314")  # two digits transposed
+    assert not blocking.near_birth("19680315", "19580314")  # two digits
+    assert not blocking.near_birth("", "19580314")
+    assert not blocking.near_birth("1958", "1958")
+
+
 def test_one_slip_variants_and_house_numbers() -> None:
     assert {"SMTH", "SMIHT", "SNITH", "SMITH"} <= blocking.one_slip("SMITH")
     assert "SMITHS" not in blocking.one_slip("SMITH")  # a letter added is not looked for

@@ -26,11 +26,13 @@ from datetime import date
 from typing import Any
 
 import numpy as np
+from rapidfuzz.distance import DamerauLevenshtein
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select
 
 from engine.mpi.tables import Patient, PatientEvent, PatientIdentifier
+from engine.reconcile.comparisons import day_month_swapped, other_century
 from engine.reconcile.kernel import Records
-from engine.reconcile.names import family_key, same_person_names
+from engine.reconcile.names import family_key, name_words, same_person_names
 from engine.reconcile.records import load_patients, raw_rows
 from engine.reconcile.tables import PatientKey
 from engine.store import crypto
@@ -67,7 +69,10 @@ KEY_KINDS = {
 INITIAL_SOURCE = "family name + initial"
 INITIAL_NARROWER = 10
 """A family name + initial range yields candidates only when it holds ``max_block_size`` / this
-many patients or fewer: an initial says little, so SMITH^J would only add noise."""
+many patients or fewer: an initial says little, so SMITH^J would only add noise. A larger range
+(common names in a large MPI) is narrowed for each study to its patients born on the study's
+birth date or one slip from it (else, for a study without one, with its middle initial), and
+yields those when they are few enough (``narrowed``)."""
 OTHER_SOURCES = ("birth date", "identifier value", INITIAL_SOURCE, "order or merge")
 """Where else candidates come from: the exact birth date and an identifier's value (looked up
 in the MPI's own tables), the family-name keys whose given-name prefix starts with a study's
@@ -379,6 +384,46 @@ def _initial_ranges(studies: Records) -> dict[str, list[int]]:
     return found
 
 
+def near_birth(study: str, patient: str) -> bool:
+    """Whether ``patient``'s birth date is ``study``'s mistyped at most once, as the birth-date
+    comparison sees it (both of eight digits): the same, day and month swapped, the century
+    slipped, one digit wrong or two transposed."""
+    if len(study) != 8 or len(patient) != 8:
+        return False
+    if patient in (study, day_month_swapped(study), other_century(study)):
+        return True
+    return DamerauLevenshtein.distance(study, patient, score_cutoff=1) <= 1
+
+
+def narrowed(
+    studies: Records, row: int, patients: list[int], seen: dict[int, tuple[str, str]]
+) -> list[int]:
+    """The patients of a range too large to pair in full that agree with study ``row`` on more
+    than its initial: born on its birth date or one slip from it; for a study without a birth
+    date, with its middle initial (none for a study with neither). ``seen``: patient id →
+    (birth date, middle name)."""
+    birth, middle = studies.birth[row], studies.middle[row][:1]
+    if len(birth) == 8:
+        return [p for p in patients if near_birth(birth, seen.get(p, ("", ""))[0])]
+    if middle:
+        return [p for p in patients if seen.get(p, ("", ""))[1][:1] == middle]
+    return []
+
+
+def _birth_and_middle(connection: Connection, ids: list[int]) -> dict[int, tuple[str, str]]:
+    """Patient id → (birth date, middle name as compared)."""
+    query = select(_patients.c.id, _patients.c.birth_date, _patients.c.middle_name)
+    found: dict[int, tuple[str, str]] = {}
+    for chunk in chunks(ids):
+        statement = query.where(in_values(_patients.c.id, chunk))
+        sql = str(
+            statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+        )
+        for patient_id, birth, middle in raw_rows(connection, sql):
+            found[patient_id] = (birth or "", name_words(middle or ""))
+    return found
+
+
 def _prefix_blocks(connection: Connection, prefixes: Iterable[str]) -> dict[str, list[int]]:
     """prefix → the patients with a key starting with it (one range of the key's index)."""
     query = select(_keys.c.key, _keys.c.patient_id).where(
@@ -439,10 +484,15 @@ def candidate_sources(
                     patient_ids.extend(patients)
     # Keys are hashed in an encrypted store: no range of them is a name's prefix.
     initials = {} if crypto.encrypting() else _initial_ranges(studies)
-    for prefix, patients in _prefix_blocks(connection, initials).items():
-        if len(patients) <= max_block_size // INITIAL_NARROWER:
-            study_rows, patient_ids = found.setdefault(INITIAL_SOURCE, ([], []))
-            for row in initials[prefix]:
+    ranges = _prefix_blocks(connection, initials)
+    largest = max_block_size // INITIAL_NARROWER
+    large = sorted({p for block in ranges.values() if len(block) > largest for p in block})
+    seen = _birth_and_middle(connection, large)
+    study_rows, patient_ids = found.setdefault(INITIAL_SOURCE, ([], []))
+    for prefix, block in ranges.items():
+        for row in initials[prefix]:
+            patients = block if len(block) <= largest else narrowed(studies, row, block, seen)
+            if len(patients) <= largest:
                 study_rows.extend([row] * len(patients))
                 patient_ids.extend(patients)
     study_rows, patient_ids = found.setdefault("order or merge", ([], []))
