@@ -23,10 +23,10 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from rapidfuzz.distance import DamerauLevenshtein
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select
 
 from engine.mpi.tables import Patient, PatientEvent, PatientIdentifier
@@ -106,13 +106,18 @@ def house_number(street: str) -> str:
     return digits.lstrip("0")
 
 
-def one_slip(name: str) -> set[str]:
-    """``name`` and every name one slip away: a letter dropped, two swapped, one replaced."""
+def one_slip(name: str, *, added: bool = False) -> set[str]:
+    """``name`` and every name one slip away: a letter dropped, two swapped, one replaced;
+    with ``added``, also a letter added (the name a study recorded with a letter dropped)."""
     found = {name}
     for i in range(len(name)):
         found.add(name[:i] + name[i + 1 :])
         found.add(name[:i] + name[i + 1 : i + 2] + name[i] + name[i + 2 :])
         found.update(name[:i] + letter + name[i + 1 :] for letter in LETTERS)
+    if added:
+        found.update(
+            name[:i] + letter + name[i:] for i in range(len(name) + 1) for letter in LETTERS
+        )
     found.discard("")
     return found
 
@@ -388,11 +393,19 @@ def near_birth(study: str, patient: str) -> bool:
     """Whether ``patient``'s birth date is ``study``'s mistyped at most once, as the birth-date
     comparison sees it (both of eight digits): the same, day and month swapped, the century
     slipped, one digit wrong or two transposed."""
-    if len(study) != 8 or len(patient) != 8:
-        return False
-    if patient in (study, day_month_swapped(study), other_century(study)):
-        return True
-    return DamerauLevenshtein.distance(study, patient, score_cutoff=1) <= 1
+    return len(patient) == 8 and patient in birth_slips(study)
+
+
+@lru_cache(maxsize=1 << 14)
+def birth_slips(birth: str) -> frozenset[str]:
+    """Every birth date ``near_birth`` takes for ``birth`` (none unless it has eight digits)."""
+    if len(birth) != 8:
+        return frozenset()
+    found = {birth, day_month_swapped(birth), other_century(birth)}
+    for i in range(8):
+        found.update(birth[:i] + digit + birth[i + 1 :] for digit in "0123456789")
+        found.add(birth[:i] + birth[i + 1 : i + 2] + birth[i] + birth[i + 2 :])
+    return frozenset(found)
 
 
 def narrowed(
@@ -413,13 +426,11 @@ def narrowed(
 def _birth_and_middle(connection: Connection, ids: list[int]) -> dict[int, tuple[str, str]]:
     """Patient id → (birth date, middle name as compared)."""
     query = select(_patients.c.id, _patients.c.birth_date, _patients.c.middle_name)
+    sql = str(query.compile(dialect=connection.dialect))
     found: dict[int, tuple[str, str]] = {}
-    for chunk in chunks(ids):
-        statement = query.where(in_values(_patients.c.id, chunk))
-        sql = str(
-            statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
-        )
-        for patient_id, birth, middle in raw_rows(connection, sql):
+    for chunk in chunks(ids):  # ids are ints: safe in the SQL text, quicker than bound
+        listed = ",".join(str(int(patient_id)) for patient_id in chunk)
+        for patient_id, birth, middle in raw_rows(connection, f"{sql} WHERE id IN ({listed})"):
             found[patient_id] = (birth or "", name_words(middle or ""))
     return found
 
@@ -501,6 +512,64 @@ def candidate_sources(
             study_rows.append(row)
             patient_ids.append(patient_id)
     return found
+
+
+def second_look(
+    connection: Connection, studies: Records, rows: Iterable[int], max_block_size: int
+) -> tuple[list[int], list[int]]:
+    """Candidates for the studies ``rows`` that the first ones left unresolved (no candidate
+    worth proposing): the family name + given name keys of names one slip from the study's (a
+    letter dropped, added, two swapped, one replaced): of its given name's first three letters
+    and, for a study with a birth date, of its family name (the first keys ask for those only
+    without one); for a study with a birth date only its patients born on it or one slip from
+    it. Too many keys to ask for every study: (study rows, patient ids) not asked for before."""
+    wanted: dict[str, list[int]] = {}
+    initials: dict[str, list[int]] = {}
+    for row in rows:
+        family, given, birth = studies.family[row], studies.given[row], studies.birth[row]
+        if not family or not given:
+            continue
+        if len(given) == 1:  # an initial: the ranges of the family names one slip away
+            if len(birth) == 8 and not crypto.encrypting():
+                for code in {
+                    family_key(slip) for slip in one_slip(family.split(" ", 1)[0], added=True)
+                }:
+                    initials.setdefault(f"N{code}{given}", []).append(row)
+            continue
+        prefixes = _given_prefixes(given, True)
+        slips = one_slip(given[:4], added=True)
+        keys = {f"N{family_key(family)}{slip[:3]}" for slip in slips if len(slip) > 1}
+        if len(birth) == 8:
+            codes = {family_key(slip) for slip in one_slip(family.split(" ", 1)[0], added=True)}
+            keys.update(f"N{code}{prefix}" for code in codes for prefix in prefixes)
+        for key in keys - record_keys(studies, row, study=True):
+            wanted.setdefault(key, []).append(row)
+    query = select(_keys.c.key, _keys.c.patient_id)
+    found = [
+        (wanted[key], block)
+        for key, block in _blocks(connection, query, _keys.c.key, wanted).items()
+        if len(block) <= max_block_size
+    ]
+    ranges = _prefix_blocks(connection, set(initials) - set(_initial_ranges(studies)))
+    found += [(initials[prefix], block) for prefix, block in ranges.items() if block]
+    dated = {
+        p
+        for asking, block in found
+        if any(len(studies.birth[r]) == 8 for r in asking)
+        for p in block
+    }
+    born = {p: birth for p, (birth, _) in _birth_and_middle(connection, sorted(dated)).items()}
+    study_rows: list[int] = []
+    patient_ids: list[int] = []
+    for asking, block in found:
+        for row in asking:
+            chosen = block
+            if len(studies.birth[row]) == 8:
+                near = birth_slips(studies.birth[row])
+                chosen = [p for p in block if born.get(p, "") in near]
+            study_rows.extend([row] * len(chosen))
+            patient_ids.extend(chosen)
+    return study_rows, patient_ids
 
 
 def candidates(

@@ -21,7 +21,7 @@ family name, ``("p", "family")`` the patient's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -74,6 +74,22 @@ class Records:
 
     def __len__(self) -> int:
         return len(self.family)
+
+    def joined(self, other: Records) -> Records:
+        """These records followed by ``other``'s (a new object; both are left as they are)."""
+        return Records(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in _FIELDS})
+
+    def taken(self, rows: Sequence[int]) -> Records:
+        """The records ``rows``, in that order (a new object)."""
+        return Records(**{f.name: _picked(getattr(self, f.name), rows) for f in _FIELDS})
+
+
+def _picked(values: list[Any], rows: Sequence[int]) -> list[Any]:
+    """``values`` at ``rows`` (a field left empty, as some loads leave some, stays empty)."""
+    return [values[row] for row in rows] if values else []
+
+
+_FIELDS = fields(Records)
 
 
 def filled(values: Sequence[str]) -> np.ndarray:

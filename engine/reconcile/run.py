@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from engine.mpi.tables import Patient
 from engine.reconcile import estimation, learning
-from engine.reconcile.blocking import KEYS_VERSION, candidates, refresh_keys
+from engine.reconcile.blocking import KEYS_VERSION, candidates, refresh_keys, second_look
 from engine.reconcile.comparisons import (
     ACCESSION,
     BIRTH_DATE,
@@ -345,6 +345,53 @@ def score(
     return scored
 
 
+def _looked_again(
+    connection: Connection,
+    pairs: Pairs,
+    levels: np.ndarray,
+    rows: list[int],
+    max_block_size: int,
+    rejected: set[tuple[str, int]],
+    uids: list[str],
+) -> tuple[Pairs, np.ndarray] | None:
+    """``pairs`` and ``levels`` with the pairs ``blocking.second_look`` finds for the
+    unresolved studies ``rows`` added (compared; not those already there nor rejected); None
+    when it finds none."""
+    study_rows, patient_ids = second_look(connection, pairs.studies, rows, max_block_size)
+    known = np.asarray(pairs.patients.keys, dtype=np.int64)
+    if not study_rows or not len(known):
+        return None
+    span = max(max(patient_ids), int(known.max())) + 1
+    asked = np.unique(np.asarray(study_rows, dtype=np.int64) * span + np.asarray(patient_ids))
+    mine = np.isin(pairs.study_rows, rows)
+    asked = asked[~np.isin(asked, pairs.study_rows[mine] * span + known[pairs.patient_rows[mine]])]
+    if rejected:
+        keep = [(uids[code // span], code % span) not in rejected for code in asked.tolist()]
+        asked = asked[np.asarray(keep, dtype=bool)]
+    wanted = asked % span
+    at = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
+    old = known[at] == wanted
+    added = load_patients(connection, np.unique(wanted[~old]).tolist())
+    new_ids = np.asarray(added.keys, dtype=np.int64)
+    at_new = np.minimum(np.searchsorted(new_ids, wanted), max(len(new_ids) - 1, 0))
+    new = ~old & (new_ids[at_new] == wanted if len(new_ids) else False)  # merged since: gone
+    if not (old | new).any():
+        return None
+    # Compared over just their patients (coding every patient's values again costs seconds).
+    used = np.unique(at[old])
+    records = pairs.patients.taken(used.tolist()).joined(added)
+    positions = np.where(old, np.searchsorted(used, at), len(used) + at_new)
+    chosen = old | new
+    more = Pairs(pairs.studies, records, asked[chosen] // span, positions[chosen])
+    everyone = Pairs(
+        pairs.studies,
+        pairs.patients.joined(added),
+        np.concatenate([pairs.study_rows, more.study_rows]),
+        np.concatenate([pairs.patient_rows, np.where(old, at, len(known) + at_new)[chosen]]),
+    )
+    return everyone, np.concatenate([levels, compare(more)])
+
+
 def reconcile(
     store: Engine,
     settings: ReconcilerSettings,
@@ -468,6 +515,16 @@ def _reconcile(
         parameters.learning = learnt.to_dict()
         settings = replace(settings, strong=learnt.strong_after)
     scored = score(levels, pairs, parameters, frequencies, settings, uids, learnt)
+    resolved = {item.study_uid for item in scored}
+    unresolved = [row for row, uid in enumerate(uids) if uid not in resolved]
+    with store.connect() as connection:
+        more = _looked_again(
+            connection, pairs, levels, unresolved, settings.max_block_size, rejected, uids
+        )
+    if more is not None:
+        pairs, levels = more
+        report.pairs = len(pairs)
+        scored = score(levels, pairs, parameters, frequencies, settings, uids, learnt)
     with store.begin() as connection:
         report.written = write(
             connection, report.run_id, scored, set(uids), {o.study.study_uid for o in orphans}
