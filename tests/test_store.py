@@ -342,3 +342,36 @@ def test_a_read_of_received_messages_stops_at_its_byte_budget(store) -> None:  #
     assert len(load_received(store, 0, max_bytes=2 * size)) == 2
     assert len(load_received(store, 0, max_bytes=1)) == 1, "at least one"
     assert len(load_received(store, 0, limit=3)) == 3
+
+
+def test_the_log_is_copied_into_the_sqlite_file_after_commits_not_inside_them(
+    tmp_path: Path,
+) -> None:
+    """A background checkpoint copies committed pages into the database file soon after each
+    commit, long before the writer's own checkpoint would (at 1,000 pages of log)."""
+    path = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{path}")
+    size_before = path.stat().st_size
+
+    async def receive() -> list[bytes]:
+        writer = StoreWriter(store)
+        writer.start()
+        intake = Intake(writer, ListenerSettings(name="t"))
+        acks = []
+        for n in range(20):  # one commit each: a few pages of log apiece, far below 1,000
+            done: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+            intake.on_frame(adt(f"W{n}"), "test", answers_to(done))
+            acks += await done
+        for _ in range(200):
+            if path.stat().st_size > size_before:
+                break
+            await asyncio.sleep(0.01)
+        await writer.close()
+        return acks
+
+    try:
+        acks = asyncio.run(receive())
+        assert all(b"MSA|AA" in ack for ack in acks)
+        assert path.stat().st_size > size_before, "the committed pages are still only in the log"
+    finally:
+        store.dispose()

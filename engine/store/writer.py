@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from engine.errors import CrosswalkError
 from engine.logs import Throttled
+from engine.store.checkpoints import Checkpointer
 from engine.store.database import describe_failure
 from engine.store.fastsql import Statements
 
@@ -139,10 +140,14 @@ class StoreWriter:
         self._watch: asyncio.Task[None] | None = None
         self.batches = 0
         self.stored = 0
+        self._checkpointer: Checkpointer | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Attach to the running event loop (callbacks run there) and start the thread."""
         self._loop = loop or asyncio.get_running_loop()
+        if not self.threaded and Checkpointer.wanted(self._engine):
+            self._checkpointer = Checkpointer(self._engine)
+            self._checkpointer.start()
         if self.threaded:
             self._thread = threading.Thread(target=self._run, name="crosswalk-writer", daemon=True)
             self._thread.start()
@@ -204,6 +209,8 @@ class StoreWriter:
                 self._watch.cancel()
         else:
             self._flush()
+            if self._checkpointer is not None:
+                await asyncio.to_thread(self._checkpointer.stop)
             self._release_connection()
 
     def _flush(self) -> None:
@@ -352,6 +359,8 @@ class StoreWriter:
             )
             if self._sqlite:
                 cursor.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.committed()
             else:
                 connection.commit()
             return stored
