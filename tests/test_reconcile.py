@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -869,3 +870,24 @@ def test_em_never_learns_a_disagreement_away_when_no_match_in_the_training_set_s
         weight = np.log2(learnt / u[name][-1])
         assert weight > -8, (name, weight)
         assert levels[:2_000, index].max() == 1  # no true match disagreed on it
+
+
+def test_damaged_or_missing_output_of_a_key_process_is_a_clear_error() -> None:
+    """What a key process writes is read back as its key rows, or refused with an error that
+    says so: output cut short, or damaged on the way (bytes changed: a pickled text no longer
+    UTF-8, which pickle reports as a UnicodeDecodeError), or not key rows at all."""
+    import pickle
+
+    rows = (["K1", "K2"], [1, 2])
+    assert blocking.read_key_rows(io.BytesIO(pickle.dumps(rows))) == rows
+    whole = pickle.dumps((["SMITH"], [7]), pickle.HIGHEST_PROTOCOL)
+    damaged = whole.replace(b"SMITH", b"SM\xffTH")
+    for output, says in (
+        (b"", "ended early"),
+        (whole[:-3], "could not be read (UnpicklingError)"),
+        (damaged, "could not be read (UnicodeDecodeError)"),
+        (pickle.dumps({"not": "rows"}), "not key rows"),
+        (pickle.dumps((["K1"], [1, 2])), "not key rows"),
+    ):
+        with pytest.raises(blocking.KeyProcessFailed, match=re.escape(says)):
+            blocking.read_key_rows(io.BytesIO(output))

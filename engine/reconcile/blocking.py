@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from datetime import date
 from functools import lru_cache
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select
 
+from engine.errors import CrosswalkError
 from engine.mpi.tables import Patient, PatientEvent, PatientIdentifier
 from engine.reconcile.comparisons import day_month_swapped, other_century
 from engine.reconcile.kernel import Records
@@ -295,15 +296,43 @@ def _keys_made_elsewhere(store: Engine, id_chunks: list[list[int]]) -> Iterator[
             pickle.dump((url, id_chunks[first::count]), worker.stdin, pickle.HIGHEST_PROTOCOL)
             worker.stdin.close()
         outputs = [worker.stdout for worker in workers if worker.stdout is not None]
-        try:
-            for index in range(len(id_chunks)):
-                yield pickle.load(outputs[index % count])
-            for worker, output in zip(workers, outputs, strict=True):
-                if pickle.load(output) is not None:
-                    raise EOFError
-                worker.wait()
-        except (EOFError, pickle.UnpicklingError):
-            raise RuntimeError("a process making blocking keys failed") from None
+        for index in range(len(id_chunks)):
+            yield read_key_rows(outputs[index % count])
+        for worker, output in zip(workers, outputs, strict=True):
+            if _read(output) is not None:
+                raise KeyProcessFailed("a process making blocking keys wrote more than asked")
+            worker.wait()
+
+
+class KeyProcessFailed(CrosswalkError, RuntimeError):
+    """A process making blocking keys died or wrote what is not its key rows (nothing of the
+    refresh is committed; run it again)."""
+
+
+def read_key_rows(output: IO[bytes]) -> KeyRows:
+    """The next chunk of key rows a key process wrote; KeyProcessFailed for anything else (it
+    died, or its output arrived damaged: seen under a profiler attached to it)."""
+    rows = _read(output)
+    if (
+        not isinstance(rows, tuple)
+        or len(rows) != 2
+        or not all(isinstance(column, list) for column in rows)
+        or len(rows[0]) != len(rows[1])
+    ):
+        raise KeyProcessFailed("a process making blocking keys failed: its output is not key rows")
+    return rows
+
+
+def _read(output: IO[bytes]) -> object:
+    try:
+        return pickle.load(output)
+    except EOFError:
+        raise KeyProcessFailed("a process making blocking keys failed: it ended early") from None
+    except Exception as error:  # damaged bytes fail in any of pickle's ways
+        raise KeyProcessFailed(
+            f"a process making blocking keys failed: its output could not be read"
+            f" ({type(error).__name__})"
+        ) from None
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:
