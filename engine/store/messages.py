@@ -49,7 +49,8 @@ def _contains(column: Any, data: bytes, dialect: str) -> Any:
     if dialect == "sqlite":
         return func.instr(column, data) > 0
     escaped = data.replace(b"\\", b"\\\\").replace(b"%", b"\\%").replace(b"_", b"\\_")
-    return column.like(b"%" + escaped + b"%")
+    # PostgreSQL's bytea LIKE (backslash escapes), which SQLAlchemy's binary types do not offer.
+    return column.op("LIKE")(b"%" + escaped + b"%")
 
 
 def _has_delivery(state: str) -> Any:
