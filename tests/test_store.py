@@ -375,3 +375,12 @@ def test_the_log_is_copied_into_the_sqlite_file_after_commits_not_inside_them(
         assert path.stat().st_size > size_before, "the committed pages are still only in the log"
     finally:
         store.dispose()
+
+
+def test_slow_checkpoints_are_spaced_out_to_leave_the_disk_to_commits() -> None:
+    """A checkpoint fsyncs the database file: on a disk where that is slow they come less
+    often, so that they take at most a quarter of the time."""
+    from engine.store.checkpoints import INTERVAL, pause_after
+
+    assert pause_after(0.0003) == INTERVAL  # a fast disk: every 10 ms after commits
+    assert pause_after(0.02) == pytest.approx(0.06)  # 20 ms each: one every 80 ms

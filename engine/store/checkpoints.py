@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 
 from sqlalchemy import Engine
 
@@ -23,6 +24,15 @@ log = logging.getLogger(__name__)
 
 INTERVAL = 0.01
 """Seconds between two checkpoints of this thread, at most one per commit."""
+DISK_SHARE = 0.25
+"""At most this share of the time goes to checkpoints (each fsyncs the database file): on a
+slow disk they are spaced out, so the writer's own fsyncs keep most of it."""
+
+
+def pause_after(took: float, interval: float = INTERVAL) -> float:
+    """Seconds to wait after a checkpoint that took ``took``: ``interval``, or longer so that
+    checkpoints take at most ``DISK_SHARE`` of the time."""
+    return max(interval, took * (1 - DISK_SHARE) / DISK_SHARE)
 
 
 class Checkpointer:
@@ -60,11 +70,13 @@ class Checkpointer:
         connection = None
         try:
             connection = self._engine.raw_connection()
+            pause = self._interval
             while not self._stop.is_set():
                 self._committed.wait()
-                if self._stop.wait(self._interval):
+                if self._stop.wait(pause):
                     break
                 self._committed.clear()
+                started = time.monotonic()
                 cursor = connection.cursor()
                 try:
                     cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -72,6 +84,7 @@ class Checkpointer:
                 finally:
                     cursor.close()
                 self.checkpoints += 1
+                pause = pause_after(time.monotonic() - started, self._interval)
         except Exception as error:  # the writer's own checkpoints go on without this thread
             log.warning("background WAL checkpoints stopped: %s", type(error).__name__)
         finally:
