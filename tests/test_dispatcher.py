@@ -152,3 +152,57 @@ def test_a_message_the_database_kept_without_saying_so_is_routed_after_a_recheck
         assert pacs.wait_for(2)
     pacs.stop()
     assert pacs.control_ids() == ["LATER", "KEPT"]
+
+
+def test_an_engine_stopped_mid_batch_leaves_the_later_messages_behind_it(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped while a batch is being routed (the batch is cut: its record may never be
+    written), the engine does not route the messages that came after it on its way out: the
+    next start routes them all from the store, and their deliveries queue in arrival order."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from engine.hl7v2.ack import read_ack
+    from engine.store.schema import Delivery, Message
+    from engine.testing import free_port
+
+    route = Router.route
+
+    def slow_first(self: Router, raw: bytes, charset: str | None, listener: str) -> Routing:
+        if b"|SLOW|" in raw:
+            time.sleep(1.5)  # still routing when the engine is told to stop
+        return route(self, raw, charset, listener)
+
+    monkeypatch.setattr(Router, "route", slow_first)
+    pacs_port = free_port()  # nobody listens: deliveries stay queued, in order
+    for folder in ("first", "second"):
+        (tmp_path / folder).mkdir()
+    with running_pipeline(db_url, tmp_path / "first", pacs_port) as engine:
+        peer = Peer(engine.port())
+        for control_id in ("SLOW", "A2", "A3"):
+            assert read_ack(peer.exchange(adt(control_id))).code == "AA"
+        peer.close()
+    monkeypatch.setattr(Router, "route", route)
+    store = open_store(db_url)
+    try:
+        with running_pipeline(db_url, tmp_path / "second", pacs_port):
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                with Session(store) as session:
+                    if len(session.scalars(select(Delivery.id)).all()) == 3:
+                        break
+                time.sleep(0.05)
+        with Session(store) as session:
+            queued = (
+                session.execute(
+                    select(Message.control_id)
+                    .join(Delivery, Delivery.message_id == Message.id)
+                    .order_by(Delivery.id)
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        store.dispose()
+    assert queued == ["SLOW", "A2", "A3"]

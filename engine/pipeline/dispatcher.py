@@ -100,6 +100,8 @@ class Dispatcher:
         """The routing lease, when several engines share the store."""
         self.caught_up = asyncio.Event()
         """Set once what the store held as received when routing began is routed."""
+        self._in_flight = False
+        """A batch is being routed and recorded (its record may or may not commit if cut)."""
 
     def accept(self, message: AcceptedMessage) -> None:
         """Intake committed ``message``; route it soon."""
@@ -226,6 +228,15 @@ class Dispatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._in_flight:
+            # The batch cut short may stay unrecorded: routing the messages after it now would
+            # queue them ahead of it. The store has them all, in order, for the next start.
+            log.info(
+                "routing stopped mid-batch: it and %d message(s) after it left unrouted at"
+                " shutdown; they are routed first at the next start",
+                len(self.pending),
+            )
+            self._read_from_store()
         while self.pending and not self.from_store:
             left = None if until is None else until - loop.time()
             if left is not None and left <= 0:
@@ -269,6 +280,7 @@ class Dispatcher:
                         await self._wakeup.wait()
                 continue
             batch = self._take_batch()
+            self._in_flight = True
             try:
                 await self._route(batch)
             except Exception as error:
@@ -280,7 +292,9 @@ class Dispatcher:
                 )
                 self._read_from_store()
                 self._last_id = batch[0].id - 1
+                self._in_flight = False
                 await asyncio.sleep(RETRY_AFTER)
+            self._in_flight = False
             await asyncio.sleep(0)  # let the listeners in between batches
 
     async def _route(self, batch: list[AcceptedMessage]) -> None:
