@@ -21,7 +21,7 @@ from engine.pipeline.settings import ListenerSettings
 from engine.store.operations import NewMessage, Settled, StoredMessage, duplicate_reason
 from engine.store.received import AcceptedMessage, message_row
 from engine.store.schema import MessageStatus
-from engine.store.writer import StoreWriter
+from engine.store.writer import FAILURE_LOG_INTERVAL, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Intake:
         observe: Callable[[str, str, str, int, float], None] | None = None,
     ) -> None:
         self.writer = writer
-        self._not_stored = Throttled(log, 10.0, logging.ERROR)
+        self._not_stored = Throttled(log, FAILURE_LOG_INTERVAL, logging.ERROR)
         """While the store is down every message fails: one line per kind of error, then one
         every ten seconds with the count of the others (each one's control id at DEBUG)."""
         self.observe = observe

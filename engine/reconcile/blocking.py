@@ -107,6 +107,12 @@ def house_number(street: str) -> str:
     return digits.lstrip("0")
 
 
+def slipped_families(family: str, *, added: bool = False) -> set[str]:
+    """The family-name keys of the first word of ``family`` and of every spelling one slip
+    from it (:func:`one_slip`)."""
+    return {family_key(slip) for slip in one_slip(family.split(" ", 1)[0], added=added)}
+
+
 def one_slip(name: str, *, added: bool = False) -> set[str]:
     """``name`` and every name one slip away: a letter dropped, two swapped, one replaced;
     with ``added``, also a letter added (the name a study recorded with a letter dropped)."""
@@ -150,8 +156,7 @@ def record_keys(records: Records, row: int, *, study: bool = False) -> set[str]:
         keys.update(f"N{family_key(name)}{first[:3]}" for name, first in names)
         keys.update(f"N{family_key(family)}{prefix}" for prefix in prefixes if family)
     if study and family and not birth:  # with a birth date, F, G and Y find a misspelt name
-        codes = {family_key(variant) for variant in one_slip(family.split(" ", 1)[0])}
-        keys.update(f"N{code}{prefix}" for code in codes for prefix in prefixes)
+        keys.update(f"N{code}{prefix}" for code in slipped_families(family) for prefix in prefixes)
     if len(birth) == 8:
         year = birth[:4]
         years = {year}
@@ -560,16 +565,14 @@ def second_look(
             continue
         if len(given) == 1:  # an initial: the ranges of the family names one slip away
             if len(birth) == 8 and not crypto.encrypting():
-                for code in {
-                    family_key(slip) for slip in one_slip(family.split(" ", 1)[0], added=True)
-                }:
+                for code in slipped_families(family, added=True):
                     initials.setdefault(f"N{code}{given}", []).append(row)
             continue
         prefixes = _given_prefixes(given, True)
         slips = one_slip(given[:4], added=True)
         keys = {f"N{family_key(family)}{slip[:3]}" for slip in slips if len(slip) > 1}
         if len(birth) == 8:
-            codes = {family_key(slip) for slip in one_slip(family.split(" ", 1)[0], added=True)}
+            codes = slipped_families(family, added=True)
             keys.update(f"N{code}{prefix}" for code in codes for prefix in prefixes)
         for key in keys - record_keys(studies, row, study=True):
             wanted.setdefault(key, []).append(row)
