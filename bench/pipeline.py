@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -79,6 +80,62 @@ def routing_cost(samples: int = 3000) -> tuple[float, float]:
     return sample, bare_cost
 
 
+TARGET_RATE = 4000
+"""Messages a second delivered end to end by 8 feeds (issue 15)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far; 0 if it is gone (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the engine's routing process)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU time each process of the run spends, for a per-message account of where it goes:
+    two cores give at most 2 s of CPU a second, so 8 feeds at TARGET_RATE msg/s leave
+    2 / TARGET_RATE s (500 µs) a message for the engine, its routing process, the PACS
+    receiver and the senders together."""
+
+    def __init__(self, engine: int, receiver: int) -> None:
+        self.engine, self.receiver = engine, receiver
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "engine": cpu_seconds(self.engine),
+            "routing process": sum(cpu_seconds(p) for p in children_of(self.engine)),
+            "PACS receiver": cpu_seconds(self.receiver),
+            "senders": own.ru_utime + own.ru_stime,
+        }
+
+    def line(self, messages: int) -> str:
+        end = self._read()
+        used = {name: max(0.0, end[name] - self.start[name]) for name in end}
+        parts = ", ".join(f"{name} {used[name] / messages * 1e6:.0f}" for name in used)
+        total = sum(used.values()) / messages * 1e6
+        budget = 2 / TARGET_RATE * 1e6 if os.cpu_count() == 2 else None
+        allowed = f" (2 cores at {TARGET_RATE:,} msg/s allow {budget:.0f})" if budget else ""
+        return f"  CPU µs a message: {parts}; in all {total:.0f}{allowed}"
+
+
 def run(
     feeds: int,
     per_feed: int,
@@ -128,6 +185,7 @@ def run(
             wait_for_port(port, engine)
             run_load_blocking("127.0.0.1", port, 1, 200, prefix="WARM")
             total = feeds * per_feed
+            meter = CpuMeter(engine.pid, receiver.pid)
             sent_at = time.time()
             result: list[RunResult] = []
             thread = threading.Thread(
@@ -142,6 +200,7 @@ def run(
             # Crosswalk's queue through the store instead of the receiver to avoid that).
             deadline = time.time() + 120
             delivered_at = None
+            cpu = "  CPU µs a message: not measured (the queue never emptied)"
             while time.time() < deadline:
                 done = subprocess.run(
                     [
@@ -166,6 +225,7 @@ def run(
                 )
                 if done.stdout.strip() in ("[]", ""):
                     delivered_at = time.time()
+                    cpu = meter.line(total)
                     break
                 time.sleep(0.2)
         finally:
@@ -199,6 +259,7 @@ def run(
     feed_ok = all(ids == sorted(ids) for ids in by_feed.values())
     patient_ok = all(ids == sorted(ids) for ids in by_patient.values())
     print(f"  in order per feed: {feed_ok}; per patient: {patient_ok}")
+    print(cpu)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ never the value: values are patient data, and the reason is stored and shown to 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Column, String
@@ -69,18 +70,33 @@ def limit(column: Column[Any]) -> int | None:
     return LIMITS.get(_key(column))
 
 
-def fit(value: str, column: Column[Any], field: str) -> str:
+_RULES: dict[Column[Any], tuple[int, bool]] = {
+    column: (LIMITS[_key(column)], _key(column) in IDENTIFIER_COLUMNS)
+    for table in (patients, identifiers, names, events, orders)
+    for column in table
+    if _key(column) in LIMITS
+}
+"""Per column (columns hash by identity): its length and whether it holds an identifier.
+:func:`fit` runs ~15 times for every registering ADT, so it does not rebuild the key."""
+
+
+def fit(value: str, column: Column[Any], field: str | Callable[[], str]) -> str:
     """``value`` as the MPI may write it to ``column``: free text cut to fit; an over-long
-    identifier, or any value holding NUL, refused with :class:`MpiRefusal` naming ``field``."""
+    identifier, or any value holding NUL, refused with :class:`MpiRefusal` naming ``field``
+    (or what ``field()`` returns: a name worth formatting only for a refusal)."""
     if NUL in value:
-        raise MpiRefusal(f"{field} holds a NUL character (0x00)")
-    key = _key(column)
-    length = LIMITS.get(key)
-    if length is None or len(value) <= length:
+        raise MpiRefusal(f"{_name(field)} holds a NUL character (0x00)")
+    rule = _RULES.get(column)
+    if rule is None or len(value) <= rule[0]:
         return value
-    if key in IDENTIFIER_COLUMNS:
-        raise MpiRefusal(f"{field} is longer than {length} characters")
+    length, identifier = rule
+    if identifier:
+        raise MpiRefusal(f"{_name(field)} is longer than {length} characters")
     return value[:length]
+
+
+def _name(field: str | Callable[[], str]) -> str:
+    return field if isinstance(field, str) else field()
 
 
 def without_nul(value: str, field: str) -> str:

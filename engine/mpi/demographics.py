@@ -10,7 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from engine.csv_import.rows import RowError
 from engine.hl7v2.escaping import unescape
@@ -113,16 +113,16 @@ def identifiers(message: Message, segment: Segment, position: int) -> tuple[Iden
         type_code = components[4] if len(components) > 4 else ""
         found.append(
             Identifier(
-                fit(value, bounds.identifiers.value, _label(segment, position, number, 1)),
+                fit(value, bounds.identifiers.value, partial(_label, segment, position, number, 1)),
                 fit(
                     unescape(authority, d).strip(),
                     bounds.identifiers.authority,
-                    _label(segment, position, number, 4),
+                    partial(_label, segment, position, number, 4),
                 ),
                 fit(
                     unescape(type_code, d),
                     bounds.identifiers.type_code,
-                    _label(segment, position, number, 5),
+                    partial(_label, segment, position, number, 5),
                 ),
             )
         )
@@ -149,7 +149,7 @@ def _names(message: Message, segment: Segment) -> tuple[Name, tuple[Name, ...]]:
         current_name = current.empty and (type_code in ("", "L") or index == 0)
         columns = bounds.patients if current_name else bounds.names
         family, given, middle = (
-            fit(part, columns[column], _label(segment, 5, index + 1, component))
+            fit(part, columns[column], partial(_label, segment, 5, index + 1, component))
             for part, column, component in (
                 (name.family, "family_name", 1),
                 (name.given, "given_name", 2),
@@ -201,11 +201,13 @@ def from_pid(message: Message, segment: Segment) -> Demographics:
         other_names=others,
         birth_date=normal_date(unescape(segment.field(7), d)),
         sex=sex if sex in SEXES else "",
-        street=fit(address[0].split(d.subcomponent)[0], columns.street, f"{segment.id}-11.1"),
-        city=fit(address[2], columns.city, f"{segment.id}-11.3"),
-        state=fit(address[3], columns.state, f"{segment.id}-11.4"),
-        postal_code=fit(address[4], columns.postal_code, f"{segment.id}-11.5"),
-        phone=fit(_phone(message, segment.field(13)), columns.phone, f"{segment.id}-13"),
+        street=fit(
+            address[0].split(d.subcomponent)[0], columns.street, lambda: f"{segment.id}-11.1"
+        ),
+        city=fit(address[2], columns.city, lambda: f"{segment.id}-11.3"),
+        state=fit(address[3], columns.state, lambda: f"{segment.id}-11.4"),
+        postal_code=fit(address[4], columns.postal_code, lambda: f"{segment.id}-11.5"),
+        phone=fit(_phone(message, segment.field(13)), columns.phone, lambda: f"{segment.id}-13"),
     )
 
 
