@@ -143,9 +143,12 @@ def _names_to_add(
     patient_id: int,
     demographics: Demographics,
     previous: dict[str, str] | None = None,
+    *,
+    created: bool = False,
 ) -> list[tuple[str, str, str, str]]:
-    """Other names (aliases, maiden, a replaced current name) the patient does not have yet."""
-    known = records.other_names(patient_id)
+    """Other names (aliases, maiden, a replaced current name) the patient does not have yet
+    (``created``: a patient created just now has none, and the store is not asked)."""
+    known: set[tuple[str, str, str, str]] = set() if created else records.other_names(patient_id)
     wanted = [(n.kind, n.family, n.given, n.middle) for n in demographics.other_names]
     if previous is not None:
         old = (previous["family_name"], previous["given_name"], previous["middle_name"])
@@ -189,11 +192,21 @@ def register(
     patient_id = owner.patient_id
     if patient_id is None:
         patient_id = records.add_patient(demographics.columns(), when, message_id)
-        for identifier in demographics.identifiers:
-            records.add_identifier(
-                patient_id, identifier.value, identifier.authority, identifier.type_code
-            )
-        _add_names(records, patient_id, _names_to_add(records, patient_id, demographics))
+        records.add_identifiers(
+            [
+                {
+                    "patient_id": patient_id,
+                    "value": identifier.value,
+                    "authority": identifier.authority,
+                    "type_code": identifier.type_code,
+                    "merged_from": None,
+                }
+                for identifier in demographics.identifiers
+            ]
+        )
+        _add_names(
+            records, patient_id, _names_to_add(records, patient_id, demographics, created=True)
+        )
         records.add_event(patient_id, "created", when, message_id, label, command)
         return Applied(patient_id, "created")
     row = records.patient(patient_id)
