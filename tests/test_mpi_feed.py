@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -604,7 +605,11 @@ def test_registrations_are_read_in_routing_orders_and_merges_by_the_worker(
         adt("A08", "R5", PID_SMITH.replace("SMITH^JOHN", "SM\\E\\ITH^JOHN")),
     ]
     batch = [AcceptedMessage(n, m, "UNICODE UTF-8", "ehr") for n, m in enumerate(messages, 1)]
-    prepared = [m.deliveries[0]["prepared"] for m in route_batch(router, batch).routed]
+    routed = route_batch(router, batch)
+    prepared = [m.deliveries[0]["prepared"] for m in routed.routed]
+    # As the routing process sends them to the engine: pickled (as constructor arguments).
+    sent = pickle.loads(pickle.dumps(routed, pickle.HIGHEST_PROTOCOL))
+    assert [m.deliveries[0]["prepared"] for m in sent.routed] == prepared
     first, merge, refused, order, escaped = prepared
     assert isinstance(first, Registration) and first.trigger == "A08"
     assert first.when == "20261101080000.000000"

@@ -23,7 +23,14 @@ from engine.hl7v2.fieldpath import FieldPath
 from engine.hl7v2.message import Message
 from engine.mpi import bounds
 from engine.mpi.bounds import MpiRefusal, fit
-from engine.mpi.demographics import Demographics, Identifier, event_time, from_pid, identifiers
+from engine.mpi.demographics import (
+    Demographics,
+    Identifier,
+    event_time,
+    from_pid,
+    identifiers,
+    pickled_as_arguments,
+)
 from engine.mpi.records import MpiRecords, PatientRow
 
 
@@ -37,6 +44,7 @@ class Applied:
     not linked, order recorded, ignored."""
 
 
+@pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class Registration:
     """What an ADT that registers or updates a patient (A01, A04, A08 …) tells the MPI, read
