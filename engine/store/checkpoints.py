@@ -57,8 +57,11 @@ class Checkpointer:
         self._thread.start()
 
     def committed(self) -> None:
-        """A commit added to the log (called by the writer; cheap)."""
-        self._committed.set()
+        """A commit added to the log (called by the writer after every commit: cheap)."""
+        # Setting a set Event still takes its lock and notifies; the thread clears it once a
+        # checkpoint, so most commits find it set and skip that.
+        if not self._committed.is_set():
+            self._committed.set()
 
     def stop(self) -> None:
         self._stop.set()
