@@ -6,6 +6,7 @@ import pytest
 
 from engine.hl7v2.check import examine
 from engine.hl7v2.errors import ErrorCode, Location
+from engine.hl7v2.header import HeaderError, read_delimiters
 from tests.support import adt, hl7
 
 
@@ -132,3 +133,26 @@ def test_non_standard_delimiters_are_read_from_msh() -> None:
     assert exam.header.message_type == "ADT~A24"
     assert exam.header.trigger_event == "A24"  # "~" is this sender's component separator
     assert exam.header.control_id == "CTRL1"
+
+
+def test_delimiters_kept_by_their_declaration_stay_each_messages_own() -> None:
+    """The delimiters read from a header are kept by the bytes that declare them (a feed's
+    messages all begin alike): messages declaring others still get theirs, and a bad
+    declaration is refused every time it comes."""
+    usual = read_delimiters(b"MSH|^~\\&|EPIC|GENHOSP")
+    other = read_delimiters(b"MSH#$%*@#EPIC#GENHOSP")
+    newer = read_delimiters(b"MSH|^~\\&#|EPIC")  # v2.7: a truncation character
+    assert (usual.field, usual.component, usual.subcomponent) == ("|", "^", "&")
+    assert (other.field, other.component, other.repetition, other.subcomponent) == (
+        "#",
+        "$",
+        "%",
+        "@",
+    )
+    assert (newer.truncation, usual.truncation) == ("#", "")
+    assert read_delimiters(b"MSH|^~\\&|RIS|ELSEWHERE") is usual
+    for _ in range(2):
+        with pytest.raises(HeaderError, match="must be 4 characters"):
+            read_delimiters(b"MSH|^~\\|EPIC")
+        with pytest.raises(HeaderError, match="must all differ"):
+            read_delimiters(b"MSH|^~^&|EPIC")

@@ -164,8 +164,27 @@ def segment_end(payload: bytes, start: int = 0) -> int:
     return cr if lf < 0 or cr < lf else lf
 
 
+_DECLARED: dict[bytes, Delimiters] = {}
+"""Delimiters already read, by the bytes that declare them (``MSH|^~\\&|``: MSH, MSH-1, MSH-2
+and the character that ends it): a feed's messages all begin alike, and the engine reads each
+message's delimiters several times (intake, the routes, the MPI, the destination's ACK)."""
+_DECLARED_MAX = 64
+
+
 def read_delimiters(payload: bytes) -> Delimiters:
     """The delimiters declared by MSH-1 and MSH-2 of ``payload`` (preamble already stripped)."""
+    # A declaration is 9 bytes with 4 encoding characters, 10 with 5 (v2.7).
+    known = _DECLARED.get(payload[:9]) or _DECLARED.get(payload[:10])
+    if known is not None:
+        return known
+    delimiters, end = _declared(payload)
+    if end < min(len(payload), 10) and len(_DECLARED) < _DECLARED_MAX:
+        _DECLARED[payload[: end + 1]] = delimiters
+    return delimiters
+
+
+def _declared(payload: bytes) -> tuple[Delimiters, int]:
+    """The delimiters, and where the MSH-2 read ends (the index of the character after it)."""
     if not payload.startswith(b"MSH"):
         found = payload[:3]
         named = f"'{found.decode('ascii')}'" if found.isalnum() and found.isascii() else None
@@ -210,7 +229,7 @@ def read_delimiters(payload: bytes) -> Delimiters:
             )
         )
     chars = encoding.decode("ascii")
-    return Delimiters(
+    delimiters = Delimiters(
         field=separator.decode("ascii"),
         component=chars[0],
         repetition=chars[1],
@@ -218,6 +237,7 @@ def read_delimiters(payload: bytes) -> Delimiters:
         subcomponent=chars[3],
         truncation=chars[4] if len(chars) == 5 else "",
     )
+    return delimiters, end
 
 
 def _encoding_problem(encoding: bytes, separator: bytes) -> str:
