@@ -176,7 +176,9 @@ class Router:
             detail = condition.explain(message) + (f" ({where})" if where else "")
             outcomes.append(RouteOutcome(route.name, "filtered", detail))
             return
-        working = message.copy()
+        # A route without steps changes nothing: its destinations read the message as parsed
+        # (a copy per route costs a copy of every segment; the MPI feed's route has none).
+        working = message.copy() if route.steps else message
         try:
             run_steps(route.steps, working, self.context)
         except StepError as error:
