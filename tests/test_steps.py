@@ -285,6 +285,46 @@ def test_per_destination_steps_and_fan_out(tmp_path: Path) -> None:
     assert "dropped by r" in routing.reason
 
 
+def test_a_route_without_steps_sends_the_message_as_received_beside_one_that_changes_it(
+    tmp_path: Path,
+) -> None:
+    """A route without steps reads the parsed message itself (no copy): the routes before
+    and after it that change the message change their own copies, never its payload."""
+    routes = """
+routes:
+  before:
+    source: ehr
+    steps:
+      - set: {field: PV1-3, value: BEFORE}
+    destinations: [pacs]
+  plain:
+    source: ehr
+    destinations: [archive]
+  after:
+    source: ehr
+    steps:
+      - set: {field: PV1-3, value: AFTER}
+    destinations:
+      - destination: pacs
+        steps:
+          - set: {field: PV1-2, value: I}
+"""
+    endpoints = (
+        "listeners:\n  ehr: {port: 0}\ndestinations:\n  pacs: {host: h, port: 1}\n"
+        "  archive: {host: h, port: 2}\n"
+    )
+    config = load_config(config_folder(tmp_path, routes, endpoints=endpoints), {})
+    routing = Router(config).route(ADT.encode(), "UNICODE UTF-8", "ehr")
+    sent = {o.route: o for o in routing.outbound}
+    assert sent["plain"].payload == ADT.encode()
+    assert (value(sent["before"].message, "PV1-3"), value(sent["after"].message, "PV1-3")) == (
+        "BEFORE",
+        "AFTER",
+    )
+    assert value(sent["after"].message, "PV1-2") == "I"
+    assert value(sent["plain"].message, "PV1-3") == ""
+
+
 def test_a_value_the_charset_cannot_hold_errors_the_message(tmp_path: Path) -> None:
     routes = (
         "routes:\n  r:\n    source: ehr\n    steps:\n"
