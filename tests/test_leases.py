@@ -247,6 +247,8 @@ class Work:
         self.name = name
         self.log = log
         self.lease: Lease | None = None
+        self.stopped_valid = []
+        """Whether its lease was still valid, each time the work was told to stop."""
 
     async def start(self, lease: Lease) -> None:
         self.lease = lease
@@ -254,17 +256,24 @@ class Work:
 
     async def stop(self) -> None:
         self.log.append(("stop", self.name, time.monotonic()))
+        self.stopped_valid.append(self.lease is not None and self.lease.valid())
+
+    stopped_valid: list[bool]
 
 
 NAMES = ["mpi", "queue:pacs#0", "queue:pacs#1", "routing"]
 
 
-async def _keeper(pg: Engine, log: list[tuple[str, str, float]], ttl: float) -> LeaseKeeper:
+async def _keeper(
+    pg: Engine, log: list[tuple[str, str, float]], ttl: float, works: list[Work] | None = None
+) -> LeaseKeeper:
     keeper = LeaseKeeper(pg, ttl=ttl)
     await keeper.start()
     for name in NAMES:
         work = Work(name, log)
         keeper.want(name, work.start, work.stop)
+        if works is not None:
+            works.append(work)
     return keeper
 
 
@@ -299,6 +308,43 @@ def test_two_engines_share_the_work_and_one_takes_all_when_the_other_stops(pg: E
     takeover = asyncio.run(scenario())
     assert takeover < 1.0 + 1.0 / 4 + 1.0  # the lease time, a renewal period, and slack
     assert all(row.expired for row in read_leases(pg) if not row.name.startswith("engine:"))
+
+
+@ON_POSTGRESQL
+def test_work_handed_back_stops_with_its_lease_still_valid_and_work_taken_over_without(
+    pg: Engine,
+) -> None:
+    """Handing a lease back (another engine joined), the work is stopped while the lease is
+    still valid, so that it may finish what is in flight (a delivery worker's exchange with
+    the PACS, which the next holder would otherwise send again); the lease is invalid once the
+    work has stopped. A lease lost to a takeover is invalid before its work is stopped."""
+
+    async def scenario() -> list[Work]:
+        log: list[tuple[str, str, float]] = []
+        works: list[Work] = []
+        first = await _keeper(pg, log, ttl=1.0, works=works)
+        second: LeaseKeeper | None = None
+        try:
+            await _until(lambda: len(first.held) == 4, 5)
+            second = await _keeper(pg, log, ttl=1.0)
+            await _until(lambda: len(first.held) == 2 and len(second.held) == 2, 10)
+            # The first stops renewing (a paused engine) and the second takes the rest over;
+            # the first's next renewal finds them taken.
+            assert first._task is not None and first._watch is not None
+            first._task.cancel()
+            first._watch.cancel()
+            await _until(lambda: len(second.held) == 4, 10)
+            await first._tick()
+            return works
+        finally:
+            await first.stop()
+            if second is not None:
+                await second.stop()
+
+    works = asyncio.run(scenario())
+    stops = sorted(w.stopped_valid[0] for w in works)
+    assert stops == [False, False, True, True], [(w.name, w.stopped_valid) for w in works]
+    assert all(w.lease is not None and not w.lease.valid() for w in works)
 
 
 @ON_POSTGRESQL

@@ -273,7 +273,7 @@ class LeaseKeeper:
             lease = self.held.get(name)
             if lease is not None:
                 epochs[name] = lease.fence.epoch
-            await self._stop_work(name)
+            await self._stop_work(name, handing_back=True)
         if self.flush is not None:
             with contextlib.suppress(Exception):
                 await self.flush()
@@ -286,17 +286,22 @@ class LeaseKeeper:
         for name in names:
             log.info("leases: handed %s back", name)
 
-    async def _stop_work(self, name: str) -> None:
+    async def _stop_work(self, name: str, *, handing_back: bool = False) -> None:
+        """Stop the work of a lease. Handing it back, the lease stays valid while the work
+        stops, so that it may finish what is in flight (a delivery worker's exchange); lost,
+        it is invalid at once."""
         lease = self.held.pop(name, None)
         if lease is None:
             return
-        lease.valid_until = -math.inf
+        if not handing_back:
+            lease.valid_until = -math.inf
         work = self._wanted.get(name)
         if work is not None:
             try:
                 await work.stop()
             except Exception:
                 log.exception("leases: the work of %s failed to stop", name)
+        lease.valid_until = -math.inf
 
     async def _watch_expiry(self) -> None:
         """Stop the work of every lease not renewed in time, the moment its time is up."""

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,9 @@ ANSWERED_KEPT = 8
 SHARED_POLL = 0.25
 """Seconds between reads of an idle queue while other engines share the store (one of them
 may be the one routing messages into it)."""
+HAND_BACK_GRACE = 0.5
+"""Seconds a worker handing its queue to another engine waits at most for the exchange in
+flight (a PACS answers in milliseconds; the lease keeper waits meanwhile)."""
 
 
 class Window:
@@ -191,14 +195,26 @@ class QueueWorker:
         )
 
     async def stop(self) -> None:
+        """Stop working the queue. A worker whose lease is still valid (its engine hands the
+        queue to another one) first lets the exchange in flight end and its outcome be
+        submitted, for up to ``HAND_BACK_GRACE`` seconds: cut short, the next holder would send
+        that message again. Without a lease, or with one lost, it stops at once."""
         self._stopping = True
         self._interrupt.set()
         self._wakeup.set()
         self._resumed.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        if self._task is None:
+            return
+        if self.lease is not None and self.lease.valid():
+            # The keeper renews its other leases after this: an eighth of what is left of the
+            # lease at most, so that handing several queues back never lets the rest lapse.
+            left = self.lease.valid_until - time.monotonic()
+            with contextlib.suppress(TimeoutError, Exception):
+                async with asyncio.timeout(min(HAND_BACK_GRACE, left / 8)):
+                    await asyncio.shield(self._task)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
 
     async def _run(self) -> None:
         raise NotImplementedError
