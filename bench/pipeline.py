@@ -84,27 +84,27 @@ TARGET_RATE = 4000
 """Messages a second delivered end to end by 8 feeds (issue 15)."""
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) a process has used so far; 0 if it is gone (Linux /proc)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (Linux); None if it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far; 0 if it is gone."""
+    fields = _stat(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_of(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (the engine's routing process)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) and int(fields[1]) == pid
+    ]
 
 
 class CpuMeter:

@@ -184,7 +184,8 @@ def read_delimiters(payload: bytes) -> Delimiters:
 
 
 def _declared(payload: bytes) -> tuple[Delimiters, int]:
-    """The delimiters, and where the MSH-2 read ends (the index of the character after it)."""
+    """The delimiters, and the index of the character that ends MSH-2 (a separator or a line
+    end): everything they depend on lies before it."""
     if not payload.startswith(b"MSH"):
         found = payload[:3]
         named = f"'{found.decode('ascii')}'" if found.isalnum() and found.isascii() else None
@@ -229,15 +230,17 @@ def _declared(payload: bytes) -> tuple[Delimiters, int]:
             )
         )
     chars = encoding.decode("ascii")
-    delimiters = Delimiters(
-        field=separator.decode("ascii"),
-        component=chars[0],
-        repetition=chars[1],
-        escape=chars[2],
-        subcomponent=chars[3],
-        truncation=chars[4] if len(chars) == 5 else "",
+    return (
+        Delimiters(
+            field=separator.decode("ascii"),
+            component=chars[0],
+            repetition=chars[1],
+            escape=chars[2],
+            subcomponent=chars[3],
+            truncation=chars[4] if len(chars) == 5 else "",
+        ),
+        end,
     )
-    return delimiters, end
 
 
 def _encoding_problem(encoding: bytes, separator: bytes) -> str:

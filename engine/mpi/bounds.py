@@ -38,13 +38,8 @@ class MpiRefusal(CrosswalkError, ValueError):
     """The MPI cannot apply this message; the text says why (kept as the delivery's error)."""
 
 
-def _key(column: Column[Any]) -> str:
-    return f"{column.table.name}.{column.name}"
-
-
-IDENTIFIER_COLUMNS = frozenset(
-    _key(column)
-    for column in (
+IDENTIFIER_COLUMNS: frozenset[Column[Any]] = frozenset(
+    (
         identifiers.value,
         identifiers.authority,
         orders.accession,
@@ -52,32 +47,23 @@ IDENTIFIER_COLUMNS = frozenset(
         orders.filler_number,
     )
 )
-"""Columns that hold identifiers: never cut, an over-long value is refused."""
+"""Columns that hold identifiers: never cut, an over-long value is refused. (Columns hash by
+identity: :func:`fit` runs ~15 times for every registering ADT.)"""
 
-LIMITS: dict[str, int] = {
-    _key(column): length
+LIMITS: dict[Column[Any], int] = {
+    column: length
     for table in (patients, identifiers, names, events, orders)
     for column in table
     # Encrypted and hashed columns declare the length of the clear value they take.
     if isinstance(column.type, String | EncryptedText | LookupText)
     and (length := getattr(column.type, "length", None))
 }
-"""``table.column`` → the most characters it holds (text columns without a length: none)."""
+"""Column → the most characters it holds (text columns without a length: none)."""
 
 
 def limit(column: Column[Any]) -> int | None:
     """The most characters ``column`` holds; None when it has no limit."""
-    return LIMITS.get(_key(column))
-
-
-_RULES: dict[Column[Any], tuple[int, bool]] = {
-    column: (LIMITS[_key(column)], _key(column) in IDENTIFIER_COLUMNS)
-    for table in (patients, identifiers, names, events, orders)
-    for column in table
-    if _key(column) in LIMITS
-}
-"""Per column (columns hash by identity): its length and whether it holds an identifier.
-:func:`fit` runs ~15 times for every registering ADT, so it does not rebuild the key."""
+    return LIMITS.get(column)
 
 
 def fit(value: str, column: Column[Any], field: str | Callable[[], str]) -> str:
@@ -86,11 +72,10 @@ def fit(value: str, column: Column[Any], field: str | Callable[[], str]) -> str:
     (or what ``field()`` returns: a name worth formatting only for a refusal)."""
     if NUL in value:
         raise MpiRefusal(f"{_name(field)} holds a NUL character (0x00)")
-    rule = _RULES.get(column)
-    if rule is None or len(value) <= rule[0]:
+    length = LIMITS.get(column)
+    if length is None or len(value) <= length:
         return value
-    length, identifier = rule
-    if identifier:
+    if column in IDENTIFIER_COLUMNS:
         raise MpiRefusal(f"{_name(field)} is longer than {length} characters")
     return value[:length]
 
@@ -114,7 +99,7 @@ def problem(value: str, column: Column[Any]) -> str | None:
     rather than cut."""
     if NUL in value:
         return "holds a NUL character (0x00)"
-    length = LIMITS.get(_key(column))
+    length = LIMITS.get(column)
     if length is not None and len(value) > length:
         return f"longer than {length} characters"
     return None

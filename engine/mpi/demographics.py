@@ -223,13 +223,11 @@ def from_pid(message: Message, segment: Segment) -> Demographics:
         other_names=others,
         birth_date=normal_date(unescape(segment.field(7), d)),
         sex=sex if sex in SEXES else "",
-        street=fit(
-            address[0].split(d.subcomponent)[0], columns.street, lambda: f"{segment.id}-11.1"
-        ),
-        city=fit(address[2], columns.city, lambda: f"{segment.id}-11.3"),
-        state=fit(address[3], columns.state, lambda: f"{segment.id}-11.4"),
-        postal_code=fit(address[4], columns.postal_code, lambda: f"{segment.id}-11.5"),
-        phone=fit(_phone(message, segment.field(13)), columns.phone, lambda: f"{segment.id}-13"),
+        street=fit(address[0].split(d.subcomponent)[0], columns.street, f"{segment.id}-11.1"),
+        city=fit(address[2], columns.city, f"{segment.id}-11.3"),
+        state=fit(address[3], columns.state, f"{segment.id}-11.4"),
+        postal_code=fit(address[4], columns.postal_code, f"{segment.id}-11.5"),
+        phone=fit(_phone(message, segment.field(13)), columns.phone, f"{segment.id}-13"),
     )
 
 

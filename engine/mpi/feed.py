@@ -200,18 +200,7 @@ def register(
     patient_id = owner.patient_id
     if patient_id is None:
         patient_id = records.add_patient(demographics.columns(), when, message_id)
-        records.add_identifiers(
-            [
-                {
-                    "patient_id": patient_id,
-                    "value": identifier.value,
-                    "authority": identifier.authority,
-                    "type_code": identifier.type_code,
-                    "merged_from": None,
-                }
-                for identifier in demographics.identifiers
-            ]
-        )
+        records.add_identifiers_of(patient_id, demographics.identifiers)
         _add_names(
             records, patient_id, _names_to_add(records, patient_id, demographics, created=True)
         )
@@ -241,10 +230,7 @@ def register(
             command,
         )
         return Applied(patient_id, "stale")
-    for identifier in new_ids:
-        records.add_identifier(
-            patient_id, identifier.value, identifier.authority, identifier.type_code
-        )
+    records.add_identifiers_of(patient_id, new_ids)
     _add_names(records, patient_id, names)
     records.set_demographics(patient_id, merged, when, message_id)
     records.add_event(

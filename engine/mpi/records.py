@@ -10,9 +10,10 @@ is decrypted by :func:`engine.store.crypto.reveal`, and the keyed hashes searche
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, insert, select, update
 
@@ -27,6 +28,9 @@ from engine.mpi.tables import (
 from engine.store import crypto
 from engine.store.fastsql import Statements
 from engine.store.schema import table_of
+
+if TYPE_CHECKING:
+    from engine.mpi.demographics import Identifier
 
 _patients = table_of(Patient)
 _identifiers = table_of(PatientIdentifier)
@@ -128,16 +132,18 @@ class MpiRecords:
         ).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
-    def add_identifier(self, patient_id: int, value: str, authority: str, type_code: str) -> None:
+    def add_identifiers_of(self, patient_id: int, found: Iterable[Identifier]) -> None:
+        """Give ``patient_id`` these identifiers (read from a message), in one statement."""
         self.add_identifiers(
             [
                 {
                     "patient_id": patient_id,
-                    "value": value,
-                    "authority": authority,
-                    "type_code": type_code,
+                    "value": identifier.value,
+                    "authority": identifier.authority,
+                    "type_code": identifier.type_code,
                     "merged_from": None,
                 }
+                for identifier in found
             ]
         )
 
