@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,6 +43,34 @@ def test_migrations_create_exactly_the_schema_the_models_describe(db_url: str) -
 def test_opening_twice_is_harmless(db_url: str) -> None:
     open_store(db_url).dispose()
     open_store(db_url).dispose()
+
+
+def test_the_head_the_store_checks_is_the_scripts_head(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    from engine.store.database import alembic_config
+    from engine.store.migrations import HEAD
+
+    scripts = ScriptDirectory.from_config(alembic_config(f"sqlite:///{tmp_path / 'h.db'}"))
+    assert scripts.get_current_head() == HEAD
+
+
+def test_a_store_at_the_head_opens_without_alembic_and_with_every_table(db_url: str) -> None:
+    """The usual open (a command, an engine start) skips loading alembic and its scripts, and
+    still registers every part's tables (key rotation walks them)."""
+    open_store(db_url).dispose()  # migrated here
+    probe = (
+        "import sys\n"
+        "from engine.store.database import open_store\n"
+        "from engine.store.schema import Base\n"
+        f"open_store({db_url!r}).dispose()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+        "print(sorted(Base.metadata.tables))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded, tables = done.stdout.splitlines()
+    assert loaded == "[]"
+    assert all(f"'{name}'" in tables for name in Base.metadata.tables)
 
 
 def test_sqlite_store_uses_wal_and_full_sync(tmp_path: Path) -> None:

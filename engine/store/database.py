@@ -10,17 +10,17 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import alembic.util
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from engine.errors import CrosswalkError
 from engine.settings.source import interpolate
+from engine.store.migrations import HEAD
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,8 @@ def raw_transaction(engine: Engine, *, bulk: bool = False) -> Iterator[Any]:
 
 def alembic_config(url: str) -> Config:
     """Alembic configuration for the migrations shipped in the package."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", "engine.store:migrations")
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -167,6 +169,14 @@ def alembic_config(url: str) -> Config:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; safe when several engines start at once."""
+    # Every part's tables in the metadata (what alembic's environment loads), whether or not
+    # the store needs a migration: key rotation walks them.
+    from engine.store.migrations import every_table  # noqa: F401
+
+    if _revision(engine) == HEAD:
+        return  # the usual case; alembic and its scripts cost a command ~0.3 s to load
+    from alembic import command
+
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with for_writing(engine).begin() as connection:
         if engine.dialect.name == "postgresql":
@@ -174,6 +184,17 @@ def migrate(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(72616279)"))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _revision(engine: Engine) -> str | None:
+    """The store's schema revision; None for a new store (or a table that cannot be read: the
+    migration then says why)."""
+    with engine.connect() as connection:  # a store that cannot be reached says so here
+        try:
+            versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        except Exception:
+            return None
+    return versions[0][0] if len(versions) == 1 else None
 
 
 def check_writable(engine: Engine) -> None:
@@ -310,11 +331,10 @@ def _why_not_prepared(url: str, error: Exception) -> str:
             " Crosswalk store): restore it from a backup, or move it aside to start with an empty"
             " store; `sqlite3 FILE .recover` salvages what can be read (docs/operations.md)"
         )
-    if isinstance(error, alembic.util.CommandError) and "Can't locate revision" in str(error):
-        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    if "Can't locate revision" in str(error):
         return (
             f"the store at {where} is at a newer migration than this Crosswalk knows ({error}; the"
-            f" newest here is {head!r}): a newer Crosswalk wrote it. Run that version, or restore"
+            f" newest here is {HEAD!r}): a newer Crosswalk wrote it. Run that version, or restore"
             " a backup taken before the upgrade; Crosswalk never downgrades a store"
         )
     return f"cannot prepare the store at {where}: {describe_failure(error)}"

@@ -5,14 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from engine.audit import tables as _audit_tables  # noqa: F401  (the audit trail)
-from engine.leases import tables as _lease_tables  # noqa: F401  (who owns which work)
-from engine.mpi import tables as _mpi_tables  # noqa: F401  (registers the MPI tables)
-from engine.reconcile import tables as _reconcile_tables  # noqa: F401  (the reconciler tables)
-from engine.review import tables as _review_tables  # noqa: F401  (the review audit trail)
+from engine.store.migrations import every_table  # noqa: F401  (every part's tables)
 from engine.store.schema import Base
-from engine.studies import tables as _study_tables  # noqa: F401  (registers the study tables)
-from engine.users import tables as _user_tables  # noqa: F401  (console users)
 
 config = context.config
 target_metadata = Base.metadata
