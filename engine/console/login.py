@@ -26,6 +26,7 @@ from engine.users.accounts import (
     find,
     logged_in,
     new_secret,
+    prepare_logins,
 )
 
 ANONYMOUS = 0
@@ -33,6 +34,8 @@ ANONYMOUS = 0
 
 
 def routes(console: Console) -> list[Route]:
+    prepare_logins()
+
     async def login(request: Request) -> Response:
         form = dict(await request.form()) if request.method == "POST" else {}
         return await run_in_threadpool(_login, console, request, form)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import pyotp
@@ -19,9 +20,20 @@ from engine.users.tables import ConsoleUser
 
 _users = table_of(ConsoleUser)
 _hasher = PasswordHasher()
-# A hash verified when the name is unknown, so that a wrong name takes as long as a wrong
-# password and timing does not tell which names exist.
-_DUMMY_HASH = _hasher.hash("not a password anyone has")
+
+
+@cache
+def _dummy_hash() -> str:
+    """A hash verified when the name is unknown, so that a wrong name takes as long as a wrong
+    password and timing does not tell which names exist. Made on first use: hashing costs
+    ~0.1 s, which every command and engine start paid when it was made on import."""
+    return _hasher.hash("not a password anyone has")
+
+
+def prepare_logins() -> None:
+    """Make, at a console's start, what a login with an unknown name verifies: the first such
+    login then takes as long as any other."""
+    _dummy_hash()
 
 MIN_PASSWORD = 12
 """Characters a password must have at least."""
@@ -205,11 +217,11 @@ def check_password_login(
     with store.connect() as connection:
         row = connection.execute(select(_users).where(_users.c.name == name)).first()
     if row is None:
-        _verify(_DUMMY_HASH, password)
+        _verify(_dummy_hash(), password)
         raise LoginRefused("unknown user")
     now = datetime.now(UTC)
     if row.locked_until is not None and row.locked_until > now:
-        _verify(_DUMMY_HASH, password)
+        _verify(_dummy_hash(), password)
         raise LoginRefused("account locked")
     if not _verify(row.password_hash, password):
         _refuse(store, name, row.failed_logins, attempts, period, "wrong password")
