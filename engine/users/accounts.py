@@ -35,6 +35,7 @@ def prepare_logins() -> None:
     login then takes as long as any other."""
     _dummy_hash()
 
+
 MIN_PASSWORD = 12
 """Characters a password must have at least."""
 TOTP_ISSUER = "Crosswalk"
