@@ -9,7 +9,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine, insert, select, update
 from starlette.testclient import TestClient
@@ -440,7 +440,7 @@ def test_serve_with_console_serves_both_and_sessions_outlive_the_restart(
     env = cli_env(CROSSWALK_CONSOLE_KEY="")
     with serving(args, mllp_port, tmp_path / "first.log", env) as engine:
         wait_for_port(console_port, engine)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{console_port}", timeout=10)
+        client = httpx2.Client(base_url=f"http://127.0.0.1:{console_port}", timeout=10)
         log_in(client, "ana")  # type: ignore[arg-type]
         peer = Peer(mllp_port)
         peer.send(A08)
@@ -448,7 +448,7 @@ def test_serve_with_console_serves_both_and_sessions_outlive_the_restart(
         found = client.get("/messages?control_id=CTRL123")
         assert found.status_code == 200 and "CTRL123" in found.text
     assert engine.returncode == 0
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(httpx2.ConnectError):
         client.get("/")
     with serving(args, mllp_port, tmp_path / "second.log", env) as engine:
         wait_for_port(console_port, engine)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from joserfc.jwk import RSAKey
 from sqlalchemy import Engine
@@ -63,14 +63,14 @@ def sign_on(
     claims: dict[str, object],
     provider: Provider,
     trust: ssl.SSLContext | bool = True,
-) -> httpx.Response:
+) -> httpx2.Response:
     """Through the login page's button, the provider (the browser trusting ``trust``) and
     back: the callback's answer."""
     provider.claims = claims
     assert "Hospital login" in client.get("/login").text
     start = client.get("/login/oidc")
     assert start.status_code == 303
-    at_provider = httpx.get(start.headers["location"], timeout=10, verify=trust)
+    at_provider = httpx2.get(start.headers["location"], timeout=10, verify=trust)
     assert at_provider.status_code == 302, at_provider.text
     back = urlsplit(at_provider.headers["location"])
     return client.get(f"{back.path}?{back.query}")
@@ -150,7 +150,7 @@ def test_a_replayed_nonce_or_a_forged_state_is_refused(
     provider.nonce = None
     provider.claims = person("eve", "pacs-admins")
     start = client.get("/login/oidc")
-    at_provider = httpx.get(start.headers["location"], follow_redirects=False, timeout=10)
+    at_provider = httpx2.get(start.headers["location"], follow_redirects=False, timeout=10)
     back = urlsplit(at_provider.headers["location"])
     code = parse_qs(back.query)["code"][0]
     forged = client.get(f"{back.path}?code={code}&state=someone-elses")

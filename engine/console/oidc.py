@@ -18,11 +18,10 @@ from __future__ import annotations
 import json
 import secrets
 import ssl
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -67,7 +66,7 @@ class Endpoints:
 def endpoints(settings: OidcSettings) -> Endpoints:
     """The provider's endpoints, from its discovery document (its issuer must be its own)."""
     url = settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
-    document = httpx.get(url, timeout=TIMEOUT, verify=trust(settings)).raise_for_status().json()
+    document = httpx2.get(url, timeout=TIMEOUT, verify=trust(settings)).raise_for_status().json()
     if document.get("issuer") != settings.issuer:
         raise SignOnRefused(
             "The sign-on provider is misconfigured.",
@@ -139,13 +138,11 @@ def _redirect_uri(settings: OidcSettings, request: Request) -> str:
 
 
 def _client(settings: OidcSettings, request: Request) -> Any:
-    """authlib's OAuth 2 client for the flow (imported here: only a sign-on needs it, and its
-    import warns that this httpx is deprecated, which every command would print)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
-            OAuth2Client,
-        )
+    """authlib's OAuth 2 client for the flow (imported here: only a sign-on needs it)."""
+    from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
+        OAuth2Client,
+    )
+
     return OAuth2Client(
         settings.client_id,
         settings.client_secret or None,
@@ -163,7 +160,7 @@ def _start(console: Console, request: Request) -> Response:
         return _refused(console, request, "Single sign-on is not set up.", 404)
     try:
         where = endpoints(settings)
-    except (httpx.HTTPError, KeyError, ValueError, SignOnRefused) as error:
+    except (httpx2.HTTPError, KeyError, ValueError, SignOnRefused) as error:
         _audit(console, request, "", Outcome.ERROR, f"discovery: {type(error).__name__}")
         return _refused(console, request, "The sign-on provider cannot be reached.", 502)
     state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
@@ -240,9 +237,9 @@ def _signed_on(console: Console, settings: OidcSettings, request: Request) -> tu
                 code=params.get("code", ""),
                 code_verifier=pending["verifier"],
             )
-        keys = httpx.get(where.jwks, timeout=TIMEOUT, verify=trust(settings))
+        keys = httpx2.get(where.jwks, timeout=TIMEOUT, verify=trust(settings))
         keys = keys.raise_for_status().json()
-    except (httpx.HTTPError, KeyError, ValueError, json.JSONDecodeError) as error:
+    except (httpx2.HTTPError, KeyError, ValueError, json.JSONDecodeError) as error:
         raise SignOnRefused(
             "The sign-on provider cannot be reached or refused the code.",
             f"token exchange: {type(error).__name__}",
