@@ -66,6 +66,14 @@ def frame(writer: StoreWriter, control_id: str) -> asyncio.Future[list[bytes]]:
     return answer
 
 
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    """Until ``predicate`` holds, 2 s at most (the linger commits other work alone)."""
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(LINGER)
+
+
 async def one_turn() -> None:
     """Let the loop run what was scheduled with call_soon."""
     await asyncio.sleep(0)
@@ -102,10 +110,7 @@ def test_other_work_alone_is_committed_after_the_linger(sqlite_store: Engine) ->
         writer.start()
         work = Probe("delivery result")
         writer.submit(work)
-        for _ in range(200):  # bounded: 2 s at most
-            if work.results:
-                break
-            await asyncio.sleep(LINGER)
+        await wait_for(lambda: bool(work.results))
         await writer.close()
         return work
 
@@ -164,11 +169,7 @@ def test_a_long_run_of_other_work_is_committed_in_batches(sqlite_store: Engine) 
         for item in work:
             writer.submit(item)
         await one_turn()
-        done: Callable[[], bool] = lambda: all(item.results for item in work)
-        for _ in range(200):
-            if done():
-                break
-            await asyncio.sleep(LINGER)
+        await wait_for(lambda: all(item.results for item in work))
         await writer.close()
         return work, writer
 
@@ -176,3 +177,33 @@ def test_a_long_run_of_other_work_is_committed_in_batches(sqlite_store: Engine) 
     assert [item.results for item in work] == [[item.label] for item in work]
     assert labels(sqlite_store) == [item.label for item in work]
     assert writer.batches == 3  # 4 + 4 + 2
+
+
+def test_a_received_message_overtakes_other_work_not_yet_written(sqlite_store: Engine) -> None:
+    """Other work that came in the same pass of the loop as a message is written after the
+    message's commit (as a server database's writer does): the ACK does not wait for it."""
+
+    async def scenario() -> tuple[int, list[Any], Probe, StoreWriter]:
+        writer = StoreWriter(sqlite_store)
+        writer.start()
+        work = Probe("MPI batch")
+        writer.submit(work)
+        seen: list[tuple[int, list[Any]]] = []
+        answer: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+
+        def reply(acks: list[bytes], rejected: bool = False) -> None:
+            seen.append((work.written, list(work.results)))  # as the ACK goes out
+            answer.set_result(acks)
+
+        Intake(writer, ListenerSettings(name="t")).on_frame(adt("E3"), "test", reply)
+        assert b"MSA|AA|E3" in (await answer)[0]
+        ((written_at_ack, results_at_ack),) = seen
+        await wait_for(lambda: bool(work.results))
+        await writer.close()
+        return written_at_ack, results_at_ack, work, writer
+
+    written, results, work, writer = asyncio.run(scenario())
+    assert (written, results) == (0, []), "the ACK waited for other work's statements"
+    assert work.results == ["MPI batch"] and work.written == 1
+    assert labels(sqlite_store) == ["MPI batch"]
+    assert writer.batches == 2

@@ -232,8 +232,15 @@ class StoreWriter:
             self._linger.cancel()
             self._linger = None
         if self._eager:
-            self._execute_pending()
+            # Received messages overtake the other work still waiting to be written (as the
+            # threaded writer does): their senders get the ACK first, then the loop writes it.
+            self._execute_pending(urgent_only=True)
             self._commit_open()
+            self._execute_pending()
+            if self._closed:
+                self._commit_open()
+            elif self._open and self._linger is None:
+                self._linger = self._loop.call_later(LINGER, self._flush)  # type: ignore[union-attr]
             return
         while self._pending:
             batch = self._pending[: self._max_batch]
@@ -245,19 +252,23 @@ class StoreWriter:
         if not self._flush_scheduled and not self._closed:  # else the flush runs them
             self._execute_pending()
 
-    def _execute_pending(self) -> None:
+    def _execute_pending(self, *, urgent_only: bool = False) -> None:
         """Run the statements of the pending operations in the open transaction (SQLite).
 
         Routing records, MPI updates and delivery results are written while the loop has time,
         so that a received message's commit is its own statement and the COMMIT: its sender
         does not wait for work that is not its own. A failed statement rolls the transaction
         back, and what it held is committed operation by operation, as after a failed commit.
+        ``urgent_only``: the received messages only; the rest stays pending, in its order.
         """
-        while self._pending:
+        if urgent_only:
+            todo = [op for op in self._pending if op.urgent]
+            self._pending = [op for op in self._pending if not op.urgent]
+        else:
+            todo, self._pending = self._pending, []
+        for op in todo:
             if len(self._open) >= self._max_batch:
                 self._commit_open()
-                continue
-            op = self._pending.pop(0)
             if _broken(op):  # after a failed commit only
                 self._open.append(op)
                 self._open_results.append(ChainBroken(_CHAIN_BROKEN))
@@ -287,8 +298,7 @@ class StoreWriter:
         return cursor
 
     def _commit_open(self) -> None:
-        """Commit the open transaction and answer its operations.
-"""
+        """Commit the open transaction and answer its operations."""
         if not self._open:
             return
         started = time.monotonic()
