@@ -91,7 +91,6 @@ COMMIT_TIMEOUT = 5.0
 :class:`CommitTimeout` (a sender gets AE) and the connection is cut (a frozen server)."""
 WATCH_INTERVAL = 0.25
 _NO_ANSWER = "the database did not answer in time"
-_CHAIN_BROKEN = "an earlier result of its queue was not stored"
 
 
 class CommitTimeout(CrosswalkError, TimeoutError):
@@ -107,6 +106,10 @@ class StoreWriter:
     the loop keeps reading while a commit waits on the network; there received messages are
     committed apart from other work (an extra commit costs a round trip, not an fsync of the
     loop's), so an ACK waits for one round trip.
+
+    On SQLite, work that lingers is not written ahead into an open transaction: that shortens a
+    received message's commit, but holds the database's one write lock across the loop's idle
+    time, and other writers (CLI commands, the console, pruning) then waited seconds under load.
     """
 
     def __init__(
@@ -128,14 +131,6 @@ class StoreWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: list[WriteOp] = []
         self._flush_scheduled = False
-        self._eager = self._sqlite and not self.threaded
-        """SQLite on the loop: operations run their statements as soon as they come, inside an
-        open transaction, and only its COMMIT waits for an urgent operation (or the linger)."""
-        self._open: list[WriteOp] = []
-        self._open_results: list[Any] = []
-        self._open_cursor: Any = None
-        self._open_seconds = 0.0
-        self._execute_scheduled = False
         self._linger: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -185,12 +180,8 @@ class StoreWriter:
                     self._loop.call_soon(self._loop.call_soon, self._flush)
                 else:
                     self._loop.call_soon(self._flush)
-        else:
-            if self._eager and not self._execute_scheduled and not self._flush_scheduled:
-                self._execute_scheduled = True
-                self._loop.call_soon(self._execute_soon)
-            if not self._flush_scheduled and self._linger is None:
-                self._linger = self._loop.call_later(LINGER, self._flush)
+        elif not self._flush_scheduled and self._linger is None:
+            self._linger = self._loop.call_later(LINGER, self._flush)
 
     async def run(self, op: WriteOp) -> Any:
         """Submit and wait for the commit: for callers that are not on the hot path."""
@@ -231,118 +222,10 @@ class StoreWriter:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        if self._eager:
-            # Received messages overtake the other work still waiting to be written (as the
-            # threaded writer does): their senders get the ACK first, then the loop writes it.
-            self._execute_pending(urgent_only=True)
-            self._commit_open()
-            self._execute_pending()
-            if self._closed:
-                self._commit_open()
-            elif self._open and self._linger is None:
-                self._linger = self._loop.call_later(LINGER, self._flush)  # type: ignore[union-attr]
-            return
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             _deliver(batch, self._write_batch(batch))
-
-    def _execute_soon(self) -> None:
-        self._execute_scheduled = False
-        if not self._flush_scheduled and not self._closed:  # else the flush runs them
-            self._execute_pending()
-
-    def _execute_pending(self, *, urgent_only: bool = False) -> None:
-        """Run the statements of the pending operations in the open transaction (SQLite).
-
-        Routing records, MPI updates and delivery results are written while the loop has time,
-        so that a received message's commit is its own statement and the COMMIT: its sender
-        does not wait for work that is not its own. A failed statement rolls the transaction
-        back, and what it held is committed operation by operation, as after a failed commit.
-        ``urgent_only``: the received messages only; the rest stays pending, in its order.
-        """
-        if urgent_only:
-            todo = [op for op in self._pending if op.urgent]
-            self._pending = [op for op in self._pending if not op.urgent]
-        else:
-            todo, self._pending = self._pending, []
-        for op in todo:
-            if len(self._open) >= self._max_batch:
-                self._commit_open()
-            if _broken(op):  # after a failed commit only
-                self._open.append(op)
-                self._open_results.append(ChainBroken(_CHAIN_BROKEN))
-                continue
-            started = time.monotonic()
-            try:
-                if self._open_cursor is None:
-                    self._open_cursor = self._begin()
-                result = op.write(self._open_cursor, self.statements)
-            except Exception as error:
-                self._open_seconds += time.monotonic() - started
-                self._settle_open([*self._open, op], error)
-                continue
-            self._open_seconds += time.monotonic() - started
-            self._open.append(op)
-            self._open_results.append(result)
-
-    def _begin(self) -> Any:
-        if self._connection is None:
-            self._connection = self._engine.raw_connection()
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute("BEGIN IMMEDIATE")
-        except Exception:
-            self._discard_connection(cursor)
-            raise
-        return cursor
-
-    def _commit_open(self) -> None:
-        """Commit the open transaction and answer its operations."""
-        if not self._open:
-            return
-        started = time.monotonic()
-        try:
-            self._open_cursor.execute("COMMIT")
-        except Exception as error:
-            self._open_seconds += time.monotonic() - started
-            self._settle_open(self._open, error)
-            return
-        if self._checkpointer is not None:
-            self._checkpointer.committed()
-        ops, results = self._open, self._open_results
-        self._close_open(time.monotonic() - started, failed=False)
-        self._answer_batch(ops, results)
-
-    def _settle_open(self, ops: list[WriteOp], error: Exception) -> None:
-        """The open transaction failed: roll it back, then commit its operations one by one."""
-        if self._open_cursor is not None:
-            self._discard_connection(self._open_cursor)
-        self._close_open(0.0, failed=True)
-        if len(ops) == 1:
-            results = [_failed(ops[0], error)]
-        else:
-            log.warning(
-                "a commit of %d operations failed (%s); committing them one by one",
-                len(ops),
-                type(error).__name__,
-            )
-            results = self._write_one_by_one(ops)
-        self._answer_batch(ops, results)
-
-    def _close_open(self, committing: float, failed: bool) -> None:
-        seconds = self._open_seconds + committing
-        if self._open_cursor is not None:
-            with contextlib.suppress(Exception):  # already closed after a failure
-                self._open_cursor.close()
-        self._open, self._open_results, self._open_cursor = [], [], None
-        self._open_seconds = 0.0
-        if self.observe_commit is not None:
-            self.observe_commit(seconds, failed)
-
-    def _answer_batch(self, ops: list[WriteOp], results: list[Any]) -> None:
-        self._count(results)
-        _deliver(ops, results)
 
     def _run(self) -> None:
         assert self._loop is not None
@@ -431,10 +314,6 @@ class StoreWriter:
                         type(error).__name__,
                     )
                     results = self._write_one_by_one(batch)
-        self._count(results)
-        return results
-
-    def _count(self, results: list[Any]) -> None:
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, ChainBroken):
                 self._failures.log(
@@ -442,12 +321,13 @@ class StoreWriter:
                 )
         self.batches += 1
         self.stored += sum(1 for r in results if not isinstance(r, BaseException))
+        return results
 
     def _write_one_by_one(self, batch: list[WriteOp]) -> list[Any]:
         results: list[Any] = []
         for op in batch:
             if _broken(op):
-                results.append(ChainBroken(_CHAIN_BROKEN))
+                results.append(ChainBroken("an earlier result of its queue was not stored"))
                 continue
             try:
                 results.extend(self._commit([op]))
