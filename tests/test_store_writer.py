@@ -131,8 +131,8 @@ def test_other_work_alone_is_committed_after_the_linger(sqlite_store: Engine) ->
 def test_a_write_that_fails_fails_alone(
     sqlite_store: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The failed statement rolls back the open transaction: what was written before it is
-    written again, one by one, and the received message behind it is still accepted."""
+    """A group commit whose write fails is rolled back and written again operation by
+    operation: the others are committed, the received message among them accepted."""
 
     async def scenario() -> tuple[Probe, Probe, list[bytes]]:
         writer = StoreWriter(sqlite_store)
@@ -155,7 +155,7 @@ def test_a_write_that_fails_fails_alone(
     assert "committing them one by one" in caplog.text
 
 
-def test_closing_commits_what_was_written(sqlite_store: Engine) -> None:
+def test_closing_commits_what_waits_for_company(sqlite_store: Engine) -> None:
     async def scenario() -> Probe:
         writer = StoreWriter(sqlite_store)
         writer.start()
