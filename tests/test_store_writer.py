@@ -1,9 +1,8 @@
 """The SQLite writer: other work waits to share a received message's commit, and SQLite's write
 lock is free while the engine waits.
 
-Routing records, MPI batches and delivery results are not urgent: they wait up to the linger for
-the next received message; a lone message is committed first, they right after it, several
-messages share one commit with them. Their statements are not run ahead of that commit
+Routing records, MPI batches and delivery results are not urgent: they wait up to the linger to
+be committed with the next received message. Their statements are not run ahead of that commit
 in an open transaction: that would hold the write lock across the loop's idle time, and every
 other writer (a CLI command, the console, pruning) would wait for it, seconds under load.
 """
@@ -189,38 +188,8 @@ def test_a_long_run_of_other_work_is_committed_in_batches(sqlite_store: Engine) 
     assert writer.batches == 3  # 4 + 4 + 2
 
 
-def test_a_lone_message_is_committed_before_the_work_that_waited_for_it(
-    sqlite_store: Engine,
-) -> None:
-    """Its sender's ACK waits for its own statement, not for the routing records, MPI batches
-    or delivery results that lingered for company: they are committed right after it."""
-
-    async def scenario() -> tuple[list[tuple[int, list[Any]]], Probe, StoreWriter]:
-        writer = StoreWriter(sqlite_store)
-        writer.start()
-        work = Probe("MPI batch")
-        writer.submit(work)
-        seen: list[tuple[int, list[Any]]] = []
-        answer: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
-
-        def reply(acks: list[bytes], rejected: bool = False) -> None:
-            seen.append((work.written, list(work.results)))  # as the ACK goes out
-            answer.set_result(acks)
-
-        Intake(writer, ListenerSettings(name="t")).on_frame(adt("E3"), "test", reply)
-        assert b"MSA|AA|E3" in (await answer)[0]
-        await writer.close()
-        return seen, work, writer
-
-    seen, work, writer = asyncio.run(scenario())
-    assert seen == [(0, [])], "the ACK waited for other work's statements"
-    assert work.results == ["MPI batch"]
-    assert labels(sqlite_store) == ["MPI batch"]
-    assert writer.batches == 2
-
-
 def test_messages_arriving_together_share_one_commit_with_the_work(sqlite_store: Engine) -> None:
-    """Under load (several messages in one pass of the loop) one fsync serves them all."""
+    """Several messages in one pass of the loop and the work that waited: one fsync for all."""
 
     async def scenario() -> tuple[list[list[bytes]], Probe, StoreWriter]:
         writer = StoreWriter(sqlite_store)

@@ -37,12 +37,11 @@ class WriteOp(Protocol):
     """One unit of work for the writer: runs inside a group commit, reports once committed.
 
     ``urgent`` operations (a received message, whose sender waits for its ACK) are committed at
-    once; the others (routing records, delivery results) may wait up to ``LINGER`` seconds for
-    the next urgent one: on SQLite they share its commit when it came with others (an fsync
-    saved each under load) and are committed right after it when it came alone (its ACK does
-    not wait for them); a server database commits the urgent ones first, on their own, then
-    the others. An operation whose ``one_statement`` is true writes a single statement on a
-    server database, and is then committed by it when it is alone (autocommit: one round trip).
+    once; the others (routing records, delivery results) may wait up to ``LINGER`` seconds to
+    share the commit of the next urgent one, which saves an fsync each (on SQLite; a server
+    database commits the urgent ones first, on their own, then the others). An operation whose
+    ``one_statement`` is true writes a single statement on a server database, and is then
+    committed by it when it is alone (autocommit: one round trip).
     """
 
     urgent: bool
@@ -226,18 +225,7 @@ class StoreWriter:
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
-            for group in self._groups(batch):
-                _deliver(group, self._write_batch(group))
-
-    @staticmethod
-    def _groups(batch: list[WriteOp]) -> list[list[WriteOp]]:
-        """The commits ``batch`` is written in: a lone received message first, on its own, then
-        the other work that waited for company (its sender's ACK waits for its own statement,
-        not for theirs; an fsync more, while the engine is not busy); several received messages
-        share one commit with the other work (under load, one fsync for all)."""
-        if sum(op.urgent for op in batch) == 1:
-            return _urgent_first(batch)
-        return [batch]
+            _deliver(batch, self._write_batch(batch))
 
     def _run(self) -> None:
         assert self._loop is not None
@@ -441,7 +429,7 @@ def _cut(connection: Any) -> None:
 
 
 def _urgent_first(batch: list[WriteOp]) -> list[list[WriteOp]]:
-    """The received messages of ``batch``, then the rest, each in the order submitted.
+    """Threaded: the received messages of ``batch``, then the rest, each in the order submitted.
     Two commits: a sender's ACK waits for its own statements only (one round trip for a lone
     message), never for routing, MPI or delivery results that came at the same time."""
     urgent = [op for op in batch if op.urgent]
