@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import SHIPPED, start_servers
+from ingest import SHIPPED, shipped_url, start_servers
 from mllp_load import run_load_blocking
 
 INTERVAL = 0.05
@@ -89,7 +89,7 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="crosswalk-other-writers-")
     servers = start_servers(folder, None, only=[SHIPPED])
     port = servers[SHIPPED][0]
-    path = f"{folder}/shipped.db"
+    path = shipped_url(folder, None).removeprefix("sqlite:///")
     try:
         run_load_blocking("127.0.0.1", port, 1, 300, prefix="W")  # warm-up
         baseline = None

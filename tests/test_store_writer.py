@@ -77,6 +77,12 @@ async def wait_for(predicate: Callable[[], bool]) -> None:
         await asyncio.sleep(LINGER)
 
 
+def started(store: Engine, **settings: Any) -> StoreWriter:
+    writer = StoreWriter(store, **settings)
+    writer.start()
+    return writer
+
+
 async def one_turn() -> None:
     """Let the loop run what was scheduled with call_soon."""
     await asyncio.sleep(0)
@@ -87,8 +93,7 @@ def test_the_write_lock_is_free_while_other_work_waits_for_company(sqlite_store:
     """Another connection can write at once while the writer holds work for its next commit."""
 
     async def scenario() -> tuple[bool, Probe, list[bytes]]:
-        writer = StoreWriter(sqlite_store)
-        writer.start()
+        writer = started(sqlite_store)
         work = Probe("routing record")
         writer.submit(work)
         await one_turn()
@@ -115,8 +120,7 @@ def test_the_write_lock_is_free_while_other_work_waits_for_company(sqlite_store:
 
 def test_other_work_alone_is_committed_after_the_linger(sqlite_store: Engine) -> None:
     async def scenario() -> Probe:
-        writer = StoreWriter(sqlite_store)
-        writer.start()
+        writer = started(sqlite_store)
         work = Probe("delivery result")
         writer.submit(work)
         await wait_for(lambda: bool(work.results))
@@ -135,13 +139,10 @@ def test_a_write_that_fails_fails_alone(
     operation: the others are committed, the received message among them accepted."""
 
     async def scenario() -> tuple[Probe, Probe, list[bytes]]:
-        writer = StoreWriter(sqlite_store)
-        writer.start()
+        writer = started(sqlite_store)
         good, bad = Probe("good"), Probe("bad", fail=True)
         writer.submit(good)
-        await one_turn()
         writer.submit(bad)
-        await one_turn()
         acks = await frame(writer, "E2")
         await writer.close()
         return good, bad, acks
@@ -157,11 +158,9 @@ def test_a_write_that_fails_fails_alone(
 
 def test_closing_commits_what_waits_for_company(sqlite_store: Engine) -> None:
     async def scenario() -> Probe:
-        writer = StoreWriter(sqlite_store)
-        writer.start()
+        writer = started(sqlite_store)
         work = Probe("MPI batch")
         writer.submit(work)
-        await one_turn()
         await writer.close()
         return work
 
@@ -172,12 +171,10 @@ def test_closing_commits_what_waits_for_company(sqlite_store: Engine) -> None:
 
 def test_a_long_run_of_other_work_is_committed_in_batches(sqlite_store: Engine) -> None:
     async def scenario() -> tuple[list[Probe], StoreWriter]:
-        writer = StoreWriter(sqlite_store, max_batch=4)
-        writer.start()
+        writer = started(sqlite_store, max_batch=4)
         work = [Probe(f"w{n:02d}") for n in range(10)]
         for item in work:
             writer.submit(item)
-        await one_turn()
         await wait_for(lambda: all(item.results for item in work))
         await writer.close()
         return work, writer
@@ -192,8 +189,7 @@ def test_messages_arriving_together_share_one_commit_with_the_work(sqlite_store:
     """Several messages in one pass of the loop and the work that waited: one fsync for all."""
 
     async def scenario() -> tuple[list[list[bytes]], Probe, StoreWriter]:
-        writer = StoreWriter(sqlite_store)
-        writer.start()
+        writer = started(sqlite_store)
         work = Probe("routing record")
         writer.submit(work)
         answers = [frame(writer, f"T{n}") for n in range(3)]
