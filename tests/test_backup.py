@@ -16,10 +16,11 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from engine.backup.postgres import libpq_url
 from engine.mpi.tables import Patient
 from engine.store.crypto import new_key_line
 from engine.store.database import open_store
-from engine.testing import Peer
+from engine.testing import Peer, free_port
 from tests.support import ROOT, adt, crosswalk, running_engine
 
 MPI_EXPORT = ROOT / "samples" / "mpi_export.csv"
@@ -124,6 +125,43 @@ def test_postgresql_is_backed_up_with_pg_dump_and_restored(
     done = run("restore", str(backup), "--db", target)
     assert done.returncode == 0, done.stderr
     assert patients(target) == patients(source) == 20
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql+psycopg://cw:pw@db/cw", "postgresql://cw:pw@db/cw"),
+        ("postgresql+psycopg://cw@/cw?host=a:5432", "postgresql://cw@/cw?host=a&port=5432"),
+        (
+            "postgresql+psycopg://cw@/cw?host=a:5432&host=[::1]:5433&target_session_attrs=any",
+            "postgresql://cw@/cw?host=a%2C%3A%3A1&port=5432%2C5433&target_session_attrs=any",
+        ),
+        ("postgresql+psycopg://cw@/cw?host=a&host=b", "postgresql://cw@/cw?host=a%2Cb"),
+        ("postgresql+psycopg://cw@/cw?host=/run/pg", "postgresql://cw@/cw?host=%2Frun%2Fpg"),
+    ],
+)
+def test_pg_dump_gets_a_list_of_servers_in_libpq_form(url: str, expected: str) -> None:
+    assert libpq_url(url) == expected
+
+
+def test_postgresql_listed_with_its_standby_is_backed_up_from_the_one_that_answers(
+    postgres_databases: tuple[str, str], tmp_path: Path
+) -> None:
+    """The URL of a primary and its standby (docs/operations.md): here a server that is down,
+    then the shared one."""
+    source, target = postgres_databases
+    listed = []
+    for url in (make_url(source), make_url(target)):
+        servers = (f"127.0.0.1:{free_port()}", f"{url.host}:{url.port or 5432}")
+        query = {"host": servers, "target_session_attrs": "read-write"}
+        listed.append(url.set(host=None, port=None, query=query).render_as_string(False))
+    assert run("mpi", "import", str(MPI_EXPORT), "--db", listed[0]).returncode == 0
+    backup = tmp_path / "pg.backup"
+    taken = run("backup", str(backup), "--db", listed[0])
+    assert taken.returncode == 0, taken.stderr
+    done = run("restore", str(backup), "--db", listed[1])
+    assert done.returncode == 0, done.stderr
+    assert patients(target) == 20
 
 
 def _fill(url: str) -> None:

@@ -91,6 +91,14 @@ def test_a_bare_path_is_an_sqlite_file_and_the_env_var_is_the_fallback(
     assert resolve_url("other.db") == "sqlite:///other.db"
 
 
+def test_an_unreadable_url_is_a_clear_error_without_its_password() -> None:
+    """libpq's list in the host part (``a:5432,b:5432``) is not SQLAlchemy's."""
+    for url in ("postgresql://u:s3cr3t@db1:5432,db2:5432/cw", "postgresql://u:s3cr3t@db1:x/cw"):
+        with pytest.raises(StoreError, match=r"several servers are listed as \?host=") as caught:
+            resolve_url(url)
+        assert "s3cr3t" not in str(caught.value)
+
+
 def test_an_sqlite_file_in_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="folder for the SQLite store does not exist"):
         open_store(str(tmp_path / "nope" / "x.db"))

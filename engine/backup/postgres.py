@@ -18,8 +18,34 @@ class DumpError(CrosswalkError, RuntimeError):
 
 
 def libpq_url(url: str) -> str:
-    """The SQLAlchemy URL as libpq takes it (no driver name)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The SQLAlchemy URL as libpq takes it (no driver name).
+
+    SQLAlchemy's list of servers, ``?host=a:5432&host=b:5433``, becomes libpq's
+    ``?host=a,b&port=5432,5433`` (libpq would take ``a:5432`` for a host name).
+
+    >>> libpq_url("postgresql+psycopg://cw@/cw?host=a:5432&host=b&target_session_attrs=any")
+    'postgresql://cw@/cw?host=a%2Cb&port=5432%2C&target_session_attrs=any'
+    """
+    parsed = make_url(url).set(drivername="postgresql")
+    entries = parsed.query.get("host", ())
+    entries = (entries,) if isinstance(entries, str) else entries
+    if len(entries) > 1 or any(":" in entry for entry in entries):
+        servers = [_host_and_port(entry) for entry in entries]
+        query = {k: v for k, v in parsed.query.items() if k not in ("host", "port")}
+        query["host"] = ",".join(host for host, _ in servers)
+        if any(port for _, port in servers):
+            query["port"] = ",".join(port for _, port in servers)  # empty: the default port
+        parsed = parsed.set(query=query)
+    return parsed.render_as_string(hide_password=False)
+
+
+def _host_and_port(entry: str) -> tuple[str, str]:
+    """``host:port``, ``[IPv6]:port`` or a bare host, as SQLAlchemy writes a server."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, rest.removeprefix(":")
+    host, _, port = entry.partition(":")
+    return host, port
 
 
 def program(name: str) -> str:

@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from engine.errors import CrosswalkError
 from engine.settings.source import interpolate
@@ -60,6 +61,14 @@ def resolve_url(url: str | None = None) -> str:
     if scheme in ("postgres", "postgresql"):
         # The common spellings (libpq's, Heroku's): psycopg 3 is the driver Crosswalk ships.
         chosen = f"postgresql+psycopg://{rest}"
+    try:
+        make_url(chosen)
+    except (ArgumentError, ValueError):
+        # Not the URL, nor SQLAlchemy's words about it: either can quote its password.
+        raise StoreError(
+            "the database URL cannot be read as scheme://user@host:port/database; several"
+            " servers are listed as ?host=a:5432&host=b:5432 (docs/operations.md)"
+        ) from None
     return chosen
 
 
