@@ -1,5 +1,6 @@
 """A throwaway PostgreSQL server of a test's own, on another port, that the test may freeze,
-thaw and stop (fault tests never touch the shared server)."""
+thaw, stop and crash (fault tests never touch the shared server); and a primary with a
+synchronous streaming standby, each on its own port, to fail over from one to the other."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import contextlib
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from engine.testing import free_port
@@ -25,9 +29,13 @@ def _bin(name: str) -> str | None:
 
 
 class ThrowawayPostgres:
-    """``initdb`` in a temporary folder and a server on a free loopback port."""
+    """``initdb`` in a temporary folder and a server on a free loopback port.
 
-    def __init__(self) -> None:
+    ``settings`` go on the server's command line: this server's own, not copied to a standby
+    made from it."""
+
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        self.settings = settings or {}
         initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
         if initdb is None or pg_ctl is None:
             pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
@@ -55,7 +63,7 @@ class ThrowawayPostgres:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c fsync=off"
             " -c max_connections=40"
-        )
+        ) + "".join(f" -c {shlex.quote(f'{k}={v}')}" for k, v in self.settings.items())
         log = str(self.folder / "server.log")
         self._run(
             self._pg_ctl, "-D", str(self.data), "-l", log, "-o", options, "-w", "-t", "60", "start"
@@ -83,6 +91,21 @@ class ThrowawayPostgres:
         """Shut the server down (fast: sessions are ended) keeping its data, to start again."""
         self._run(self._pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
 
+    def crash(self) -> None:
+        """Stop the server as a crash would (immediate: no checkpoint, sessions cut)."""
+        self._run(self._pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def promote(self) -> None:
+        """Make this standby a primary; returns once it takes writes."""
+        self._run(self._pg_ctl, "-D", str(self.data), "-w", "-t", "60", "promote")
+
+    def query(self, sql: str) -> list[tuple[object, ...]]:
+        """Run ``sql`` on this server alone (its own port, not a URL's list); its rows, if any."""
+        conninfo = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
+            cursor = connection.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.thaw()
@@ -98,3 +121,74 @@ def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
         yield server.start()
     finally:
         server.stop()
+
+
+def standby_of(primary: ThrowawayPostgres, name: str) -> ThrowawayPostgres:
+    """A streaming standby of ``primary`` made by ``pg_basebackup -R`` (not started); it
+    connects as ``application_name`` ``name``, the name ``synchronous_standby_names`` lists."""
+    pg_basebackup = _bin("pg_basebackup")
+    if pg_basebackup is None:
+        pytest.skip("PostgreSQL's pg_basebackup is not installed")
+    standby = ThrowawayPostgres()
+    conninfo = f"host=127.0.0.1 port={primary.port} user=postgres application_name={name}"
+    standby._run(pg_basebackup, "-D", str(standby.data), "-R", "-c", "fast", "-d", conninfo)
+    return standby
+
+
+def failover_url(*servers: ThrowawayPostgres) -> str:
+    """One store URL listing ``servers``: libpq connects to whichever takes writes."""
+    hosts = "&".join(f"host=127.0.0.1:{server.port}" for server in servers)
+    return f"postgresql+psycopg://postgres@/postgres?{hosts}&target_session_attrs=read-write"
+
+
+def streaming(primary: ThrowawayPostgres) -> list[tuple[object, ...]]:
+    """(application_name, sync_state) of each standby streaming from ``primary``."""
+    return primary.query(
+        "SELECT application_name, sync_state FROM pg_stat_replication WHERE state = 'streaming'"
+    )
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not {what} within {timeout:g}s"
+        time.sleep(0.05)
+
+
+def cut_off(primary: ThrowawayPostgres, standby: ThrowawayPostgres) -> str:
+    """Stop ``standby`` streaming from ``primary``, as a network fault would; returns once the
+    primary has no standby. The standby's ``primary_conninfo``, for :func:`reconnect`."""
+    ((conninfo,),) = standby.query("SHOW primary_conninfo")
+    standby.query("ALTER SYSTEM SET primary_conninfo = ''")
+    standby.query("SELECT pg_reload_conf()")
+    _until(lambda: not primary.query("SELECT 1 FROM pg_stat_replication"), "cut off")
+    return str(conninfo)
+
+
+def reconnect(standby: ThrowawayPostgres, conninfo: str) -> None:
+    """Let a standby :func:`cut_off` stream again (it catches up by itself)."""
+    quoted = conninfo.replace("'", "''")
+    standby.query(f"ALTER SYSTEM SET primary_conninfo = '{quoted}'")
+    standby.query("SELECT pg_reload_conf()")
+
+
+@contextlib.contextmanager
+def primary_and_standby(
+    synchronous: bool = True,
+) -> Iterator[tuple[ThrowawayPostgres, ThrowawayPostgres]]:
+    """A primary and a streaming standby of it, both started; with ``synchronous`` the primary
+    lists the standby in ``synchronous_standby_names`` (``synchronous_commit`` stays ``on``).
+    Yields once the standby streams, ``sync`` or ``async`` as asked."""
+    name = "standby"
+    primary = ThrowawayPostgres({"synchronous_standby_names": name} if synchronous else None)
+    standby: ThrowawayPostgres | None = None
+    try:
+        primary.start()
+        standby = standby_of(primary, name).start()
+        wanted = [(name, "sync" if synchronous else "async")]
+        _until(lambda: streaming(primary) == wanted, f"streaming {wanted}")
+        yield primary, standby
+    finally:
+        if standby is not None:
+            standby.stop()
+        primary.stop()

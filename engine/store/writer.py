@@ -306,6 +306,11 @@ class StoreWriter:
             except Exception as error:
                 if len(batch) == 1:
                     results = [_failed(batch[0], error)]
+                elif batch is self._abandoned:
+                    # Answered already (CommitTimeout): written again one by one, with no watch
+                    # on them, each could wait as long (a commit held for a synchronous
+                    # standby) while every later operation waits unanswered.
+                    results = [_failed(op, error) for op in batch]
                 else:
                     # One bad row must not fail its neighbours: retry each on its own.
                     log.warning(
@@ -326,6 +331,9 @@ class StoreWriter:
     def _write_one_by_one(self, batch: list[WriteOp]) -> list[Any]:
         results: list[Any] = []
         for op in batch:
+            if batch is self._abandoned:  # the watch gave up meanwhile: the rest too
+                results.append(_failed(op, CommitTimeout(_NO_ANSWER)))
+                continue
             if _broken(op):
                 results.append(ChainBroken("an earlier result of its queue was not stored"))
                 continue
