@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import SHIPPED, shipped_url, start_servers
 from mllp_load import run_load_blocking
 
+from engine.store.database import BUSY_TIMEOUT
+
 INTERVAL = 0.05
-BUSY_TIMEOUT = 10.0
-"""Seconds, as engine.store.database sets for every connection (PRAGMA busy_timeout)."""
 LOADS = {
     "idle": None,
     "1 connection at 500 msg/s": (1, 500, 500.0),

@@ -13,14 +13,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from engine.testing import free_port
+from tests.test_delivery import wait_until
 
 
 def _bin(name: str) -> str | None:
@@ -148,20 +148,14 @@ def streaming(primary: ThrowawayPostgres) -> list[tuple[object, ...]]:
     )
 
 
-def _until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not {what} within {timeout:g}s"
-        time.sleep(0.05)
-
-
 def cut_off(primary: ThrowawayPostgres, standby: ThrowawayPostgres) -> str:
     """Stop ``standby`` streaming from ``primary``, as a network fault would; returns once the
     primary has no standby. The standby's ``primary_conninfo``, for :func:`reconnect`."""
     ((conninfo,),) = standby.query("SHOW primary_conninfo")
     standby.query("ALTER SYSTEM SET primary_conninfo = ''")
     standby.query("SELECT pg_reload_conf()")
-    _until(lambda: not primary.query("SELECT 1 FROM pg_stat_replication"), "cut off")
+    cut = wait_until(lambda: not primary.query("SELECT 1 FROM pg_stat_replication"), 30)
+    assert cut, "still streaming 30 s after it was cut off"
     return str(conninfo)
 
 
@@ -186,7 +180,7 @@ def primary_and_standby(
         primary.start()
         standby = standby_of(primary, name).start()
         wanted = [(name, "sync" if synchronous else "async")]
-        _until(lambda: streaming(primary) == wanted, f"streaming {wanted}")
+        assert wait_until(lambda: streaming(primary) == wanted, 30), f"not {wanted} in 30 s"
         yield primary, standby
     finally:
         if standby is not None:

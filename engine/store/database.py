@@ -31,6 +31,8 @@ IMMEDIATE = "crosswalk_sqlite_immediate"
 """Execution option: begin this SQLite transaction with BEGIN IMMEDIATE (take the write lock)."""
 CONNECT_TIMEOUT = 5
 """Seconds to reach a server database (libpq's ``connect_timeout``; at least 2)."""
+BUSY_TIMEOUT = 10.0
+"""Seconds an SQLite connection waits for another's write lock before "database is locked"."""
 BULK_CACHE_KIB = 256 * 1024
 """SQLite page cache of bulk loads (the default 2 MiB makes index inserts read the disk)."""
 
@@ -114,7 +116,7 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
